@@ -1,0 +1,29 @@
+# The two set-up commands of the README:
+#   make demo   the end-to-end encrypted Simple Query on a laptop, verified
+#   make test   lint (ruff), types (mypy --strict) and the whole test suite
+.PHONY: demo test lint bench clean
+
+demo:
+	@scripts/ensure-venv
+	@scripts/ensure-java
+	.venv/bin/cipherspark demo
+
+test:
+	@scripts/ensure-venv test
+	@scripts/ensure-java
+	.venv/bin/ruff check src tests bench
+	.venv/bin/mypy
+	.venv/bin/pytest
+
+lint:
+	@scripts/ensure-venv test
+	.venv/bin/ruff check src tests bench
+	.venv/bin/mypy
+
+bench:
+	@scripts/ensure-venv test
+	@scripts/ensure-java
+	.venv/bin/python bench/simple_query.py --rows 5000000
+
+clean:
+	rm -rf .venv demo .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,13 @@
+"""cipherspark: Apache Spark analytics end to end on encrypted data.
+
+The high-level pieces: :mod:`cipherspark.kms` (keys), :mod:`cipherspark.files` (encrypt and
+decrypt files), :mod:`cipherspark.spark` (a secure SparkSession and the ``cipherspark_csv`` data
+source), :mod:`cipherspark.jobs` (the Simple Query, SQL, the demo).
+Errors: :mod:`cipherspark.errors`.
+"""
+
+from cipherspark.errors import CipherSparkError
+
+__all__ = ["CipherSparkError", "__version__"]
+
+__version__ = "0.1.0"

@@ -1,0 +1,59 @@
+"""Any Spark SQL over encrypted tables, with the result written encrypted."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pyspark.sql import SparkSession
+
+from cipherspark.errors import UsageError
+from cipherspark.spark import read_encrypted_csv, write_encrypted_csv
+from cipherspark.spark._errors import spark_error
+
+__all__ = ["SqlResult", "run_sql"]
+
+_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
+@dataclass(frozen=True)
+class SqlResult:
+    """The result's shape: its columns and the number of rows written."""
+
+    columns: tuple[str, ...]
+    rows: int
+
+
+def run_sql(
+    spark: SparkSession,
+    query: str,
+    tables: Mapping[str, str],
+    output_path: str,
+    *,
+    kms_url: str,
+    key: str,
+    infer_schema: bool = True,
+    overwrite: bool = False,
+) -> SqlResult:
+    """Register each encrypted CSV in ``tables`` (name -> path) as a view, run ``query``, and
+    write its result encrypted to ``output_path``."""
+    if not tables:
+        raise UsageError("name at least one table (--table NAME=PATH)")
+    for name, path in tables.items():
+        if not _TABLE_NAME.fullmatch(name):
+            raise UsageError(f"invalid table name {name!r}")
+        df = read_encrypted_csv(spark, path, kms_url=kms_url, infer_schema=infer_schema)
+        df.createOrReplaceTempView(name)
+    try:
+        result = spark.sql(query)
+        columns = tuple(result.columns)
+    except Exception as exc:
+        raise spark_error(exc) from exc
+    write_encrypted_csv(result, output_path, kms_url=kms_url, key=key, overwrite=overwrite)
+    written = read_encrypted_csv(spark, output_path, kms_url=kms_url)
+    try:
+        rows = written.count()
+    except Exception as exc:
+        raise spark_error(exc) from exc
+    return SqlResult(columns=columns, rows=rows)

@@ -1,0 +1,67 @@
+"""Key management: the :class:`KeyManagementService` interface and its backends.
+
+``file://DIR`` selects the embedded keystore (:class:`LocalKms`); the network KMS (``https://``)
+implements the same interface.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from cipherspark.errors import CredentialsError, KmsUnavailableError, UsageError
+from cipherspark.kms.base import (
+    Credentials,
+    DataKey,
+    KeyInfo,
+    KeyManagementService,
+    validate_key_name,
+)
+from cipherspark.kms.local import LocalKms
+
+__all__ = [
+    "DEFAULT_KMS_DIR",
+    "Credentials",
+    "DataKey",
+    "KeyInfo",
+    "KeyManagementService",
+    "LocalKms",
+    "kms_url_for_directory",
+    "open_kms",
+    "validate_key_name",
+]
+
+DEFAULT_KMS_DIR = Path(".cipherspark") / "kms"
+
+
+def kms_url_for_directory(directory: str | os.PathLike[str]) -> str:
+    """The ``file://`` URL of a keystore directory (made absolute)."""
+    return Path(directory).absolute().as_uri()
+
+
+def open_kms(url: str | None, credentials: Credentials | None, *,
+             create: bool = False) -> KeyManagementService:
+    """Open the KMS at ``url`` (``None``: ``.cipherspark/kms`` under the working directory).
+
+    A plain path is taken as a keystore directory. ``create`` initialises an absent local keystore.
+    """
+    if url is None:
+        url = kms_url_for_directory(DEFAULT_KMS_DIR)
+    parsed = urlparse(url)
+    if parsed.scheme in ("", "file"):
+        if credentials is None:
+            raise CredentialsError(
+                "the local KMS needs an APP ID and API KEY "
+                "(--app-id/--api-key or CIPHERSPARK_APP_ID/CIPHERSPARK_API_KEY)"
+            )
+        if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
+            raise UsageError(f"file:// KMS URLs must be local, not on host {parsed.netloc!r}")
+        path = unquote(parsed.path) if parsed.scheme == "file" else url
+        return LocalKms(path, credentials, create=create)
+    if parsed.scheme in ("https", "http"):
+        raise KmsUnavailableError(
+            f"the network KMS ({parsed.scheme}://) is not available in this build; "
+            "use a file:// keystore"
+        )
+    raise UsageError(f"unknown KMS URL scheme {parsed.scheme!r} (use file:// or https://)")

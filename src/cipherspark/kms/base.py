@@ -1,0 +1,94 @@
+"""The key management service interface every backend implements.
+
+Envelope encryption: a *primary key* lives only inside the KMS; each file or dataset gets a fresh
+256-bit *data key*, and only the data key wrapped by the primary key is stored (in the container
+header) or travels (in Spark options and task closures). Backends are chosen by URL scheme with
+:func:`cipherspark.kms.open_kms`.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from cipherspark.errors import UsageError
+
+__all__ = [
+    "Credentials",
+    "DataKey",
+    "KeyInfo",
+    "KeyManagementService",
+    "validate_key_name",
+]
+
+_KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def validate_key_name(name: str) -> str:
+    """Return ``name`` if it is a valid primary-key name, else raise :class:`UsageError`."""
+    if not _KEY_NAME.fullmatch(name):
+        raise UsageError(
+            f"invalid key name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """An application's identity at the KMS: the APP ID and its API KEY (never printed)."""
+
+    app_id: str
+    api_key: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.app_id or not self.api_key:
+            raise UsageError("both an APP ID and an API KEY are required")
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """Public facts about a primary key (never its bytes)."""
+
+    name: str
+    version: int
+    created: str
+
+
+@dataclass(frozen=True)
+class DataKey:
+    """A fresh data key: the plaintext (kept out of ``repr``) and its wrapped form."""
+
+    key_id: str
+    plaintext: bytes = field(repr=False)
+    wrapped: bytes = field(repr=False)
+
+
+class KeyManagementService(ABC):
+    """Creates primary keys and wraps / unwraps data keys under them."""
+
+    @property
+    @abstractmethod
+    def url(self) -> str:
+        """The URL that selects this KMS (no credentials in it)."""
+
+    @abstractmethod
+    def create_key(self, name: str) -> KeyInfo:
+        """Create a new 256-bit primary key called ``name``."""
+
+    @abstractmethod
+    def list_keys(self) -> list[KeyInfo]:
+        """All primary keys, sorted by name."""
+
+    @abstractmethod
+    def describe_key(self, name: str) -> KeyInfo:
+        """Facts about primary key ``name``; :class:`KeyNotFoundError` if absent."""
+
+    @abstractmethod
+    def generate_data_key(self, key_id: str) -> DataKey:
+        """A fresh random data key, with its wrapping under primary key ``key_id``."""
+
+    @abstractmethod
+    def unwrap_data_key(self, key_id: str, wrapped: bytes) -> bytes:
+        """The data key inside ``wrapped``; :class:`IntegrityError` if it does not authenticate."""

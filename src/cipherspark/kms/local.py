@@ -1,0 +1,246 @@
+"""The embedded, file-backed KMS: the laptop default (``file://DIR``).
+
+Layout of the keystore directory (mode 0700, files 0600)::
+
+    DIR/keystore.json        KDF parameters and salt, and a check value for the credentials
+    DIR/keys/NAME.json       one sealed primary key per file
+
+The *sealing key* is scrypt(APP ID, API KEY) with a per-keystore random salt, so the files alone
+reveal nothing. Primary keys are 256-bit random, sealed with AES-256-GCM under the sealing key with
+the key name bound as associated data (a sealed key copied to another name does not open). Data
+keys are wrapped with AES-256-GCM under the primary key, again with the key name as associated
+data. Nothing here is ECB, and no key bytes are derived from strings other than through scrypt.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from cipherspark.errors import (
+    CredentialsError,
+    IntegrityError,
+    KeyExistsError,
+    KeyNotFoundError,
+    KmsError,
+)
+from cipherspark.kms.base import (
+    Credentials,
+    DataKey,
+    KeyInfo,
+    KeyManagementService,
+    validate_key_name,
+)
+
+__all__ = ["LocalKms"]
+
+_STORE_FORMAT = "cipherspark-local-kms"
+_STORE_VERSION = 1
+_WRAP_VERSION = 1
+_NONCE = 12
+_KEY = 32
+# scrypt cost: 2^15 * 8 * 128 B = 32 MiB, about 0.1 s here; paid once per process (cached).
+_SCRYPT = {"n": 1 << 15, "r": 8, "p": 1}
+_CHECK_PLAINTEXT = b"cipherspark local keystore"
+_AAD_CHECK = b"cipherspark/local-kms/v1/check"
+_AAD_SEAL = b"cipherspark/local-kms/v1/primary-key\x00"
+_AAD_WRAP = b"cipherspark/wrap/v1\x00"
+
+_sealing_keys: dict[tuple[str, str, str], bytes] = {}
+_sealing_lock = threading.Lock()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` with mode 0600, atomically (temp file + rename)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class LocalKms(KeyManagementService):
+    """A keystore directory opened with an application's credentials.
+
+    ``create=True`` initialises an absent or empty directory for these credentials; otherwise
+    the directory must be an existing keystore.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], credentials: Credentials,
+                 *, create: bool = False) -> None:
+        self._dir = Path(directory).absolute()
+        self._store_file = self._dir / "keystore.json"
+        if not self._store_file.exists():
+            if not create:
+                raise KmsError(
+                    f"no keystore at {self._dir} (create one with 'cipherspark key create')"
+                )
+            self._initialise(credentials)
+        self._sealing_key = self._open(credentials)
+
+    @property
+    def url(self) -> str:
+        """``file://`` URL of the keystore directory."""
+        return self._dir.as_uri()
+
+    # -- keystore -------------------------------------------------------------------------------
+
+    def _initialise(self, credentials: Credentials) -> None:
+        try:
+            self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            (self._dir / "keys").mkdir(mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise KmsError(f"cannot create keystore at {self._dir}: {exc.strerror}") from exc
+        salt = os.urandom(16)
+        sealing = _derive(credentials, salt, _SCRYPT)
+        nonce = os.urandom(_NONCE)
+        check = nonce + AESGCM(sealing).encrypt(nonce, _CHECK_PLAINTEXT, _AAD_CHECK)
+        doc = {
+            "format": _STORE_FORMAT,
+            "version": _STORE_VERSION,
+            "kdf": {"name": "scrypt", "salt": _b64(salt), **_SCRYPT},
+            "check": _b64(check),
+        }
+        _write_private(self._store_file, json.dumps(doc, indent=2).encode())
+
+    def _open(self, credentials: Credentials) -> bytes:
+        try:
+            doc = json.loads(self._store_file.read_text())
+            if doc.get("format") != _STORE_FORMAT or doc.get("version") != _STORE_VERSION:
+                raise KmsError(f"{self._store_file} is not a keystore this version can read")
+            kdf = doc["kdf"]
+            params = {"n": int(kdf["n"]), "r": int(kdf["r"]), "p": int(kdf["p"])}
+            # Bound the cost an edited keystore file can impose (memory = 128 * n * r bytes).
+            if not (2 <= params["n"] <= 1 << 20 and 1 <= params["r"] <= 32
+                    and 1 <= params["p"] <= 16):
+                raise ValueError("scrypt parameters out of range")
+            salt = _unb64(kdf["salt"])
+            check = _unb64(doc["check"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise KmsError(f"cannot read keystore {self._store_file}: it is damaged") from exc
+        cache_key = (str(self._dir), credentials.app_id, credentials.api_key)
+        with _sealing_lock:
+            sealing = _sealing_keys.get(cache_key)
+            if sealing is None:
+                sealing = _derive(credentials, salt, params)
+        try:
+            AESGCM(sealing).decrypt(check[:_NONCE], check[_NONCE:], _AAD_CHECK)
+        except (InvalidTag, ValueError) as exc:
+            raise CredentialsError(
+                f"the APP ID / API KEY do not open the keystore at {self._dir}"
+            ) from exc
+        with _sealing_lock:
+            _sealing_keys[cache_key] = sealing
+        return sealing
+
+    def _key_file(self, name: str) -> Path:
+        return self._dir / "keys" / f"{validate_key_name(name)}.json"
+
+    def _load(self, name: str) -> tuple[dict[str, Any], bytes]:
+        path = self._key_file(name)
+        try:
+            doc = json.loads(path.read_text())
+            sealed = _unb64(doc["sealed"])
+        except FileNotFoundError as exc:
+            raise KeyNotFoundError(f"no primary key named {name!r} in {self._dir}") from exc
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise KmsError(f"primary key file {path} is damaged") from exc
+        try:
+            primary = AESGCM(self._sealing_key).decrypt(
+                sealed[:_NONCE], sealed[_NONCE:], _AAD_SEAL + name.encode()
+            )
+        except (InvalidTag, ValueError) as exc:
+            raise KmsError(f"primary key {name!r} does not unseal: its file was modified") from exc
+        return doc, primary
+
+    @staticmethod
+    def _info(doc: dict[str, Any]) -> KeyInfo:
+        return KeyInfo(name=str(doc["name"]), version=int(doc["version"]),
+                       created=str(doc["created"]))
+
+    # -- KeyManagementService -------------------------------------------------------------------
+
+    def create_key(self, name: str) -> KeyInfo:
+        """Create primary key ``name``; :class:`KeyExistsError` if it exists."""
+        path = self._key_file(name)
+        if path.exists():
+            raise KeyExistsError(f"a primary key named {name!r} exists already in {self._dir}")
+        primary = os.urandom(_KEY)
+        nonce = os.urandom(_NONCE)
+        sealed = nonce + AESGCM(self._sealing_key).encrypt(nonce, primary,
+                                                           _AAD_SEAL + name.encode())
+        doc = {
+            "name": name,
+            "version": 1,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "sealed": _b64(sealed),
+        }
+        _write_private(path, json.dumps(doc, indent=2).encode())
+        return self._info(doc)
+
+    def list_keys(self) -> list[KeyInfo]:
+        """Every primary key in the keystore, by name."""
+        infos = []
+        for path in sorted((self._dir / "keys").glob("*.json")):
+            doc, _ = self._load(path.stem)
+            infos.append(self._info(doc))
+        return infos
+
+    def describe_key(self, name: str) -> KeyInfo:
+        """Facts about primary key ``name``."""
+        doc, _ = self._load(name)
+        return self._info(doc)
+
+    def generate_data_key(self, key_id: str) -> DataKey:
+        """A fresh 256-bit data key and its wrapping under ``key_id``."""
+        _, primary = self._load(key_id)
+        plaintext = os.urandom(_KEY)
+        nonce = os.urandom(_NONCE)
+        wrapped = (bytes([_WRAP_VERSION]) + nonce
+                   + AESGCM(primary).encrypt(nonce, plaintext, _AAD_WRAP + key_id.encode()))
+        return DataKey(key_id=key_id, plaintext=plaintext, wrapped=wrapped)
+
+    def unwrap_data_key(self, key_id: str, wrapped: bytes) -> bytes:
+        """Unwrap a data key wrapped by :meth:`generate_data_key` under ``key_id``."""
+        _, primary = self._load(key_id)
+        if len(wrapped) != 1 + _NONCE + _KEY + 16 or wrapped[0] != _WRAP_VERSION:
+            raise IntegrityError(f"the wrapped data key for {key_id!r} is malformed")
+        try:
+            return AESGCM(primary).decrypt(wrapped[1 : 1 + _NONCE], wrapped[1 + _NONCE :],
+                                           _AAD_WRAP + key_id.encode())
+        except InvalidTag as exc:
+            raise IntegrityError(
+                f"the data key does not unwrap under primary key {key_id!r}: the header was "
+                "modified or the key was replaced"
+            ) from exc
+
+
+def _derive(credentials: Credentials, salt: bytes, params: dict[str, int]) -> bytes:
+    secret = credentials.app_id.encode() + b"\x00" + credentials.api_key.encode()
+    try:
+        return Scrypt(salt=salt, length=_KEY, **params).derive(secret)
+    except (ValueError, MemoryError) as exc:
+        raise KmsError("the keystore's KDF parameters are out of range") from exc

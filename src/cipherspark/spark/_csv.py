@@ -1,0 +1,241 @@
+"""CSV machinery of the encrypted data source: splitting, line ownership, parsing, writing.
+
+Kept free of Spark's DataSource classes so the rules can be tested directly.
+
+Line ownership follows Hadoop's ``LineRecordReader``: a split covering plaintext bytes ``[A, B)``
+owns every line that starts right after a newline lying in ``[A, B)``, plus the line at offset 0
+when ``A == 0``. So a split other than the first skips its leading partial line, and every split
+reads past ``B`` to finish its last line. Every line is owned by exactly one split.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from cipherspark.crypto import ContainerFile
+from cipherspark.errors import InputError
+
+__all__ = [
+    "MODES",
+    "FileSlice",
+    "csv_header_line",
+    "csv_rows",
+    "owned_text",
+    "parse_csv",
+    "plan_slices",
+]
+
+MODES = ("PERMISSIVE", "DROPMALFORMED", "FAILFAST")
+
+
+@dataclass(frozen=True)
+class FileSlice:
+    """Segments ``[start, stop)`` of the container at ``path`` (``segments`` in all)."""
+
+    path: str
+    start: int
+    stop: int
+    segments: int
+
+
+def plan_slices(
+    files: list[tuple[str, int, int]], target_bytes: int
+) -> list[list[FileSlice]]:
+    """Group ``(path, segment_count, segment_size)`` files into ~``target_bytes`` partitions.
+
+    Large files are cut at segment boundaries; consecutive small files share a partition.
+    """
+    partitions: list[list[FileSlice]] = []
+    current: list[FileSlice] = []
+    filled = 0
+    for path, segments, segment_size in files:
+        per_split = max(1, target_bytes // segment_size)
+        start = 0
+        while start < segments:
+            room = max(1, (target_bytes - filled) // segment_size) if current else per_split
+            stop = min(segments, start + room)
+            current.append(FileSlice(path, start, stop, segments))
+            filled += (stop - start) * segment_size
+            start = stop
+            if filled >= target_bytes:
+                partitions.append(current)
+                current, filled = [], 0
+    if current:
+        partitions.append(current)
+    return partitions
+
+
+def owned_text(container: ContainerFile, start: int, stop: int) -> bytes:
+    """The complete lines owned by segments ``[start, stop)`` of ``container`` (see module doc)."""
+    data = container.read_segments(start, stop)
+    begin = 0
+    if start > 0:
+        newline = data.find(b"\n")
+        if newline < 0:
+            return b""  # the only line here started in an earlier split
+        begin = newline + 1
+    tail: list[bytes] = []
+    for segment in container.iter_segments(stop):
+        newline = segment.find(b"\n")
+        if newline >= 0:
+            tail.append(segment[: newline + 1])
+            break
+        tail.append(segment)
+    if not tail:
+        return data[begin:] if begin else data
+    return data[begin:] + b"".join(tail)
+
+
+# -- parsing --------------------------------------------------------------------------------------
+
+_FAST_NULLS = [""]
+
+
+def _options(names: list[str], arrow_schema: pa.Schema) -> tuple[
+    pacsv.ReadOptions, pacsv.ParseOptions, pacsv.ConvertOptions
+]:
+    read = pacsv.ReadOptions(column_names=names, use_threads=False, block_size=64 << 20)
+    parse = pacsv.ParseOptions(delimiter=",", quote_char='"', double_quote=True,
+                               newlines_in_values=False)
+    # Spark reads an empty field as null (nullValue ""), for strings too.
+    convert = pacsv.ConvertOptions(
+        column_types={f.name: f.type for f in arrow_schema},
+        null_values=_FAST_NULLS,
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=False,
+        true_values=["true", "True", "TRUE"],
+        false_values=["false", "False", "FALSE"],
+    )
+    return read, parse, convert
+
+
+def parse_csv(text: bytes, arrow_schema: pa.Schema, mode: str) -> pa.Table:
+    """Parse complete CSV lines into a table of exactly ``arrow_schema``.
+
+    Well-formed input takes pyarrow's vectorised parser. If it rejects the input, ``mode`` decides
+    as in Spark: FAILFAST raises :class:`InputError`; PERMISSIVE re-parses row by row, padding
+    short rows with nulls, dropping extra fields and turning unparseable values into nulls;
+    DROPMALFORMED re-parses and drops every row that PERMISSIVE would have repaired.
+    """
+    names = arrow_schema.names
+    if not text.strip():
+        return arrow_schema.empty_table()
+    read, parse, convert = _options(names, arrow_schema)
+    try:
+        return pacsv.read_csv(pa.py_buffer(text), read, parse, convert)
+    except pa.ArrowInvalid as exc:
+        if mode == "FAILFAST":
+            raise InputError(f"malformed CSV record (mode FAILFAST): {exc}") from exc
+    return _parse_slow(text, arrow_schema, drop_malformed=mode == "DROPMALFORMED")
+
+
+def _converter(kind: pa.DataType) -> Callable[[str], Any]:
+    if pa.types.is_integer(kind):
+        bits = kind.bit_width
+
+        def to_int(value: str) -> int:
+            number = int(value.strip())
+            if not -(1 << (bits - 1)) <= number < 1 << (bits - 1):
+                raise ValueError("out of range")
+            return number
+
+        return to_int
+    if pa.types.is_floating(kind):
+        return lambda value: float(value.strip())
+    if pa.types.is_boolean(kind):
+        def to_bool(value: str) -> bool:
+            lowered = value.strip().lower()
+            if lowered not in ("true", "false"):
+                raise ValueError("not a boolean")
+            return lowered == "true"
+
+        return to_bool
+    if pa.types.is_date(kind):
+        return lambda value: date.fromisoformat(value.strip())
+    if pa.types.is_timestamp(kind):
+        return lambda value: datetime.fromisoformat(value.strip())
+    if pa.types.is_decimal(kind):
+        def to_decimal(value: str) -> Decimal:
+            try:
+                return Decimal(value.strip())
+            except InvalidOperation as exc:
+                raise ValueError("not a decimal") from exc
+
+        return to_decimal
+    return str
+
+
+def _parse_slow(text: bytes, arrow_schema: pa.Schema, *, drop_malformed: bool) -> pa.Table:
+    converters = [_converter(f.type) for f in arrow_schema]
+    width = len(converters)
+    columns: list[list[Any]] = [[] for _ in range(width)]
+    reader = csv.reader(io.StringIO(text.decode("utf-8", errors="replace")), strict=False)
+    for fields in reader:
+        if not fields:
+            continue
+        malformed = len(fields) != width
+        values: list[Any] = []
+        for i, convert in enumerate(converters):
+            raw = fields[i] if i < len(fields) else ""
+            if raw == "":
+                values.append(None)
+                continue
+            try:
+                value = convert(raw)
+                if isinstance(value, float) and math.isnan(value) and raw.strip() != "NaN":
+                    raise ValueError("nan")
+                values.append(value)
+            except (ValueError, OverflowError):
+                malformed = True
+                values.append(None)
+        if malformed and drop_malformed:
+            continue
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    arrays = [pa.array(col, type=f.type) for col, f in zip(columns, arrow_schema, strict=True)]
+    return pa.Table.from_arrays(arrays, schema=arrow_schema)
+
+
+def iter_batches(table: pa.Table, rows: int = 65536) -> Iterator[pa.RecordBatch]:
+    """The table's record batches, at most ``rows`` each."""
+    yield from table.to_batches(max_chunksize=rows)
+
+
+def csv_header_line(names: list[str]) -> bytes:
+    """A CSV header line, quoting a name only where RFC 4180 requires it (as Spark does)."""
+    return (",".join(_quote_if_needed(n) for n in names) + "\n").encode()
+
+
+def _quote_if_needed(value: str) -> str:
+    if any(c in value for c in ',"\r\n'):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+_UNQUOTED = pacsv.WriteOptions(include_header=False, quoting_style="none")
+_QUOTED = pacsv.WriteOptions(include_header=False, quoting_style="needed")
+
+
+def csv_rows(data: pa.RecordBatch | pa.Table) -> bytes:
+    """CSV lines for ``data`` without a header.
+
+    Like Spark, values are quoted only when they must be. pyarrow's unquoted style refuses such
+    values, so a batch holding one is written again with pyarrow's style that quotes every string.
+    """
+    sink = pa.BufferOutputStream()
+    try:
+        pacsv.write_csv(data, sink, _UNQUOTED)
+    except pa.ArrowInvalid:
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(data, sink, _QUOTED)
+    return bytes(sink.getvalue().to_pybytes())

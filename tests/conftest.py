@@ -1,0 +1,44 @@
+"""Shared fixtures: test credentials, fresh keystores, and one local Spark session per run."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cipherspark.kms import Credentials, LocalKms, open_kms
+
+# Executors read the KMS credentials from the environment; set them before any JVM starts.
+TEST_CREDENTIALS = Credentials("test-app", "test-api-key-not-secret")
+os.environ["CIPHERSPARK_APP_ID"] = TEST_CREDENTIALS.app_id
+os.environ["CIPHERSPARK_API_KEY"] = TEST_CREDENTIALS.api_key
+
+TEST_KEY = "test-key"
+
+
+@pytest.fixture
+def credentials() -> Credentials:
+    """The credentials every test keystore is created with."""
+    return TEST_CREDENTIALS
+
+
+@pytest.fixture
+def kms(tmp_path: Path) -> LocalKms:
+    """A fresh keystore holding one primary key, ``TEST_KEY``."""
+    service = open_kms((tmp_path / "kms").as_uri(), TEST_CREDENTIALS, create=True)
+    assert isinstance(service, LocalKms)
+    service.create_key(TEST_KEY)
+    return service
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[object]:
+    """One secure local[2] SparkSession for the whole run (starting one costs ~5 s)."""
+    from cipherspark.spark import secure_session
+
+    session = secure_session(master="local[2]", app_name="cipherspark-tests",
+                             credentials=TEST_CREDENTIALS)
+    yield session
+    session.stop()
