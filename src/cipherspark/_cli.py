@@ -54,7 +54,7 @@ app.add_typer(query_app, name="query")
 
 KmsOpt = Annotated[str | None, typer.Option(
     "--kms", envvar="CIPHERSPARK_KMS", show_envvar=True,
-    help="KMS URL: file://DIR for the embedded keystore [default: .cipherspark/kms].")]
+    help="KMS URL: file://DIR for the embedded keystore (default: .cipherspark/kms).")]
 AppIdOpt = Annotated[str | None, typer.Option(
     "--app-id", envvar="CIPHERSPARK_APP_ID", show_envvar=True,
     help="APP ID of your application at the KMS.")]
@@ -155,6 +155,7 @@ def encrypt(
     key: KeyOpt,
     kms: KmsOpt = None, app_id: AppIdOpt = None, api_key: ApiKeyOpt = None,
     segment_size: Annotated[int, typer.Option(
+        min=57, max=64 << 20,
         help="Ciphertext segment size in bytes (splits align to it).")] = 1 << 20,
     overwrite: OverwriteOpt = False,
 ) -> None:

@@ -185,8 +185,11 @@ def decrypt_path(
             keys[cache_key] = kms.unwrap_data_key(header.key_id, header.wrapped_key)
         return keys[cache_key]
 
+    # True once a CSV part with a header has written bytes (hence its header line): later such
+    # parts drop their first line. An empty part (no header line at all) does not count.
+    csv_header_written = False
     with atomic_output(dst_path, overwrite=overwrite) as out:
-        for number, part in enumerate(files):
+        for part in files:
             try:
                 stream = open(part, "rb")
             except OSError as exc:
@@ -196,13 +199,15 @@ def decrypt_path(
                     header, raw = read_header(stream)
                     chunks: Iterable[bytes] = decrypt_stream(stream, data_key_for,
                                                              header=(header, raw))
-                    if number > 0 and header.csv_has_header:
+                    if csv_header_written and header.csv_has_header:
                         chunks = _skip_first_line(chunks)
                     for chunk in chunks:
                         out.write(chunk)
                         written += len(chunk)
                         if progress is not None:
                             progress(len(chunk))
+                        if chunk and header.csv_has_header:
+                            csv_header_written = True
                 except (InputError, FormatError, IntegrityError) as exc:
                     # Name the part: a folder can hold many.
                     raise type(exc)(f"{part}: {exc}") from exc

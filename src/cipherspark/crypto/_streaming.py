@@ -136,7 +136,7 @@ class SegmentCipher:
         prefix = body_header[1 + SALT_SIZE :]
         return cls(data_key, associated_data, salt, prefix)
 
-    def encrypt(self, index: int, plaintext: bytes, last: bool) -> bytes:
+    def encrypt(self, index: int, plaintext: bytes | bytearray | memoryview, last: bool) -> bytes:
         """Ciphertext (with tag) of segment ``index``."""
         return self._aead.encrypt(_nonce(self._prefix, index, last), plaintext, None)
 

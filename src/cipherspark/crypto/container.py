@@ -195,18 +195,29 @@ class EncryptingWriter:
         """Buffer ``data``; write every segment that is known not to be the last."""
         if self._closed:
             raise ValueError("write to a closed EncryptingWriter")
-        self._buffer += data
-        # Strictly greater: a full buffer may still be the last segment (Tink does the same).
-        start = 0
-        while len(self._buffer) - start > self._capacity():
-            end = start + self._capacity()
-            chunk = bytes(self._buffer[start:end])
-            self._raw.write(self._cipher.encrypt(self._index, chunk, last=False))
-            self._index += 1
-            start = end
-        if start:
-            del self._buffer[:start]
-        return len(data)
+        view = memoryview(data).cast("B")
+        size = len(view)
+        # Strictly greater: a full segment may still be the last one (Tink does the same), so it
+        # is written only once at least one more byte is known to follow.
+        if self._buffer:
+            room = self._capacity() - len(self._buffer)
+            if size <= room:
+                self._buffer += view
+                return size
+            self._buffer += view[:room]
+            view = view[room:]
+            self._emit(self._buffer)
+            self._buffer = bytearray()
+        while len(view) > self._capacity():
+            capacity = self._capacity()
+            self._emit(view[:capacity])
+            view = view[capacity:]
+        self._buffer += view
+        return size
+
+    def _emit(self, chunk: bytes | bytearray | memoryview) -> None:
+        self._raw.write(self._cipher.encrypt(self._index, chunk, last=False))
+        self._index += 1
 
     def close(self) -> None:
         """Write the final segment (possibly empty, if nothing was written)."""

@@ -50,12 +50,15 @@ _NONCE = 12
 _KEY = 32
 # scrypt cost: 2^15 * 8 * 128 B = 32 MiB, about 0.1 s here; paid once per process (cached).
 _SCRYPT = {"n": 1 << 15, "r": 8, "p": 1}
+# Most scrypt work a keystore file may ask for: n * r * p (8x the default; 256 MiB, under 1 s).
+_MAX_SCRYPT_WORK = 1 << 21
 _CHECK_PLAINTEXT = b"cipherspark local keystore"
 _AAD_CHECK = b"cipherspark/local-kms/v1/check"
 _AAD_SEAL = b"cipherspark/local-kms/v1/primary-key\x00"
 _AAD_WRAP = b"cipherspark/wrap/v1\x00"
 
-_sealing_keys: dict[tuple[str, str, str], bytes] = {}
+# Sealing keys by what derives them: (directory, APP ID, API KEY, salt, n, r, p).
+_sealing_keys: dict[tuple[str, str, str, bytes, int, int, int], bytes] = {}
 _sealing_lock = threading.Lock()
 
 
@@ -67,19 +70,28 @@ def _unb64(text: str) -> bytes:
     return base64.b64decode(text, validate=True)
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` with mode 0600, atomically (temp file + rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def _write_private(path: Path, data: bytes, *, replace: bool = True) -> None:
+    """Write ``data`` to ``path`` with mode 0600, atomically (temp file + rename).
+
+    With ``replace=False`` the file is published with link(2), which fails if ``path`` exists:
+    two processes creating the same key cannot both succeed.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        if replace:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError as exc:
+                raise KeyExistsError(f"{path.stem!r} exists already in {path.parent}") from exc
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
 
 
 class LocalKms(KeyManagementService):
@@ -129,19 +141,24 @@ class LocalKms(KeyManagementService):
     def _open(self, credentials: Credentials) -> bytes:
         try:
             doc = json.loads(self._store_file.read_text())
-            if doc.get("format") != _STORE_FORMAT or doc.get("version") != _STORE_VERSION:
+            if (not isinstance(doc, dict) or doc.get("format") != _STORE_FORMAT
+                    or doc.get("version") != _STORE_VERSION):
                 raise KmsError(f"{self._store_file} is not a keystore this version can read")
             kdf = doc["kdf"]
             params = {"n": int(kdf["n"]), "r": int(kdf["r"]), "p": int(kdf["p"])}
-            # Bound the cost an edited keystore file can impose (memory = 128 * n * r bytes).
+            # Bound the cost an edited keystore file can impose (memory = 128 * n * r bytes,
+            # time ~ n * r * p): each bound alone still let 4 GiB and minutes of work through.
             if not (2 <= params["n"] <= 1 << 20 and 1 <= params["r"] <= 32
-                    and 1 <= params["p"] <= 16):
+                    and 1 <= params["p"] <= 16
+                    and params["n"] * params["r"] * params["p"] <= _MAX_SCRYPT_WORK):
                 raise ValueError("scrypt parameters out of range")
             salt = _unb64(kdf["salt"])
             check = _unb64(doc["check"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise KmsError(f"cannot read keystore {self._store_file}: it is damaged") from exc
-        cache_key = (str(self._dir), credentials.app_id, credentials.api_key)
+        # The salt is part of the key: a keystore re-created at the same path has a new one.
+        cache_key = (str(self._dir), credentials.app_id, credentials.api_key, salt,
+                     params["n"], params["r"], params["p"])
         with _sealing_lock:
             sealing = _sealing_keys.get(cache_key)
             if sealing is None:
@@ -178,8 +195,11 @@ class LocalKms(KeyManagementService):
 
     @staticmethod
     def _info(doc: dict[str, Any]) -> KeyInfo:
-        return KeyInfo(name=str(doc["name"]), version=int(doc["version"]),
-                       created=str(doc["created"]))
+        try:
+            return KeyInfo(name=str(doc["name"]), version=int(doc["version"]),
+                           created=str(doc["created"]))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise KmsError("a primary key file's metadata is damaged") from exc
 
     # -- KeyManagementService -------------------------------------------------------------------
 
@@ -198,7 +218,12 @@ class LocalKms(KeyManagementService):
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "sealed": _b64(sealed),
         }
-        _write_private(path, json.dumps(doc, indent=2).encode())
+        try:
+            _write_private(path, json.dumps(doc, indent=2).encode(), replace=False)
+        except KeyExistsError as exc:
+            raise KeyExistsError(
+                f"a primary key named {name!r} exists already in {self._dir}"
+            ) from exc
         return self._info(doc)
 
     def list_keys(self) -> list[KeyInfo]:

@@ -20,6 +20,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from cipherspark.crypto import ContainerFile
@@ -226,15 +227,25 @@ _UNQUOTED = pacsv.WriteOptions(include_header=False, quoting_style="none")
 _QUOTED = pacsv.WriteOptions(include_header=False, quoting_style="needed")
 
 
+def _has_empty_string(data: pa.RecordBatch | pa.Table) -> bool:
+    for column, field in zip(data.columns, data.schema, strict=True):
+        if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+            if pc.any(pc.equal(pc.utf8_length(column), 0)).as_py():
+                return True
+    return False
+
+
 def csv_rows(data: pa.RecordBatch | pa.Table) -> bytes:
     """CSV lines for ``data`` without a header.
 
     Like Spark, values are quoted only when they must be. pyarrow's unquoted style refuses such
     values, so a batch holding one is written again with pyarrow's style that quotes every string.
+    Empty strings must be written ``""`` (an empty field reads back as null, as in Spark), which
+    the unquoted style cannot do either.
     """
     sink = pa.BufferOutputStream()
     try:
-        pacsv.write_csv(data, sink, _UNQUOTED)
+        pacsv.write_csv(data, sink, _QUOTED if _has_empty_string(data) else _UNQUOTED)
     except pa.ArrowInvalid:
         sink = pa.BufferOutputStream()
         pacsv.write_csv(data, sink, _QUOTED)

@@ -15,7 +15,7 @@ Options (all strings, as Spark passes them):
 ``inferSchema``    (read) ``true`` to infer column types from the first segment
 ``mode``           (read) ``PERMISSIVE`` (default) / ``DROPMALFORMED`` / ``FAILFAST``
 ``partitionBytes`` (read) target plaintext bytes per partition, default 32 MiB
-``minPartitions``  (read) split finer when the input is small, to keep every core busy
+``minPartitions``  (read) the session's cores: partitions come in whole waves of this many
 ``segmentSize``    (write) ciphertext segment size, default 1 MiB
 =================  ======================================================================
 """
@@ -165,7 +165,11 @@ class _Reader(DataSourceReader):
             segments = header.layout.segment_count(size - len(raw))
             files.append((path, segments, header.segment_size))
             total += size
-        target = min(self.partition_bytes, -(-total // self.min_partitions))
+        # Whole waves: as many partitions as cores (minPartitions), or a multiple of it, each at
+        # most partitionBytes. 3 partitions on 2 cores would leave one core idle half the time.
+        cores = self.min_partitions
+        waves = max(1, -(-total // (cores * self.partition_bytes)))
+        target = -(-total // (cores * waves))
         return [_Partition(tuple(group)) for group in plan_slices(files, max(1, target))]
 
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:

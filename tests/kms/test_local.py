@@ -1,0 +1,415 @@
+"""The embedded keystore (LocalKms) and ``open_kms`` URL handling."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from cipherspark.errors import (
+    CredentialsError,
+    IntegrityError,
+    KeyExistsError,
+    KeyNotFoundError,
+    KmsError,
+    KmsUnavailableError,
+    UsageError,
+)
+from cipherspark.kms import Credentials, KeyInfo, LocalKms, local, open_kms, validate_key_name
+from tests.conftest import TEST_CREDENTIALS, TEST_KEY
+
+OTHER_KEY = "other-key"
+DEFAULT_SCRYPT = dict(local._SCRYPT)
+
+
+@pytest.fixture(autouse=True)
+def _fast_scrypt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Create test keystores with cheap scrypt (n=2^10) so each test takes milliseconds."""
+    monkeypatch.setattr(local, "_SCRYPT", {"n": 1 << 10, "r": 8, "p": 1})
+
+
+def _keystore_files(kms: LocalKms) -> list[Path]:
+    root = Path(kms.url.removeprefix("file://"))
+    files = [p for p in root.rglob("*") if p.is_file()]
+    assert files, "the keystore should hold files"
+    return files
+
+
+def _reopen(kms: LocalKms, credentials: Credentials = TEST_CREDENTIALS) -> LocalKms:
+    service = open_kms(kms.url, credentials)
+    assert isinstance(service, LocalKms)
+    return service
+
+
+# -- keys -----------------------------------------------------------------------------------------
+
+
+def test_create_list_describe(kms: LocalKms) -> None:
+    info = kms.create_key(OTHER_KEY)
+    assert info.name == OTHER_KEY
+    assert info.version == 1
+    assert info.created  # an ISO timestamp
+    assert [k.name for k in kms.list_keys()] == sorted([TEST_KEY, OTHER_KEY])
+    assert kms.describe_key(OTHER_KEY) == info
+    # A second process (fresh object) sees the same keys.
+    assert _reopen(kms).list_keys() == kms.list_keys()
+
+
+def test_key_info_holds_no_key_material(kms: LocalKms) -> None:
+    info = kms.describe_key(TEST_KEY)
+    assert isinstance(info, KeyInfo)
+    assert set(vars(info)) == {"name", "version", "created"}
+
+
+def test_empty_keystore_lists_nothing(tmp_path: Path) -> None:
+    service = open_kms((tmp_path / "ks").as_uri(), TEST_CREDENTIALS, create=True)
+    assert service.list_keys() == []
+
+
+def test_duplicate_key_is_refused_and_untouched(kms: LocalKms) -> None:
+    key_file = Path(kms.url.removeprefix("file://")) / "keys" / f"{TEST_KEY}.json"
+    before = key_file.read_bytes()
+    data_key = kms.generate_data_key(TEST_KEY)
+    with pytest.raises(KeyExistsError, match=TEST_KEY):
+        kms.create_key(TEST_KEY)
+    assert key_file.read_bytes() == before
+    assert kms.unwrap_data_key(TEST_KEY, data_key.wrapped) == data_key.plaintext
+
+
+def test_unknown_key(kms: LocalKms) -> None:
+    with pytest.raises(KeyNotFoundError, match="nope"):
+        kms.describe_key("nope")
+    with pytest.raises(KeyNotFoundError):
+        kms.generate_data_key("nope")
+    wrapped = kms.generate_data_key(TEST_KEY).wrapped
+    with pytest.raises(KeyNotFoundError):
+        kms.unwrap_data_key("nope", wrapped)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "../x", "a/b", "a\\b", "x" * 65, ".hidden", "-dash", "_under", "a b", "ключ", "a\x00b",
+     "key\n"],
+)
+def test_invalid_names(kms: LocalKms, name: str) -> None:
+    with pytest.raises(UsageError):
+        validate_key_name(name)
+    with pytest.raises(UsageError):
+        kms.create_key(name)
+    with pytest.raises(UsageError):
+        kms.describe_key(name)
+    with pytest.raises(UsageError):
+        kms.generate_data_key(name)
+    assert [k.name for k in kms.list_keys()] == [TEST_KEY]
+
+
+@pytest.mark.parametrize("name", ["a", "A.b_c-9", "0", "x" * 64])
+def test_valid_names(kms: LocalKms, name: str) -> None:
+    assert validate_key_name(name) == name
+    assert kms.create_key(name).name == name
+    assert kms.describe_key(name).name == name
+
+
+# -- data keys ------------------------------------------------------------------------------------
+
+
+def test_generate_unwrap_round_trip(kms: LocalKms) -> None:
+    data_key = kms.generate_data_key(TEST_KEY)
+    assert data_key.key_id == TEST_KEY
+    assert len(data_key.plaintext) == 32
+    assert data_key.plaintext not in data_key.wrapped
+    assert kms.unwrap_data_key(TEST_KEY, data_key.wrapped) == data_key.plaintext
+    # Another instance on the same keystore (e.g. a Spark executor) unwraps it too.
+    assert _reopen(kms).unwrap_data_key(TEST_KEY, data_key.wrapped) == data_key.plaintext
+
+
+def test_data_key_repr_hides_key_bytes(kms: LocalKms) -> None:
+    data_key = kms.generate_data_key(TEST_KEY)
+    text = repr(data_key)
+    assert data_key.plaintext.hex() not in text
+    assert repr(data_key.plaintext) not in text
+    assert repr(data_key.wrapped) not in text
+
+
+def test_data_keys_are_fresh(kms: LocalKms) -> None:
+    keys = [kms.generate_data_key(TEST_KEY) for _ in range(20)]
+    assert len({k.plaintext for k in keys}) == 20
+    assert len({k.wrapped for k in keys}) == 20
+    assert len({k.wrapped[1:13] for k in keys}) == 20  # fresh nonces too
+
+
+def test_unwrap_under_another_key_fails(kms: LocalKms) -> None:
+    kms.create_key(OTHER_KEY)
+    wrapped = kms.generate_data_key(TEST_KEY).wrapped
+    with pytest.raises(IntegrityError):
+        kms.unwrap_data_key(OTHER_KEY, wrapped)
+
+
+def test_same_name_in_another_keystore_does_not_unwrap(tmp_path: Path, kms: LocalKms) -> None:
+    other = open_kms((tmp_path / "other").as_uri(), TEST_CREDENTIALS, create=True)
+    other.create_key(TEST_KEY)
+    with pytest.raises(IntegrityError):
+        other.unwrap_data_key(TEST_KEY, kms.generate_data_key(TEST_KEY).wrapped)
+
+
+def test_every_flipped_bit_fails(kms: LocalKms) -> None:
+    data_key = kms.generate_data_key(TEST_KEY)
+    wrapped = data_key.wrapped
+    for bit in range(len(wrapped) * 8):
+        tampered = bytearray(wrapped)
+        tampered[bit // 8] ^= 1 << (bit % 8)
+        with pytest.raises(IntegrityError):
+            kms.unwrap_data_key(TEST_KEY, bytes(tampered))
+    assert kms.unwrap_data_key(TEST_KEY, wrapped) == data_key.plaintext
+
+
+@pytest.mark.parametrize("change", ["truncate", "extend", "empty", "swap-nonce"])
+def test_malformed_wrapped_key_fails(kms: LocalKms, change: str) -> None:
+    wrapped = kms.generate_data_key(TEST_KEY).wrapped
+    other = kms.generate_data_key(TEST_KEY).wrapped
+    bad = {
+        "truncate": wrapped[:-1],
+        "extend": wrapped + b"\x00",
+        "empty": b"",
+        "swap-nonce": wrapped[:1] + other[1:13] + wrapped[13:],
+    }[change]
+    with pytest.raises(IntegrityError):
+        kms.unwrap_data_key(TEST_KEY, bad)
+
+
+# -- credentials ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        Credentials(TEST_CREDENTIALS.app_id, "wrong-api-key-value"),
+        Credentials("another-app", TEST_CREDENTIALS.api_key),
+        Credentials(TEST_CREDENTIALS.app_id, TEST_CREDENTIALS.api_key + "x"),
+    ],
+    ids=["api-key", "app-id", "api-key-suffix"],
+)
+def test_wrong_credentials(kms: LocalKms, credentials: Credentials) -> None:
+    with pytest.raises(CredentialsError) as info:
+        open_kms(kms.url, credentials)
+    message = str(info.value)
+    assert credentials.api_key not in message
+    assert TEST_CREDENTIALS.api_key not in message
+    # Still opens with the right ones.
+    assert [k.name for k in _reopen(kms).list_keys()] == [TEST_KEY]
+
+
+def test_credentials_repr_hides_api_key() -> None:
+    assert TEST_CREDENTIALS.api_key not in repr(TEST_CREDENTIALS)
+
+
+@pytest.mark.parametrize(("app_id", "api_key"), [("", "k"), ("a", "")])
+def test_credentials_need_both_parts(app_id: str, api_key: str) -> None:
+    with pytest.raises(UsageError):
+        Credentials(app_id, api_key)
+
+
+def test_open_with_create_does_not_reinitialise(kms: LocalKms) -> None:
+    store = Path(kms.url.removeprefix("file://")) / "keystore.json"
+    before = store.read_bytes()
+    service = open_kms(kms.url, TEST_CREDENTIALS, create=True)
+    assert store.read_bytes() == before
+    assert [k.name for k in service.list_keys()] == [TEST_KEY]
+    with pytest.raises(CredentialsError):
+        open_kms(kms.url, Credentials("x", "y"), create=True)
+    assert store.read_bytes() == before
+
+
+# -- what is on disk ------------------------------------------------------------------------------
+
+
+def test_sealed_key_copied_to_another_name_does_not_open(kms: LocalKms) -> None:
+    keys = Path(kms.url.removeprefix("file://")) / "keys"
+    shutil.copy(keys / f"{TEST_KEY}.json", keys / "copy.json")
+    with pytest.raises(KmsError) as info:
+        kms.describe_key("copy")
+    assert not isinstance(info.value, KeyNotFoundError)
+    with pytest.raises(KmsError):
+        kms.generate_data_key("copy")
+
+
+def test_edited_sealed_key_does_not_open(kms: LocalKms) -> None:
+    key_file = Path(kms.url.removeprefix("file://")) / "keys" / f"{TEST_KEY}.json"
+    doc = json.loads(key_file.read_text())
+    sealed = bytearray(base64.b64decode(doc["sealed"]))
+    sealed[20] ^= 0x01
+    doc["sealed"] = base64.b64encode(bytes(sealed)).decode()
+    key_file.write_text(json.dumps(doc))
+    with pytest.raises(KmsError, match=TEST_KEY):
+        kms.generate_data_key(TEST_KEY)
+
+
+def test_no_secret_on_disk(kms: LocalKms) -> None:
+    data_keys = [kms.generate_data_key(TEST_KEY).plaintext for _ in range(5)]
+    kms.create_key(OTHER_KEY)
+    data_keys += [kms.generate_data_key(OTHER_KEY).plaintext for _ in range(5)]
+    forbidden = [TEST_CREDENTIALS.api_key.encode()]
+    for key in data_keys:
+        forbidden += [
+            key,
+            key.hex().encode(),
+            key.hex().upper().encode(),
+            base64.b64encode(key),
+            base64.urlsafe_b64encode(key),
+            base64.b64encode(key).rstrip(b"="),
+        ]
+    for path in _keystore_files(kms):
+        content = path.read_bytes()
+        for secret in forbidden:
+            assert secret not in content, f"{path.name} holds a secret"
+
+
+def test_new_keystore_uses_default_scrypt_cost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local, "_SCRYPT", DEFAULT_SCRYPT)
+    root = tmp_path / "kms"
+    open_kms(root.as_uri(), TEST_CREDENTIALS, create=True)
+    kdf = json.loads((root / "keystore.json").read_text())["kdf"]
+    assert kdf["name"] == "scrypt"
+    assert {k: kdf[k] for k in ("n", "r", "p")} == DEFAULT_SCRYPT
+    assert DEFAULT_SCRYPT["n"] >= 1 << 14
+    assert len(base64.b64decode(kdf["salt"])) >= 16
+
+
+def test_keystore_recreated_at_same_path_opens(tmp_path: Path) -> None:
+    """The per-process sealing-key cache must not outlive the keystore it was derived for."""
+    root = tmp_path / "kms"
+    first = open_kms(root.as_uri(), TEST_CREDENTIALS, create=True)
+    first.create_key(TEST_KEY)
+    shutil.rmtree(root)
+    second = open_kms(root.as_uri(), TEST_CREDENTIALS, create=True)
+    second.create_key(TEST_KEY)
+    data_key = second.generate_data_key(TEST_KEY)
+    assert _reopen(second).unwrap_data_key(TEST_KEY, data_key.wrapped) == data_key.plaintext
+
+
+def test_file_and_directory_modes(tmp_path: Path) -> None:
+    root = tmp_path / "new" / "kms"
+    service = open_kms(root.as_uri(), TEST_CREDENTIALS, create=True)
+    service.create_key(TEST_KEY)
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    assert stat.S_IMODE((root / "keys").stat().st_mode) == 0o700
+    files = [p for p in root.rglob("*") if p.is_file()]
+    assert {p.name for p in files} == {"keystore.json", f"{TEST_KEY}.json"}
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    # No temporary files are left behind.
+    assert not [p for p in root.rglob("*") if p.name.endswith(".tmp")]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    "kdf",
+    [
+        {"n": 1 << 40},
+        {"n": 1 << 21},
+        {"r": 1 << 20},
+        {"p": 1 << 20},
+        {"n": 0},
+        {"n": -4},
+        {"n": 3},  # not a power of two
+        {"n": "many"},
+        {"r": None},
+        # Each in range alone, together 4 GiB and minutes of work.
+        {"n": 1 << 20, "r": 32, "p": 16},
+        {"n": 1 << 20, "r": 8, "p": 1},
+    ],
+)
+def test_absurd_scrypt_parameters_fail_fast(kms: LocalKms, kdf: dict[str, object]) -> None:
+    store = Path(kms.url.removeprefix("file://")) / "keystore.json"
+    doc = json.loads(store.read_text())
+    doc["kdf"].update(kdf)
+    store.write_text(json.dumps(doc))
+    started = time.perf_counter()
+    with pytest.raises(KmsError) as info:
+        open_kms(kms.url, TEST_CREDENTIALS)
+    assert time.perf_counter() - started < 2.0
+    assert not isinstance(info.value, CredentialsError)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"not json", b"[]", b"{}", b'{"format": "something-else", "version": 1}'],
+)
+def test_damaged_keystore(kms: LocalKms, content: bytes) -> None:
+    store = Path(kms.url.removeprefix("file://")) / "keystore.json"
+    store.write_bytes(content)
+    with pytest.raises(KmsError) as info:
+        open_kms(kms.url, TEST_CREDENTIALS)
+    assert not isinstance(info.value, CredentialsError)
+
+
+def test_damaged_key_file(kms: LocalKms) -> None:
+    key_file = Path(kms.url.removeprefix("file://")) / "keys" / f"{TEST_KEY}.json"
+    key_file.write_text("{")
+    with pytest.raises(KmsError, match="damaged"):
+        kms.describe_key(TEST_KEY)
+
+
+# -- open_kms -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["https://kms.example.com", "http://kms.example.com/v1"])
+def test_network_kms_is_unavailable(url: str) -> None:
+    with pytest.raises(KmsUnavailableError):
+        open_kms(url, TEST_CREDENTIALS)
+
+
+@pytest.mark.parametrize("url", ["ftp://host/kms", "s3://bucket/kms", "vault:kms"])
+def test_unknown_scheme(url: str) -> None:
+    with pytest.raises(UsageError, match="scheme"):
+        open_kms(url, TEST_CREDENTIALS)
+
+
+def test_file_url_with_host(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="otherhost"):
+        open_kms(f"file://otherhost{tmp_path}/kms", TEST_CREDENTIALS, create=True)
+    assert not (tmp_path / "kms").exists()
+
+
+def test_missing_keystore_without_create(tmp_path: Path) -> None:
+    with pytest.raises(KmsError, match="no keystore"):
+        open_kms((tmp_path / "absent").as_uri(), TEST_CREDENTIALS)
+    assert not (tmp_path / "absent").exists()
+
+
+def test_missing_credentials(tmp_path: Path) -> None:
+    with pytest.raises(CredentialsError):
+        open_kms((tmp_path / "kms").as_uri(), None, create=True)
+    assert not (tmp_path / "kms").exists()
+
+
+def test_plain_path_and_localhost_url(kms: LocalKms) -> None:
+    root = kms.url.removeprefix("file://")
+    assert [k.name for k in open_kms(root, TEST_CREDENTIALS).list_keys()] == [TEST_KEY]
+    via_localhost = open_kms(f"file://localhost{root}", TEST_CREDENTIALS)
+    assert [k.name for k in via_localhost.list_keys()] == [TEST_KEY]
+    assert via_localhost.url == kms.url
+
+
+def test_url_with_escaped_characters(tmp_path: Path) -> None:
+    root = tmp_path / "with space"
+    service = open_kms(root.as_uri(), TEST_CREDENTIALS, create=True)
+    assert "%20" in root.as_uri()
+    service.create_key(TEST_KEY)
+    assert (root / "keys" / f"{TEST_KEY}.json").is_file()
+
+
+def test_default_url_is_under_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    service = open_kms(None, TEST_CREDENTIALS, create=True)
+    assert (tmp_path / ".cipherspark" / "kms" / "keystore.json").is_file()
+    assert service.url == (tmp_path / ".cipherspark" / "kms").as_uri()

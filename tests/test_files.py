@@ -1,0 +1,379 @@
+"""encrypt_path / decrypt_path: round trips, CSV part folders, atomic outputs, input errors."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import string
+from pathlib import Path
+
+import pytest
+
+from cipherspark.crypto import (
+    CONTENT_TYPE_BINARY,
+    CONTENT_TYPE_CSV_HEADER,
+    ContainerFile,
+    ContainerHeader,
+    EncryptingWriter,
+    is_container,
+    read_header,
+)
+from cipherspark.crypto._streaming import BODY_HEADER_SIZE, TAG_SIZE
+from cipherspark.errors import (
+    InputError,
+    IntegrityError,
+    NotEncryptedError,
+    OutputExistsError,
+)
+from cipherspark.files import decrypt_path, encrypt_path
+from cipherspark.kms import LocalKms
+from tests.conftest import TEST_KEY
+
+SEGMENT = 4096
+
+
+def listing(directory: Path) -> list[str]:
+    """Every name under ``directory`` (recursively, hidden ones included)."""
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*"))
+
+
+def random_bytes(n: int, seed: int = 0) -> bytes:
+    return random.Random(seed).randbytes(n)
+
+
+def csv_part(header: str, first_id: int, rows: int) -> bytes:
+    lines = [header] + [f"{i},name-{i},{i % 70}" for i in range(first_id, first_id + rows)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+# -- round trips -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "size"), [("data.bin", 50_000), ("people.csv", 12_345),
+                                            ("one.bin", 1), ("exact.bin", SEGMENT - 56)])
+def test_file_round_trip(tmp_path: Path, kms: LocalKms, name: str, size: int) -> None:
+    src = tmp_path / name
+    plaintext = random_bytes(size, seed=size)
+    src.write_bytes(plaintext)
+    enc, out = tmp_path / "enc.cspk", tmp_path / "out"
+    seen: list[int] = []
+
+    result = encrypt_path(src, enc, kms, TEST_KEY, segment_size=SEGMENT, progress=seen.append)
+    assert (result.files, result.plaintext_bytes) == (1, size)
+    assert result.ciphertext_bytes == enc.stat().st_size
+    assert sum(seen) == size
+    assert is_container(enc)
+    with open(enc, "rb") as f:
+        header, _ = read_header(f)
+    assert header.key_id == TEST_KEY
+    assert header.segment_size == SEGMENT
+    expected_type = CONTENT_TYPE_CSV_HEADER if name.endswith(".csv") else CONTENT_TYPE_BINARY
+    assert header.content_type == expected_type
+    assert kms.unwrap_data_key(TEST_KEY, header.wrapped_key)  # a real wrapped data key
+
+    seen.clear()
+    decrypted = decrypt_path(enc, out, kms, progress=seen.append)
+    assert (decrypted.files, decrypted.plaintext_bytes) == (1, size)
+    assert sum(seen) == size
+    assert out.read_bytes() == plaintext
+    assert src.read_bytes() == plaintext  # the input is left alone
+    # Nothing else was left behind (no temporary files).
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["kms", name, "enc.cspk", "out"])
+
+
+def test_default_segment_size_round_trip(tmp_path: Path, kms: LocalKms) -> None:
+    src = tmp_path / "big.bin"
+    plaintext = random_bytes(3 * (1 << 20) + 17, seed=3)
+    src.write_bytes(plaintext)
+    enc = tmp_path / "big.cspk"
+    encrypt_path(src, enc, kms, TEST_KEY)
+    header = _header(enc)
+    assert header.segment_size == 1 << 20
+    data_key = kms.unwrap_data_key(TEST_KEY, header.wrapped_key)
+    assert ContainerFile(str(enc), data_key).segment_count == 4
+    decrypt_path(tmp_path / "big.cspk", tmp_path / "big.out", kms)
+    assert (tmp_path / "big.out").read_bytes() == plaintext
+
+
+def _header(path: Path) -> ContainerHeader:
+    with open(path, "rb") as f:
+        return read_header(f)[0]
+
+
+def test_empty_file_round_trip(tmp_path: Path, kms: LocalKms) -> None:
+    src = tmp_path / "empty.csv"
+    src.write_bytes(b"")
+    result = encrypt_path(src, tmp_path / "empty.cspk", kms, TEST_KEY, segment_size=SEGMENT)
+    assert result.plaintext_bytes == 0
+    header_size = len(_header(tmp_path / "empty.cspk").encode())
+    assert (tmp_path / "empty.cspk").stat().st_size == header_size + BODY_HEADER_SIZE + TAG_SIZE
+    decrypted = decrypt_path(tmp_path / "empty.cspk", tmp_path / "empty.out", kms)
+    assert decrypted.plaintext_bytes == 0
+    assert (tmp_path / "empty.out").exists()
+    assert (tmp_path / "empty.out").read_bytes() == b""
+
+
+def test_each_file_gets_its_own_data_key(tmp_path: Path, kms: LocalKms) -> None:
+    src = tmp_path / "same.bin"
+    src.write_bytes(b"same plaintext " * 100)
+    encrypt_path(src, tmp_path / "a.cspk", kms, TEST_KEY, segment_size=SEGMENT)
+    encrypt_path(src, tmp_path / "b.cspk", kms, TEST_KEY, segment_size=SEGMENT)
+    a, b = (tmp_path / "a.cspk").read_bytes(), (tmp_path / "b.cspk").read_bytes()
+    assert len(a) == len(b)
+    assert _header(tmp_path / "a.cspk").wrapped_key != _header(tmp_path / "b.cspk").wrapped_key
+    assert a[-100:] != b[-100:]
+
+
+# -- folders of CSV parts --------------------------------------------------------------------------
+
+def make_csv_parts(folder: Path) -> tuple[str, list[bytes]]:
+    """A Spark-like output folder: CSV parts with a header each, plus files readers must skip."""
+    folder.mkdir()
+    header = "id,name,age"
+    parts = [csv_part(header, 0, 400), csv_part(header, 400, 0), csv_part(header, 400, 1),
+             csv_part(header, 401, 1500)]
+    for number, data in enumerate(parts):
+        (folder / f"part-{number:05d}-abc.csv").write_bytes(data)
+    (folder / "_SUCCESS").write_bytes(b"")
+    (folder / ".part-00000-abc.csv.crc").write_bytes(b"crc")
+    return header, parts
+
+
+def test_folder_of_csv_parts_to_one_csv(tmp_path: Path, kms: LocalKms) -> None:
+    header, parts = make_csv_parts(tmp_path / "plain")
+    enc = tmp_path / "enc"
+    result = encrypt_path(tmp_path / "plain", enc, kms, TEST_KEY, segment_size=SEGMENT)
+    assert result.files == 4
+    assert result.plaintext_bytes == sum(map(len, parts))
+    names = sorted(p.name for p in enc.iterdir())
+    assert names == [f"part-{n:05d}-abc.csv.cspk" for n in range(4)]
+    for path in enc.iterdir():
+        assert _header(path).content_type == CONTENT_TYPE_CSV_HEADER
+
+    out = tmp_path / "all.csv"
+    decrypted = decrypt_path(enc, out, kms)
+    text = out.read_text()
+    assert decrypted.files == 4
+    assert decrypted.plaintext_bytes == len(out.read_bytes())
+    lines = text.splitlines()
+    assert lines[0] == header
+    assert lines.count(header) == 1
+    assert lines[1:] == [f"{i},name-{i},{i % 70}" for i in range(1901)]
+    assert text.endswith("\n")
+
+
+def test_folder_of_headerless_parts_is_concatenated(tmp_path: Path, kms: LocalKms) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    chunks = [random_bytes(n, seed=n) for n in (10_000, 0, 5000)]
+    for number, data in enumerate(chunks):
+        (plain / f"part-{number}").write_bytes(data)
+    encrypt_path(plain, tmp_path / "enc", kms, TEST_KEY, segment_size=SEGMENT)
+    decrypt_path(tmp_path / "enc", tmp_path / "out", kms)
+    assert (tmp_path / "out").read_bytes() == b"".join(chunks)
+
+
+def test_csv_header_only_dropped_for_csv_parts(tmp_path: Path, kms: LocalKms) -> None:
+    """Parts declared headerless keep their first line, even after a CSV part with a header."""
+    enc = tmp_path / "enc"
+    enc.mkdir()
+    data_key = kms.generate_data_key(TEST_KEY)
+    contents = [(CONTENT_TYPE_CSV_HEADER, b"h1,h2\n1,2\n"),
+                (CONTENT_TYPE_CSV_HEADER, b"h1,h2\n3,4\n"),
+                ("text/csv; header=absent", b"5,6\n")]
+    for number, (content_type, data) in enumerate(contents):
+        header = ContainerHeader(TEST_KEY, data_key.wrapped, 64, content_type)
+        buf = io.BytesIO()
+        writer = EncryptingWriter(buf, header, data_key.plaintext)
+        writer.write(data)
+        writer.close()
+        (enc / f"part-{number}.cspk").write_bytes(buf.getvalue())
+    decrypt_path(enc, tmp_path / "out.csv", kms)
+    assert (tmp_path / "out.csv").read_bytes() == b"h1,h2\n1,2\n3,4\n5,6\n"
+
+
+# -- failures leave nothing behind -----------------------------------------------------------------
+
+def test_failure_in_a_late_segment_leaves_no_output(tmp_path: Path, kms: LocalKms) -> None:
+    src = tmp_path / "data.bin"
+    src.write_bytes(random_bytes(20 * SEGMENT, seed=9))
+    enc = tmp_path / "data.cspk"
+    encrypt_path(src, enc, kms, TEST_KEY, segment_size=SEGMENT)
+    size = enc.stat().st_size
+    assert size > 20 * SEGMENT
+    flip_byte(enc, size - SEGMENT - 100)  # in the second-to-last segment
+    before = listing(tmp_path)
+
+    out = tmp_path / "data.out"
+    with pytest.raises(IntegrityError, match="segment 19"):
+        decrypt_path(enc, out, kms)
+    assert not out.exists()
+    assert listing(tmp_path) == before  # no temporary file either
+
+
+def test_truncated_file_leaves_no_output(tmp_path: Path, kms: LocalKms) -> None:
+    src = tmp_path / "data.bin"
+    src.write_bytes(random_bytes(10 * SEGMENT, seed=10))
+    enc = tmp_path / "data.cspk"
+    encrypt_path(src, enc, kms, TEST_KEY, segment_size=SEGMENT)
+    data = enc.read_bytes()
+    enc.write_bytes(data[: len(data) - (len(data) - len(_header(enc).encode())) % SEGMENT])
+    before = listing(tmp_path)
+    with pytest.raises(IntegrityError):
+        decrypt_path(enc, tmp_path / "out", kms)
+    assert listing(tmp_path) == before
+
+
+def test_failure_in_a_later_part_leaves_no_output(tmp_path: Path, kms: LocalKms) -> None:
+    make_csv_parts(tmp_path / "plain")
+    enc = tmp_path / "enc"
+    encrypt_path(tmp_path / "plain", enc, kms, TEST_KEY, segment_size=SEGMENT)
+    last = enc / "part-00003-abc.csv.cspk"
+    flip_byte(last, last.stat().st_size - 1)
+    before = listing(tmp_path)
+    with pytest.raises(IntegrityError, match="part-00003"):
+        decrypt_path(enc, tmp_path / "all.csv", kms)
+    assert listing(tmp_path) == before
+
+
+def test_failed_overwrite_keeps_the_old_output(tmp_path: Path, kms: LocalKms) -> None:
+    src = tmp_path / "data.bin"
+    src.write_bytes(random_bytes(8 * SEGMENT, seed=11))
+    enc = tmp_path / "data.cspk"
+    encrypt_path(src, enc, kms, TEST_KEY, segment_size=SEGMENT)
+    flip_byte(enc, enc.stat().st_size - 20)
+    out = tmp_path / "out"
+    out.write_bytes(b"previous result")
+    before = listing(tmp_path)
+    with pytest.raises(IntegrityError):
+        decrypt_path(enc, out, kms, overwrite=True)
+    assert out.read_bytes() == b"previous result"
+    assert listing(tmp_path) == before
+
+
+def test_edited_wrapped_key_is_rejected(tmp_path: Path, kms: LocalKms) -> None:
+    src = tmp_path / "data.bin"
+    src.write_bytes(b"payload" * 1000)
+    enc = tmp_path / "data.cspk"
+    encrypt_path(src, enc, kms, TEST_KEY, segment_size=SEGMENT)
+    header = _header(enc)
+    wrapped_at = enc.read_bytes().index(header.wrapped_key)
+    flip_byte(enc, wrapped_at + len(header.wrapped_key) - 1)
+    with pytest.raises(IntegrityError):
+        decrypt_path(enc, tmp_path / "out", kms)
+    assert not (tmp_path / "out").exists()
+
+
+# -- existing outputs and bad inputs ---------------------------------------------------------------
+
+def test_existing_output_is_not_overwritten(tmp_path: Path, kms: LocalKms) -> None:
+    src = tmp_path / "data.bin"
+    src.write_bytes(b"new data" * 100)
+    enc = tmp_path / "data.cspk"
+    enc.write_bytes(b"keep me")
+    with pytest.raises(OutputExistsError):
+        encrypt_path(src, enc, kms, TEST_KEY, segment_size=SEGMENT)
+    assert enc.read_bytes() == b"keep me"
+
+    encrypt_path(src, enc, kms, TEST_KEY, segment_size=SEGMENT, overwrite=True)
+    assert is_container(enc)
+
+    out = tmp_path / "out"
+    out.write_bytes(b"keep me too")
+    with pytest.raises(OutputExistsError):
+        decrypt_path(enc, out, kms)
+    assert out.read_bytes() == b"keep me too"
+    decrypt_path(enc, out, kms, overwrite=True)
+    assert out.read_bytes() == b"new data" * 100
+
+
+def test_existing_output_folder_is_not_overwritten(tmp_path: Path, kms: LocalKms) -> None:
+    make_csv_parts(tmp_path / "plain")
+    enc = tmp_path / "enc"
+    enc.mkdir()
+    (enc / "keep").write_bytes(b"x")
+    with pytest.raises(OutputExistsError):
+        encrypt_path(tmp_path / "plain", enc, kms, TEST_KEY, segment_size=SEGMENT)
+    assert listing(enc) == ["keep"]
+
+
+def test_missing_input(tmp_path: Path, kms: LocalKms) -> None:
+    with pytest.raises(InputError):
+        encrypt_path(tmp_path / "nope", tmp_path / "out", kms, TEST_KEY)
+    with pytest.raises(InputError):
+        decrypt_path(tmp_path / "nope", tmp_path / "out", kms)
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_input_folder(tmp_path: Path, kms: LocalKms) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "_SUCCESS").write_bytes(b"")
+    with pytest.raises(InputError):
+        encrypt_path(tmp_path / "empty", tmp_path / "out", kms, TEST_KEY)
+    with pytest.raises(InputError):
+        decrypt_path(tmp_path / "empty", tmp_path / "out", kms)
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_output_folder(tmp_path: Path, kms: LocalKms) -> None:
+    src = tmp_path / "data.bin"
+    src.write_bytes(b"x")
+    with pytest.raises(InputError):
+        encrypt_path(src, tmp_path / "no" / "such" / "out", kms, TEST_KEY)
+
+
+def test_plaintext_input_is_not_encrypted(tmp_path: Path, kms: LocalKms) -> None:
+    src = tmp_path / "plain.csv"
+    src.write_bytes(b"id,name\n1,alice\n")
+    before = listing(tmp_path)
+    with pytest.raises(NotEncryptedError, match=r"plain\.csv"):
+        decrypt_path(src, tmp_path / "out.csv", kms)
+    assert listing(tmp_path) == before
+
+    empty = tmp_path / "empty.cspk"
+    empty.write_bytes(b"")
+    with pytest.raises(NotEncryptedError):
+        decrypt_path(empty, tmp_path / "out.csv", kms)
+    assert not (tmp_path / "out.csv").exists()
+
+
+# -- confidentiality -------------------------------------------------------------------------------
+
+def test_ciphertext_contains_no_plaintext_words(tmp_path: Path, kms: LocalKms) -> None:
+    rng = random.Random(42)
+    words = ["".join(rng.choices(string.ascii_letters, k=24)) for _ in range(200)]
+    lines = [",".join(rng.sample(words, 5)) for _ in range(2000)]
+    plaintext = ("id,a,b,c,d,e\n" + "\n".join(lines) + "\n").encode()
+    src = tmp_path / "words.csv"
+    src.write_bytes(plaintext)
+    enc = tmp_path / "words.cspk"
+    encrypt_path(src, enc, kms, TEST_KEY, segment_size=SEGMENT)
+    ciphertext = enc.read_bytes()
+    assert len(ciphertext) > len(plaintext)
+    for word in words:
+        assert word.encode() in plaintext
+        assert word.encode() not in ciphertext
+        assert word.lower().encode() not in ciphertext.lower()
+    assert b"id,a,b,c,d,e" not in ciphertext
+    decrypt_path(enc, tmp_path / "back.csv", kms)
+    assert (tmp_path / "back.csv").read_bytes() == plaintext
+    assert os.path.getsize(tmp_path / "back.csv") == len(plaintext)
+
+
+def test_empty_first_csv_part_does_not_lose_the_header(tmp_path: Path, kms: LocalKms) -> None:
+    """A 0-byte CSV part carries no header line; the header must come from the next part."""
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "part-0.csv").write_bytes(b"")
+    (plain / "part-1.csv").write_bytes(b"id,name\n1,a\n")
+    (plain / "part-2.csv").write_bytes(b"")
+    (plain / "part-3.csv").write_bytes(b"id,name\n2,b\n")
+    encrypt_path(plain, tmp_path / "enc", kms, TEST_KEY, segment_size=SEGMENT)
+    decrypt_path(tmp_path / "enc", tmp_path / "out.csv", kms)
+    assert (tmp_path / "out.csv").read_bytes() == b"id,name\n1,a\n2,b\n"
