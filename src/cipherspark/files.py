@@ -21,6 +21,7 @@ from cipherspark.crypto import (
     decrypt_stream,
     read_header,
 )
+from cipherspark.dataset import read_manifest, verify_listing
 from cipherspark.errors import FormatError, InputError, IntegrityError
 from cipherspark.kms import KeyManagementService
 
@@ -170,7 +171,8 @@ def decrypt_path(
     """Decrypt a container, or a folder of containers (Spark part files), to one file.
 
     Parts are concatenated in name order; for CSV parts with a header, the header is written
-    once. The output appears only after every segment of every part has authenticated.
+    once. A folder with a dataset manifest (written by Spark) must hold exactly the committed
+    parts. The output appears only after every segment of every part has authenticated.
     ``progress`` receives ciphertext byte counts.
     """
     src_path, dst_path = Path(src), Path(dst)
@@ -184,6 +186,11 @@ def decrypt_path(
         if cache_key not in keys:
             keys[cache_key] = kms.unwrap_data_key(header.key_id, header.wrapped_key)
         return keys[cache_key]
+
+    if src_path.is_dir():
+        manifest = read_manifest(src_path, data_key_for)
+        if manifest is not None:
+            verify_listing(src_path, manifest, files)
 
     # True once a CSV part with a header has written bytes (hence its header line): later such
     # parts drop their first line. An empty part (no header line at all) does not count.

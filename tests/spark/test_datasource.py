@@ -20,7 +20,7 @@ from cipherspark.crypto import read_header
 from cipherspark.errors import CipherSparkError, IntegrityError, JobError, OutputExistsError
 from cipherspark.files import decrypt_path, encrypt_path
 from cipherspark.kms import LocalKms
-from cipherspark.spark import read_encrypted_csv, write_encrypted_csv
+from cipherspark.spark import read_encrypted_csv, write_encrypted_csv, written_rows
 from cipherspark.spark._errors import spark_error
 from tests.conftest import TEST_KEY
 
@@ -209,10 +209,13 @@ def test_write_round_trip(tmp_path: Path, kms: LocalKms, spark: SparkSession) ->
     out.parent.mkdir()
     df = spark.createDataFrame(WRITE_ROWS, PEOPLE).repartition(3)
     write_encrypted_csv(df, str(out), kms_url=kms.url, key=TEST_KEY)
-    # Only the published folder, and only part files in it.
+    # Only the published folder, and only part files and the manifest in it.
     assert [p.name for p in out.parent.iterdir()] == ["result"]
-    parts = sorted(p.name for p in out.iterdir())
+    names = sorted(p.name for p in out.iterdir())
+    assert names[0] == "_manifest.cspk"
+    parts = names[1:]
     assert parts and all(n.startswith("part-") and n.endswith(".csv.cspk") for n in parts)
+    assert written_rows(str(out), kms_url=kms.url) == len(WRITE_ROWS)
     back = read_encrypted_csv(spark, str(out), kms_url=kms.url, schema=PEOPLE)
     assert got_rows(back) == Counter(WRITE_ROWS)
     # And the CLI's decrypt gives one CSV with one header.
@@ -240,8 +243,8 @@ def test_existing_output_without_overwrite_is_refused(tmp_path: Path, kms: Local
 
     write_encrypted_csv(new, str(out), kms_url=kms.url, key=TEST_KEY, overwrite=True)
     assert [p.name for p in out.parent.iterdir()] == ["result"]
-    old_parts = set(before)
-    new_parts = {f"result/{name}" for name in snapshot(out)}
+    old_parts = {name for name in before if "/part-" in name}
+    new_parts = {f"result/{name}" for name in snapshot(out) if name.startswith("part-")}
     assert new_parts and not old_parts & new_parts  # the old parts are gone
     back = read_encrypted_csv(spark, str(out), kms_url=kms.url, schema=PEOPLE)
     assert got_rows(back) == Counter([("zed", 1, "Engineer")])

@@ -5,6 +5,7 @@ The safe API is :class:`ContainerHeader`, :class:`EncryptingWriter`, :func:`decr
 See ``docs/format.md`` for the specification.
 """
 
+from cipherspark.crypto._streaming import BODY_HEADER_SIZE
 from cipherspark.crypto.container import (
     CONTENT_TYPE_BINARY,
     CONTENT_TYPE_CSV_HEADER,
@@ -20,6 +21,7 @@ from cipherspark.crypto.container import (
 )
 
 __all__ = [
+    "BODY_HEADER_SIZE",
     "CONTENT_TYPE_BINARY",
     "CONTENT_TYPE_CSV_HEADER",
     "CONTENT_TYPE_CSV_NO_HEADER",

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pyspark.sql import SparkSession
 
 from cipherspark.errors import UsageError
-from cipherspark.spark import read_encrypted_csv, write_encrypted_csv
+from cipherspark.spark import read_encrypted_csv, write_encrypted_csv, written_rows
 from cipherspark.spark._errors import spark_error
 
 __all__ = ["SqlResult", "run_sql"]
@@ -51,9 +51,4 @@ def run_sql(
     except Exception as exc:
         raise spark_error(exc) from exc
     write_encrypted_csv(result, output_path, kms_url=kms_url, key=key, overwrite=overwrite)
-    written = read_encrypted_csv(spark, output_path, kms_url=kms_url)
-    try:
-        rows = written.count()
-    except Exception as exc:
-        raise spark_error(exc) from exc
-    return SqlResult(columns=columns, rows=rows)
+    return SqlResult(columns=columns, rows=written_rows(output_path, kms_url=kms_url))

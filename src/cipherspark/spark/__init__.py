@@ -9,21 +9,30 @@ Typical use::
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
+from cipherspark.dataset import read_manifest
+from cipherspark.errors import InputError, UsageError
 from cipherspark.spark._errors import spark_error
-from cipherspark.spark.datasource import FORMAT_NAME, EncryptedCsvDataSource
+from cipherspark.spark._executor import executor_data_key
+from cipherspark.spark.datasource import COUNT_SCHEMA, FORMAT_NAME, EncryptedCsvDataSource
 from cipherspark.spark.session import SECURE_CONF, secure_conf, secure_session
 
 __all__ = [
     "FORMAT_NAME",
     "SECURE_CONF",
     "EncryptedCsvDataSource",
+    "count_encrypted_csv",
     "read_encrypted_csv",
     "secure_conf",
     "secure_session",
     "write_encrypted_csv",
+    "written_rows",
 ]
 
 
@@ -37,11 +46,14 @@ def read_encrypted_csv(
     infer_schema: bool = False,
     mode: str = "PERMISSIVE",
     partition_bytes: int | None = None,
+    columns: Sequence[str] | None = None,
 ) -> DataFrame:
     """A DataFrame over encrypted CSV at ``path`` (one container or a folder of parts).
 
     Partitions are at most ``partition_bytes`` (default 32 MiB), and small inputs are split so
-    that every core of the session gets work.
+    that every core of the session gets work. With an explicit ``schema`` (all of the file's
+    columns), ``columns`` selects some of them: only those are converted and handed to Spark,
+    which Python data sources cannot otherwise prune.
     """
     reader = (
         spark.read.format(FORMAT_NAME)
@@ -49,17 +61,48 @@ def read_encrypted_csv(
         .option("mode", mode)
         .option("inferSchema", str(infer_schema).lower())
         .option("minPartitions", str(spark.sparkContext.defaultParallelism))
+        .option("filterPushdown",
+                spark.conf.get("spark.sql.python.filterPushdown.enabled", "false") or "false")
     )
     if header is not None:
         reader = reader.option("header", str(header).lower())
     if partition_bytes is not None:
         reader = reader.option("partitionBytes", str(partition_bytes))
+    if columns is not None:
+        if not isinstance(schema, StructType):
+            raise UsageError("columns= needs the file's full schema as a StructType")
+        reader = reader.option("fileColumns", json.dumps(schema.fieldNames()))
+        schema = StructType([schema[name] for name in columns])
     if schema is not None:
         reader = reader.schema(schema)
     try:
         return reader.load(path)
     except Exception as exc:
         raise spark_error(exc) from exc
+
+
+def count_encrypted_csv(
+    spark: SparkSession, path: str, *, kms_url: str, header: bool | None = None
+) -> int:
+    """Rows of the encrypted CSV at ``path``, counted without parsing columns.
+
+    Equal to ``read_encrypted_csv(...).count()`` in PERMISSIVE mode, at a fraction of the cost
+    (Spark's own CSV source has the same shortcut for ``count()``).
+    """
+    reader = (
+        spark.read.format(FORMAT_NAME)
+        .option("kms", kms_url)
+        .option("countRows", "true")
+        .option("minPartitions", str(spark.sparkContext.defaultParallelism))
+        .schema(COUNT_SCHEMA)
+    )
+    if header is not None:
+        reader = reader.option("header", str(header).lower())
+    try:
+        row = reader.load(path).agg({"rows": "sum"}).collect()[0]
+    except Exception as exc:
+        raise spark_error(exc) from exc
+    return int(row[0] or 0)
 
 
 def write_encrypted_csv(
@@ -83,3 +126,13 @@ def write_encrypted_csv(
         writer.save(path)
     except Exception as exc:
         raise spark_error(exc) from exc
+
+
+def written_rows(path: str, *, kms_url: str) -> int:
+    """Rows committed to the encrypted dataset at ``path``, from its authenticated manifest."""
+    manifest = read_manifest(
+        Path(path), lambda h: executor_data_key(kms_url, h.key_id, h.wrapped_key)
+    )
+    if manifest is None:
+        raise InputError(f"{path} has no dataset manifest (not written by cipherspark's Spark)")
+    return manifest.rows

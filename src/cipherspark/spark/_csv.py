@@ -19,6 +19,7 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -29,6 +30,7 @@ from cipherspark.errors import InputError
 __all__ = [
     "MODES",
     "FileSlice",
+    "count_records",
     "csv_header_line",
     "csv_rows",
     "owned_text",
@@ -60,10 +62,11 @@ def plan_slices(
     current: list[FileSlice] = []
     filled = 0
     for path, segments, segment_size in files:
-        per_split = max(1, target_bytes // segment_size)
         start = 0
         while start < segments:
-            room = max(1, (target_bytes - filled) // segment_size) if current else per_split
+            # Ceiling: a partition takes enough segments to reach the target, so a large file is
+            # cut into equal slices instead of a slice plus a one-segment remainder.
+            room = max(1, -(-(target_bytes - filled) // segment_size))
             stop = min(segments, start + room)
             current.append(FileSlice(path, start, stop, segments))
             filled += (stop - start) * segment_size
@@ -97,6 +100,23 @@ def owned_text(container: ContainerFile, start: int, stop: int) -> bytes:
     return data[begin:] + b"".join(tail)
 
 
+def count_records(text: bytes) -> int:
+    """Number of non-empty lines (a lone ``\\r`` counts as empty), vectorised with NumPy."""
+    if not text:
+        return 0
+    data = np.frombuffer(text, dtype=np.uint8)
+    ends = np.flatnonzero(data == 10)
+    if len(data) and data[-1] != 10:
+        ends = np.append(ends, len(data))  # a last line without newline
+    starts = np.empty_like(ends)
+    starts[0] = 0
+    starts[1:] = ends[:-1] + 1
+    lengths = ends - starts
+    first = data[np.minimum(starts, len(data) - 1)]
+    empty = (lengths == 0) | ((lengths == 1) & (first == 13))
+    return int(len(ends) - np.count_nonzero(empty))
+
+
 # -- parsing --------------------------------------------------------------------------------------
 
 _FAST_NULLS = [""]
@@ -106,10 +126,12 @@ def _options(names: list[str], arrow_schema: pa.Schema) -> tuple[
     pacsv.ReadOptions, pacsv.ParseOptions, pacsv.ConvertOptions
 ]:
     read = pacsv.ReadOptions(column_names=names, use_threads=False, block_size=64 << 20)
+    # Only the schema's columns are converted (and sent to Spark): a projection of the file.
     parse = pacsv.ParseOptions(delimiter=",", quote_char='"', double_quote=True,
                                newlines_in_values=False)
     # Spark reads an empty field as null (nullValue ""), for strings too.
     convert = pacsv.ConvertOptions(
+        include_columns=arrow_schema.names,
         column_types={f.name: f.type for f in arrow_schema},
         null_values=_FAST_NULLS,
         strings_can_be_null=True,
@@ -120,15 +142,19 @@ def _options(names: list[str], arrow_schema: pa.Schema) -> tuple[
     return read, parse, convert
 
 
-def parse_csv(text: bytes, arrow_schema: pa.Schema, mode: str) -> pa.Table:
+def parse_csv(text: bytes, arrow_schema: pa.Schema, mode: str,
+              file_columns: list[str] | None = None) -> pa.Table:
     """Parse complete CSV lines into a table of exactly ``arrow_schema``.
+
+    ``file_columns`` names every column of the file, in order, when ``arrow_schema`` selects only
+    some of them (default: the file's columns are exactly the schema's).
 
     Well-formed input takes pyarrow's vectorised parser. If it rejects the input, ``mode`` decides
     as in Spark: FAILFAST raises :class:`InputError`; PERMISSIVE re-parses row by row, padding
     short rows with nulls, dropping extra fields and turning unparseable values into nulls;
     DROPMALFORMED re-parses and drops every row that PERMISSIVE would have repaired.
     """
-    names = arrow_schema.names
+    names = file_columns if file_columns is not None else arrow_schema.names
     if not text.strip():
         return arrow_schema.empty_table()
     read, parse, convert = _options(names, arrow_schema)
@@ -137,7 +163,7 @@ def parse_csv(text: bytes, arrow_schema: pa.Schema, mode: str) -> pa.Table:
     except pa.ArrowInvalid as exc:
         if mode == "FAILFAST":
             raise InputError(f"malformed CSV record (mode FAILFAST): {exc}") from exc
-    return _parse_slow(text, arrow_schema, drop_malformed=mode == "DROPMALFORMED")
+    return _parse_slow(text, arrow_schema, names, drop_malformed=mode == "DROPMALFORMED")
 
 
 def _converter(kind: pa.DataType) -> Callable[[str], Any]:
@@ -176,17 +202,19 @@ def _converter(kind: pa.DataType) -> Callable[[str], Any]:
     return str
 
 
-def _parse_slow(text: bytes, arrow_schema: pa.Schema, *, drop_malformed: bool) -> pa.Table:
+def _parse_slow(text: bytes, arrow_schema: pa.Schema, file_columns: list[str], *,
+                drop_malformed: bool) -> pa.Table:
     converters = [_converter(f.type) for f in arrow_schema]
-    width = len(converters)
-    columns: list[list[Any]] = [[] for _ in range(width)]
+    positions = [file_columns.index(name) for name in arrow_schema.names]
+    width = len(file_columns)
+    columns: list[list[Any]] = [[] for _ in converters]
     reader = csv.reader(io.StringIO(text.decode("utf-8", errors="replace")), strict=False)
     for fields in reader:
         if not fields:
             continue
         malformed = len(fields) != width
         values: list[Any] = []
-        for i, convert in enumerate(converters):
+        for i, convert in zip(positions, converters, strict=True):
             raw = fields[i] if i < len(fields) else ""
             if raw == "":
                 values.append(None)

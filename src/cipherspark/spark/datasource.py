@@ -14,8 +14,11 @@ Options (all strings, as Spark passes them):
 ``header``         ``true`` / ``false``; when reading, defaults to what the container says
 ``inferSchema``    (read) ``true`` to infer column types from the first segment
 ``mode``           (read) ``PERMISSIVE`` (default) / ``DROPMALFORMED`` / ``FAILFAST``
+``fileColumns``    (read) JSON list of all the file's columns, when the schema selects some
 ``partitionBytes`` (read) target plaintext bytes per partition, default 32 MiB
 ``minPartitions``  (read) the session's cores: partitions come in whole waves of this many
+``countRows``      (read) ``true``: yield record counts (schema ``rows bigint``), not records
+``filterPushdown`` (read) ``true`` to evaluate Spark's pushed filters in Arrow
 ``segmentSize``    (write) ciphertext segment size, default 1 MiB
 =================  ======================================================================
 """
@@ -23,10 +26,11 @@ Options (all strings, as Spark passes them):
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +42,7 @@ from pyspark.sql.datasource import (
     DataSource,
     DataSourceArrowWriter,
     DataSourceReader,
+    Filter,
     InputPartition,
     WriterCommitMessage,
 )
@@ -54,11 +59,20 @@ from cipherspark.crypto import (
     EncryptingWriter,
     read_header,
 )
+from cipherspark.dataset import (
+    Manifest,
+    PartEntry,
+    describe_part,
+    read_manifest,
+    verify_listing,
+    write_manifest,
+)
 from cipherspark.errors import InputError, OutputExistsError, UsageError
 from cipherspark.files import list_parts
 from cipherspark.spark._csv import (
     MODES,
     FileSlice,
+    count_records,
     csv_header_line,
     csv_rows,
     owned_text,
@@ -66,6 +80,7 @@ from cipherspark.spark._csv import (
     plan_slices,
 )
 from cipherspark.spark._executor import executor_data_key, executor_kms
+from cipherspark.spark._filters import apply_filters, combine, to_expression
 
 __all__ = ["FORMAT_NAME", "EncryptedCsvDataSource"]
 
@@ -97,6 +112,16 @@ def _int_option(options: Mapping[str, str], name: str, default: int) -> int:
     return number
 
 
+def _column_list(value: str) -> list[str]:
+    try:
+        names = json.loads(value)
+    except ValueError as exc:
+        raise UsageError("option fileColumns must be a JSON list of column names") from exc
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise UsageError("option fileColumns must be a JSON list of column names")
+    return names
+
+
 def _required(options: Mapping[str, str], name: str) -> str:
     value = options.get(name)
     if not value:
@@ -104,13 +129,18 @@ def _required(options: Mapping[str, str], name: str) -> str:
     return value
 
 
-def _input_files(path: str) -> list[str]:
+def _input_files(path: str, kms_url: str) -> list[str]:
     source = Path(path)
     if source.is_dir():
-        parts = [str(p) for p in list_parts(source)]
+        parts = list_parts(source)
         if not parts:
             raise InputError(f"folder {source} holds no data files")
-        return parts
+        manifest = read_manifest(
+            source, lambda h: executor_data_key(kms_url, h.key_id, h.wrapped_key)
+        )
+        if manifest is not None:
+            verify_listing(source, manifest, parts)
+        return [str(p) for p in parts]
     if not source.exists():
         raise InputError(f"{source} does not exist")
     return [str(source)]
@@ -154,11 +184,20 @@ class _Reader(DataSourceReader):
         self.partition_bytes = _int_option(options, "partitionBytes", DEFAULT_PARTITION_BYTES)
         self.min_partitions = _int_option(options, "minPartitions", 1)
         self.arrow_schema = to_arrow_schema(schema)
+        if not self.arrow_schema.names:
+            # parse_csv cannot carry a row count without columns (it would return no rows).
+            raise UsageError("the schema must select at least one column")
+        columns = options.get("fileColumns")
+        self.file_columns = None if columns is None else _column_list(columns)
+        if self.file_columns is not None:
+            unknown = [n for n in self.arrow_schema.names if n not in self.file_columns]
+            if unknown:
+                raise UsageError(f"column {unknown[0]!r} is not in fileColumns")
 
     def partitions(self) -> Sequence[InputPartition]:
         files = []
         total = 0
-        for path in _input_files(self.path):
+        for path in _input_files(self.path, self.kms_url):
             with open(path, "rb") as f:
                 header, raw = read_header(f)
                 size = os.fstat(f.fileno()).st_size
@@ -172,26 +211,69 @@ class _Reader(DataSourceReader):
         target = -(-total // (cores * waves))
         return [_Partition(tuple(group)) for group in plan_slices(files, max(1, target))]
 
+    def _records(self, piece: FileSlice) -> bytes:
+        """The CSV records (complete lines, header removed) that ``piece`` owns."""
+        container = _open(piece.path, self.kms_url)
+        text = owned_text(container, piece.start, piece.stop)
+        header = self.header if self.header is not None else container.header.csv_has_header
+        if piece.start == 0 and header:
+            newline = text.find(b"\n")
+            text = b"" if newline < 0 else text[newline + 1 :]
+        return text
+
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
         assert isinstance(partition, _Partition)
         for piece in partition.slices:
-            container = _open(piece.path, self.kms_url)
-            text = owned_text(container, piece.start, piece.stop)
-            header = self.header if self.header is not None else container.header.csv_has_header
-            if piece.start == 0 and header:
-                newline = text.find(b"\n")
-                text = b"" if newline < 0 else text[newline + 1 :]
+            text = self._records(piece)
             try:
-                table = parse_csv(text, self.arrow_schema, self.mode)
+                table = parse_csv(text, self.arrow_schema, self.mode, self.file_columns)
             except InputError as exc:
                 raise InputError(f"{piece.path}: {exc}") from exc
+            table = apply_filters(table, self._expression())
             yield from table.to_batches(max_chunksize=_BATCH_ROWS)
+
+    def _expression(self) -> Any:
+        return None
+
+
+COUNT_SCHEMA = StructType([StructField("rows", LongType(), False)])
+
+
+class _CountingReader(_Reader):
+    """Counts records without parsing them: one row per piece holding its record count.
+
+    Spark's own CSV source answers ``count()`` without tokenising columns; this is the same fast
+    path. A record is a non-empty line (Spark's CSV skips empty lines; multi-line values are not
+    supported by either reader), so the count equals the row count of a PERMISSIVE read.
+    """
+
+    def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
+        assert isinstance(partition, _Partition)
+        total = sum(count_records(self._records(piece)) for piece in partition.slices)
+        yield pa.RecordBatch.from_arrays([pa.array([total], pa.int64())], names=["rows"])
+
+
+class _FilteringReader(_Reader):
+    """A reader that also evaluates the filters Spark pushes down (see ``_filters``)."""
+
+    def __init__(self, options: Mapping[str, str], schema: StructType) -> None:
+        super().__init__(options, schema)
+        self.filters: list[Filter] = []
+
+    def pushFilters(self, filters: list[Filter]) -> Iterable[Filter]:
+        names = self.arrow_schema.names
+        self.filters = [f for f in filters if to_expression(f, names) is not None]
+        # All are returned: Spark evaluates them again on the (far fewer) remaining rows.
+        return filters
+
+    def _expression(self) -> Any:
+        # Built lazily on the executor: the reader is pickled, Arrow expressions need not be.
+        return combine(self.filters, self.arrow_schema.names)
 
 
 @dataclass(frozen=True)
 class _Committed(WriterCommitMessage):
-    name: str
-    rows: int
+    part: PartEntry | None
 
 
 class _Writer(DataSourceArrowWriter):
@@ -215,17 +297,20 @@ class _Writer(DataSourceArrowWriter):
         )
         self.staging.mkdir(mode=0o700)
 
-    def write(self, iterator: Iterator[pa.RecordBatch]) -> _Committed:
-        context = TaskContext.get()
-        partition = context.partitionId() if context is not None else 0
-        name = f"part-{partition:05d}-{uuid.uuid4().hex}.csv.cspk"
-        data_key = executor_data_key(self.kms_url, self.key_id, self.wrapped_key)
-        container = ContainerHeader(
+    def _container_header(self) -> ContainerHeader:
+        return ContainerHeader(
             key_id=self.key_id,
             wrapped_key=self.wrapped_key,
             segment_size=self.segment_size,
             content_type=CONTENT_TYPE_CSV_HEADER if self.header else CONTENT_TYPE_CSV_NO_HEADER,
         )
+
+    def write(self, iterator: Iterator[pa.RecordBatch]) -> _Committed:
+        context = TaskContext.get()
+        partition = context.partitionId() if context is not None else 0
+        name = f"part-{partition:05d}-{uuid.uuid4().hex}.csv.cspk"
+        data_key = executor_data_key(self.kms_url, self.key_id, self.wrapped_key)
+        container = self._container_header()
         tmp = self.staging / f".{name}.inprogress"
         rows = 0
         try:
@@ -242,19 +327,23 @@ class _Writer(DataSourceArrowWriter):
                 os.fsync(out.fileno())
             if rows == 0 and partition != 0:
                 tmp.unlink()  # like Spark: empty tasks add no part, but one part always exists
-                return _Committed("", 0)
+                return _Committed(None)
             os.replace(tmp, self.staging / name)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        return _Committed(name, rows)
+        return _Committed(describe_part(self.staging / name, rows))
 
     def commit(self, messages: list[WriterCommitMessage | None]) -> None:
-        keep = {m.name for m in messages if isinstance(m, _Committed) and m.name}
+        parts = sorted((m.part for m in messages if isinstance(m, _Committed) and m.part),
+                       key=lambda p: p.name)
+        keep = {p.name for p in parts}
         # Parts of failed or speculative attempts that did not win are removed before publishing.
         for entry in self.staging.iterdir():
             if entry.name not in keep:
                 remove_path(entry)
+        write_manifest(self.staging, Manifest(tuple(parts)), self._container_header(),
+                       executor_data_key(self.kms_url, self.key_id, self.wrapped_key))
         if self.path.exists():
             if not self.overwrite:
                 shutil.rmtree(self.staging, ignore_errors=True)
@@ -288,7 +377,7 @@ class EncryptedCsvDataSource(DataSource):
         options = self.options
         path = _required(options, "path")
         kms_url = _required(options, "kms")
-        first = _input_files(path)[0]
+        first = _input_files(path, kms_url)[0]
         container = _open(first, kms_url)
         text = owned_text(container, 0, 1)
         header = _flag(options, "header")
@@ -321,7 +410,17 @@ class EncryptedCsvDataSource(DataSource):
         return StructType(fields_out)
 
     def reader(self, schema: StructType) -> DataSourceReader:
-        """A reader for ``schema`` (the user's, or :meth:`schema`'s)."""
+        """A reader for ``schema`` (the user's, or :meth:`schema`'s).
+
+        With option ``filterPushdown=true`` (set by :func:`read_encrypted_csv` when the session
+        enables ``spark.sql.python.filterPushdown.enabled``) it evaluates pushed filters in Arrow.
+        """
+        if _flag(self.options, "countRows"):
+            if schema != COUNT_SCHEMA:
+                raise UsageError("option countRows needs the schema 'rows bigint not null'")
+            return _CountingReader(self.options, schema)
+        if _flag(self.options, "filterPushdown"):
+            return _FilteringReader(self.options, schema)
         return _Reader(self.options, schema)
 
     def writer(self, schema: StructType, overwrite: bool) -> DataSourceArrowWriter:
