@@ -320,7 +320,7 @@ BAD_INPUT = [
      ERROR, ["scheme"]),
     ("kms-scheme-env", ["key", "create", "k2"], {"CIPHERSPARK_KMS": "s3://bucket/kms"}, 2,
      ERROR, ["scheme"]),
-    ("kms-https", ["key", "list", "--kms", "https://kms.example.com"], {}, 1, ERROR,
+    ("kms-https", ["key", "list", "--kms", "https://127.0.0.1:9"], {}, 1, ERROR,
      ["https"]),
     ("kms-file-host", ["key", "list", "--kms", "file://otherhost/tmp/kms"], {}, 2, ERROR,
      ["otherhost"]),

@@ -25,6 +25,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from cipherspark._cli_kms import app as kms_app
 from cipherspark.errors import CipherSparkError, UsageError
 from cipherspark.kms import Credentials, KeyManagementService, open_kms
 
@@ -51,6 +52,7 @@ query_app = typer.Typer(help="Run the reference queries on encrypted data.",
                         no_args_is_help=True)
 app.add_typer(key_app, name="key")
 app.add_typer(query_app, name="query")
+app.add_typer(kms_app, name="kms")
 
 KmsOpt = Annotated[str | None, typer.Option(
     "--kms", envvar="CIPHERSPARK_KMS", show_envvar=True,

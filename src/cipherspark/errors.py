@@ -17,7 +17,11 @@ of them into one line on stderr and a non-zero exit code; it never shows a trace
     │   ├── CredentialsError    the APP ID / API KEY do not open this keystore
     │   ├── KeyNotFoundError    no primary key of that name
     │   ├── KeyExistsError      a primary key of that name exists already
+    │   ├── PermissionDeniedError   the key belongs to another application (HTTP 403)
+    │   ├── KeyStateError       the key is disabled, pending deletion, or the version is retired
     │   └── KmsUnavailableError the KMS cannot be reached or is not supported here
+    │       ├── KmsTlsError     the server's TLS certificate does not match the pinned CA
+    │       └── KmsServerError  the KMS server failed (HTTP 5xx)
     ├── JobError                a Spark job failed (the Spark message is summarised)
     └── VerificationError       a result did not match what it was checked against
 
@@ -36,10 +40,14 @@ __all__ = [
     "JobError",
     "KeyExistsError",
     "KeyNotFoundError",
+    "KeyStateError",
     "KmsError",
+    "KmsServerError",
+    "KmsTlsError",
     "KmsUnavailableError",
     "NotEncryptedError",
     "OutputExistsError",
+    "PermissionDeniedError",
     "UsageError",
     "VerificationError",
 ]
@@ -97,8 +105,24 @@ class KeyExistsError(KmsError):
     """A primary key with the requested name exists already."""
 
 
+class PermissionDeniedError(KmsError):
+    """The credentials are valid but the key belongs to another application."""
+
+
+class KeyStateError(KmsError):
+    """The key cannot be used now: disabled, pending deletion, or the version is retired."""
+
+
 class KmsUnavailableError(KmsError):
     """The KMS cannot be reached, or its URL scheme is not supported."""
+
+
+class KmsTlsError(KmsUnavailableError):
+    """The KMS server's TLS certificate is not the one the client pins (or TLS failed)."""
+
+
+class KmsServerError(KmsUnavailableError):
+    """The KMS server answered with an internal error (HTTP 5xx)."""
 
 
 class JobError(CipherSparkError):

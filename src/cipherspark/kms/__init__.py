@@ -1,7 +1,7 @@
 """Key management: the :class:`KeyManagementService` interface and its backends.
 
-``file://DIR`` selects the embedded keystore (:class:`LocalKms`); the network KMS (``https://``)
-implements the same interface.
+``file://DIR`` selects the embedded keystore (:class:`LocalKms`); ``https://HOST:PORT`` the KMS
+server (:class:`cipherspark.kms.remote.RemoteKms`), which implements the same interface.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from cipherspark.errors import CredentialsError, KmsUnavailableError, UsageError
+from cipherspark.errors import CredentialsError, UsageError
 from cipherspark.kms.base import (
     Credentials,
     DataKey,
@@ -41,10 +41,14 @@ def kms_url_for_directory(directory: str | os.PathLike[str]) -> str:
 
 
 def open_kms(url: str | None, credentials: Credentials | None, *,
-             create: bool = False) -> KeyManagementService:
+             create: bool = False, ca_file: str | os.PathLike[str] | None = None,
+             unsafe_plaintext: bool = False) -> KeyManagementService:
     """Open the KMS at ``url`` (``None``: ``.cipherspark/kms`` under the working directory).
 
     A plain path is taken as a keystore directory. ``create`` initialises an absent local keystore.
+    For ``https://`` servers, ``ca_file`` pins the server's CA (default: ``CIPHERSPARK_KMS_CA``,
+    so Spark executors that only get the URL find it too). ``http://`` needs ``unsafe_plaintext``
+    (or ``CIPHERSPARK_KMS_UNSAFE_PLAINTEXT=1``).
     """
     if url is None:
         url = kms_url_for_directory(DEFAULT_KMS_DIR)
@@ -60,8 +64,21 @@ def open_kms(url: str | None, credentials: Credentials | None, *,
         path = unquote(parsed.path) if parsed.scheme == "file" else url
         return LocalKms(path, credentials, create=create)
     if parsed.scheme in ("https", "http"):
-        raise KmsUnavailableError(
-            f"the network KMS ({parsed.scheme}://) is not available in this build; "
-            "use a file:// keystore"
-        )
+        from cipherspark.kms.remote import RemoteKms, ca_from_environment
+
+        if credentials is None:
+            raise CredentialsError(
+                "the KMS server needs an APP ID and API KEY "
+                "(--app-id/--api-key or CIPHERSPARK_APP_ID/CIPHERSPARK_API_KEY)"
+            )
+        unsafe = unsafe_plaintext or os.environ.get("CIPHERSPARK_KMS_UNSAFE_PLAINTEXT") == "1"
+        remote = RemoteKms(url, credentials, ca_file=ca_file or ca_from_environment(),
+                           unsafe_plaintext=unsafe)
+        # Fail at open, like the local keystore does, rather than at the first key operation.
+        try:
+            remote.ping()
+        except BaseException:
+            remote.close()
+            raise
+        return remote
     raise UsageError(f"unknown KMS URL scheme {parsed.scheme!r} (use file:// or https://)")

@@ -1,0 +1,127 @@
+"""``cipherspark kms ...``: run and administer the KMS server (a thin layer over the library)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+__all__ = ["app"]
+
+_out = Console(highlight=False, markup=False, soft_wrap=True)
+
+app = typer.Typer(help="Run and administer the cipherspark KMS server.", no_args_is_help=True)
+app_app = typer.Typer(help="Register applications at the KMS server.", no_args_is_help=True)
+audit_app = typer.Typer(help="Check the KMS server's audit log.", no_args_is_help=True)
+app.add_typer(app_app, name="app")
+app.add_typer(audit_app, name="audit")
+
+DataOpt = Annotated[Path, typer.Option(
+    "--data", envvar="CIPHERSPARK_KMS_DATA", show_envvar=True,
+    help="The server's data directory (root key, database, audit log, TLS files).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+ServerOpt = Annotated[str, typer.Option(
+    "--kms", envvar="CIPHERSPARK_KMS", show_envvar=True,
+    help="KMS server URL, e.g. https://127.0.0.1:8443.")]
+CaOpt = Annotated[Path | None, typer.Option(
+    "--kms-ca", envvar="CIPHERSPARK_KMS_CA", show_envvar=True,
+    help="CA (or self-signed certificate) the KMS server's TLS certificate must chain to.")]
+AdminTokenOpt = Annotated[str | None, typer.Option(
+    "--admin-token", envvar="CIPHERSPARK_KMS_ADMIN_TOKEN", show_envvar=True,
+    help="The admin token 'kms init' printed (prefer the environment variable).")]
+
+
+@app.command("init")
+def init(data: DataOpt, as_json: JsonOpt = False) -> None:
+    """Create the data directory: root key (0600), database and admin token (printed once)."""
+    from cipherspark.kms.server import init_data_dir
+
+    result = init_data_dir(data)
+    if as_json:
+        _out.print(json.dumps({"data_dir": str(result.data_dir),
+                               "admin_token": result.admin_token}))
+        return
+    _out.print(f"initialised the KMS data directory {result.data_dir}")
+    _out.print(f"ADMIN TOKEN: {result.admin_token}")
+    _out.print("Store the admin token now: it is shown only once (the server keeps a hash).")
+
+
+@app.command("serve")
+def serve(
+    data: DataOpt,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8443,
+    tls_cert: Annotated[Path | None, typer.Option(
+        help="PEM certificate (chain); default: a self-signed one in DATA/tls/.")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert.")] = None,
+    unsafe_plaintext: Annotated[bool, typer.Option(
+        "--unsafe-plaintext",
+        help="Serve plain HTTP: API keys and data keys travel in the clear. Tests only.")] = False,
+) -> None:
+    """Serve the KMS API (TLS) until interrupted."""
+    from cipherspark.kms.server import plan_server, run_server
+
+    plan = plan_server(data, host=host, port=port, tls_cert=tls_cert, tls_key=tls_key,
+                       unsafe_plaintext=unsafe_plaintext)
+    if plan.cert_file is None:
+        _out.print("WARNING: serving plain HTTP (--unsafe-plaintext): credentials and data keys "
+                   "are readable on the network")
+    else:
+        made = " (self-signed, just created)" if plan.created_certificate else ""
+        _out.print(f"TLS certificate {plan.cert_file}{made}")
+        _out.print(f"SHA-256 fingerprint: {plan.fingerprint}")
+        _out.print(f"clients pin it with --kms-ca {plan.cert_file}")
+    _out.print(f"serving the KMS at {plan.url}")
+    run_server(plan)
+
+
+@app_app.command("create")
+def app_create(
+    name: Annotated[str, typer.Argument(help="A name for the application (free text).")],
+    kms: ServerOpt = "https://127.0.0.1:8443",
+    kms_ca: CaOpt = None,
+    admin_token: AdminTokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register an application; prints its APP ID and API KEY (shown only once)."""
+    from cipherspark.kms.remote import KmsAdmin
+
+    admin = KmsAdmin(kms, admin_token or "", ca_file=kms_ca)
+    try:
+        new = admin.create_app(name)
+    finally:
+        admin.close()
+    if as_json:
+        _out.print(json.dumps({"app_id": new.app_id, "api_key": new.api_key,
+                               "vault_token": new.vault_token}))
+        return
+    _out.print(f"APP ID: {new.app_id}")
+    _out.print(f"API KEY: {new.api_key}")
+    _out.print(f"VAULT TOKEN: {new.vault_token}")
+    _out.print("The API KEY is shown only once; set CIPHERSPARK_APP_ID and CIPHERSPARK_API_KEY.")
+
+
+@audit_app.command("verify")
+def audit_verify(data: DataOpt) -> None:
+    """Verify the audit log's HMAC chain (exit 1 naming the first bad line)."""
+    from cipherspark.kms.server import verify_audit
+
+    report = verify_audit(data)
+    _out.print(f"audit log verified: {report.entries} entries")
+    _out.print(f"last seq {report.last_seq}, mac {report.last_mac} "
+               "(keep these elsewhere to detect truncation)")
+
+
+@app.command("backup")
+def backup(
+    data: DataOpt,
+    out: Annotated[Path, typer.Argument(help="File to write the database copy to.")],
+) -> None:
+    """Write a consistent copy of the database (safe while serving; the root key is separate)."""
+    from cipherspark.kms.server import backup_data_dir
+
+    backup_data_dir(data, out)
+    _out.print(f"backed up the KMS database to {out}; back up {data}/root.key separately")

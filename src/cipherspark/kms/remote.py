@@ -1,0 +1,326 @@
+"""The network KMS client: :class:`RemoteKms` talks to ``cipherspark kms serve`` over HTTPS.
+
+One :class:`httpx.Client` per instance keeps connections alive. Only failures to *connect* are
+retried (with exponential backoff): the request never reached the server, so retrying cannot
+repeat an operation. Every other failure maps to one cipherspark error with one clear message.
+Data keys wrapped by the server are opaque blobs here; they unwrap only through the server.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import ssl
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlparse
+
+import httpx
+
+from cipherspark.errors import (
+    CredentialsError,
+    IntegrityError,
+    KeyExistsError,
+    KeyNotFoundError,
+    KeyStateError,
+    KmsError,
+    KmsServerError,
+    KmsTlsError,
+    KmsUnavailableError,
+    PermissionDeniedError,
+    UsageError,
+)
+from cipherspark.kms.base import (
+    Credentials,
+    DataKey,
+    KeyInfo,
+    KeyManagementService,
+    validate_key_name,
+)
+
+__all__ = ["KmsAdmin", "NewApp", "RemoteKms", "ca_from_environment"]
+
+_RETRIES = 3
+_BACKOFF = 0.1
+
+
+def _tls_context(url: str, ca_file: str | os.PathLike[str] | None) -> ssl.SSLContext | bool:
+    if urlparse(url).scheme != "https":
+        return False
+    try:
+        if ca_file is None:
+            return ssl.create_default_context()
+        return ssl.create_default_context(cafile=os.fspath(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"cannot load the KMS CA file {ca_file}: {exc}") from exc
+
+
+def _check_url(url: str, unsafe_plaintext: bool) -> str:
+    parsed = urlparse(url)
+    if parsed.scheme == "http" and not unsafe_plaintext:
+        # KmsUnavailableError: this transport is not available unless explicitly unlocked.
+        raise KmsUnavailableError("refusing plain http:// to the KMS (API keys and data keys would "
+                         "travel in the clear); use https://, or pass unsafe_plaintext")
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise UsageError(f"{url!r} is not an https:// KMS URL")
+    if parsed.username or parsed.password or parsed.query:
+        raise UsageError("KMS URLs carry no credentials or query; use --app-id/--api-key")
+    return url.rstrip("/")
+
+
+def _is_tls_failure(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc) or "SSL" in str(exc)
+
+
+class _Http:
+    """Shared transport: connection reuse, timeouts, connect retries, error mapping."""
+
+    def __init__(self, url: str, *, ca_file: str | os.PathLike[str] | None, timeout: float,
+                 unsafe_plaintext: bool, headers: dict[str, str]) -> None:
+        self.url = _check_url(url, unsafe_plaintext)
+        self._ca_file = ca_file
+        self._client = httpx.Client(
+            base_url=self.url, verify=_tls_context(self.url, ca_file), headers=headers,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            limits=httpx.Limits(max_keepalive_connections=8, keepalive_expiry=30),
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None,
+                *, what: str) -> dict[str, Any]:
+        """Send one request; the JSON answer, or the matching cipherspark error."""
+        response: httpx.Response | None = None
+        for attempt in range(_RETRIES + 1):
+            try:
+                response = self._client.request(method, path, json=body)
+                break
+            except httpx.ConnectError as exc:
+                if _is_tls_failure(exc):
+                    ca = f"the CA in {self._ca_file}" if self._ca_file else "the system CAs"
+                    raise KmsTlsError(
+                        f"TLS verification of the KMS at {self.url} failed: its certificate "
+                        f"is not signed by {ca} (pin the server's certificate with --kms-ca / "
+                        "CIPHERSPARK_KMS_CA)") from exc
+                if attempt == _RETRIES:
+                    raise KmsUnavailableError(
+                        f"cannot reach the KMS at {self.url}: connection failed after "
+                        f"{_RETRIES + 1} attempts") from exc
+                time.sleep(_BACKOFF * (2 ** attempt))
+            except httpx.TimeoutException as exc:
+                raise KmsUnavailableError(f"the KMS at {self.url} did not answer in time "
+                                          f"({what})") from exc
+            except httpx.HTTPError as exc:
+                raise KmsUnavailableError(f"talking to the KMS at {self.url} failed ({what}): "
+                                          f"{type(exc).__name__}") from exc
+        assert response is not None
+        return self._answer(response, what)
+
+    def _answer(self, response: httpx.Response, what: str) -> dict[str, Any]:
+        try:
+            doc = response.json() if response.content else {}
+        except ValueError:
+            doc = {}
+        if not isinstance(doc, dict):
+            doc = {}
+        status = response.status_code
+        if status < 300:
+            return doc
+        message = str(doc.get("error") or "")
+        code = str(doc.get("code") or "")
+        if status == 401:
+            raise CredentialsError(f"the KMS at {self.url} rejected the credentials")
+        if status == 403:
+            raise PermissionDeniedError(f"{what}: {message or 'permission denied'}")
+        if status == 404:
+            raise KeyNotFoundError(f"{what}: {message or 'not found on the KMS'}")
+        if status == 409:
+            kind = KeyExistsError if code == "key_exists" else KeyStateError
+            raise kind(f"{what}: {message or 'conflict'}")
+        if status == 400 and code == "integrity":
+            raise IntegrityError(f"{what}: {message}")
+        if 400 <= status < 500:
+            raise UsageError(f"{what}: the KMS refused the request ({status}): {message}")
+        raise KmsServerError(f"the KMS at {self.url} failed ({status}) during {what}; "
+                             "see the server's log")
+
+
+def _b64field(doc: dict[str, Any], name: str) -> bytes:
+    try:
+        return base64.b64decode(str(doc[name]), validate=True)
+    except (KeyError, binascii.Error, ValueError) as exc:
+        raise KmsError(f"the KMS answered without a valid {name!r}") from exc
+
+
+def _info(doc: dict[str, Any]) -> KeyInfo:
+    try:
+        return KeyInfo(name=str(doc["name"]), version=int(doc["version"]),
+                       created=str(doc["created"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise KmsError("the KMS answered with a malformed key description") from exc
+
+
+class RemoteKms(KeyManagementService):
+    """:class:`KeyManagementService` over HTTPS to a cipherspark KMS server.
+
+    ``ca_file`` pins the server's CA (or its self-signed certificate); ``None`` uses the system
+    CAs. ``http://`` URLs need ``unsafe_plaintext=True``.
+    """
+
+    def __init__(self, url: str, credentials: Credentials, *,
+                 ca_file: str | os.PathLike[str] | None = None, timeout: float = 30.0,
+                 unsafe_plaintext: bool = False) -> None:
+        self._http = _Http(url, ca_file=ca_file, timeout=timeout,
+                           unsafe_plaintext=unsafe_plaintext,
+                           headers={"X-App-Id": credentials.app_id,
+                                    "X-Api-Key": credentials.api_key})
+
+    @property
+    def url(self) -> str:
+        """The server's base URL (no credentials in it)."""
+        return self._http.url
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        self._http.close()
+
+    def __enter__(self) -> RemoteKms:
+        """Use as a context manager that closes the connections."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Close on leaving the ``with`` block."""
+        self.close()
+
+    @staticmethod
+    def _path(name: str, suffix: str = "") -> str:
+        return f"/v1/keys/{quote(validate_key_name(name), safe='')}{suffix}"
+
+    def create_key(self, name: str) -> KeyInfo:
+        """Create primary key ``name`` on the server."""
+        validate_key_name(name)
+        return _info(self._http.request("POST", "/v1/keys", {"name": name},
+                                        what=f"creating key {name!r}"))
+
+    def list_keys(self) -> list[KeyInfo]:
+        """This app's keys."""
+        doc = self._http.request("GET", "/v1/keys", what="listing keys")
+        return [_info(k) for k in doc.get("keys", [])]
+
+    def describe_key(self, name: str) -> KeyInfo:
+        """One key."""
+        return _info(self._http.request("GET", self._path(name), what=f"key {name!r}"))
+
+    def ping(self) -> None:
+        """Check that the server answers (``/healthz``); the errors of any request otherwise."""
+        self._http.request("GET", "/healthz", what="health check")
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """The server's full description of a key (versions, state, deletion date)."""
+        return self._http.request("GET", self._path(name), what=f"key {name!r}")
+
+    def generate_data_key(self, key_id: str) -> DataKey:
+        """A fresh data key and its server-wrapped form."""
+        doc = self._http.request("POST", self._path(key_id, "/datakey/plaintext"),
+                                 what=f"generating a data key under {key_id!r}")
+        return DataKey(key_id=key_id, plaintext=_b64field(doc, "plaintext"),
+                       wrapped=_b64field(doc, "wrapped"))
+
+    def generate_wrapped_data_key(self, key_id: str) -> bytes:
+        """A fresh data key, wrapped only (the plaintext never leaves the server)."""
+        doc = self._http.request("POST", self._path(key_id, "/datakey/wrapped"),
+                                 what=f"generating a data key under {key_id!r}")
+        return _b64field(doc, "wrapped")
+
+    def unwrap_data_key(self, key_id: str, wrapped: bytes) -> bytes:
+        """The data key inside ``wrapped`` (unwrapped by the server)."""
+        doc = self._http.request("POST", self._path(key_id, "/unwrap"),
+                                 {"wrapped": base64.b64encode(wrapped).decode()},
+                                 what=f"unwrapping a data key under {key_id!r}")
+        return _b64field(doc, "plaintext")
+
+    def rewrap_data_key(self, key_id: str, wrapped: bytes) -> bytes:
+        """``wrapped`` re-wrapped under the key's current version."""
+        doc = self._http.request("POST", self._path(key_id, "/rewrap"),
+                                 {"wrapped": base64.b64encode(wrapped).decode()},
+                                 what=f"rewrapping a data key under {key_id!r}")
+        return _b64field(doc, "wrapped")
+
+    def rotate_key(self, key_id: str) -> KeyInfo:
+        """Add a new version of ``key_id``."""
+        return _info(self._http.request("POST", self._path(key_id, "/rotate"),
+                                        what=f"rotating {key_id!r}"))
+
+    def set_min_decryption_version(self, key_id: str, version: int) -> KeyInfo:
+        """Retire versions of ``key_id`` below ``version``."""
+        return _info(self._http.request("POST", self._path(key_id, "/config"),
+                                        {"min_decryption_version": version},
+                                        what=f"configuring {key_id!r}"))
+
+    def set_enabled(self, key_id: str, enabled: bool) -> KeyInfo:
+        """Enable or disable ``key_id``."""
+        action = "/enable" if enabled else "/disable"
+        return _info(self._http.request("POST", self._path(key_id, action),
+                                        what=f"{action[1:]} {key_id!r}"))
+
+    def schedule_deletion(self, key_id: str, pending_days: int = 7) -> dict[str, Any]:
+        """Schedule ``key_id`` for deletion after ``pending_days``; unusable from now on."""
+        return self._http.request("POST", self._path(key_id, "/schedule-deletion"),
+                                  {"pending_days": pending_days},
+                                  what=f"scheduling deletion of {key_id!r}")
+
+    def cancel_deletion(self, key_id: str) -> KeyInfo:
+        """Cancel a scheduled deletion."""
+        return _info(self._http.request("POST", self._path(key_id, "/cancel-deletion"),
+                                        what=f"cancelling deletion of {key_id!r}"))
+
+
+@dataclass(frozen=True)
+class NewApp:
+    """A new application's credentials as the server returned them (shown once)."""
+
+    app_id: str
+    api_key: str = field(repr=False)
+    vault_token: str = field(repr=False)
+
+
+class KmsAdmin:
+    """Administrative calls (admin token): registering applications."""
+
+    def __init__(self, url: str, admin_token: str, *,
+                 ca_file: str | os.PathLike[str] | None = None, timeout: float = 30.0,
+                 unsafe_plaintext: bool = False) -> None:
+        if not admin_token:
+            raise UsageError("the admin token is missing (--admin-token or "
+                             "CIPHERSPARK_KMS_ADMIN_TOKEN)")
+        self._http = _Http(url, ca_file=ca_file, timeout=timeout,
+                           unsafe_plaintext=unsafe_plaintext,
+                           headers={"X-Admin-Token": admin_token})
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        self._http.close()
+
+    def create_app(self, name: str) -> NewApp:
+        """Register application ``name``; its API KEY is in the answer only."""
+        doc = self._http.request("POST", "/v1/apps", {"name": name},
+                                 what=f"creating app {name!r}")
+        try:
+            return NewApp(str(doc["app_id"]), str(doc["api_key"]), str(doc["vault_token"]))
+        except KeyError as exc:
+            raise KmsError("the KMS answered with malformed app credentials") from exc
+
+
+def ca_from_environment() -> Path | None:
+    """``CIPHERSPARK_KMS_CA`` as a path, if set (how executors find the pinned CA)."""
+    value = os.environ.get("CIPHERSPARK_KMS_CA")
+    return Path(value) if value else None

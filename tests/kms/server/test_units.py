@@ -1,0 +1,95 @@
+"""In-process checks of the storage, keyring and service rules (no server needed)."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from cipherspark.errors import IntegrityError, KeyNotFoundError, KmsError, UsageError
+from cipherspark.kms.server import init_data_dir, keyring, open_service, plan_server
+from cipherspark.kms.server.service import KeyService
+from cipherspark.kms.server.storage import MIGRATIONS, SqliteStorage
+
+
+def test_migrations_are_recorded_and_idempotent(tmp_path: Path) -> None:
+    store = SqliteStorage(tmp_path / "kms.db")
+    assert store.schema_version == MIGRATIONS[-1][0]
+    store.close()
+    again = SqliteStorage(tmp_path / "kms.db")
+    assert again.schema_version == MIGRATIONS[-1][0]
+    assert again.integrity_check() == "ok"
+    again.close()
+    db = sqlite3.connect(tmp_path / "kms.db")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.execute("INSERT INTO schema_migrations(version) VALUES (999)")
+    db.commit()
+    db.close()
+    with pytest.raises(KmsError, match="newer than this build"):
+        SqliteStorage(tmp_path / "kms.db")
+
+
+def test_sealed_versions_are_bound_to_name_and_version() -> None:
+    root, primary = bytes(32), bytes(range(32))
+    sealed = keyring.seal_primary(root, "k", 1, primary)
+    assert keyring.unseal_primary(root, "k", 1, sealed) == primary
+    with pytest.raises(KmsError, match="does not unseal"):
+        keyring.unseal_primary(root, "k", 2, sealed)
+    with pytest.raises(KmsError, match="does not unseal"):
+        keyring.unseal_primary(root, "other", 1, sealed)
+    wrapped = keyring.wrap(primary, "k", 3, b"d" * 32)
+    assert keyring.wrapped_version("k", wrapped) == 3
+    with pytest.raises(IntegrityError):
+        keyring.open_wrapped(primary, "k", 2, wrapped)
+
+
+def test_root_key_must_be_private(tmp_path: Path) -> None:
+    init_data_dir(tmp_path / "d")
+    root = tmp_path / "d" / "root.key"
+    assert root.stat().st_mode & 0o777 == 0o600
+    root.chmod(0o644)
+    with pytest.raises(KmsError, match="chmod 600"):
+        keyring.load_root_key(root)
+    with pytest.raises(KmsError, match="already a KMS data directory"):
+        init_data_dir(tmp_path / "d")
+
+
+def test_scheduled_deletion_purges_after_the_grace_period(tmp_path: Path) -> None:
+    init_data_dir(tmp_path / "d")
+    service, storage, audit = open_service(tmp_path / "d")
+    now = [datetime(2030, 1, 1, tzinfo=UTC)]
+    clocked = KeyService(storage, keyring.load_root_key(tmp_path / "d" / "root.key"), audit,
+                         hasher=keyring.SecretHasher(n=1 << 10), clock=lambda: now[0])
+    creds = clocked.create_app("a", "r0")
+    app = clocked.authenticate(creds.app_id, creds.api_key)
+    clocked.create_key(app, "doomed", "r1")
+    with pytest.raises(UsageError):
+        clocked.schedule_deletion(app, "doomed", 0, "r2")
+    clocked.schedule_deletion(app, "doomed", 7, "r3")
+    now[0] += timedelta(days=6)
+    assert clocked.purge_due_keys() == []
+    assert clocked.describe_key(app, "doomed").deletion_date is not None
+    now[0] += timedelta(days=2)
+    assert clocked.purge_due_keys() == ["doomed"]
+    with pytest.raises(KeyNotFoundError):
+        clocked.describe_key(app, "doomed")
+    assert storage.get_version("doomed", 1) is None
+    storage.close()
+    audit.close()
+    del service
+
+
+def test_tls_plan(tmp_path: Path) -> None:
+    init_data_dir(tmp_path / "d")
+    with pytest.raises(UsageError, match="go together"):
+        plan_server(tmp_path / "d", tls_cert=tmp_path / "c.pem")
+    plain = plan_server(tmp_path / "d", unsafe_plaintext=True)
+    assert plain.url.startswith("http://") and plain.fingerprint is None
+    plan = plan_server(tmp_path / "d", port=9443)
+    assert plan.created_certificate and plan.url == "https://127.0.0.1:9443"
+    assert plan.fingerprint is not None and len(plan.fingerprint.split(":")) == 32
+    assert (tmp_path / "d" / "tls" / "key.pem").stat().st_mode & 0o777 == 0o600
+    again = plan_server(tmp_path / "d")
+    assert not again.created_certificate and again.fingerprint == plan.fingerprint
