@@ -25,6 +25,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from cipherspark._cli_cluster import app as cluster_app
 from cipherspark._cli_kms import app as kms_app
 from cipherspark.errors import CipherSparkError, UsageError
 from cipherspark.kms import Credentials, KeyManagementService, open_kms
@@ -53,6 +54,7 @@ query_app = typer.Typer(help="Run the reference queries on encrypted data.",
 app.add_typer(key_app, name="key")
 app.add_typer(query_app, name="query")
 app.add_typer(kms_app, name="kms")
+app.add_typer(cluster_app, name="cluster")
 
 KmsOpt = Annotated[str | None, typer.Option(
     "--kms", envvar="CIPHERSPARK_KMS", show_envvar=True,
@@ -69,6 +71,10 @@ KeyOpt = Annotated[str, typer.Option(
 MasterOpt = Annotated[str, typer.Option(
     "--master", envvar="CIPHERSPARK_MASTER", show_envvar=True,
     help="Spark master URL (local[*], spark://HOST:PORT, k8s://...).")]
+PropertiesOpt = Annotated[Path | None, typer.Option(
+    "--spark-properties", envvar="CIPHERSPARK_SPARK_PROPERTIES", show_envvar=True,
+    help="Spark properties file of a standalone cluster (holds its secret; printed by "
+    "'cipherspark cluster start').")]
 OverwriteOpt = Annotated[bool, typer.Option(
     "--overwrite", help="Replace the output if it exists.")]
 
@@ -187,10 +193,12 @@ def decrypt(
     _out.print(f"decrypted {result.files} file(s), {result.plaintext_bytes:,} bytes -> {dst}")
 
 
-def _session(master: str, credentials: Credentials, app_name: str) -> SparkSession:
+def _session(master: str, credentials: Credentials, app_name: str,
+             properties: Path | None) -> SparkSession:
     from cipherspark.spark import secure_session
 
-    return secure_session(master=master, app_name=app_name, credentials=credentials)
+    return secure_session(master=master, app_name=app_name, credentials=credentials,
+                          properties_file=properties)
 
 
 @query_app.command("simple")
@@ -202,6 +210,7 @@ def query_simple(
     key: KeyOpt,
     kms: KmsOpt = None, app_id: AppIdOpt = None, api_key: ApiKeyOpt = None,
     master: MasterOpt = "local[*]",
+    spark_properties: PropertiesOpt = None,
     show: Annotated[int, typer.Option(
         min=0, help="Print N rows of (name, age+1). Off by default: printed plaintext "
         "ends up in logs outside the TEE.")] = 0,
@@ -216,7 +225,7 @@ def query_simple(
     check_output(output.absolute(), overwrite)
     service, creds = _kms(kms, app_id, api_key)
     service.describe_key(key)
-    spark = _session(master, creds, "cipherspark-simple-query")
+    spark = _session(master, creds, "cipherspark-simple-query", spark_properties)
     result = simple_query(spark, str(input), str(output), kms_url=service.url, key=key,
                           show=show, overwrite=overwrite)
     _out.print(f"names: {result.names}")
@@ -237,6 +246,7 @@ def sql(
     key: KeyOpt,
     kms: KmsOpt = None, app_id: AppIdOpt = None, api_key: ApiKeyOpt = None,
     master: MasterOpt = "local[*]",
+    spark_properties: PropertiesOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Run any Spark SQL over encrypted CSV tables; the result is written encrypted."""
@@ -254,7 +264,7 @@ def sql(
     check_output(output.absolute(), overwrite)
     service, creds = _kms(kms, app_id, api_key)
     service.describe_key(key)
-    spark = _session(master, creds, "cipherspark-sql")
+    spark = _session(master, creds, "cipherspark-sql", spark_properties)
     result = run_sql(spark, query, tables, str(output), kms_url=service.url, key=key,
                      overwrite=overwrite)
     _out.print(f"wrote {result.rows} row(s) of ({', '.join(result.columns)}) encrypted to "

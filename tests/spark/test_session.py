@@ -21,15 +21,27 @@ def test_secure_conf_covers_the_documented_settings() -> None:
     assert SECURE_CONF["spark.ui.enabled"] == "false"
 
 
-def test_secure_conf_secret_only_for_cluster_masters() -> None:
-    local = secure_conf(master="local[2]")
-    assert "spark.authenticate.secret" not in local
-    first = secure_conf(master="spark://host:7077")
-    second = secure_conf(master="spark://host:7077")
-    secret = first["spark.authenticate.secret"]
-    assert len(secret) >= 64 and secret != second["spark.authenticate.secret"]
-    assert first["spark.ui.enabled"] == "false"
+def test_secure_conf_never_carries_the_secret() -> None:
+    # The secret would travel on the spark-submit command line: local masters make their own,
+    # a standalone cluster's comes from its 0600 properties file.
+    for master in ("local[2]", "spark://127.0.0.1:7077", "k8s://https://api:6443"):
+        conf = secure_conf(master=master)
+        assert "spark.authenticate.secret" not in conf
+        assert conf["spark.ui.enabled"] == "false"
+        assert all(conf[k] == v for k, v in SECURE_CONF.items())
     assert secure_conf(master="local[2]", ui=True)["spark.ui.enabled"] == "true"
+    unsafe = secure_conf(master="local[2]", unsafe_without_security=True)
+    assert "spark.authenticate" not in unsafe and "spark.io.encryption.enabled" not in unsafe
+
+
+def test_a_standalone_master_needs_the_cluster_properties() -> None:
+    from cipherspark.errors import UsageError
+    from cipherspark.spark import secure_session
+
+    with pytest.raises(UsageError, match="properties file"):
+        secure_session(master="spark://127.0.0.1:7077")
+    with pytest.raises(UsageError, match="does not exist"):
+        secure_session(master="spark://127.0.0.1:7077", properties_file="/nonexistent.conf")
 
 
 @pytest.mark.spark

@@ -71,12 +71,16 @@ def read_encrypted_csv(
     if columns is not None:
         if not isinstance(schema, StructType):
             raise UsageError("columns= needs the file's full schema as a StructType")
+        missing = [name for name in columns if name not in schema.fieldNames()]
+        if missing:
+            raise UsageError(f"column {missing[0]!r} is not in the schema")
         reader = reader.option("fileColumns", json.dumps(schema.fieldNames()))
         schema = StructType([schema[name] for name in columns])
     if schema is not None:
         reader = reader.schema(schema)
     try:
-        return reader.load(path)
+        # Absolute: executors of a cluster run in their own work folders.
+        return reader.load(str(Path(path).absolute()))
     except Exception as exc:
         raise spark_error(exc) from exc
 
@@ -99,7 +103,7 @@ def count_encrypted_csv(
     if header is not None:
         reader = reader.option("header", str(header).lower())
     try:
-        row = reader.load(path).agg({"rows": "sum"}).collect()[0]
+        row = reader.load(str(Path(path).absolute())).agg({"rows": "sum"}).collect()[0]
     except Exception as exc:
         raise spark_error(exc) from exc
     return int(row[0] or 0)
@@ -123,7 +127,7 @@ def write_encrypted_csv(
         .mode("overwrite" if overwrite else "append")
     )
     try:
-        writer.save(path)
+        writer.save(str(Path(path).absolute()))
     except Exception as exc:
         raise spark_error(exc) from exc
 

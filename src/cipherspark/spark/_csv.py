@@ -162,7 +162,9 @@ def parse_csv(text: bytes, arrow_schema: pa.Schema, mode: str,
         return pacsv.read_csv(pa.py_buffer(text), read, parse, convert)
     except pa.ArrowInvalid as exc:
         if mode == "FAILFAST":
-            raise InputError(f"malformed CSV record (mode FAILFAST): {exc}") from exc
+            # pyarrow appends the offending row after the last ": "; keep it out of the message.
+            reason = ": ".join(str(exc).split(": ")[:2])
+            raise InputError(f"malformed CSV record (mode FAILFAST): {reason}") from exc
     return _parse_slow(text, arrow_schema, names, drop_malformed=mode == "DROPMALFORMED")
 
 

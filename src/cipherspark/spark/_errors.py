@@ -15,11 +15,19 @@ from cipherspark.errors import CipherSparkError, JobError
 __all__ = ["spark_error"]
 
 _OURS = re.compile(r"cipherspark\.errors\.(\w+): ([^\n]+)")
+_PYTHON_ERROR = re.compile(r"^(\w*(?:Error|Exception)): (.*)$", re.MULTILINE)
+_OS_ERRORS = {"FileNotFoundError", "PermissionError", "IsADirectoryError", "NotADirectoryError",
+              "OSError"}
 _SPARK_CLASS = re.compile(r"\[([A-Z_]+(?:\.[A-Z_]+)?)\]\s*([^\n]+)")
 
 
 def spark_error(exc: BaseException) -> CipherSparkError:
-    """The cipherspark error inside ``exc`` if there is one, else a :class:`JobError`."""
+    """The cipherspark error inside ``exc`` if there is one, else a :class:`JobError`.
+
+    For other Python failures in a worker only the exception type is reported (and the message
+    of OS errors, which name a file): messages of arbitrary exceptions may quote data rows,
+    and this text ends up in logs outside the TEE.
+    """
     if isinstance(exc, CipherSparkError):
         return exc
     text = str(exc)
@@ -29,8 +37,15 @@ def spark_error(exc: BaseException) -> CipherSparkError:
         kind = getattr(errors, name, None)
         if isinstance(kind, type) and issubclass(kind, CipherSparkError):
             return kind(message.strip())
+    python = _PYTHON_ERROR.findall(text)
+    if python:
+        name, message = python[-1]
+        detail = f"{name}: {message.strip()}" if name in _OS_ERRORS else name
+        return JobError(f"the Spark job failed in a Python worker ({detail[:300]})")
     spark = _SPARK_CLASS.search(text)
-    summary = f"[{spark.group(1)}] {spark.group(2)}" if spark else text.strip().splitlines()[0:1]
-    if isinstance(summary, list):
-        summary = summary[0] if summary else type(exc).__name__
+    if spark:
+        summary = f"[{spark.group(1)}] {spark.group(2)}"
+    else:
+        lines = text.strip().splitlines()
+        summary = lines[0] if lines else type(exc).__name__
     return JobError(f"the Spark job failed: {summary[:500]}")

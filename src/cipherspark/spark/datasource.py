@@ -130,7 +130,8 @@ def _required(options: Mapping[str, str], name: str) -> str:
 
 
 def _input_files(path: str, kms_url: str) -> list[str]:
-    source = Path(path)
+    # Absolute (against the driver's folder): cluster executors run in their own work dirs.
+    source = Path(path).absolute()
     if source.is_dir():
         parts = list_parts(source)
         if not parts:

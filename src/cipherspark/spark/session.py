@@ -20,13 +20,14 @@ event logs or plans.
 from __future__ import annotations
 
 import os
-import secrets
+import shlex
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from cipherspark.errors import UsageError
 from cipherspark.kms import Credentials
 from cipherspark.spark._executor import ENV_API_KEY, ENV_APP_ID
 from cipherspark.spark.datasource import EncryptedCsvDataSource
@@ -49,13 +50,17 @@ SECURE_CONF: Mapping[str, str] = {
 }
 
 
-def secure_conf(*, master: str, ui: bool = False) -> dict[str, str]:
-    """The security settings for ``master``, with a fresh authentication secret."""
-    conf = dict(SECURE_CONF)
-    if not master.startswith("local"):
-        # Local masters generate their own secret inside the JVM; a configured one would travel
-        # on the spark-submit command line.
-        conf["spark.authenticate.secret"] = secrets.token_hex(32)
+def secure_conf(*, master: str, ui: bool = False,
+                unsafe_without_security: bool = False) -> dict[str, str]:
+    """The session settings for ``master``: :data:`SECURE_CONF` plus logging and Python.
+
+    The authentication secret is never among them: local masters generate one inside the JVM,
+    a standalone cluster's comes from its properties file, Kubernetes mounts it as a file; a
+    secret in this conf would travel on the spark-submit command line.
+    ``unsafe_without_security`` leaves Spark's security settings out (for the chain-proof
+    test's control run only).
+    """
+    conf = {} if unsafe_without_security else dict(SECURE_CONF)
     log4j = Path(__file__).with_name("log4j2.properties").as_uri()
     conf["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile={log4j}"
     conf["spark.executor.extraJavaOptions"] = f"-Dlog4j2.configurationFile={log4j}"
@@ -63,8 +68,8 @@ def secure_conf(*, master: str, ui: bool = False) -> dict[str, str]:
     conf["spark.pyspark.python"] = sys.executable
     if ui:
         conf["spark.ui.enabled"] = "true"
-    if master.startswith("local"):
-        # Nothing needs to reach a local driver from another host.
+    if master.startswith(("local", "spark://127.0.0.1", "spark://localhost")):
+        # Nothing needs to reach this driver from another host.
         conf["spark.driver.host"] = "127.0.0.1"
         conf["spark.driver.bindAddress"] = "127.0.0.1"
     return conf
@@ -78,22 +83,40 @@ def secure_session(
     ui: bool = False,
     extra_conf: Mapping[str, str] | None = None,
     log_level: str = "ERROR",
+    properties_file: str | os.PathLike[str] | None = None,
+    unsafe_without_security: bool = False,
 ) -> SparkSession:
     """Start (or join) a SparkSession with :data:`SECURE_CONF` and the encrypted data sources.
 
     ``credentials`` are exported to this process's environment before the JVM starts, so the
     Python workers Spark forks can open the KMS; pass them before the first session is created.
+    A standalone master (``spark://``) needs the cluster's ``properties_file`` (it holds the
+    shared secret; see :mod:`cipherspark.spark.cluster`), read by spark-submit from the file.
     """
+    if properties_file is not None:
+        props = Path(properties_file)
+        if not props.is_file():
+            raise UsageError(f"Spark properties file {props} does not exist")
+        # Read by spark-submit itself, so the secret in it never appears on a command line.
+        os.environ["PYSPARK_SUBMIT_ARGS"] = (
+            f"--properties-file {shlex.quote(str(props.absolute()))} pyspark-shell"
+        )
+    elif master.startswith("spark://") and not unsafe_without_security:
+        raise UsageError(
+            "a standalone cluster needs its properties file with the shared secret "
+            "(--spark-properties; 'cipherspark cluster start' prints its path)"
+        )
     if credentials is not None:
         os.environ[ENV_APP_ID] = credentials.app_id
         os.environ[ENV_API_KEY] = credentials.api_key
     # Python workers must run this interpreter (the one cipherspark is installed in), not the
     # first "python3" on PATH; Spark's data source planner reads only the environment variable.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    if master.startswith("local"):
+    if master.startswith(("local", "spark://127.0.0.1", "spark://localhost")):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder.master(master).appName(app_name)
-    for key, value in {**secure_conf(master=master, ui=ui), **(extra_conf or {})}.items():
+    conf = secure_conf(master=master, ui=ui, unsafe_without_security=unsafe_without_security)
+    for key, value in {**conf, **(extra_conf or {})}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(log_level)

@@ -1,0 +1,254 @@
+"""A Spark standalone cluster on this machine, started from the installed PySpark.
+
+The ``pyspark`` wheel ships no ``sbin/`` scripts, so the master and workers are launched directly
+with ``bin/spark-class``, bound to 127.0.0.1, with the same security settings as the secure
+session (:data:`cipherspark.spark.session.SECURE_CONF`). The shared authentication secret lives
+only in ``DIR/conf/spark-defaults.conf`` (mode 0600), which the daemons and the driver read as a
+properties file: it is never on a command line or in Spark's public conf. Workers hand it to
+executors through the environment, as Spark does.
+
+Layout of the cluster folder::
+
+    DIR/conf/spark-defaults.conf   security settings and the secret (0600)
+    DIR/cluster.json               master URL and the PIDs this module started
+    DIR/logs/                      master and worker logs
+    DIR/work/worker-N/             worker work dirs (executor logs, Python files)
+    DIR/local/                     Spark local dirs (shuffle, spill: encrypted)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyspark
+
+from cipherspark.errors import CipherSparkError, UsageError
+from cipherspark.spark.session import SECURE_CONF
+
+__all__ = [
+    "Cluster",
+    "ClusterError",
+    "cluster_status",
+    "properties_file",
+    "start_cluster",
+    "stop_cluster",
+]
+
+_STATE = "cluster.json"
+_MASTER_CLASS = "org.apache.spark.deploy.master.Master"
+_WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
+
+
+class ClusterError(CipherSparkError):
+    """The cluster could not be started, found, or stopped."""
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A running (or recorded) standalone cluster."""
+
+    directory: Path
+    master_url: str
+    master_pid: int
+    worker_pids: tuple[int, ...]
+
+    @property
+    def properties(self) -> Path:
+        """The properties file (with the secret) that drivers must use."""
+        return properties_file(self.directory)
+
+
+def properties_file(directory: Path) -> Path:
+    """``DIR/conf/spark-defaults.conf`` of a cluster folder."""
+    return directory.absolute() / "conf" / "spark-defaults.conf"
+
+
+def _spark_home() -> Path:
+    return Path(pyspark.__file__).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _write_conf(directory: Path, conf: Mapping[str, str]) -> Path:
+    path = properties_file(directory)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    lines = [f"{key} {value}" for key, value in sorted(conf.items())]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("# written by cipherspark cluster start; holds the cluster secret (0600)\n")
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def _daemon_env(directory: Path, extra_env: Mapping[str, str] | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "SPARK_HOME": str(_spark_home()),
+        "SPARK_CONF_DIR": str(properties_file(directory).parent),
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "SPARK_LOG_DIR": str(directory / "logs"),
+        "SPARK_LOCAL_DIRS": str(directory / "local"),
+        "PYSPARK_PYTHON": sys.executable,
+    })
+    env.update(extra_env or {})
+    return env
+
+
+def _launch(directory: Path, name: str, args: list[str], env: Mapping[str, str]) -> int:
+    spark_class = _spark_home() / "bin" / "spark-class"
+    log = open(directory / "logs" / f"{name}.log", "ab")
+    with log:
+        process = subprocess.Popen(
+            [str(spark_class), *args], stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, env=dict(env), start_new_session=True,
+        )
+    return process.pid
+
+
+def _alive(pid: int, main_class: str) -> bool:
+    """True if ``pid`` runs and is still the JVM of ``main_class`` (not a recycled PID)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return main_class.encode() in cmdline
+
+
+def _wait_for(path: Path, needle: str, count: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text(errors="replace").count(needle) >= count:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def start_cluster(
+    directory: str | os.PathLike[str],
+    *,
+    workers: int = 2,
+    cores: int = 1,
+    memory: str = "2g",
+    port: int | None = None,
+    secure: bool = True,
+    extra_env: Mapping[str, str] | None = None,
+    timeout: float = 90.0,
+) -> Cluster:
+    """Start a master and ``workers`` workers on 127.0.0.1; return once all have registered.
+
+    ``secure=False`` leaves Spark's security settings off: only for the chain-proof test's
+    control run, which must show that the checks can fail. ``extra_env`` reaches the workers
+    and, through them, the executors (e.g. KMS credentials or CA).
+    """
+    if workers < 1 or cores < 1:
+        raise UsageError("a cluster needs at least one worker with one core")
+    folder = Path(directory).absolute()
+    state = folder / _STATE
+    if state.exists():
+        recorded = _load(folder)
+        if _alive(recorded.master_pid, _MASTER_CLASS):
+            raise ClusterError(f"a cluster is already running from {folder} "
+                               f"({recorded.master_url}); stop it first")
+    for sub in ("logs", "work", "local"):
+        (folder / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+    conf: dict[str, str] = {}
+    if secure:
+        conf.update(SECURE_CONF)
+        conf["spark.authenticate.secret"] = secrets.token_hex(32)
+    conf["spark.master.rest.enabled"] = "false"  # unauthenticated even with auth on
+    conf["spark.worker.cleanup.enabled"] = "true"
+    conf["spark.pyspark.python"] = sys.executable
+    props = _write_conf(folder, conf)
+    env = _daemon_env(folder, extra_env)
+    port = port or _free_port()
+    master_url = f"spark://127.0.0.1:{port}"
+    master_pid = _launch(folder, "master", [
+        _MASTER_CLASS, "--host", "127.0.0.1", "--port", str(port),
+        "--webui-port", str(_free_port()), "--properties-file", str(props),
+    ], env)
+    pids: list[int] = []
+    try:
+        if not _wait_for(folder / "logs" / "master.log", "Starting Spark master", 1, timeout):
+            raise ClusterError(f"the master did not start; see {folder / 'logs' / 'master.log'}")
+        for number in range(workers):
+            work = folder / "work" / f"worker-{number}"
+            work.mkdir(mode=0o700, exist_ok=True)
+            pids.append(_launch(folder, f"worker-{number}", [
+                _WORKER_CLASS, "--host", "127.0.0.1", "--cores", str(cores),
+                "--memory", memory, "--work-dir", str(work),
+                "--webui-port", str(_free_port()), "--properties-file", str(props), master_url,
+            ], env))
+        if not _wait_for(folder / "logs" / "master.log", "Registering worker", workers, timeout):
+            raise ClusterError(
+                f"the workers did not register with the master; see {folder / 'logs'}"
+            )
+    except BaseException:
+        _terminate([(master_pid, _MASTER_CLASS)] + [(p, _WORKER_CLASS) for p in pids])
+        raise
+    cluster = Cluster(folder, master_url, master_pid, tuple(pids))
+    state.write_text(json.dumps({
+        "master_url": master_url, "master_pid": master_pid, "worker_pids": pids,
+    }))
+    return cluster
+
+
+def _load(folder: Path) -> Cluster:
+    try:
+        doc = json.loads((folder / _STATE).read_text())
+        return Cluster(folder, str(doc["master_url"]), int(doc["master_pid"]),
+                       tuple(int(p) for p in doc["worker_pids"]))
+    except FileNotFoundError as exc:
+        raise ClusterError(f"no cluster was started from {folder}") from exc
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ClusterError(f"{folder / _STATE} is damaged") from exc
+
+
+def cluster_status(directory: str | os.PathLike[str]) -> tuple[Cluster, dict[int, bool]]:
+    """The recorded cluster and, per PID, whether that process is still running."""
+    cluster = _load(Path(directory).absolute())
+    alive = {cluster.master_pid: _alive(cluster.master_pid, _MASTER_CLASS)}
+    alive.update({pid: _alive(pid, _WORKER_CLASS) for pid in cluster.worker_pids})
+    return cluster, alive
+
+
+def _terminate(processes: list[tuple[int, str]], timeout: float = 15.0) -> None:
+    running = [(pid, cls) for pid, cls in processes if _alive(pid, cls)]
+    for pid, _ in running:
+        try:
+            os.killpg(pid, signal.SIGTERM)  # the JVM and anything it started (executors)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while running and time.monotonic() < deadline:
+        running = [(pid, cls) for pid, cls in running if _alive(pid, cls)]
+        time.sleep(0.2)
+    for pid, _ in running:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def stop_cluster(directory: str | os.PathLike[str]) -> Cluster:
+    """Stop exactly the processes :func:`start_cluster` recorded in ``directory``."""
+    folder = Path(directory).absolute()
+    cluster = _load(folder)
+    _terminate([(p, _WORKER_CLASS) for p in cluster.worker_pids]
+               + [(cluster.master_pid, _MASTER_CLASS)])
+    (folder / _STATE).unlink(missing_ok=True)
+    return cluster
