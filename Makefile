@@ -11,6 +11,7 @@ demo:
 test:
 	@scripts/ensure-venv test
 	@scripts/ensure-java
+	@scripts/ensure-tools
 	.venv/bin/ruff check src tests bench
 	.venv/bin/mypy
 	.venv/bin/pytest

@@ -26,6 +26,7 @@ from rich.progress import (
 )
 
 from cipherspark._cli_cluster import app as cluster_app
+from cipherspark._cli_deploy import app as deploy_app
 from cipherspark._cli_kms import app as kms_app
 from cipherspark.errors import CipherSparkError, UsageError
 from cipherspark.kms import Credentials, KeyManagementService, open_kms
@@ -54,6 +55,7 @@ query_app = typer.Typer(help="Run the reference queries on encrypted data.",
 app.add_typer(key_app, name="key")
 app.add_typer(query_app, name="query")
 app.add_typer(kms_app, name="kms")
+app.add_typer(deploy_app)
 app.add_typer(cluster_app, name="cluster")
 
 KmsOpt = Annotated[str | None, typer.Option(

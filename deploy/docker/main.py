@@ -1,0 +1,7 @@
+"""The application file spark-submit runs in the driver pod: the cipherspark command line."""
+
+import sys
+
+from cipherspark._cli import main
+
+sys.exit(main())

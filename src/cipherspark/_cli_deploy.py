@@ -1,0 +1,141 @@
+"""``cipherspark submit``, ``gramine-manifest`` and ``attestation-policy``: deployment commands.
+
+A thin layer over :mod:`cipherspark.deploy`. The commands are merged into the top-level
+``cipherspark`` command (this Typer app has no name of its own).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from cipherspark.errors import OutputExistsError, UsageError
+
+__all__ = ["app"]
+
+_out = Console(highlight=False, markup=False, soft_wrap=True)
+
+app = typer.Typer()
+
+DEFAULT_DEPLOY_DIR = Path("deploy")
+
+
+@app.command(context_settings={"allow_extra_args": False})
+def submit(
+    app_args: Annotated[list[str], typer.Argument(
+        metavar="-- COMMAND...",
+        help="The cipherspark command the driver runs, after '--', e.g. "
+             "'-- query simple --input /data/people.csv.cspk --output /data/dev.cspk "
+             "--key simple'. Paths are on the data volume (/data).")],
+    master: Annotated[str, typer.Option(
+        "--master", envvar="CIPHERSPARK_MASTER", show_envvar=True,
+        help="Kubernetes API server: k8s://https://HOST:PORT.")],
+    image: Annotated[str, typer.Option(
+        "--image", envvar="CIPHERSPARK_IMAGE", show_envvar=True,
+        help="The cipherspark runtime image (deploy/Dockerfile) for driver and executors.")],
+    namespace: Annotated[str, typer.Option(help="Namespace of the deployment.")] = "cipherspark",
+    overlay: Annotated[str, typer.Option(
+        help="Pod templates to use: sgx (Gramine enclaves), tdx (confidential VMs) or "
+             "simulated (no TEE; development clusters only).")] = "sgx",
+    deploy_dir: Annotated[Path, typer.Option(
+        "--deploy-dir", envvar="CIPHERSPARK_DEPLOY_DIR", show_envvar=True,
+        help="The repository's deploy/ folder (holds overlays/*/pod-templates).")
+    ] = DEFAULT_DEPLOY_DIR,
+    executors: Annotated[int, typer.Option(min=1, help="Executor pods.")] = 2,
+    executor_cores: Annotated[int, typer.Option(min=1, help="Cores per executor.")] = 1,
+    executor_memory: Annotated[str, typer.Option(help="JVM heap per executor.")] = "4g",
+    driver_memory: Annotated[str, typer.Option(help="JVM heap of the driver.")] = "2g",
+    name: Annotated[str | None, typer.Option(help="Spark application name.")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the spark-submit command instead of running it.")] = False,
+) -> None:
+    """Submit a cipherspark job to Spark on Kubernetes (secure confs, pod templates, secrets)."""
+    from cipherspark.deploy import (
+        SubmitRequest,
+        build_submit_command,
+        find_spark_submit,
+        format_command,
+    )
+
+    request = SubmitRequest(
+        master=master, image=image, app_args=tuple(app_args), deploy_dir=deploy_dir,
+        namespace=namespace, overlay=overlay, name=name, executors=executors,
+        executor_cores=executor_cores, executor_memory=executor_memory,
+        driver_memory=driver_memory,
+        spark_submit="spark-submit" if dry_run else find_spark_submit(),
+    )
+    command = build_submit_command(request)
+    if dry_run:
+        _out.print(format_command(command.argv))
+        return
+    code = subprocess.run(command.argv, check=False).returncode
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command("gramine-manifest")
+def gramine_manifest(
+    out: Annotated[Path, typer.Argument(help="Manifest to write, e.g. cipherspark.manifest.")],
+    launcher_dir: Annotated[Path, typer.Option(
+        help="Folder with entrypoint.sh and main.py (in the image: /opt/cipherspark).")
+    ] = Path("/opt/cipherspark"),
+    gramine_libdir: Annotated[Path | None, typer.Option(
+        help="Gramine's library folder (holds libsysdb.so); found if installed.")] = None,
+    enclave_size: Annotated[str, typer.Option(help="sgx.enclave_size, e.g. 16G.")] = "16G",
+    max_threads: Annotated[int, typer.Option(help="sgx.max_threads.")] = 512,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT.")] = False,
+) -> None:
+    """Write the Gramine manifest measuring this environment's Python, JRE, Spark, cipherspark."""
+    from cipherspark.deploy import discover_manifest_paths, render_manifest
+
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+    if not launcher_dir.is_dir():
+        raise UsageError(f"launcher folder {launcher_dir} does not exist")
+    paths = discover_manifest_paths(launcher_dir=launcher_dir, gramine_libdir=gramine_libdir)
+    out.write_text(render_manifest(paths, enclave_size=enclave_size, max_threads=max_threads))
+    _out.print(f"wrote {out}; next: gramine-sgx-sign --manifest {out} "
+               f"--output {out}.sgx (prints MRENCLAVE; keep the .sig)")
+
+
+@app.command("attestation-policy")
+def attestation_policy(
+    out: Annotated[Path, typer.Argument(help="Policy file to write (JSON).")],
+    key: Annotated[list[str], typer.Option("--key", help="Key the enclave may unwrap; "
+                                           "repeatable.")],
+    app_id: Annotated[str | None, typer.Option(
+        "--app-id", envvar="CIPHERSPARK_APP_ID", show_envvar=True,
+        help="APP ID whose keys are released.")] = None,
+    sigstruct: Annotated[Path | None, typer.Option(
+        help="The .sig file gramine-sgx-sign wrote; without it MRENCLAVE is a placeholder.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT.")] = False,
+) -> None:
+    """Write a KMS key-release policy for SGX enclaves (MRENCLAVE from gramine-sgx-sign)."""
+    from cipherspark.deploy import MRENCLAVE_PLACEHOLDER, policy_document, read_sigstruct
+
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+    measurement = read_sigstruct(sigstruct) if sigstruct is not None else None
+    document = policy_document(app_id=app_id or "", keys=key, measurement=measurement)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(json.dumps(document, indent=2) + "\n")
+    _out.print(f"wrote {out}")
+    if measurement is None:
+        _out.print(f"MRENCLAVE is the placeholder {MRENCLAVE_PLACEHOLDER!r}. To fill it in:")
+        _out.print("  1. cipherspark gramine-manifest cipherspark.manifest   (inside the image)")
+        _out.print("  2. gramine-sgx-sign --manifest cipherspark.manifest "
+                   "--output cipherspark.manifest.sgx   (prints mr_enclave)")
+        _out.print("  3. cipherspark attestation-policy "
+                   f"{out} --sigstruct cipherspark.sig --overwrite ...   "
+                   "(or gramine-sgx-sigstruct-view cipherspark.sig)")
+    else:
+        _out.print(f"MRENCLAVE {measurement.mr_enclave}")
+        _out.print(f"MRSIGNER  {measurement.mr_signer}")

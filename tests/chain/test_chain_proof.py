@@ -1,0 +1,221 @@
+"""The chain proof: no plaintext and no key anywhere outside the Spark processes and the owner.
+
+A real KMS server (TLS) and a real 2-worker standalone cluster run the whole flow — encrypt,
+the distributed Simple Query, SQL with shuffles (group by job, group by name), decrypt — while
+tcpdump captures every loopback packet. Then planted canary names, every data key (raw, hex,
+base64) and the API key are searched for in the capture, the cluster's logs, work and local
+(shuffle / spill) folders, the driver's local folder and output, and the encrypted results.
+
+The control run does the same query with Spark's security settings off and must find the
+canaries in the capture: proof that the search can fail.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cipherspark.crypto import read_header
+from cipherspark.datagen import generate_people
+from cipherspark.kms import Credentials
+from cipherspark.kms.remote import RemoteKms
+from cipherspark.spark.cluster import start_cluster, stop_cluster
+from tests.kms.server.conftest import free_port, start_server, stop_server
+
+pytestmark = [
+    pytest.mark.spark,
+    pytest.mark.skipif(shutil.which("tcpdump") is None or os.geteuid() != 0,
+                       reason="needs tcpdump and root to capture loopback traffic "
+                              "('make test' installs tcpdump)"),
+]
+
+KEY = "chain"
+CANARIES = ["".join(secrets.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(14))
+            for _ in range(12)]
+
+
+def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env, cwd=cwd)
+    assert result.returncode == 0, f"{args[:4]} failed:\n{result.stderr[-3000:]}"
+    return result
+
+
+def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return _run([sys.executable, "-m", "cipherspark._cli", *args], env, cwd)
+
+
+@dataclass
+class Capture:
+    """A running tcpdump on the loopback interface."""
+
+    path: Path
+    proc: subprocess.Popen[bytes]
+
+    @classmethod
+    def start(cls, path: Path) -> Capture:
+        proc = subprocess.Popen(
+            ["tcpdump", "-i", "lo", "-n", "-U", "-s", "0", "-w", str(path), "tcp"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        assert proc.stderr is not None
+        line = proc.stderr.readline()  # "listening on lo, ..." once the capture runs
+        assert b"listening" in line, line
+        return cls(path, proc)
+
+    def stop(self) -> bytes:
+        time.sleep(0.5)
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(timeout=20)
+        return self.path.read_bytes()
+
+
+def _forms(key: bytes) -> list[bytes]:
+    return [key, key.hex().encode(), key.hex().upper().encode(), base64.b64encode(key),
+            base64.urlsafe_b64encode(key).rstrip(b"=")]
+
+
+def _files_under(*folders: Path) -> Iterator[Path]:
+    for folder in folders:
+        if folder.exists():
+            yield from (p for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def _found(needles: list[bytes], haystacks: Iterator[Path] | list[Path]) -> list[str]:
+    hits = []
+    for path in haystacks:
+        data = path.read_bytes()
+        hits += [f"{path}: {n[:20]!r}" for n in needles if n in data]
+    return hits
+
+
+def _people(path: Path) -> None:
+    generate_people(path, 20_000, seed=5)
+    with open(path, "a") as f:
+        for i, name in enumerate(CANARIES):
+            job = ("Developer", "Engineer", "Researcher")[i % 3]
+            f.write(f"{name},{25 + i},{job}\n")
+
+
+@pytest.fixture(scope="module")
+def kms_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A KMS server on 127.0.0.1 with TLS, an app, and the primary key ``chain``."""
+    base = tmp_path_factory.mktemp("chain-kms")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CIPHERSPARK_")}
+    init = json.loads(_cli("kms", "init", "--data", str(base / "data"), "--json",
+                           env=env, cwd=base).stdout)
+    server = start_server(base / "data", free_port(), base)
+    try:
+        app = json.loads(_cli("kms", "app", "create", "chain-app", "--kms", server.url,
+                              "--kms-ca", str(server.ca), "--json",
+                              env={**env, "CIPHERSPARK_KMS_ADMIN_TOKEN": init["admin_token"]},
+                              cwd=base).stdout)
+        with RemoteKms(server.url, Credentials(app["app_id"], app["api_key"]),
+                       ca_file=server.ca) as kms:
+            kms.create_key(KEY)
+        yield {**env, "CIPHERSPARK_KMS": server.url, "CIPHERSPARK_KMS_CA": str(server.ca),
+               "CIPHERSPARK_APP_ID": app["app_id"], "CIPHERSPARK_API_KEY": app["api_key"],
+               "CIPHERSPARK_KEY": KEY}
+    finally:
+        stop_server(server)
+
+
+def _data_keys(env: dict[str, str], files: list[Path]) -> list[bytes]:
+    keys = set()
+    with RemoteKms(env["CIPHERSPARK_KMS"],
+                   Credentials(env["CIPHERSPARK_APP_ID"], env["CIPHERSPARK_API_KEY"]),
+                   ca_file=env["CIPHERSPARK_KMS_CA"]) as kms:
+        for path in files:
+            with open(path, "rb") as f:
+                header, _ = read_header(f)
+            keys.add(kms.unwrap_data_key(header.key_id, header.wrapped_key))
+    return sorted(keys)
+
+
+def test_no_plaintext_or_key_anywhere_on_a_secure_cluster(
+    kms_server: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**kms_server, "SPARK_LOCAL_DIRS": str(tmp_path / "driver-local")}
+    (tmp_path / "driver-local").mkdir()
+    _people(tmp_path / "people.csv")
+    cluster = start_cluster(tmp_path / "cluster", workers=2, cores=1, memory="1g",
+                            extra_env=kms_server)
+    spark_args = ["--master", cluster.master_url, "--spark-properties", str(cluster.properties)]
+    capture = Capture.start(tmp_path / "secure.pcap")
+    logs: list[str] = []
+    try:
+        _cli("encrypt", "people.csv", "people.cspk", env=env, cwd=tmp_path)
+        result = _cli("query", "simple", "-i", "people.cspk", "-o", "developers.cspk",
+                      *spark_args, env=env, cwd=tmp_path)
+        logs += [result.stdout, result.stderr]
+        for name, query in (("by_job", "SELECT job, count(*) AS n FROM people GROUP BY job"),
+                            ("by_name", "SELECT name, count(*) AS n FROM people GROUP BY name")):
+            result = _cli("sql", query, "--table", "people=people.cspk", "-o", f"{name}.cspk",
+                          *spark_args, env=env, cwd=tmp_path)
+            logs += [result.stdout, result.stderr]
+        _cli("decrypt", "by_name.cspk", "by_name.csv", env=env, cwd=tmp_path)
+    finally:
+        packets = capture.stop()
+        stop_cluster(cluster.directory)
+    (tmp_path / "driver.log").write_text("\n".join(logs))
+
+    # The canaries went all the way through: they are in the decrypted shuffle result.
+    decrypted = (tmp_path / "by_name.csv").read_text()
+    assert all(name in decrypted for name in CANARIES)
+    assert len(packets) > 100_000, "the capture saw the cluster's traffic"
+
+    encrypted = [p for p in _files_under(tmp_path) if p.name.endswith(".cspk")]
+    data_keys = _data_keys(kms_server, encrypted)
+    assert len(data_keys) >= 4  # input, and one per written dataset
+    needles = ([n.encode() for n in CANARIES] + [f for k in data_keys for f in _forms(k)]
+               + [kms_server["CIPHERSPARK_API_KEY"].encode()])
+    assert not [n for n in needles if n in packets], "plaintext or a key crossed loopback"
+    places = [tmp_path / "cluster", tmp_path / "driver-local", tmp_path / "driver.log", *encrypted]
+    assert not _found(needles, [*_files_under(*places[:2]), places[2], *encrypted])
+    # Shuffle and spill really happened on disk (so the search above covered them).
+    shuffle = [p for p in _files_under(tmp_path / "cluster" / "local") if ".data" in p.name]
+    work = list(_files_under(tmp_path / "cluster" / "work"))
+    assert shuffle or work
+
+
+def test_control_run_without_security_leaks_and_the_search_finds_it(
+    kms_server: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**kms_server, "SPARK_LOCAL_DIRS": str(tmp_path / "driver-local")}
+    (tmp_path / "driver-local").mkdir()
+    _people(tmp_path / "people.csv")
+    _cli("encrypt", "people.csv", "people.cspk", env=env, cwd=tmp_path)
+    cluster = start_cluster(tmp_path / "cluster", workers=2, cores=1, memory="1g",
+                            secure=False, extra_env=kms_server)
+    script = (
+        "import sys\n"
+        "from cipherspark.kms import Credentials, open_kms\n"
+        "from cipherspark.jobs.sql import run_sql\n"
+        "from cipherspark.spark import secure_session\n"
+        "import os\n"
+        "creds = Credentials(os.environ['CIPHERSPARK_APP_ID'], os.environ['CIPHERSPARK_API_KEY'])\n"
+        "kms = open_kms(os.environ['CIPHERSPARK_KMS'], creds)\n"
+        "spark = secure_session(master=sys.argv[1], credentials=creds,\n"
+        "                       unsafe_without_security=True)\n"
+        "run_sql(spark, 'SELECT name, count(*) AS n FROM people GROUP BY name',\n"
+        "        {'people': 'people.cspk'}, 'by_name.cspk', kms_url=kms.url, key='chain')\n"
+    )
+    capture = Capture.start(tmp_path / "control.pcap")
+    try:
+        _run([sys.executable, "-c", script, cluster.master_url], env, tmp_path)
+    finally:
+        packets = capture.stop()
+        stop_cluster(cluster.directory)
+    leaked = [name for name in CANARIES if name.encode() in packets]
+    assert leaked, "with Spark's security off the canaries must be visible on loopback"
