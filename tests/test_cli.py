@@ -205,7 +205,7 @@ def test_folder_round_trip_writes_csv_header_once(
     assert enc.code == 0
     assert "2 file(s)" in enc.out
     assert sorted(p.name for p in (tmp_path / "parts.enc").iterdir()) == [
-        "part-0.csv.cspk", "part-1.csv.cspk"]
+        "_manifest.cspk", "part-0.csv.cspk", "part-1.csv.cspk"]
     assert run(capsys, "decrypt", "parts.enc", "all.csv").code == 0
     assert (tmp_path / "all.csv").read_bytes() == (
         b"name,age,job\nann,30,Developer\nbob,41,Engineer\n")

@@ -386,18 +386,19 @@ def test_decrypt_hand_built_dataset(tmp_path: Path, kms: LocalKms) -> None:
     assert built.plaintext.count(b"\n") == 1 + sum(PART_ROWS)
 
 
-def test_folder_without_manifest_still_decrypts(tmp_path: Path, kms: LocalKms) -> None:
+def test_folder_without_manifest_is_refused(tmp_path: Path, kms: LocalKms) -> None:
     built = build_dataset(tmp_path / "ds", kms, manifest=False)
     assert not (built.folder / MANIFEST_NAME).exists()
-    decrypt_path(built.folder, tmp_path / "out.csv", kms)
-    assert (tmp_path / "out.csv").read_bytes() == built.plaintext
-    # A folder encrypted with encrypt_path has no manifest either, and decrypts.
+    with pytest.raises(IntegrityError, match="no dataset manifest"):
+        decrypt_path(built.folder, tmp_path / "out.csv", kms)
+    assert not (tmp_path / "out.csv").exists()
+    # A folder encrypted with encrypt_path carries a manifest, and decrypts.
     plain = tmp_path / "plain"
     plain.mkdir()
     for number, text in enumerate(built.texts):
         (plain / f"part-{number}.csv").write_bytes(text)
     encrypt_path(plain, tmp_path / "enc", kms, TEST_KEY, segment_size=SEGMENT)
-    assert not (tmp_path / "enc" / MANIFEST_NAME).exists()
+    assert (tmp_path / "enc" / MANIFEST_NAME).exists()
     decrypt_path(tmp_path / "enc", tmp_path / "enc.csv", kms)
     assert (tmp_path / "enc.csv").read_bytes() == built.plaintext
 

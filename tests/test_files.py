@@ -20,6 +20,7 @@ from cipherspark.crypto import (
     read_header,
 )
 from cipherspark.crypto._streaming import BODY_HEADER_SIZE, TAG_SIZE
+from cipherspark.dataset import Manifest, describe_part, write_manifest
 from cipherspark.errors import (
     InputError,
     IntegrityError,
@@ -152,9 +153,11 @@ def test_folder_of_csv_parts_to_one_csv(tmp_path: Path, kms: LocalKms) -> None:
     assert result.files == 4
     assert result.plaintext_bytes == sum(map(len, parts))
     names = sorted(p.name for p in enc.iterdir())
-    assert names == [f"part-{n:05d}-abc.csv.cspk" for n in range(4)]
-    for path in enc.iterdir():
+    assert names == ["_manifest.cspk"] + [f"part-{n:05d}-abc.csv.cspk" for n in range(4)]
+    for path in enc.glob("part-*"):
         assert _header(path).content_type == CONTENT_TYPE_CSV_HEADER
+    # One dataset, one data key: every part carries the same wrapped key.
+    assert len({_header(p).wrapped_key for p in enc.iterdir()}) == 1
 
     out = tmp_path / "all.csv"
     decrypted = decrypt_path(enc, out, kms)
@@ -194,6 +197,9 @@ def test_csv_header_only_dropped_for_csv_parts(tmp_path: Path, kms: LocalKms) ->
         writer.write(data)
         writer.close()
         (enc / f"part-{number}.cspk").write_bytes(buf.getvalue())
+    parts = sorted(enc.iterdir())
+    write_manifest(enc, Manifest(tuple(describe_part(p, 0) for p in parts)),
+                   ContainerHeader(TEST_KEY, data_key.wrapped, 64), data_key.plaintext)
     decrypt_path(enc, tmp_path / "out.csv", kms)
     assert (tmp_path / "out.csv").read_bytes() == b"h1,h2\n1,2\n3,4\n5,6\n"
 
@@ -377,3 +383,26 @@ def test_empty_first_csv_part_does_not_lose_the_header(tmp_path: Path, kms: Loca
     encrypt_path(plain, tmp_path / "enc", kms, TEST_KEY, segment_size=SEGMENT)
     decrypt_path(tmp_path / "enc", tmp_path / "out.csv", kms)
     assert (tmp_path / "out.csv").read_bytes() == b"id,name\n1,a\n2,b\n"
+
+
+def test_folder_without_manifest_is_refused(tmp_path: Path, kms: LocalKms) -> None:
+    make_csv_parts(tmp_path / "plain")
+    enc = tmp_path / "enc"
+    encrypt_path(tmp_path / "plain", enc, kms, TEST_KEY, segment_size=SEGMENT)
+    (enc / "_manifest.cspk").unlink()
+    with pytest.raises(IntegrityError, match="no dataset manifest"):
+        decrypt_path(enc, tmp_path / "out.csv", kms)
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_encrypted_folder_manifest_counts_records(tmp_path: Path, kms: LocalKms) -> None:
+    from cipherspark.dataset import read_manifest
+
+    _, parts = make_csv_parts(tmp_path / "plain")
+    enc = tmp_path / "enc"
+    encrypt_path(tmp_path / "plain", enc, kms, TEST_KEY, segment_size=SEGMENT)
+    manifest = read_manifest(enc, lambda h: kms.unwrap_data_key(h.key_id, h.wrapped_key))
+    assert manifest is not None
+    expected = [len([ln for ln in p.splitlines() if ln.strip()]) - (1 if p else 0)
+                for p in parts]
+    assert [e.rows for e in manifest.parts] == [max(0, n) for n in expected]

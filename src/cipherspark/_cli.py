@@ -25,6 +25,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from cipherspark import _cli_attest
 from cipherspark._cli_cluster import app as cluster_app
 from cipherspark._cli_deploy import app as deploy_app
 from cipherspark._cli_kms import app as kms_app
@@ -57,6 +58,8 @@ app.add_typer(query_app, name="query")
 app.add_typer(kms_app, name="kms")
 app.add_typer(deploy_app)
 app.add_typer(cluster_app, name="cluster")
+app.add_typer(_cli_attest.app, name="attest")
+key_app.add_typer(_cli_attest.policy_app, name="policy")
 
 KmsOpt = Annotated[str | None, typer.Option(
     "--kms", envvar="CIPHERSPARK_KMS", show_envvar=True,

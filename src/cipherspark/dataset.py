@@ -33,6 +33,7 @@ __all__ = [
     "PartEntry",
     "describe_part",
     "read_manifest",
+    "require_manifest",
     "verify_listing",
     "write_manifest",
 ]
@@ -127,6 +128,23 @@ def read_manifest(folder: Path,
             raise FormatError(f"{path} is not a dataset manifest")
         data = b"".join(decrypt_stream(f, data_key_for, header=(header, raw)))
     return Manifest.from_json(data)
+
+
+def require_manifest(folder: Path, data_key_for: Callable[[ContainerHeader], bytes],
+                     parts: Sequence[Path]) -> Manifest:
+    """The folder's manifest, after checking ``parts`` against it.
+
+    A folder without a manifest is refused: without one, a deleted part file would go unnoticed.
+    """
+    manifest = read_manifest(folder, data_key_for)
+    if manifest is None:
+        raise IntegrityError(
+            f"{folder} has no dataset manifest ({MANIFEST_NAME}), so missing or swapped part "
+            "files could not be detected; encrypt folders with 'cipherspark encrypt' or write "
+            "them with Spark"
+        )
+    verify_listing(folder, manifest, parts)
+    return manifest
 
 
 def verify_listing(folder: Path, manifest: Manifest, parts: Sequence[Path]) -> None:

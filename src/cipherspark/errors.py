@@ -22,6 +22,8 @@ of them into one line on stderr and a non-zero exit code; it never shows a trace
     │   └── KmsUnavailableError the KMS cannot be reached or is not supported here
     │       ├── KmsTlsError     the server's TLS certificate does not match the pinned CA
     │       └── KmsServerError  the KMS server failed (HTTP 5xx)
+    ├── AttestationError        TEE evidence cannot be produced, parsed or verified
+    │   └── PolicyDeniedError   verified evidence does not satisfy the key's release policy
     ├── JobError                a Spark job failed (the Spark message is summarised)
     └── VerificationError       a result did not match what it was checked against
 
@@ -32,6 +34,7 @@ key material.
 from __future__ import annotations
 
 __all__ = [
+    "AttestationError",
     "CipherSparkError",
     "CredentialsError",
     "FormatError",
@@ -48,6 +51,7 @@ __all__ = [
     "NotEncryptedError",
     "OutputExistsError",
     "PermissionDeniedError",
+    "PolicyDeniedError",
     "UsageError",
     "VerificationError",
 ]
@@ -123,6 +127,23 @@ class KmsTlsError(KmsUnavailableError):
 
 class KmsServerError(KmsUnavailableError):
     """The KMS server answered with an internal error (HTTP 5xx)."""
+
+
+class AttestationError(CipherSparkError):
+    """TEE evidence could not be produced, parsed or verified, or a key release was refused.
+
+    ``reason`` is a short machine-readable code (see :mod:`cipherspark.attestation`):
+    ``measurement``, ``tcb_status``, ``debug``, ``svn``, ``nonce``, ``binding``, ``tee_type``,
+    ``signature``, ``expired``, ``no_policy`` or ``unavailable`` (no TEE here).
+    """
+
+    def __init__(self, message: str, reason: str = "signature") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class PolicyDeniedError(AttestationError):
+    """Evidence verified, but the key's release policy does not accept it (``reason`` says why)."""
 
 
 class JobError(CipherSparkError):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cipherspark._files import atomic_output, atomic_output_dir, check_output
+from cipherspark._records import count_records
 from cipherspark.crypto import (
     CONTENT_TYPE_BINARY,
     CONTENT_TYPE_CSV_HEADER,
@@ -21,7 +22,7 @@ from cipherspark.crypto import (
     decrypt_stream,
     read_header,
 )
-from cipherspark.dataset import read_manifest, verify_listing
+from cipherspark.dataset import Manifest, describe_part, require_manifest, write_manifest
 from cipherspark.errors import FormatError, InputError, IntegrityError
 from cipherspark.kms import KeyManagementService
 
@@ -104,46 +105,70 @@ def encrypt_path(
 ) -> EncryptResult:
     """Encrypt a file to a container, or a folder of files to a folder of containers.
 
-    Each file gets a fresh data key from ``kms`` wrapped under primary key ``key_id``.
+    A file gets a fresh data key from ``kms`` wrapped under primary key ``key_id``. A folder is
+    a dataset: one fresh data key for all its parts (each with its own salt) and an encrypted
+    manifest (:mod:`cipherspark.dataset`) so that a removed or swapped part is detected.
     ``progress`` receives plaintext byte counts as they are read.
     """
     src_path, dst_path = Path(src), Path(dst)
     files = _input_files(src_path)
     check_output(dst_path, overwrite)
+    data_key = kms.generate_data_key(key_id)
     plain = cipher = 0
     if src_path.is_dir():
         with atomic_output_dir(dst_path, overwrite=overwrite) as staging:
+            entries = []
             for part in files:
-                p, c = _encrypt_one(part, staging / (part.name + ".cspk"), kms, key_id,
-                                    content_type, segment_size, progress, overwrite=False)
+                target = staging / (part.name + ".cspk")
+                header = _header(part, key_id, data_key.wrapped, content_type, segment_size)
+                p, c, rows = _encrypt_one(part, target, header, data_key.plaintext, progress,
+                                          overwrite=False)
+                entries.append(describe_part(target, rows))
                 plain += p
                 cipher += c
+            write_manifest(staging, Manifest(tuple(entries)),
+                           _header(files[0], key_id, data_key.wrapped, None, segment_size),
+                           data_key.plaintext)
     else:
-        plain, cipher = _encrypt_one(src_path, dst_path, kms, key_id, content_type,
-                                     segment_size, progress, overwrite=overwrite)
+        header = _header(src_path, key_id, data_key.wrapped, content_type, segment_size)
+        plain, cipher, _ = _encrypt_one(src_path, dst_path, header, data_key.plaintext,
+                                        progress, overwrite=overwrite)
     return EncryptResult(len(files), plain, cipher)
 
 
-def _encrypt_one(
-    src: Path, dst: Path, kms: KeyManagementService, key_id: str, content_type: str | None,
-    segment_size: int, progress: Progress | None, *, overwrite: bool,
-) -> tuple[int, int]:
-    data_key = kms.generate_data_key(key_id)
-    header = ContainerHeader(
+def _header(src: Path, key_id: str, wrapped: bytes, content_type: str | None,
+            segment_size: int) -> ContainerHeader:
+    return ContainerHeader(
         key_id=key_id,
-        wrapped_key=data_key.wrapped,
+        wrapped_key=wrapped,
         segment_size=segment_size,
         content_type=content_type or guess_content_type(src),
     )
-    plain = 0
+
+
+def _encrypt_one(
+    src: Path, dst: Path, header: ContainerHeader, data_key: bytes, progress: Progress | None,
+    *, overwrite: bool,
+) -> tuple[int, int, int]:
+    """Encrypt ``src`` to ``dst``; return plaintext bytes, ciphertext bytes and CSV records."""
+    plain = records = 0
+    carry = b""
     with atomic_output(dst, overwrite=overwrite) as out:
-        writer = EncryptingWriter(out, header, data_key.plaintext)
+        writer = EncryptingWriter(out, header, data_key)
         for chunk in _read_chunks(src, progress):
             writer.write(chunk)
             plain += len(chunk)
+            # Count whole lines only; the partial last line waits for the next chunk.
+            data = carry + chunk
+            cut = data.rfind(b"\n") + 1
+            records += count_records(data[:cut])
+            carry = data[cut:]
         writer.close()
         cipher = out.tell()
-    return plain, cipher
+    records += count_records(carry)
+    if header.csv_has_header and records:
+        records -= 1
+    return plain, cipher, records if header.content_type.startswith("text/csv") else 0
 
 
 def _skip_first_line(chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -171,8 +196,8 @@ def decrypt_path(
     """Decrypt a container, or a folder of containers (Spark part files), to one file.
 
     Parts are concatenated in name order; for CSV parts with a header, the header is written
-    once. A folder with a dataset manifest (written by Spark) must hold exactly the committed
-    parts. The output appears only after every segment of every part has authenticated.
+    once. A folder must carry a dataset manifest and hold exactly the parts it lists. The
+    output appears only after every segment of every part has authenticated.
     ``progress`` receives ciphertext byte counts.
     """
     src_path, dst_path = Path(src), Path(dst)
@@ -188,9 +213,7 @@ def decrypt_path(
         return keys[cache_key]
 
     if src_path.is_dir():
-        manifest = read_manifest(src_path, data_key_for)
-        if manifest is not None:
-            verify_listing(src_path, manifest, files)
+        require_manifest(src_path, data_key_for, files)
 
     # True once a CSV part with a header has written bytes (hence its header line): later such
     # parts drop their first line. An empty part (no header line at all) does not count.

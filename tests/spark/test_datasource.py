@@ -121,7 +121,8 @@ def test_read_a_folder_of_encrypted_files(tmp_path: Path, kms: LocalKms,
         expected += plain_rows(text)
     (folder / "empty.csv").write_bytes(b"name,age,job\n")
     encrypt_path(folder, tmp_path / "enc", kms, TEST_KEY, segment_size=SEGMENT)
-    assert len(list((tmp_path / "enc").iterdir())) == 5
+    assert len(list((tmp_path / "enc").glob("part-*.cspk"))) == 4
+    assert (tmp_path / "enc" / "_manifest.cspk").exists()
     df = read_encrypted_csv(spark, str(tmp_path / "enc"), kms_url=kms.url,
                             partition_bytes=SMALL_PARTITIONS)
     assert got_rows(df) == expected

@@ -131,6 +131,7 @@ def test_written_rows_needs_a_manifest(written: Written, tmp_path: Path) -> None
     plain.mkdir()
     (plain / "part-0.csv").write_bytes(b"name,age,job\nann,30,Developer\n")
     encrypt_path(plain, tmp_path / "enc", written.kms, TEST_KEY)
+    (tmp_path / "enc" / MANIFEST_NAME).unlink()
     with pytest.raises(InputError, match="no dataset manifest"):
         written_rows(str(tmp_path / "enc"), kms_url=written.kms.url)
 
@@ -143,20 +144,25 @@ def test_written_rows_refuses_a_tampered_manifest(written: Written, tmp_path: Pa
         written_rows(str(folder), kms_url=written.kms.url)
 
 
-def test_folder_without_manifest_is_still_read(written: Written, spark: SparkSession,
-                                               tmp_path: Path) -> None:
+def test_encrypted_folder_is_read_and_needs_its_manifest(
+    written: Written, spark: SparkSession, tmp_path: Path
+) -> None:
     plain = tmp_path / "plain"
     plain.mkdir()
     (plain / "part-0.csv").write_bytes(b"name,age,job\nann,30,Developer\nbob,41,Engineer\n")
     (plain / "part-1.csv").write_bytes(b"name,age,job\ncyd,25,Designer\n")
     encrypt_path(plain, tmp_path / "enc", written.kms, TEST_KEY)
-    assert not (tmp_path / "enc" / MANIFEST_NAME).exists()
+    assert written_rows(str(tmp_path / "enc"), kms_url=written.kms.url) == 3
     df = read_encrypted_csv(spark, str(tmp_path / "enc"), kms_url=written.kms.url,
                             schema=PEOPLE)
     assert got_rows(df) == Counter([("ann", 30, "Developer"), ("bob", 41, "Engineer"),
                                     ("cyd", 25, "Designer")])
     decrypt_path(tmp_path / "enc", tmp_path / "all.csv", written.kms)
     assert (tmp_path / "all.csv").read_bytes().count(b"\n") == 4
+    (tmp_path / "enc" / MANIFEST_NAME).unlink()
+    with pytest.raises(IntegrityError, match="no dataset manifest"):
+        translated(lambda: read_encrypted_csv(spark, str(tmp_path / "enc"),
+                                              kms_url=written.kms.url, schema=PEOPLE).count())
 
 
 def test_intact_copy_reads_and_decrypts(written: Written, spark: SparkSession,

@@ -15,12 +15,13 @@ import ssl
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlparse
 
 import httpx
 
 from cipherspark.errors import (
+    AttestationError,
     CredentialsError,
     IntegrityError,
     KeyExistsError,
@@ -31,6 +32,7 @@ from cipherspark.errors import (
     KmsTlsError,
     KmsUnavailableError,
     PermissionDeniedError,
+    PolicyDeniedError,
     UsageError,
 )
 from cipherspark.kms.base import (
@@ -40,6 +42,9 @@ from cipherspark.kms.base import (
     KeyManagementService,
     validate_key_name,
 )
+
+if TYPE_CHECKING:
+    from cipherspark.attestation import AttestationPolicy, EvidenceProvider
 
 __all__ = ["KmsAdmin", "NewApp", "RemoteKms", "ca_from_environment"]
 
@@ -139,6 +144,8 @@ class _Http:
         code = str(doc.get("code") or "")
         if status == 401:
             raise CredentialsError(f"the KMS at {self.url} rejected the credentials")
+        if status == 403 and code == "attestation_denied":
+            raise PolicyDeniedError(f"{what}: {message}", str(doc.get("reason") or "signature"))
         if status == 403:
             raise PermissionDeniedError(f"{what}: {message or 'permission denied'}")
         if status == 404:
@@ -282,6 +289,63 @@ class RemoteKms(KeyManagementService):
         """Cancel a scheduled deletion."""
         return _info(self._http.request("POST", self._path(key_id, "/cancel-deletion"),
                                         what=f"cancelling deletion of {key_id!r}"))
+
+    # -- attested key release ------------------------------------------------------------------
+
+    def set_policy(self, key_id: str, policy: AttestationPolicy) -> AttestationPolicy:
+        """Set ``key_id``'s release policy on the server; the server's normalised copy."""
+        from cipherspark.attestation import AttestationPolicy
+
+        doc = self._http.request("PUT", self._path(key_id, "/policy"),
+                                 {"policy": policy.to_dict()},
+                                 what=f"setting the release policy of {key_id!r}")
+        return AttestationPolicy.from_dict(doc.get("policy"))
+
+    def get_policy(self, key_id: str) -> AttestationPolicy | None:
+        """``key_id``'s release policy, or ``None`` (none: attested unwraps are denied)."""
+        from cipherspark.attestation import AttestationPolicy
+
+        doc = self._http.request("GET", self._path(key_id, "/policy"),
+                                 what=f"reading the release policy of {key_id!r}")
+        return None if doc.get("policy") is None else AttestationPolicy.from_dict(doc["policy"])
+
+    def attestation_nonce(self, key_id: str) -> bytes:
+        """A fresh single-use nonce for one attested unwrap under ``key_id``."""
+        doc = self._http.request("POST", self._path(key_id, "/attest/nonce"),
+                                 what=f"asking for an attestation nonce for {key_id!r}")
+        return _b64field(doc, "nonce")
+
+    def attested_unwrap(self, key_id: str, wrapped: bytes, provider: EvidenceProvider, *,
+                        collateral: str | None = None) -> bytes:
+        """The data key in ``wrapped``, released only to TEE evidence the key's policy accepts.
+
+        Fetches a nonce, makes an ephemeral P-256 key pair, has ``provider`` produce evidence
+        over SHA-512(nonce || public key), posts it with the wrapped key, and opens the JWE
+        answer with the ephemeral private key. A refusal is :class:`PolicyDeniedError` with
+        the server's reason code.
+        """
+        from cipherspark.attestation import EphemeralKey, bind
+
+        nonce = self.attestation_nonce(key_id)
+        ephemeral = EphemeralKey.generate()
+        evidence = provider.evidence(bind(nonce, ephemeral.public_bytes))
+        body: dict[str, Any] = {
+            "nonce": base64.b64encode(nonce).decode(), "tee": evidence.tee,
+            "evidence": base64.b64encode(evidence.quote).decode(),
+            "public_key": base64.b64encode(ephemeral.public_bytes).decode(),
+            "wrapped": base64.b64encode(wrapped).decode(),
+        }
+        if collateral is not None:
+            body["collateral"] = collateral
+        doc = self._http.request("POST", self._path(key_id, "/attest/unwrap"), body,
+                                 what=f"attested unwrap under {key_id!r}")
+        token = doc.get("jwe")
+        if not isinstance(token, str):
+            raise KmsError("the KMS answered an attested unwrap without a JWE")
+        key = ephemeral.open(token)
+        if len(key) != 32:
+            raise AttestationError("the released data key has the wrong length", "signature")
+        return key
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,11 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from cipherspark._records import count_records
 from cipherspark.crypto import ContainerFile
 from cipherspark.errors import InputError
 
@@ -98,23 +98,6 @@ def owned_text(container: ContainerFile, start: int, stop: int) -> bytes:
     if not tail:
         return data[begin:] if begin else data
     return data[begin:] + b"".join(tail)
-
-
-def count_records(text: bytes) -> int:
-    """Number of non-empty lines (a lone ``\\r`` counts as empty), vectorised with NumPy."""
-    if not text:
-        return 0
-    data = np.frombuffer(text, dtype=np.uint8)
-    ends = np.flatnonzero(data == 10)
-    if len(data) and data[-1] != 10:
-        ends = np.append(ends, len(data))  # a last line without newline
-    starts = np.empty_like(ends)
-    starts[0] = 0
-    starts[1:] = ends[:-1] + 1
-    lengths = ends - starts
-    first = data[np.minimum(starts, len(data) - 1)]
-    empty = (lengths == 0) | ((lengths == 1) & (first == 13))
-    return int(len(ends) - np.count_nonzero(empty))
 
 
 # -- parsing --------------------------------------------------------------------------------------

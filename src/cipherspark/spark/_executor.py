@@ -7,14 +7,22 @@ boundary, from ``CIPHERSPARK_APP_ID`` / ``CIPHERSPARK_API_KEY`` in the worker's 
 secure session puts them there before the JVM starts; they never enter Spark's conf or plan), or
 from the files named by ``CIPHERSPARK_APP_ID_FILE`` / ``CIPHERSPARK_API_KEY_FILE`` (Kubernetes
 secrets mounted as files).
+
+Attested key release: when ``CIPHERSPARK_TEE`` is ``gramine-sgx``, ``tdx``, ``auto`` or
+``simulated``, data keys are released only through the KMS server's attested unwrap (evidence
+bound to a nonce and an ephemeral key, answer encrypted to that key), once per wrapped key per
+process; the key stays in this process's memory only. ``CIPHERSPARK_SIMULATED_TEE_KEY`` names the
+simulated-platform key file (default ``~/.cipherspark/simulated-tee/platform.key``). Unset (or
+``none``): the plain unwrap, as before.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 
-from cipherspark.errors import CredentialsError
+from cipherspark.errors import CredentialsError, KmsUnavailableError
 from cipherspark.kms import Credentials, KeyManagementService, open_kms
 
 __all__ = [
@@ -22,6 +30,8 @@ __all__ = [
     "ENV_API_KEY_FILE",
     "ENV_APP_ID",
     "ENV_APP_ID_FILE",
+    "ENV_SIMULATED_TEE_KEY",
+    "ENV_TEE",
     "executor_data_key",
     "executor_kms",
 ]
@@ -31,6 +41,9 @@ ENV_API_KEY = "CIPHERSPARK_API_KEY"
 # Kubernetes mounts secrets as files: the variables may name files holding the values instead.
 ENV_APP_ID_FILE = "CIPHERSPARK_APP_ID_FILE"
 ENV_API_KEY_FILE = "CIPHERSPARK_API_KEY_FILE"
+# Attested key release: which TEE produces evidence (unset or "none": plain unwrap).
+ENV_TEE = "CIPHERSPARK_TEE"
+ENV_SIMULATED_TEE_KEY = "CIPHERSPARK_SIMULATED_TEE_KEY"
 
 
 def _setting(name: str, file_name: str) -> str | None:
@@ -71,7 +84,25 @@ def executor_data_key(url: str, key_id: str, wrapped: bytes) -> bytes:
     with _lock:
         key = _data_keys.get(cache_key)
     if key is None:
-        key = executor_kms(url).unwrap_data_key(key_id, wrapped)
+        tee = os.environ.get(ENV_TEE, "").strip()
+        if tee and tee != "none":
+            key = _attested_data_key(url, key_id, wrapped, tee)
+        else:
+            key = executor_kms(url).unwrap_data_key(key_id, wrapped)
         with _lock:
             _data_keys[cache_key] = key
     return key
+
+
+def _attested_data_key(url: str, key_id: str, wrapped: bytes, tee: str) -> bytes:
+    """The data key through the KMS server's attested unwrap, with evidence from ``tee``."""
+    from cipherspark.attestation import evidence_provider
+    from cipherspark.kms.remote import RemoteKms
+
+    kms = executor_kms(url)
+    if not isinstance(kms, RemoteKms):
+        raise KmsUnavailableError(f"{ENV_TEE}={tee} needs a KMS server (https://) for attested "
+                                  f"key release, not {url}")
+    key_path = os.environ.get(ENV_SIMULATED_TEE_KEY)
+    provider = evidence_provider(tee, simulated_key_path=Path(key_path) if key_path else None)
+    return kms.attested_unwrap(key_id, wrapped, provider)

@@ -63,8 +63,7 @@ from cipherspark.dataset import (
     Manifest,
     PartEntry,
     describe_part,
-    read_manifest,
-    verify_listing,
+    require_manifest,
     write_manifest,
 )
 from cipherspark.errors import InputError, OutputExistsError, UsageError
@@ -136,11 +135,9 @@ def _input_files(path: str, kms_url: str) -> list[str]:
         parts = list_parts(source)
         if not parts:
             raise InputError(f"folder {source} holds no data files")
-        manifest = read_manifest(
-            source, lambda h: executor_data_key(kms_url, h.key_id, h.wrapped_key)
+        require_manifest(
+            source, lambda h: executor_data_key(kms_url, h.key_id, h.wrapped_key), parts
         )
-        if manifest is not None:
-            verify_listing(source, manifest, parts)
         return [str(p) for p in parts]
     if not source.exists():
         raise InputError(f"{source} does not exist")

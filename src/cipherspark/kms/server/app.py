@@ -22,7 +22,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from cipherspark.attestation.policy import AttestationPolicy
 from cipherspark.errors import (
+    AttestationError,
     CipherSparkError,
     CredentialsError,
     IntegrityError,
@@ -158,6 +160,44 @@ class DeletionRequest(_Body):
     """``POST /v1/keys/{name}/schedule-deletion``."""
 
     pending_days: int = 7
+
+
+class PolicyRequest(_Body):
+    """``PUT /v1/keys/{name}/policy``: the release policy (see docs/attestation.md)."""
+
+    policy: dict[str, Any]
+
+
+class PolicyResponse(BaseModel):
+    """A key's release policy (normalised), or ``null`` when it has none (which denies)."""
+
+    name: str
+    policy: dict[str, Any] | None
+
+
+class NonceResponse(BaseModel):
+    """A single-use nonce (base64) and how many seconds it stays valid."""
+
+    nonce: str
+    expires_in: int
+
+
+class AttestedUnwrapRequest(_Body):
+    """``POST /v1/keys/{name}/attest/unwrap``: evidence bound to a nonce and a public key."""
+
+    nonce: str = Field(max_length=128)
+    tee: str = Field(max_length=32)
+    evidence: str = Field(max_length=24 * 1024)
+    public_key: str = Field(max_length=256)
+    wrapped: str = Field(max_length=8192)
+    collateral: str | None = Field(default=None, max_length=32 * 1024)
+
+
+class AttestedUnwrapResponse(BaseModel):
+    """The data key as a compact JWE (``ECDH-ES+A256KW``, ``A256GCM``) to the public key."""
+
+    version: int
+    jwe: str
 
 
 class CreateAppRequest(_Body):
@@ -310,6 +350,9 @@ def create_app(service: KeyService, *, max_body: int = MAX_BODY_BYTES) -> ASGIAp
 
     @api.exception_handler(CipherSparkError)
     async def _on_error(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, AttestationError):
+            return JSONResponse({"error": str(exc), "code": "attestation_denied",
+                                 "reason": exc.reason}, status_code=403)
         for kind, status, code in _STATUS:
             if isinstance(exc, kind):
                 return _error_response(request.url.path, status, code, str(exc))
@@ -439,6 +482,43 @@ def create_app(service: KeyService, *, max_body: int = MAX_BODY_BYTES) -> ASGIAp
     async def cancel_deletion(name: str, request: Request, app: str = Caller) -> KeyResponse:
         """Cancel a scheduled deletion."""
         return _key(service.cancel_deletion(app, name, _request_id(request)))
+
+    # -- attested key release -----------------------------------------------------------------
+
+    @api.put("/v1/keys/{name}/policy", tags=["attestation"])
+    async def put_policy(name: str, body: PolicyRequest, request: Request,
+                         app: str = Caller) -> PolicyResponse:
+        """Set the key's release policy (which TEE evidence may receive its data keys)."""
+        policy = service.set_policy(app, name, AttestationPolicy.from_dict(body.policy),
+                                    _request_id(request))
+        return PolicyResponse(name=name, policy=policy.to_dict())
+
+    @api.get("/v1/keys/{name}/policy", tags=["attestation"])
+    async def get_policy(name: str, app: str = Caller) -> PolicyResponse:
+        """The key's release policy (``null``: none, every attested unwrap is denied)."""
+        policy = service.get_policy(app, name)
+        return PolicyResponse(name=name, policy=None if policy is None else policy.to_dict())
+
+    @api.post("/v1/keys/{name}/attest/nonce", tags=["attestation"])
+    async def attest_nonce(name: str, app: str = Caller) -> NonceResponse:
+        """A fresh single-use nonce for one attested unwrap of this key's data keys."""
+        nonce, lifetime = service.attestation_nonce(app, name)
+        return NonceResponse(nonce=_b64(nonce), expires_in=lifetime)
+
+    @api.post("/v1/keys/{name}/attest/unwrap", tags=["attestation"])
+    async def attest_unwrap(name: str, body: AttestedUnwrapRequest, request: Request,
+                            app: str = Caller) -> AttestedUnwrapResponse:
+        """Verify evidence, policy, nonce and binding; answer the data key as a JWE."""
+        def run() -> tuple[int, str]:
+            return service.attested_unwrap(
+                app, name, nonce=_b64decode(body.nonce, "nonce"),
+                tee=body.tee, quote=_b64decode(body.evidence, "evidence"),
+                public_key=_b64decode(body.public_key, "public_key"),
+                wrapped=_b64decode(body.wrapped, "wrapped"), collateral=body.collateral,
+                request_id=_request_id(request))
+        # DCAP verification takes milliseconds of CPU: keep it off the event loop.
+        version, token = await anyio.to_thread.run_sync(run)
+        return AttestedUnwrapResponse(version=version, jwe=token)
 
     # -- Vault Transit ----------------------------------------------------------------------
 

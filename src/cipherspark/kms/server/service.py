@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
+from cipherspark.attestation.dcap import DcapVerifier
+from cipherspark.attestation.evidence import Evidence
+from cipherspark.attestation.policy import DEFAULT_MAX_EVIDENCE_AGE, AttestationPolicy
+from cipherspark.attestation.protocol import check_binding, seal_to
+from cipherspark.attestation.verify import verify_evidence
 from cipherspark.errors import (
+    AttestationError,
     CipherSparkError,
     CredentialsError,
     IntegrityError,
@@ -30,6 +36,7 @@ from cipherspark.errors import (
 )
 from cipherspark.kms.base import validate_key_name
 from cipherspark.kms.server import keyring
+from cipherspark.kms.server.attested import NonceStore
 from cipherspark.kms.server.audit import AuditLog
 from cipherspark.kms.server.storage import AppRecord, KeyRecord, Storage
 
@@ -92,8 +99,15 @@ class KeyService:
 
     def __init__(self, storage: Storage, root: bytes, audit: AuditLog, *,
                  hasher: keyring.SecretHasher | None = None,
-                 clock: Callable[[], datetime] = _now) -> None:
+                 clock: Callable[[], datetime] = _now,
+                 dcap: DcapVerifier | None = None,
+                 attestation_clock: Callable[[], float] = time.time,
+                 nonces: NonceStore | None = None) -> None:
         self._storage = storage
+        # Attested release: DCAP collateral source and the time evidence is judged at.
+        self._dcap = dcap or DcapVerifier(clock=attestation_clock)
+        self._attestation_clock = attestation_clock
+        self._nonces = nonces or NonceStore()
         self._root = root
         self._audit = audit
         self._hasher = hasher or keyring.SecretHasher()
@@ -168,8 +182,10 @@ class KeyService:
         try:
             result = action(outcome)
         except CipherSparkError as exc:
+            failure = (f"denied:{exc.reason}" if isinstance(exc, AttestationError)
+                       else type(exc).__name__)
             self._audit.record(request_id=request_id, app=app, op=op, key=key,
-                               version=outcome.version, result=type(exc).__name__)
+                               version=outcome.version, result=failure)
             self.metrics[(op, "error")] += 1
             raise
         self._audit.record(request_id=request_id, app=app, op=op, key=key,
@@ -398,3 +414,54 @@ class KeyService:
             return data_key, keyring.vault_ciphertext(self._primary(name, version), name,
                                                       version, data_key), version
         return self._audited("transit.datakey", app, name, request_id, run)
+
+    # -- attested key release ------------------------------------------------------------------
+
+    def set_policy(self, app: str, name: str, policy: AttestationPolicy,
+                   request_id: str) -> AttestationPolicy:
+        """Store ``policy`` as key ``name``'s release policy (replacing any previous one)."""
+        def run(out: _Outcome) -> AttestationPolicy:
+            self._owned(app, name, usable=False)
+            self._storage.put_policy(name, policy.to_json(), _iso(self._clock()))
+            return policy
+        return self._audited("key.policy", app, name, request_id, run)
+
+    def get_policy(self, app: str, name: str) -> AttestationPolicy | None:
+        """Key ``name``'s release policy, or ``None`` (which denies every attested unwrap)."""
+        self._owned(app, name, usable=False)
+        stored = self._storage.get_policy(name)
+        return None if stored is None else AttestationPolicy.from_json(stored)
+
+    def attestation_nonce(self, app: str, name: str) -> tuple[bytes, int]:
+        """(a fresh single-use nonce for ``name``, seconds it stays valid)."""
+        self._owned(app, name)
+        policy = self.get_policy(app, name)
+        lifetime = policy.max_evidence_age_seconds if policy else DEFAULT_MAX_EVIDENCE_AGE
+        self.metrics[("attest.nonce", "ok")] += 1
+        return self._nonces.issue(app, name), lifetime
+
+    def attested_unwrap(self, app: str, name: str, *, nonce: bytes, tee: str, quote: bytes,
+                        public_key: bytes, wrapped: bytes, collateral: str | None,
+                        request_id: str) -> tuple[int, str]:
+        """(version, JWE of the data key to ``public_key``) once evidence, policy, nonce and
+        binding all check; otherwise :class:`AttestationError` with its reason (audited)."""
+        def run(out: _Outcome) -> tuple[int, str]:
+            record = self._owned(app, name)
+            age = self._nonces.take(nonce, app, name)
+            evidence = Evidence(tee, quote)
+            stored = self._storage.get_policy(name)
+            policy = None if stored is None else AttestationPolicy.from_json(stored)
+            if policy is None or policy.empty:
+                raise AttestationError(f"primary key {name!r} has no release policy; an absent "
+                                       "or empty policy denies", "no_policy")
+            if age > policy.max_evidence_age_seconds:
+                raise AttestationError(f"the nonce is {age:.0f} s old, more than the policy's "
+                                       f"{policy.max_evidence_age_seconds} s", "expired")
+            report = verify_evidence(evidence, policy=policy, dcap=self._dcap,
+                                     collateral=collateral, clock=self._attestation_clock)
+            check_binding(report.report_data, nonce, public_key)
+            out.version = version = keyring.wrapped_version(name, wrapped)
+            data_key = keyring.open_wrapped(self._decryptable(record, version), name, version,
+                                            wrapped)
+            return version, seal_to(public_key, data_key)
+        return self._audited("datakey.attested_unwrap", app, name, request_id, run)

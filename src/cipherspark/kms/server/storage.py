@@ -56,6 +56,13 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                PRIMARY KEY (key_name, version))""",
         "CREATE INDEX keys_by_app ON keys(app_id, name)",
     )),
+    # Attested key release: one JSON release policy per primary key (deleted with the key).
+    (2, (
+        """CREATE TABLE key_policies (
+               key_name TEXT PRIMARY KEY REFERENCES keys(name) ON DELETE CASCADE,
+               policy TEXT NOT NULL,
+               updated TEXT NOT NULL)""",
+    )),
 )
 
 
@@ -135,6 +142,14 @@ class Storage(ABC):
     @abstractmethod
     def delete_key(self, name: str) -> None:
         """Remove a key and all its versions."""
+
+    @abstractmethod
+    def get_policy(self, name: str) -> str | None:
+        """Key ``name``'s release policy (JSON), or ``None``."""
+
+    @abstractmethod
+    def put_policy(self, name: str, policy: str, updated: str) -> None:
+        """Store key ``name``'s release policy (JSON), replacing any previous one."""
 
     @abstractmethod
     def keys_due_for_deletion(self, now: str) -> list[str]:
@@ -333,6 +348,19 @@ class SqliteStorage(Storage):
     def delete_key(self, name: str) -> None:
         """Delete a key; its versions go with it (ON DELETE CASCADE)."""
         self._write("DELETE FROM keys WHERE name = ?", (name,))
+
+    def get_policy(self, name: str) -> str | None:
+        """Key ``name``'s release policy (JSON), or ``None``."""
+        with self._lock:
+            row = self._db.execute("SELECT policy FROM key_policies WHERE key_name = ?",
+                                   (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def put_policy(self, name: str, policy: str, updated: str) -> None:
+        """Insert or replace key ``name``'s release policy."""
+        self._write("INSERT INTO key_policies(key_name, policy, updated) VALUES (?, ?, ?) "
+                    "ON CONFLICT(key_name) DO UPDATE SET policy = excluded.policy, "
+                    "updated = excluded.updated", (name, policy, updated))
 
     def keys_due_for_deletion(self, now: str) -> list[str]:
         """Keys whose grace period has ended."""
