@@ -7,6 +7,9 @@ from the signed manifest: ``gramine-sgx-sign`` prints it, ``gramine-sgx-sigstruc
 cipherspark.sig`` shows it again, and :func:`read_sigstruct` reads it from the ``.sig`` file
 (Intel SDM SIGSTRUCT layout). Without a ``.sig``, the policy carries
 :data:`MRENCLAVE_PLACEHOLDER`, which no enclave can match.
+
+The document is a valid :class:`cipherspark.attestation.AttestationPolicy` (which the KMS enforces,
+see ``docs/attestation.md``) once the real MRENCLAVE is in it; the placeholder is refused there.
 """
 
 from __future__ import annotations

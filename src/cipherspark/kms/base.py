@@ -89,6 +89,15 @@ class KeyManagementService(ABC):
     def generate_data_key(self, key_id: str) -> DataKey:
         """A fresh random data key, with its wrapping under primary key ``key_id``."""
 
+    def generate_wrapped_data_key(self, key_id: str) -> bytes:
+        """Only the wrapped form of a fresh data key, for callers that must not see it.
+
+        The Spark writer's driver side uses this: the plaintext is needed only by the tasks,
+        which unwrap (or, with attested release, obtain) it themselves. A backend that can mint
+        wrapped keys without revealing them overrides this.
+        """
+        return self.generate_data_key(key_id).wrapped
+
     @abstractmethod
     def unwrap_data_key(self, key_id: str, wrapped: bytes) -> bytes:
         """The data key inside ``wrapped``; :class:`IntegrityError` if it does not authenticate."""

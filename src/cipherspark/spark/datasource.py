@@ -289,7 +289,7 @@ class _Writer(DataSourceArrowWriter):
         if not self.path.parent.is_dir():
             raise InputError(f"the output's folder {self.path.parent} does not exist")
         # One data key per written dataset; only its wrapped form travels to the tasks.
-        self.wrapped_key = executor_kms(self.kms_url).generate_data_key(self.key_id).wrapped
+        self.wrapped_key = executor_kms(self.kms_url).generate_wrapped_data_key(self.key_id)
         self.staging = self.path.with_name(
             f".{self.path.name}.cipherspark-{uuid.uuid4().hex[:12]}.staging"
         )
