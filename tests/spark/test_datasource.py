@@ -17,11 +17,16 @@ from pyspark.sql.functions import col, udf
 from pyspark.sql.types import IntegerType, StringType, StructField, StructType
 
 from cipherspark.crypto import read_header
-from cipherspark.errors import CipherSparkError, IntegrityError, JobError, OutputExistsError
+from cipherspark.errors import IntegrityError, JobError, OutputExistsError
 from cipherspark.files import decrypt_path, encrypt_path
 from cipherspark.kms import LocalKms
-from cipherspark.spark import read_encrypted_csv, write_encrypted_csv, written_rows
-from cipherspark.spark._errors import spark_error
+from cipherspark.spark import (
+    cipherspark_errors,
+    read_encrypted_csv,
+    spark_error,
+    write_encrypted_csv,
+    written_rows,
+)
 from tests.conftest import TEST_KEY
 
 pytestmark = pytest.mark.spark
@@ -78,12 +83,8 @@ def encrypt(tmp_path: Path, kms: LocalKms, name: str, text: bytes,
 
 def translated(action: Callable[[], object]) -> object:
     """Run a Spark action, turning a failure into the cipherspark error it carries."""
-    try:
+    with cipherspark_errors():
         return action()
-    except CipherSparkError:
-        raise
-    except Exception as exc:
-        raise spark_error(exc) from exc
 
 
 # -- reading ------------------------------------------------------------------------------------

@@ -16,11 +16,15 @@ from pyspark.sql.types import IntegerType, StringType, StructField, StructType
 
 from cipherspark.crypto import read_header
 from cipherspark.dataset import MANIFEST_CONTENT_TYPE, MANIFEST_NAME, read_manifest
-from cipherspark.errors import CipherSparkError, InputError, IntegrityError
+from cipherspark.errors import InputError, IntegrityError
 from cipherspark.files import decrypt_path, encrypt_path, list_parts
 from cipherspark.kms import LocalKms, open_kms
-from cipherspark.spark import read_encrypted_csv, write_encrypted_csv, written_rows
-from cipherspark.spark._errors import spark_error
+from cipherspark.spark import (
+    cipherspark_errors,
+    read_encrypted_csv,
+    write_encrypted_csv,
+    written_rows,
+)
 from tests.conftest import TEST_CREDENTIALS, TEST_KEY
 from tests.test_dataset import TAMPERS, flip_bit
 
@@ -38,12 +42,8 @@ PARTITIONS = 3
 
 def translated(action: Callable[[], object]) -> object:
     """Run a Spark action, turning a failure into the cipherspark error it carries."""
-    try:
+    with cipherspark_errors():
         return action()
-    except CipherSparkError:
-        raise
-    except Exception as exc:
-        raise spark_error(exc) from exc
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,11 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
 
-from cipherspark.errors import CipherSparkError, InputError, UsageError
+from cipherspark.errors import InputError, UsageError
 from cipherspark.files import encrypt_path
 from cipherspark.kms import LocalKms
-from cipherspark.spark import FORMAT_NAME, read_encrypted_csv
+from cipherspark.spark import FORMAT_NAME, cipherspark_errors, read_encrypted_csv
 from cipherspark.spark._csv import parse_csv
-from cipherspark.spark._errors import spark_error
 from tests.conftest import TEST_KEY
 
 FILE_COLUMNS = ["name", "age", "score"]
@@ -195,12 +194,8 @@ SMALL_PARTITIONS = 512
 
 def translated(action: Callable[[], object]) -> object:
     """Run a Spark action, turning a failure into the cipherspark error it carries."""
-    try:
+    with cipherspark_errors():
         return action()
-    except CipherSparkError:
-        raise
-    except Exception as exc:
-        raise spark_error(exc) from exc
 
 
 def encrypted(tmp_path: Path, kms: LocalKms, rows: list[list[str]]) -> str:

@@ -14,12 +14,12 @@ from pyspark.sql.functions import col
 from pyspark.sql.types import IntegerType, StringType, StructField, StructType
 
 from cipherspark.spark import (
+    cipherspark_errors,
     count_encrypted_csv,
     read_encrypted_csv,
     write_encrypted_csv,
     written_rows,
 )
-from cipherspark.spark._errors import spark_error
 
 __all__ = ["PEOPLE_SCHEMA", "SimpleQueryResult", "simple_query"]
 
@@ -55,15 +55,13 @@ def simple_query(
     """
     people = read_encrypted_csv(spark, input_path, kms_url=kms_url, schema=PEOPLE_SCHEMA)
     selected = people.filter((col("job") == "Developer") & col("age").between(20, 40))
-    try:
+    with cipherspark_errors():
         # select("name").count() counts rows: the records are counted without parsing them.
         names = count_encrypted_csv(spark, input_path, kms_url=kms_url)
         shown: tuple[tuple[str | None, int | None], ...] = ()
         if show > 0:
             rows = people.select("name", (col("age") + 1).alias("age_plus_1")).limit(show)
             shown = tuple((r["name"], r["age_plus_1"]) for r in rows.collect())
-    except Exception as exc:
-        raise spark_error(exc) from exc
     write_encrypted_csv(selected, output_path, kms_url=kms_url, key=key, overwrite=overwrite)
     # The number printed is the number written: the rows the tasks committed, as recorded in
     # the output's authenticated manifest (no second pass over the data).

@@ -9,8 +9,12 @@ from dataclasses import dataclass
 from pyspark.sql import SparkSession
 
 from cipherspark.errors import UsageError
-from cipherspark.spark import read_encrypted_csv, write_encrypted_csv, written_rows
-from cipherspark.spark._errors import spark_error
+from cipherspark.spark import (
+    cipherspark_errors,
+    read_encrypted_csv,
+    write_encrypted_csv,
+    written_rows,
+)
 
 __all__ = ["SqlResult", "run_sql"]
 
@@ -45,10 +49,8 @@ def run_sql(
             raise UsageError(f"invalid table name {name!r}")
         df = read_encrypted_csv(spark, path, kms_url=kms_url, infer_schema=infer_schema)
         df.createOrReplaceTempView(name)
-    try:
+    with cipherspark_errors():
         result = spark.sql(query)
         columns = tuple(result.columns)
-    except Exception as exc:
-        raise spark_error(exc) from exc
     write_encrypted_csv(result, output_path, kms_url=kms_url, key=key, overwrite=overwrite)
     return SqlResult(columns=columns, rows=written_rows(output_path, kms_url=kms_url))

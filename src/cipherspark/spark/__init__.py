@@ -18,7 +18,7 @@ from pyspark.sql.types import StructType
 
 from cipherspark.dataset import read_manifest
 from cipherspark.errors import InputError, UsageError
-from cipherspark.spark._errors import spark_error
+from cipherspark.spark._errors import cipherspark_errors, spark_error
 from cipherspark.spark._executor import executor_data_key
 from cipherspark.spark.datasource import COUNT_SCHEMA, FORMAT_NAME, EncryptedCsvDataSource
 from cipherspark.spark.session import SECURE_CONF, secure_conf, secure_session
@@ -27,10 +27,12 @@ __all__ = [
     "FORMAT_NAME",
     "SECURE_CONF",
     "EncryptedCsvDataSource",
+    "cipherspark_errors",
     "count_encrypted_csv",
     "read_encrypted_csv",
     "secure_conf",
     "secure_session",
+    "spark_error",
     "write_encrypted_csv",
     "written_rows",
 ]
@@ -78,11 +80,9 @@ def read_encrypted_csv(
         schema = StructType([schema[name] for name in columns])
     if schema is not None:
         reader = reader.schema(schema)
-    try:
+    with cipherspark_errors():
         # Absolute: executors of a cluster run in their own work folders.
         return reader.load(str(Path(path).absolute()))
-    except Exception as exc:
-        raise spark_error(exc) from exc
 
 
 def count_encrypted_csv(
@@ -102,10 +102,8 @@ def count_encrypted_csv(
     )
     if header is not None:
         reader = reader.option("header", str(header).lower())
-    try:
+    with cipherspark_errors():
         row = reader.load(str(Path(path).absolute())).agg({"rows": "sum"}).collect()[0]
-    except Exception as exc:
-        raise spark_error(exc) from exc
     return int(row[0] or 0)
 
 
@@ -126,10 +124,8 @@ def write_encrypted_csv(
         .option("header", str(header).lower())
         .mode("overwrite" if overwrite else "append")
     )
-    try:
+    with cipherspark_errors():
         writer.save(str(Path(path).absolute()))
-    except Exception as exc:
-        raise spark_error(exc) from exc
 
 
 def written_rows(path: str, *, kms_url: str) -> int:

@@ -7,12 +7,14 @@ one-line message (and exit code) as a local failure instead of a page of JVM sta
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 
 from cipherspark import errors
 from cipherspark.errors import CipherSparkError, JobError
 
-__all__ = ["spark_error"]
+__all__ = ["cipherspark_errors", "spark_error"]
 
 _OURS = re.compile(r"cipherspark\.errors\.(\w+): ([^\n]+)")
 _PYTHON_ERROR = re.compile(r"^(\w*(?:Error|Exception)): (.*)$", re.MULTILINE)
@@ -49,3 +51,20 @@ def spark_error(exc: BaseException) -> CipherSparkError:
         lines = text.strip().splitlines()
         summary = lines[0] if lines else type(exc).__name__
     return JobError(f"the Spark job failed: {summary[:500]}")
+
+
+@contextlib.contextmanager
+def cipherspark_errors() -> Iterator[None]:
+    """Run Spark actions in this block; a failure surfaces as the cipherspark error it carries.
+
+    ::
+
+        with cipherspark_errors():
+            df.count()  # a tampered input raises IntegrityError, not a Py4J error
+    """
+    try:
+        yield
+    except CipherSparkError:
+        raise
+    except Exception as exc:
+        raise spark_error(exc) from exc
