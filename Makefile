@@ -21,10 +21,11 @@ lint:
 	.venv/bin/ruff check src tests bench
 	.venv/bin/mypy
 
+# The quick benchmark set (minutes); writes docs/benchmarks.md and docs/img/*.png.
 bench:
-	@scripts/ensure-venv test
+	@scripts/ensure-venv test,bench
 	@scripts/ensure-java
-	.venv/bin/python bench/simple_query.py --rows 5000000
+	.venv/bin/python bench/report.py
 
 clean:
 	rm -rf .venv demo .pytest_cache .mypy_cache .ruff_cache

@@ -5,6 +5,11 @@ running one (then set CIPHERSPARK_APP_ID / CIPHERSPARK_API_KEY and ``--ca``). ``
 client processes each keep one unwrap in flight on one keep-alive connection (bounded load).
 The last line is ``unwrap req/s: X``.
 
+Clients and server share this machine's cores, so the client's own cost per request caps the
+figure: ``--client stdlib`` (the default) uses ``http.client``, the leanest Python HTTPS client;
+``--client httpx`` uses httpx, what :class:`cipherspark.kms.remote.RemoteKms` uses, which spends
+about three times the server's CPU per request.
+
     .venv/bin/python bench/kms_load.py --requests 20000 --concurrency 4
 """
 
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import http.client
 import json
 import multiprocessing
 import os
@@ -64,9 +70,40 @@ def _start(data: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
     raise SystemExit("the KMS server did not start")
 
 
-def _worker(args: tuple[str, str, dict[str, str], str, dict[str, str], str, int]) -> list[float]:
+Job = tuple[str, str, dict[str, str], str, dict[str, str], str, int, str]
+
+
+def _stdlib_worker(job: Job) -> list[float]:
+    """Sequential unwraps with ``http.client`` on one keep-alive TLS connection."""
+    url, ca, headers, path, body, expected, count, _ = job
+    parsed = httpx.URL(url)
+    conn = http.client.HTTPSConnection(parsed.host, parsed.port, timeout=30,
+                                       context=ssl.create_default_context(cafile=ca))
+    payload = json.dumps(body).encode()
+    send_headers = {**headers, "Content-Type": "application/json"}
+    latencies = []
+
+    def once() -> None:
+        conn.request("POST", path, payload, send_headers)
+        response = conn.getresponse()
+        answer = response.read()
+        if response.status != 200 or json.loads(answer)["plaintext"] != expected:
+            raise SystemExit(f"unwrap failed: {response.status} {answer!r}")
+
+    once()  # the TLS handshake is not what we measure
+    for _ in range(count):
+        start = time.perf_counter()
+        once()
+        latencies.append(time.perf_counter() - start)
+    conn.close()
+    return latencies
+
+
+def _worker(job: Job) -> list[float]:
     """One client process: sequential unwraps on one keep-alive connection."""
-    url, ca, headers, path, body, expected, count = args
+    url, ca, headers, path, body, expected, count, client_kind = job
+    if client_kind == "stdlib":
+        return _stdlib_worker(job)
     latencies = []
     with httpx.Client(base_url=url, headers=headers, timeout=30,
                       verify=ssl.create_default_context(cafile=ca)) as client:
@@ -80,7 +117,8 @@ def _worker(args: tuple[str, str, dict[str, str], str, dict[str, str], str, int]
     return latencies
 
 
-def _load(url: str, ca: Path, requests: int, concurrency: int) -> tuple[list[float], float]:
+def _load(url: str, ca: Path, requests: int, concurrency: int,
+          client_kind: str = "stdlib") -> tuple[list[float], float]:
     headers = {"X-App-Id": os.environ["CIPHERSPARK_APP_ID"],
                "X-Api-Key": os.environ["CIPHERSPARK_API_KEY"]}
     with httpx.Client(base_url=url, headers=headers, timeout=30,
@@ -92,8 +130,8 @@ def _load(url: str, ca: Path, requests: int, concurrency: int) -> tuple[list[flo
     body = {"wrapped": made.json()["wrapped"]}
     expected = str(made.json()["plaintext"])
     assert base64.b64decode(expected)
-    job = (url, str(ca), headers, f"/v1/keys/{name}/unwrap", body, expected,
-           requests // concurrency)
+    job: Job = (url, str(ca), headers, f"/v1/keys/{name}/unwrap", body, expected,
+                requests // concurrency, client_kind)
     # Processes, not threads or asyncio: one Python client process tops out below the server.
     with multiprocessing.Pool(concurrency) as pool:
         started = time.perf_counter()
@@ -109,6 +147,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--url", help="a running server (default: start one)")
     parser.add_argument("--ca", type=Path, help="its CA / self-signed certificate")
+    parser.add_argument("--client", choices=("stdlib", "httpx"), default="stdlib",
+                        help="client library of the load processes (default: stdlib)")
     args = parser.parse_args()
     proc = None
     with tempfile.TemporaryDirectory() as tmp:
@@ -119,14 +159,16 @@ def main() -> None:
         else:
             proc, url, ca = _start(Path(tmp) / "data")
         try:
-            latencies, elapsed = _load(url, ca, args.requests, args.concurrency)
+            latencies, elapsed = _load(url, ca, args.requests, args.concurrency,
+                                     args.client)
         finally:
             if proc is not None:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=15)
     latencies.sort()
     rate = len(latencies) / elapsed
-    print(f"server: {url} (TLS, keep-alive), concurrency {args.concurrency}, "
+    print(f"server: {url} (TLS, keep-alive), {args.client} clients, "
+          f"concurrency {args.concurrency}, "
           f"{len(latencies)} unwraps in {elapsed:.2f} s (client and server share "
           f"{os.cpu_count()} cores)")
     print(f"p50 {latencies[len(latencies) // 2] * 1e3:.1f} ms, "

@@ -29,7 +29,7 @@ from cipherspark import _cli_attest
 from cipherspark._cli_cluster import app as cluster_app
 from cipherspark._cli_deploy import app as deploy_app
 from cipherspark._cli_kms import app as kms_app
-from cipherspark.errors import CipherSparkError, UsageError
+from cipherspark.errors import CipherSparkError, JobError, UsageError
 from cipherspark.kms import Credentials, KeyManagementService, open_kms
 
 if TYPE_CHECKING:
@@ -198,12 +198,31 @@ def decrypt(
     _out.print(f"decrypted {result.files} file(s), {result.plaintext_bytes:,} bytes -> {dst}")
 
 
+_spark_logs: list[Path] = []
+
+
+def _spark_log(folder: Path) -> Path:
+    """Where this run's Spark console output goes (the terminal shows only cipherspark's).
+
+    PySpark's own Python loggers print every failed query's JVM stack as JSON on stderr;
+    the user gets the one-line error instead, and the log path with it.
+    """
+    from pyspark.logger import PySparkLogger
+
+    for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
+        PySparkLogger.getLogger(name).disabled = True
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = folder.absolute() / "logs" / f"spark-{stamp}-{os.getpid()}.log"
+    _spark_logs.append(path)
+    return path
+
+
 def _session(master: str, credentials: Credentials, app_name: str,
              properties: Path | None) -> SparkSession:
     from cipherspark.spark import secure_session
 
     return secure_session(master=master, app_name=app_name, credentials=credentials,
-                          properties_file=properties)
+                          properties_file=properties, log_file=_spark_log(Path(".cipherspark")))
 
 
 @query_app.command("simple")
@@ -284,6 +303,11 @@ def demo(
         help="Folder for the demo's files, keystore and credentials.")] = Path("demo"),
     seed: Annotated[int | None, typer.Option(help="Random seed for the data.")] = None,
     master: MasterOpt = "local[*]",
+    spark_properties: PropertiesOpt = None,
+    kms_server: Annotated[bool, typer.Option(
+        "--kms-server",
+        help="Run the flow through a real KMS server (TLS, 127.0.0.1) that the demo starts "
+             "and stops, instead of the embedded keystore.")] = False,
 ) -> None:
     """Run the whole encrypted flow on a laptop and verify it (exit 0 only if verified)."""
     from cipherspark.jobs.demo import DemoStep, run_demo
@@ -294,7 +318,10 @@ def demo(
     def show(step: DemoStep) -> None:
         _out.print(f"  {step.name:<34} {step.seconds:7.2f} s   {step.detail}")
 
-    report = run_demo(workdir, rows=rows, seed=seed, master=master, on_step=show)
+    report = run_demo(workdir, rows=rows, seed=seed, master=master, on_step=show,
+                      kms_server=kms_server, properties_file=spark_properties,
+                      spark_log=_spark_log(workdir))
+    _out.print(f"  Spark's log: {_spark_logs[-1]}")
     for name, ok in report.checks:
         _out.print(f"  [{'ok' if ok else 'FAILED'}] {name}")
     _out.print(f"verified in {time.perf_counter() - started:.1f} s: the encrypted Simple Query "
@@ -319,7 +346,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CipherSparkError as exc:
         if os.environ.get("CIPHERSPARK_DEBUG"):
             raise
-        print(f"cipherspark: error: {exc}", file=sys.stderr)
+        hint = f" (Spark's log: {_spark_logs[-1]})" if _spark_logs and isinstance(exc, JobError) \
+            else ""
+        print(f"cipherspark: error: {exc}{hint}", file=sys.stderr)
         return exc.exit_code
     except Exception as exc:
         if os.environ.get("CIPHERSPARK_DEBUG"):
@@ -330,5 +359,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _stop_spark() -> None:
+    """Stop a SparkSession this process started, so the JVM and its Python workers shut down
+    in order (killed at interpreter exit instead, PySpark's workers print broken-pipe
+    tracebacks after a successful run)."""
+    if "pyspark.sql" not in sys.modules:
+        return
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.getActiveSession()
+    if session is not None:
+        try:
+            session.stop()
+        except Exception:
+            pass
+
+
+def run() -> None:
+    """Console-script entry point: :func:`main`, then an orderly Spark shutdown, then exit."""
+    code = main()
+    _stop_spark()
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()

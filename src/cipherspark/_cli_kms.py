@@ -125,3 +125,18 @@ def backup(
 
     backup_data_dir(data, out)
     _out.print(f"backed up the KMS database to {out}; back up {data}/root.key separately")
+
+
+@app.command("restore")
+def restore(
+    data: DataOpt,
+    backup_file: Annotated[Path, typer.Option(
+        "--from", help="A database copy written by 'kms backup'.")],
+) -> None:
+    """Replace the database with a backup (server stopped; the root key must match)."""
+    from cipherspark.kms.server import restore_data_dir
+
+    kept = restore_data_dir(data, backup_file)
+    _out.print(f"restored the KMS database in {data} from {backup_file}")
+    if kept is not None:
+        _out.print(f"the database it replaced is kept as {kept}")

@@ -182,7 +182,10 @@ class EncryptingWriter:
         self._raw = raw
         self._cipher = SegmentCipher.new(data_key, header_bytes)
         self._layout = header.layout
-        self._buffer = bytearray()
+        # One reused segment buffer: a fresh one per segment costs a 1 MiB allocation and its
+        # page faults, which halved encryption throughput.
+        self._buffer = bytearray(self._layout.plaintext_size)
+        self._filled = 0
         self._index = 0
         self._closed = False
         raw.write(header_bytes)
@@ -200,20 +203,22 @@ class EncryptingWriter:
         size = len(view)
         # Strictly greater: a full segment may still be the last one (Tink does the same), so it
         # is written only once at least one more byte is known to follow.
-        if self._buffer:
-            room = self._capacity() - len(self._buffer)
+        if self._filled:
+            room = self._capacity() - self._filled
             if size <= room:
-                self._buffer += view
+                self._buffer[self._filled : self._filled + size] = view
+                self._filled += size
                 return size
-            self._buffer += view[:room]
+            self._buffer[self._filled : self._filled + room] = view[:room]
             view = view[room:]
-            self._emit(self._buffer)
-            self._buffer = bytearray()
+            self._emit(memoryview(self._buffer)[: self._filled + room])
+            self._filled = 0
         while len(view) > self._capacity():
             capacity = self._capacity()
             self._emit(view[:capacity])
             view = view[capacity:]
-        self._buffer += view
+        self._buffer[: len(view)] = view
+        self._filled = len(view)
         return size
 
     def _emit(self, chunk: bytes | bytearray | memoryview) -> None:
@@ -225,8 +230,9 @@ class EncryptingWriter:
         if self._closed:
             return
         self._closed = True
-        self._raw.write(self._cipher.encrypt(self._index, bytes(self._buffer), last=True))
-        self._buffer.clear()
+        tail = memoryview(self._buffer)[: self._filled]
+        self._raw.write(self._cipher.encrypt(self._index, tail, last=True))
+        self._filled = 0
 
 
 def decrypt_stream(

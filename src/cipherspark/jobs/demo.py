@@ -1,7 +1,9 @@
 """The end-to-end demo: generate -> key -> encrypt -> Simple Query -> decrypt -> verify.
 
 Everything runs on embedded defaults: local Spark and a local keystore whose credentials are
-generated once and kept in the work folder (``credentials.json``, mode 0600).
+generated once and kept in the work folder (``credentials.json``, mode 0600). With
+``kms_server=True`` the keys come from a real KMS server on 127.0.0.1 instead, started and
+stopped by the demo.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from cipherspark.datagen import QUERY_MAX_AGE, QUERY_MIN_AGE, generate_people
-from cipherspark.errors import KeyExistsError, VerificationError
+from cipherspark.errors import KeyExistsError, KmsError, VerificationError
 from cipherspark.files import decrypt_path, encrypt_path
 from cipherspark.jobs.simple_query import simple_query
 from cipherspark.kms import Credentials, KeyManagementService, open_kms
@@ -78,6 +80,62 @@ def _demo_kms(workdir: Path, credentials: Credentials) -> KeyManagementService:
     return kms
 
 
+def _private_json(path: Path, doc: dict[str, str]) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f)
+
+
+def _server_kms(workdir: Path, stack: ExitStack) -> tuple[Credentials, KeyManagementService]:
+    """Start the demo's KMS server (stopped when ``stack`` closes); its app and key.
+
+    The admin token (from the first start) and the app's credentials are kept in the work folder
+    (0600 files), so a second run reuses the same server data. Executors find the server's
+    self-signed certificate through ``CIPHERSPARK_KMS_CA``, set here for this process (and so
+    for the Spark session it starts) until ``stack`` closes.
+    """
+    from cipherspark.kms.remote import KmsAdmin, RemoteKms
+    from cipherspark.kms.server.launch import local_server
+
+    server = stack.enter_context(local_server(workdir / "kms-server"))
+    admin_file = workdir / "kms-server-admin.json"
+    creds_file = workdir / "kms-server-credentials.json"
+    if server.admin_token is not None:
+        admin_file.unlink(missing_ok=True)
+        creds_file.unlink(missing_ok=True)
+        _private_json(admin_file, {"admin_token": server.admin_token})
+    if not creds_file.exists():
+        if not admin_file.exists():
+            raise KmsError(f"{admin_file} is missing, so the demo cannot register its app at the "
+                           f"KMS server in {server.data_dir}; delete that folder to start over")
+        token = json.loads(admin_file.read_text())["admin_token"]
+        admin = KmsAdmin(server.url, token, ca_file=server.ca_file)
+        try:
+            new = admin.create_app("cipherspark demo")
+        finally:
+            admin.close()
+        _private_json(creds_file, {"app_id": new.app_id, "api_key": new.api_key})
+    doc = json.loads(creds_file.read_text())
+    credentials = Credentials(doc["app_id"], doc["api_key"])
+    previous = os.environ.get("CIPHERSPARK_KMS_CA")
+    os.environ["CIPHERSPARK_KMS_CA"] = str(server.ca_file)
+
+    def restore_ca() -> None:
+        if previous is None:
+            os.environ.pop("CIPHERSPARK_KMS_CA", None)
+        else:
+            os.environ["CIPHERSPARK_KMS_CA"] = previous
+
+    stack.callback(restore_ca)
+    kms = RemoteKms(server.url, credentials, ca_file=server.ca_file)
+    stack.callback(kms.close)
+    try:
+        kms.create_key(DEMO_KEY)
+    except KeyExistsError:
+        pass
+    return credentials, kms
+
+
 def _long_names(path: Path, limit: int) -> list[bytes]:
     """Up to ``limit`` 7-letter names: long enough never to occur in ciphertext by chance."""
     names: list[bytes] = []
@@ -114,8 +172,18 @@ def run_demo(
     seed: int | None = None,
     master: str = "local[*]",
     on_step: Callable[[DemoStep], None] | None = None,
+    kms_server: bool = False,
+    properties_file: Path | None = None,
+    spark_log: Path | None = None,
 ) -> DemoReport:
-    """Run the whole flow in ``workdir`` (created if absent) and verify the decrypted result."""
+    """Run the whole flow in ``workdir`` (created if absent) and verify the decrypted result.
+
+    ``kms_server``: instead of the embedded keystore, start a real KMS server on 127.0.0.1
+    (TLS, self-signed, data in ``workdir/kms-server``), register the demo app there, run every
+    step through it and stop it at the end (see :func:`_server_kms`).
+    ``properties_file`` is a standalone cluster's (for ``master="spark://..."``); ``spark_log``
+    receives the Spark driver's console output.
+    """
     workdir = workdir.absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     report = DemoReport(rows=rows)
@@ -135,50 +203,56 @@ def run_demo(
     result = workdir / "developers.cspk"
     decrypted = workdir / "developers.csv"
 
-    with step("generate people.csv") as detail:
-        generated = generate_people(plain, rows, seed=seed, overwrite=True)
-        report.expected = generated.developers_20_40
-        detail.append(f"{rows:,} rows, {generated.size / 1e6:.1f} MB")
-        detail.append(f"Developers aged 20-40: {generated.developers_20_40:,}")
-    with step("create primary key") as detail:
-        credentials = demo_credentials(workdir)
-        kms = _demo_kms(workdir, credentials)
-        detail.append(f"key {DEMO_KEY!r} in {kms.url}")
-    with step("encrypt") as detail:
-        enc = encrypt_path(plain, encrypted, kms, DEMO_KEY, overwrite=True)
-        detail.append(f"{enc.ciphertext_bytes / 1e6:.1f} MB -> {encrypted.name}")
-    with step("start Spark (secure session)") as detail:
-        spark = secure_session(master=master, app_name="cipherspark-demo",
-                               credentials=credentials)
-        detail.append(master)
-    with step("Simple Query on encrypted data") as detail:
-        answer = simple_query(spark, str(encrypted), str(result), kms_url=kms.url,
-                              key=DEMO_KEY, overwrite=True)
-        report.found = answer.developers_20_40
-        detail.append(f"names: {answer.names:,}")
-        detail.append(f"Developers aged 20-40: {answer.developers_20_40:,}")
-    with step("decrypt result") as detail:
-        dec = decrypt_path(result, decrypted, kms, overwrite=True)
-        detail.append(f"{dec.files} part(s) -> {decrypted.name}")
-    with step("verify") as detail:
-        got = _selection(decrypted)
-        everyone = pacsv.read_csv(plain, convert_options=pacsv.ConvertOptions(
-            column_types={"name": pa.string(), "age": pa.int32(), "job": pa.string()}))
-        mask = pc.and_(pc.equal(everyone["job"], "Developer"),
-                       pc.and_(pc.greater_equal(everyone["age"], QUERY_MIN_AGE),
-                               pc.less_equal(everyone["age"], QUERY_MAX_AGE)))
-        want = everyone.filter(mask).sort_by([("name", "ascending"), ("age", "ascending")])
-        names = _long_names(plain, 200)
-        report.checks = [
-            ("count printed by the query equals the generator's", answer.names == rows
-             and report.found == report.expected),
-            ("decrypted result holds exactly the matching rows", got.equals(want)),
-            ("no plaintext name in the encrypted input or output",
-             bool(names) and not _contains_any(encrypted, names)
-             and not _contains_any(result, names)),
-        ]
-        passed = sum(ok for _, ok in report.checks)
-        detail.append(f"{passed}/{len(report.checks)} checks passed")
+    with ExitStack() as stack:
+        with step("generate people.csv") as detail:
+            generated = generate_people(plain, rows, seed=seed, overwrite=True)
+            report.expected = generated.developers_20_40
+            detail.append(f"{rows:,} rows, {generated.size / 1e6:.1f} MB")
+            detail.append(f"Developers aged 20-40: {generated.developers_20_40:,}")
+        with step("start KMS server" if kms_server else "create primary key") as detail:
+            if kms_server:
+                credentials, kms = _server_kms(workdir, stack)
+                detail.append(f"TLS on {kms.url}; key {DEMO_KEY!r}")
+            else:
+                credentials = demo_credentials(workdir)
+                kms = _demo_kms(workdir, credentials)
+                detail.append(f"key {DEMO_KEY!r} in {kms.url}")
+        with step("encrypt") as detail:
+            enc = encrypt_path(plain, encrypted, kms, DEMO_KEY, overwrite=True)
+            detail.append(f"{enc.ciphertext_bytes / 1e6:.1f} MB -> {encrypted.name}")
+        with step("start Spark (secure session)") as detail:
+            spark = secure_session(master=master, app_name="cipherspark-demo",
+                                   credentials=credentials, properties_file=properties_file,
+                                   log_file=spark_log)
+            detail.append(master)
+        with step("Simple Query on encrypted data") as detail:
+            answer = simple_query(spark, str(encrypted), str(result), kms_url=kms.url,
+                                  key=DEMO_KEY, overwrite=True)
+            report.found = answer.developers_20_40
+            detail.append(f"names: {answer.names:,}")
+            detail.append(f"Developers aged 20-40: {answer.developers_20_40:,}")
+        with step("decrypt result") as detail:
+            dec = decrypt_path(result, decrypted, kms, overwrite=True)
+            detail.append(f"{dec.files} part(s) -> {decrypted.name}")
+        with step("verify") as detail:
+            got = _selection(decrypted)
+            everyone = pacsv.read_csv(plain, convert_options=pacsv.ConvertOptions(
+                column_types={"name": pa.string(), "age": pa.int32(), "job": pa.string()}))
+            mask = pc.and_(pc.equal(everyone["job"], "Developer"),
+                           pc.and_(pc.greater_equal(everyone["age"], QUERY_MIN_AGE),
+                                   pc.less_equal(everyone["age"], QUERY_MAX_AGE)))
+            want = everyone.filter(mask).sort_by([("name", "ascending"), ("age", "ascending")])
+            names = _long_names(plain, 200)
+            report.checks = [
+                ("count printed by the query equals the generator's", answer.names == rows
+                 and report.found == report.expected),
+                ("decrypted result holds exactly the matching rows", got.equals(want)),
+                ("no plaintext name in the encrypted input or output",
+                 bool(names) and not _contains_any(encrypted, names)
+                 and not _contains_any(result, names)),
+            ]
+            passed = sum(ok for _, ok in report.checks)
+            detail.append(f"{passed}/{len(report.checks)} checks passed")
     if not report.verified:
         failed = [name for name, ok in report.checks if not ok]
         raise VerificationError("demo verification failed: " + "; ".join(failed))

@@ -25,6 +25,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from pyspark import SparkConf, SparkContext
+from pyspark.java_gateway import launch_gateway
 from pyspark.sql import SparkSession
 
 from cipherspark.errors import UsageError
@@ -66,6 +68,8 @@ def secure_conf(*, master: str, ui: bool = False,
     conf["spark.executor.extraJavaOptions"] = f"-Dlog4j2.configurationFile={log4j}"
     # Executors run this interpreter (the one cipherspark is installed in).
     conf["spark.pyspark.python"] = sys.executable
+    # PySpark's daemon, minus the BrokenPipeError traceback it prints when Spark shuts down.
+    conf["spark.python.daemon.module"] = "cipherspark.spark._daemon"
     if ui:
         conf["spark.ui.enabled"] = "true"
     if master.startswith(("local", "spark://127.0.0.1", "spark://localhost")):
@@ -73,6 +77,25 @@ def secure_conf(*, master: str, ui: bool = False,
         conf["spark.driver.host"] = "127.0.0.1"
         conf["spark.driver.bindAddress"] = "127.0.0.1"
     return conf
+
+
+def _launch_jvm_logging_to(log_file: Path, conf: Mapping[str, str]) -> None:
+    """Start the driver JVM now, its stdout and stderr going to ``log_file`` (mode 0600).
+
+    PySpark starts the JVM with this process's terminal as its console; the CLI wants Spark's
+    lines (and the broken-pipe tracebacks PySpark's workers print at shutdown) in a log file.
+    ``launch_gateway`` takes Popen arguments for exactly this; the JVM-level options of ``conf``
+    (log4j configuration) must be on its command line, hence passed here.
+    """
+    log_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "ab") as log:
+        spark_conf = SparkConf(loadDefaults=False).setAll(list(conf.items()))
+        gateway = launch_gateway(  # type: ignore[no-untyped-call]
+            spark_conf, popen_kwargs={"stdout": log, "stderr": log}
+        )
+    SparkContext._gateway = gateway
+    SparkContext._jvm = gateway.jvm
 
 
 def secure_session(
@@ -85,6 +108,7 @@ def secure_session(
     log_level: str = "ERROR",
     properties_file: str | os.PathLike[str] | None = None,
     unsafe_without_security: bool = False,
+    log_file: str | os.PathLike[str] | None = None,
 ) -> SparkSession:
     """Start (or join) a SparkSession with :data:`SECURE_CONF` and the encrypted data sources.
 
@@ -92,6 +116,9 @@ def secure_session(
     Python workers Spark forks can open the KMS; pass them before the first session is created.
     A standalone master (``spark://``) needs the cluster's ``properties_file`` (it holds the
     shared secret; see :mod:`cipherspark.spark.cluster`), read by spark-submit from the file.
+    ``log_file`` receives the driver JVM's console output (Spark's log lines, and anything its
+    Python workers print) instead of this process's terminal; it applies when this call starts
+    the JVM.
     """
     if properties_file is not None:
         props = Path(properties_file)
@@ -115,8 +142,11 @@ def secure_session(
     if master.startswith(("local", "spark://127.0.0.1", "spark://localhost")):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder.master(master).appName(app_name)
-    conf = secure_conf(master=master, ui=ui, unsafe_without_security=unsafe_without_security)
-    for key, value in {**conf, **(extra_conf or {})}.items():
+    conf = {**secure_conf(master=master, ui=ui, unsafe_without_security=unsafe_without_security),
+            **(extra_conf or {})}
+    if log_file is not None and SparkContext._gateway is None:
+        _launch_jvm_logging_to(Path(log_file), conf)
+    for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(log_level)

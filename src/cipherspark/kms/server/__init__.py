@@ -13,8 +13,14 @@ resolves TLS; :func:`run_server` serves until SIGINT / SIGTERM (graceful shutdow
 
 from __future__ import annotations
 
+import fcntl
 import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cipherspark.errors import KmsError, UsageError
@@ -31,6 +37,7 @@ __all__ = [
     "init_data_dir",
     "open_service",
     "plan_server",
+    "restore_data_dir",
     "run_server",
     "verify_audit",
 ]
@@ -38,6 +45,24 @@ __all__ = [
 ROOT_KEY = "root.key"
 DATABASE = "kms.db"
 AUDIT_LOG = "audit.log"
+# Held (flock, exclusive) by a serving process for its whole life: restore checks it. The kernel
+# drops the lock when the process dies, even by SIGKILL, so a stale file never blocks anything.
+SERVER_LOCK = "server.lock"
+
+
+@contextmanager
+def _data_dir_lock(data_dir: Path, purpose: str) -> Iterator[None]:
+    """Hold the data directory's server lock, or :class:`KmsError` if a process holds it."""
+    fd = os.open(data_dir / SERVER_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise KmsError(f"a KMS server is running on {data_dir}; stop it before {purpose}"
+                           ) from exc
+        yield
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -127,9 +152,19 @@ def plan_server(directory: str | os.PathLike[str], *, host: str = "127.0.0.1", p
 
 
 def run_server(plan: ServerPlan) -> None:
-    """Serve until SIGINT / SIGTERM; in-flight requests finish first (graceful shutdown)."""
+    """Serve until SIGINT / SIGTERM; in-flight requests finish first (graceful shutdown).
+
+    One process per data directory: the audit chain and the attestation nonces live in this
+    process, so a second server on the same directory is refused.
+    """
+    with _data_dir_lock(plan.data_dir, "starting another one (one process per data directory)"):
+        _serve(plan)
+
+
+def _serve(plan: ServerPlan) -> None:
     import uvicorn
 
+    from cipherspark.kms.server._http import http_protocol
     from cipherspark.kms.server.app import create_app
 
     service, storage, audit = open_service(plan.data_dir)
@@ -143,6 +178,8 @@ def run_server(plan: ServerPlan) -> None:
             # per-request cost (and URLs never carry secrets anyway).
             access_log=False, server_header=False, timeout_graceful_shutdown=10,
             log_level="info", timeout_keep_alive=30,
+            # Nothing uses the client address; do not trust or parse X-Forwarded-* headers.
+            proxy_headers=False, http=http_protocol(),
         )
         uvicorn.Server(config).run()
     finally:
@@ -171,3 +208,85 @@ def backup_data_dir(directory: str | os.PathLike[str], destination: Path) -> Non
         destination.chmod(0o600)
     finally:
         storage.close()
+
+
+def _check_backup(backup: Path, root: bytes) -> None:
+    """Refuse a file that is not a sound KMS database sealed under ``root``."""
+    from cipherspark.kms.server.storage import MIGRATIONS
+
+    try:
+        db = sqlite3.connect(f"{backup.absolute().as_uri()}?mode=ro", uri=True)
+        try:
+            if db.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
+                raise KmsError(f"{backup} fails SQLite's integrity check")
+            version = db.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
+            sample = db.execute("SELECT key_name, version, sealed FROM key_versions "
+                                "ORDER BY key_name, version LIMIT 1").fetchone()
+            has_admin = db.execute("SELECT 1 FROM settings WHERE name = 'admin_token'"
+                                   ).fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise KmsError(f"{backup} is not a KMS database backup: {exc}") from exc
+    if not isinstance(version, int) or version > MIGRATIONS[-1][0]:
+        raise KmsError(f"{backup} has schema version {version}, which this build cannot use")
+    if has_admin is None:
+        raise KmsError(f"{backup} is not a KMS database backup: it has no admin token")
+    if sample is not None:
+        try:
+            keyring.unseal_primary(root, str(sample[0]), int(sample[1]), bytes(sample[2]))
+        except KmsError as exc:
+            raise KmsError(f"{backup} was not sealed under this data directory's root key "
+                           "(restore the matching root.key first)") from exc
+
+
+def restore_data_dir(directory: str | os.PathLike[str], backup: Path) -> Path | None:
+    """Replace the data directory's database with ``backup`` (made by :func:`backup_data_dir`).
+
+    Refuses while a server runs on the directory, and refuses a backup that is damaged, from a
+    newer build, or sealed under another root key. The copy goes through SQLite's backup API
+    into the live database file, so its WAL stays consistent; the database it replaces is kept
+    next to it first. The restore is recorded in the audit log. Answers the path of the kept
+    database (``None`` when there was none).
+    """
+    data_dir = Path(directory).absolute()
+    if not (data_dir / ROOT_KEY).exists():
+        raise KmsError(f"{data_dir} has no root key: put the root.key that matches the backup "
+                       "there first")
+    if not backup.is_file():
+        raise KmsError(f"{backup} does not exist")
+    root = keyring.load_root_key(data_dir / ROOT_KEY)
+    _check_backup(backup, root)
+    with _data_dir_lock(data_dir, "restoring"):
+        kept = None
+        if (data_dir / DATABASE).exists():
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            kept = data_dir / f"{DATABASE}.pre-restore-{stamp}-{os.getpid()}"
+            backup_data_dir(data_dir, kept)
+        try:
+            source = sqlite3.connect(f"{backup.absolute().as_uri()}?mode=ro", uri=True)
+            target = sqlite3.connect(data_dir / DATABASE)
+            try:
+                source.backup(target)
+                target.execute("PRAGMA journal_mode=WAL")
+                target.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                source.close()
+                target.close()
+        except sqlite3.Error as exc:
+            raise KmsError(f"cannot restore {backup} into {data_dir}: {exc}") from exc
+        (data_dir / DATABASE).chmod(0o600)
+        # Re-open through the storage layer: migrations of an older backup, integrity check.
+        storage = SqliteStorage(data_dir / DATABASE)
+        try:
+            if storage.integrity_check() != "ok":
+                raise KmsError(f"the restored database in {data_dir} fails its integrity check")
+        finally:
+            storage.close()
+        audit = AuditLog(data_dir / AUDIT_LOG, root)
+        try:
+            audit.record(request_id=f"restore-{int(time.time())}", app="admin",
+                         op="kms.restore", key=None, version=None, result="ok")
+        finally:
+            audit.close()
+    return kept

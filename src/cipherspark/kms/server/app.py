@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import uuid
+import json
+import logging
+import os
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Literal
 
@@ -41,6 +44,7 @@ __all__ = ["MAX_BODY_BYTES", "create_app"]
 MAX_BODY_BYTES = 64 * 1024
 _REQUEST_ID = "cipherspark.request_id"
 _TRANSIT = "/v1/transit/"
+_MAX_WRAPPED = 8192
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -49,22 +53,28 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
+FastPath = Callable[[Scope, bytes, str, Send], Awaitable[bool]]
+
+
 class _Limits:
     """ASGI middleware: a request id for every request, and a cap on request bodies.
 
     The body is read up to the limit before the app sees it, so an oversized upload is refused
-    with 413 without being parsed, whether or not it declared a Content-Length.
+    with 413 without being parsed, whether or not it declared a Content-Length. ``fast`` (the
+    lean route of the hot data-key endpoints) gets the first look at every request and answers
+    it, or returns ``False`` to hand it, body and all, to the FastAPI application.
     """
 
-    def __init__(self, app: ASGIApp, max_body: int) -> None:
+    def __init__(self, app: ASGIApp, max_body: int, fast: FastPath | None = None) -> None:
         self._app = app
         self._max = max_body
+        self._fast = fast
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        request_id = uuid.uuid4().hex
+        request_id = os.urandom(16).hex()
         scope[_REQUEST_ID] = request_id
 
         async def send_with_id(message: Message) -> None:
@@ -92,6 +102,8 @@ class _Limits:
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
+        if self._fast is not None and await self._fast(scope, body, request_id, send):
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -114,10 +126,24 @@ async def _no_receive() -> Message:  # pragma: no cover - a response never reads
     return {"type": "http.disconnect"}
 
 
-def _error_response(path: str, status: int, code: str, message: str) -> JSONResponse:
+def _error_content(path: str, code: str, message: str) -> dict[str, Any]:
     if path.startswith(_TRANSIT):
-        return JSONResponse({"errors": [message]}, status_code=status)
-    return JSONResponse({"error": message, "code": code}, status_code=status)
+        return {"errors": [message]}
+    return {"error": message, "code": code}
+
+
+def _error_response(path: str, status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse(_error_content(path, code, message), status_code=status)
+
+
+def _service_error(path: str, exc: CipherSparkError) -> tuple[int, dict[str, Any]]:
+    """The status and JSON body answering a service error on ``path``."""
+    if isinstance(exc, AttestationError):
+        return 403, {"error": str(exc), "code": "attestation_denied", "reason": exc.reason}
+    for kind, status, code in _STATUS:
+        if isinstance(exc, kind):
+            return status, _error_content(path, code, str(exc))
+    return 500, _error_content(path, "internal", "the KMS failed to complete the request")
 
 
 _STATUS: tuple[tuple[type[CipherSparkError], int, str], ...] = (
@@ -147,7 +173,7 @@ class CreateKeyRequest(_Body):
 class WrappedRequest(_Body):
     """A wrapped data key (base64), for unwrap and rewrap."""
 
-    wrapped: str = Field(max_length=8192)
+    wrapped: str = Field(max_length=_MAX_WRAPPED)
 
 
 class ConfigRequest(_Body):
@@ -320,8 +346,10 @@ def _transit_supported(body: _TransitBody) -> None:
         raise UsageError("batch_input is not supported; send one item per request")
 
 
-def create_app(service: KeyService, *, max_body: int = MAX_BODY_BYTES) -> ASGIApp:
-    """The ASGI application serving ``service``."""
+def create_app(service: KeyService, *, max_body: int = MAX_BODY_BYTES,
+               lean: bool = True) -> ASGIApp:
+    """The ASGI application serving ``service``; ``lean=False`` sends the hot endpoints through
+    FastAPI too (the reference the lean route is tested against)."""
     api = FastAPI(
         title="cipherspark KMS",
         version="1",
@@ -350,14 +378,9 @@ def create_app(service: KeyService, *, max_body: int = MAX_BODY_BYTES) -> ASGIAp
 
     @api.exception_handler(CipherSparkError)
     async def _on_error(request: Request, exc: Exception) -> Response:
-        if isinstance(exc, AttestationError):
-            return JSONResponse({"error": str(exc), "code": "attestation_denied",
-                                 "reason": exc.reason}, status_code=403)
-        for kind, status, code in _STATUS:
-            if isinstance(exc, kind):
-                return _error_response(request.url.path, status, code, str(exc))
-        return _error_response(request.url.path, 500, "internal",
-                               "the KMS failed to complete the request")
+        assert isinstance(exc, CipherSparkError)
+        status, content = _service_error(request.url.path, exc)
+        return JSONResponse(content, status_code=status)
 
     @api.exception_handler(RequestValidationError)
     async def _on_invalid(request: Request, exc: Exception) -> Response:
@@ -590,4 +613,118 @@ def create_app(service: KeyService, *, max_body: int = MAX_BODY_BYTES) -> ASGIAp
             data["plaintext"] = _b64(data_key)
         return _vault(request, data)
 
-    return _Limits(api, max_body)
+    return _Limits(api, max_body, _lean_routes(service) if lean else None)
+
+
+# -- the lean route of the hot endpoints --------------------------------------------------------
+
+_HOT = re.compile(r"/v1/keys/([^/]+)/(unwrap|rewrap|datakey/plaintext|datakey/wrapped)")
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+_log = logging.getLogger("cipherspark.kms.server")
+
+
+def _dumps(content: dict[str, Any]) -> bytes:
+    # Byte for byte what FastAPI's JSONResponse renders.
+    return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None,
+                      separators=(",", ":")).encode("utf-8")
+
+
+def _json_content_type(value: str | None) -> bool:
+    # FastAPI parses a body as JSON when it has no content type or an application/(*+)json one.
+    if value is None:
+        return True
+    main = value.split(";", 1)[0].strip().lower()
+    return main == "application/json" or (main.startswith("application/")
+                                          and main.endswith("+json"))
+
+
+def _wrapped_field(body: bytes, content_type: str | None) -> str | None:
+    """The ``wrapped`` field of a body that FastAPI would accept as it is, else ``None``."""
+    if not body or not _json_content_type(content_type):
+        return None
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or len(doc) != 1:
+        return None
+    value = doc.get("wrapped")
+    if not isinstance(value, str) or len(value) > _MAX_WRAPPED:
+        return None
+    return value
+
+
+def _lean_routes(service: KeyService) -> FastPath:
+    """Unwrap, rewrap and data-key generation without FastAPI's per-request machinery.
+
+    These are what every executor calls, so they get a direct route: match the path, take the
+    credentials from the in-memory cache of verified ones, parse the one JSON field, call the
+    service, answer with the same JSON bytes and error shapes as the FastAPI routes. Anything off
+    that happy path (credentials not verified yet or missing, a body FastAPI would reject or
+    parse differently) returns ``False`` and goes through FastAPI, which stays the reference: the
+    OpenAPI document, validation messages and the scrypt check in a worker thread. Authorisation
+    is not cached: the key's owner and state are read from storage on every call, as there.
+    """
+
+    async def respond(send: Send, request_id: str, status: int,
+                      content: dict[str, Any]) -> None:
+        body = _dumps(content)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-length", str(len(body)).encode()), *_JSON_HEADERS,
+                                (b"x-request-id", request_id.encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def fast(scope: Scope, body: bytes, request_id: str, send: Send) -> bool:
+        if scope["method"] != "POST":
+            return False
+        path: str = scope["path"]
+        match = _HOT.fullmatch(path)
+        if match is None:
+            return False
+        app_id = api_key = content_type = None
+        for header, value in scope["headers"]:
+            if header == b"x-app-id" and app_id is None:
+                app_id = value.decode("latin-1")
+            elif header == b"x-api-key" and api_key is None:
+                api_key = value.decode("latin-1")
+            elif header == b"content-type" and content_type is None:
+                content_type = value.decode("latin-1")
+        if not app_id or not api_key:
+            return False
+        app = service.cached_app(app_id, api_key)
+        if app is None:
+            return False
+        name, action = match.group(1), match.group(2)
+        try:
+            if action in ("unwrap", "rewrap"):
+                field = _wrapped_field(body, content_type)
+                if field is None:
+                    return False
+                wrapped = _b64decode(field, "wrapped")
+                if action == "unwrap":
+                    version, plaintext = service.unwrap(app, name, wrapped, request_id)
+                    content: dict[str, Any] = {"version": version, "plaintext": _b64(plaintext)}
+                else:
+                    version, rewrapped = service.rewrap(app, name, wrapped, request_id)
+                    content = {"version": version, "wrapped": _b64(rewrapped)}
+            else:
+                with_plaintext = action == "datakey/plaintext"
+                version, data_key, wrapped = service.generate_data_key(
+                    app, name, request_id, with_plaintext=with_plaintext)
+                content = {"key_id": name, "version": version}
+                if data_key is not None:
+                    content["plaintext"] = _b64(data_key)
+                content["wrapped"] = _b64(wrapped)
+        except CipherSparkError as exc:
+            status, error = _service_error(path, exc)
+            await respond(send, request_id, status, error)
+            return True
+        except Exception:
+            _log.exception("request %s failed", request_id)
+            await respond(send, request_id, 500, _error_content(
+                path, "internal", "the KMS failed to complete the request"))
+            return True
+        await respond(send, request_id, 200, content)
+        return True
+
+    return fast
