@@ -8,8 +8,9 @@ demo:
 	@scripts/ensure-java
 	.venv/bin/cipherspark demo
 
+# The bench extra too: the smoke tests run every benchmark on tiny sizes.
 test:
-	@scripts/ensure-venv test
+	@scripts/ensure-venv test,bench
 	@scripts/ensure-java
 	@scripts/ensure-tools
 	.venv/bin/ruff check src tests bench
