@@ -24,6 +24,7 @@ from cipherspark.spark._csv import (
     FileSlice,
     csv_header_line,
     csv_rows,
+    owned_chunks,
     owned_text,
     parse_csv,
     plan_slices,
@@ -96,6 +97,26 @@ def test_owned_text_over_all_splits_gives_back_the_text(
             # Complete lines only: every piece ends at a newline unless it reaches the end.
             if piece and not text.endswith(piece):
                 assert piece.endswith(b"\n")
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lines=LINES, trailing=st.booleans(), segment_size=st.integers(MIN_SEGMENT, 300),
+       chunk=st.integers(1, 6), data=st.data())
+def test_owned_chunks_are_the_split_in_whole_lines(
+    lines: list[bytes], trailing: bool, segment_size: int, chunk: int, data: st.DataObject
+) -> None:
+    text = b"\n".join(lines) + (b"\n" if trailing and lines else b"")
+    with tempfile.TemporaryDirectory() as tmp:
+        container = make_container(Path(tmp) / "c", text, segment_size)
+        count = container.segment_count
+        start = data.draw(st.integers(0, max(0, count - 1)))
+        stop = data.draw(st.integers(start + 1, count))
+        chunks = list(owned_chunks(container, start, stop, chunk_segments=chunk))
+        a, b = plaintext_bounds(container, text, start, stop)
+        assert b"".join(chunks) == rule_owned(text, a, b)
+        # Each chunk parses on its own: all but the last end with a newline, none is empty.
+        assert all(c.endswith(b"\n") for c in chunks[:-1])
+        assert all(chunks)
 
 
 def test_empty_file_owns_nothing(tmp_path: Path) -> None:

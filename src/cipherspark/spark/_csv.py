@@ -33,6 +33,7 @@ __all__ = [
     "count_records",
     "csv_header_line",
     "csv_rows",
+    "owned_chunks",
     "owned_text",
     "parse_csv",
     "plan_slices",
@@ -79,25 +80,48 @@ def plan_slices(
     return partitions
 
 
-def owned_text(container: ContainerFile, start: int, stop: int) -> bytes:
-    """The complete lines owned by segments ``[start, stop)`` of ``container`` (see module doc)."""
-    data = container.read_segments(start, stop)
-    begin = 0
-    if start > 0:
-        newline = data.find(b"\n")
-        if newline < 0:
-            return b""  # the only line here started in an earlier split
-        begin = newline + 1
-    tail: list[bytes] = []
+CHUNK_SEGMENTS = 4
+
+
+def owned_chunks(container: ContainerFile, start: int, stop: int,
+                 chunk_segments: int = CHUNK_SEGMENTS) -> Iterator[bytes]:
+    """The lines owned by segments ``[start, stop)`` (see module doc), a few segments at a time.
+
+    Every chunk but the last ends with a newline, so each parses on its own; joined they are
+    :func:`owned_text`. A task holds about ``chunk_segments`` segments at once whatever its
+    partition size, so executor memory stays flat as inputs grow.
+    """
+    skipping = start > 0  # a split other than the first starts after its first newline
+    carry = b""
+    for first in range(start, stop, chunk_segments):
+        data = container.read_segments(first, min(stop, first + chunk_segments))
+        if skipping:
+            newline = data.find(b"\n")
+            if newline < 0:
+                continue
+            data = data[newline + 1 :]
+            skipping = False
+        data = carry + data if carry else data
+        cut = data.rfind(b"\n") + 1
+        if cut:
+            yield data[:cut]
+        carry = data[cut:]
+    if skipping:
+        return  # no newline in the whole split: its only line started in an earlier split
+    # Finish the last line (or read the line starting right at the split's end).
     for segment in container.iter_segments(stop):
         newline = segment.find(b"\n")
         if newline >= 0:
-            tail.append(segment[: newline + 1])
+            carry += segment[: newline + 1]
             break
-        tail.append(segment)
-    if not tail:
-        return data[begin:] if begin else data
-    return data[begin:] + b"".join(tail)
+        carry += segment
+    if carry:
+        yield carry
+
+
+def owned_text(container: ContainerFile, start: int, stop: int) -> bytes:
+    """The complete lines owned by segments ``[start, stop)`` of ``container`` (see module doc)."""
+    return b"".join(owned_chunks(container, start, stop))
 
 
 # -- parsing --------------------------------------------------------------------------------------

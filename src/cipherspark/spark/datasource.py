@@ -74,6 +74,7 @@ from cipherspark.spark._csv import (
     count_records,
     csv_header_line,
     csv_rows,
+    owned_chunks,
     owned_text,
     parse_csv,
     plan_slices,
@@ -209,26 +210,29 @@ class _Reader(DataSourceReader):
         target = -(-total // (cores * waves))
         return [_Partition(tuple(group)) for group in plan_slices(files, max(1, target))]
 
-    def _records(self, piece: FileSlice) -> bytes:
-        """The CSV records (complete lines, header removed) that ``piece`` owns."""
+    def _records(self, piece: FileSlice) -> Iterator[bytes]:
+        """The CSV records (complete lines, header removed) that ``piece`` owns, in chunks."""
         container = _open(piece.path, self.kms_url)
-        text = owned_text(container, piece.start, piece.stop)
         header = self.header if self.header is not None else container.header.csv_has_header
-        if piece.start == 0 and header:
-            newline = text.find(b"\n")
-            text = b"" if newline < 0 else text[newline + 1 :]
-        return text
+        skip_header = piece.start == 0 and header
+        for chunk in owned_chunks(container, piece.start, piece.stop):
+            if skip_header:
+                skip_header = False
+                newline = chunk.find(b"\n")
+                chunk = b"" if newline < 0 else chunk[newline + 1 :]
+            yield chunk
 
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
         assert isinstance(partition, _Partition)
+        expression = self._expression()
         for piece in partition.slices:
-            text = self._records(piece)
-            try:
-                table = parse_csv(text, self.arrow_schema, self.mode, self.file_columns)
-            except InputError as exc:
-                raise InputError(f"{piece.path}: {exc}") from exc
-            table = apply_filters(table, self._expression())
-            yield from table.to_batches(max_chunksize=_BATCH_ROWS)
+            for text in self._records(piece):
+                try:
+                    table = parse_csv(text, self.arrow_schema, self.mode, self.file_columns)
+                except InputError as exc:
+                    raise InputError(f"{piece.path}: {exc}") from exc
+                table = apply_filters(table, expression)
+                yield from table.to_batches(max_chunksize=_BATCH_ROWS)
 
     def _expression(self) -> Any:
         return None
@@ -247,7 +251,8 @@ class _CountingReader(_Reader):
 
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
         assert isinstance(partition, _Partition)
-        total = sum(count_records(self._records(piece)) for piece in partition.slices)
+        total = sum(count_records(chunk) for piece in partition.slices
+                    for chunk in self._records(piece))
         yield pa.RecordBatch.from_arrays([pa.array([total], pa.int64())], names=["rows"])
 
 
