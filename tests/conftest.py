@@ -18,6 +18,15 @@ os.environ["CIPHERSPARK_API_KEY"] = TEST_CREDENTIALS.api_key
 TEST_KEY = "test-key"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def simulated_platform_key_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Keep the simulated-platform key (local keys' policies register it) out of ``~``."""
+    path = tmp_path_factory.mktemp("simulated-tee") / "platform.key"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CIPHERSPARK_SIMULATED_TEE_KEY", str(path))
+        yield path
+
+
 @pytest.fixture
 def credentials() -> Credentials:
     """The credentials every test keystore is created with."""

@@ -30,7 +30,7 @@ from cipherspark._cli_cluster import app as cluster_app
 from cipherspark._cli_deploy import app as deploy_app
 from cipherspark._cli_kms import app as kms_app
 from cipherspark.errors import CipherSparkError, JobError, UsageError
-from cipherspark.kms import Credentials, KeyManagementService, open_kms
+from cipherspark.kms import Credentials, KeyManagementService, LocalKms, open_kms
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -148,6 +148,11 @@ def key_create(
     service, _ = _kms(kms, app_id, api_key, create=True)
     info = service.create_key(name)
     _out.print(f"created primary key {info.name!r} (version {info.version}) in {service.url}")
+    if isinstance(service, LocalKms):
+        policy = service.get_policy(info.name)
+        if policy is not None and "simulated" in policy.tee_types:
+            _out.print("its release policy allows the simulated TEE (development only: it "
+                       "protects nothing; see 'cipherspark key policy show')")
 
 
 @key_app.command("list")

@@ -1,6 +1,8 @@
 """``cipherspark attest ...`` and ``cipherspark key policy ...``: TEE evidence and release policies.
 
-A thin layer over :mod:`cipherspark.attestation` and :class:`cipherspark.kms.remote.RemoteKms`.
+A thin layer over :mod:`cipherspark.attestation`, :class:`cipherspark.kms.remote.RemoteKms` and
+(for ``file://`` keystores, whose policies allow only the simulated TEE)
+:class:`~cipherspark.kms.LocalKms`.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ import base64
 import binascii
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,7 +27,7 @@ _out = Console(highlight=False, markup=False, soft_wrap=True)
 
 app = typer.Typer(help="Produce and verify TEE evidence (attested key release).",
                   no_args_is_help=True)
-policy_app = typer.Typer(help="Set and show a primary key's release policy on the KMS server.",
+policy_app = typer.Typer(help="Set and show a primary key's release policy (server or keystore).",
                          no_args_is_help=True)
 
 TeeOpt = Annotated[str, typer.Option(
@@ -136,8 +140,10 @@ def platform_key(simulated_key: SimKeyOpt = None) -> None:
                            "measurement": code_measurement()}))
 
 
-KmsOpt = Annotated[str, typer.Option(
-    "--kms", envvar="CIPHERSPARK_KMS", show_envvar=True, help="KMS server URL (https://).")]
+KmsOpt = Annotated[str | None, typer.Option(
+    "--kms", envvar="CIPHERSPARK_KMS", show_envvar=True,
+    help="KMS: https://HOST:PORT, or file://DIR for the embedded keystore (default: "
+    ".cipherspark/kms).")]
 CaOpt = Annotated[Path | None, typer.Option(
     "--kms-ca", envvar="CIPHERSPARK_KMS_CA", show_envvar=True,
     help="CA (or self-signed certificate) the KMS server's certificate must chain to.")]
@@ -148,33 +154,39 @@ ApiKeyOpt = Annotated[str | None, typer.Option(
     help="API KEY (prefer the environment variable).")]
 
 
-def _remote(url: str, ca: Path | None, app_id: str | None, api_key: str | None) -> Any:
-    from cipherspark.kms import Credentials
+@contextmanager
+def _policy_kms(url: str | None, ca: Path | None, app_id: str | None,
+                api_key: str | None) -> Iterator[Any]:
+    """The KMS holding release policies: a server (https://) or the embedded keystore."""
+    from cipherspark.kms import Credentials, open_kms
     from cipherspark.kms.remote import RemoteKms
 
-    if not url.startswith(("https://", "http://")):
-        raise UsageError("release policies live on a KMS server: pass --kms https://HOST:PORT")
     if not app_id or not api_key:
         raise UsageError("KMS credentials missing: set CIPHERSPARK_APP_ID and "
                          "CIPHERSPARK_API_KEY")
-    return RemoteKms(url, Credentials(app_id, api_key), ca_file=ca)
+    credentials = Credentials(app_id, api_key)
+    if url is not None and url.startswith(("https://", "http://")):
+        remote = RemoteKms(url, credentials, ca_file=ca)
+        try:
+            yield remote
+        finally:
+            remote.close()
+        return
+    yield open_kms(url, credentials)
 
 
 @policy_app.command("set")
 def policy_set(
     name: Annotated[str, typer.Argument(help="Primary key name.")],
     file: Annotated[Path, typer.Argument(help="Policy JSON (see docs/attestation.md).")],
-    kms: KmsOpt, kms_ca: CaOpt = None, app_id: AppIdOpt = None, api_key: ApiKeyOpt = None,
+    kms: KmsOpt = None, kms_ca: CaOpt = None, app_id: AppIdOpt = None, api_key: ApiKeyOpt = None,
 ) -> None:
     """Set NAME's release policy from FILE; prints the stored (normalised) policy."""
     from cipherspark.attestation import AttestationPolicy
 
     rules = AttestationPolicy.from_json(_read(file))
-    remote = _remote(kms, kms_ca, app_id, api_key)
-    try:
-        stored = remote.set_policy(name, rules)
-    finally:
-        remote.close()
+    with _policy_kms(kms, kms_ca, app_id, api_key) as service:
+        stored = service.set_policy(name, rules)
     _out.print(json.dumps(stored.to_dict(), indent=2, sort_keys=True))
     if stored.empty:
         _out.print("note: this policy is empty and denies every attested unwrap")
@@ -183,13 +195,10 @@ def policy_set(
 @policy_app.command("show")
 def policy_show(
     name: Annotated[str, typer.Argument(help="Primary key name.")],
-    kms: KmsOpt, kms_ca: CaOpt = None, app_id: AppIdOpt = None, api_key: ApiKeyOpt = None,
+    kms: KmsOpt = None, kms_ca: CaOpt = None, app_id: AppIdOpt = None, api_key: ApiKeyOpt = None,
 ) -> None:
     """Print NAME's release policy (``null``: none, every attested unwrap is denied)."""
-    remote = _remote(kms, kms_ca, app_id, api_key)
-    try:
-        stored = remote.get_policy(name)
-    finally:
-        remote.close()
+    with _policy_kms(kms, kms_ca, app_id, api_key) as service:
+        stored = service.get_policy(name)
     _out.print(json.dumps(None if stored is None else stored.to_dict(), indent=2,
                           sort_keys=True))

@@ -31,6 +31,7 @@ from cipherspark.attestation.evidence import Evidence, VerifiedReport
 from cipherspark.errors import AttestationError, InputError
 
 __all__ = [
+    "ENV_SIMULATED_TEE_KEY",
     "SIMULATED_FORMAT",
     "code_measurement",
     "default_simulated_key_path",
@@ -44,8 +45,20 @@ SIMULATED_FORMAT = "cipherspark-simulated-evidence/v1"
 _CLOCK_SKEW = 30
 
 
+#: Names the simulated-platform key file (the CLI's ``--simulated-key`` and executors read it).
+ENV_SIMULATED_TEE_KEY = "CIPHERSPARK_SIMULATED_TEE_KEY"
+
+
 def default_simulated_key_path() -> Path:
-    """Where this installation's simulated-platform key lives by default."""
+    """Where this installation's simulated-platform key lives by default.
+
+    ``CIPHERSPARK_SIMULATED_TEE_KEY`` if set, else ``~/.cipherspark/simulated-tee/platform.key``:
+    the embedded keystore registers this key in the policies it writes, and executors sign with
+    it, so both must resolve the same file.
+    """
+    configured = os.environ.get(ENV_SIMULATED_TEE_KEY)
+    if configured:
+        return Path(configured)
     return Path.home() / ".cipherspark" / "simulated-tee" / "platform.key"
 
 

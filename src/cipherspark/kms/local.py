@@ -4,12 +4,19 @@ Layout of the keystore directory (mode 0700, files 0600)::
 
     DIR/keystore.json        KDF parameters and salt, and a check value for the credentials
     DIR/keys/NAME.json       one sealed primary key per file
+    DIR/policies/NAME.json   its attested-release policy (the server's JSON format)
 
 The *sealing key* is scrypt(APP ID, API KEY) with a per-keystore random salt, so the files alone
 reveal nothing. Primary keys are 256-bit random, sealed with AES-256-GCM under the sealing key with
 the key name bound as associated data (a sealed key copied to another name does not open). Data
 keys are wrapped with AES-256-GCM under the primary key, again with the key name as associated
 data. Nothing here is ECB, and no key bytes are derived from strings other than through scrypt.
+
+Attested release (development only): each new key gets a policy that allows only the
+``simulated`` TEE, with this installation's simulated-platform public key and the installed
+code's measurement. :meth:`LocalKms.attested_unwrap` runs the release protocol in-process with
+the same verifier and policy code as the KMS server. The policy files are protected by file
+permissions only, like the rest of the keystore: real TEEs need the KMS server.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import os
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -32,6 +39,8 @@ from cipherspark.errors import (
     KeyExistsError,
     KeyNotFoundError,
     KmsError,
+    KmsUnavailableError,
+    PolicyDeniedError,
 )
 from cipherspark.kms.base import (
     Credentials,
@@ -41,7 +50,10 @@ from cipherspark.kms.base import (
     validate_key_name,
 )
 
-__all__ = ["LocalKms"]
+if TYPE_CHECKING:
+    from cipherspark.attestation import AttestationPolicy, EvidenceProvider
+
+__all__ = ["LocalKms", "simulated_development_policy"]
 
 _STORE_FORMAT = "cipherspark-local-kms"
 _STORE_VERSION = 1
@@ -102,8 +114,10 @@ class LocalKms(KeyManagementService):
     """
 
     def __init__(self, directory: str | os.PathLike[str], credentials: Credentials,
-                 *, create: bool = False) -> None:
+                 *, create: bool = False, simulated_key_path: Path | None = None) -> None:
         self._dir = Path(directory).absolute()
+        # None: CIPHERSPARK_SIMULATED_TEE_KEY or ~/.cipherspark/simulated-tee/platform.key.
+        self._simulated_key_path = simulated_key_path
         self._store_file = self._dir / "keystore.json"
         if not self._store_file.exists():
             if not create:
@@ -173,6 +187,9 @@ class LocalKms(KeyManagementService):
             _sealing_keys[cache_key] = sealing
         return sealing
 
+    def _policy_file(self, name: str) -> Path:
+        return self._dir / "policies" / f"{validate_key_name(name)}.json"
+
     def _key_file(self, name: str) -> Path:
         return self._dir / "keys" / f"{validate_key_name(name)}.json"
 
@@ -208,6 +225,8 @@ class LocalKms(KeyManagementService):
         path = self._key_file(name)
         if path.exists():
             raise KeyExistsError(f"a primary key named {name!r} exists already in {self._dir}")
+        # Before the key exists: a key must never be left without its policy by a failure here.
+        policy = simulated_development_policy(self._simulated_key_path)
         primary = os.urandom(_KEY)
         nonce = os.urandom(_NONCE)
         sealed = nonce + AESGCM(self._sealing_key).encrypt(nonce, primary,
@@ -224,6 +243,7 @@ class LocalKms(KeyManagementService):
             raise KeyExistsError(
                 f"a primary key named {name!r} exists already in {self._dir}"
             ) from exc
+        self._write_policy(name, policy)
         return self._info(doc)
 
     def list_keys(self) -> list[KeyInfo]:
@@ -261,6 +281,104 @@ class LocalKms(KeyManagementService):
                 f"the data key does not unwrap under primary key {key_id!r}: the header was "
                 "modified or the key was replaced"
             ) from exc
+
+
+    # -- attested release (simulated TEE only) --------------------------------------------------
+
+    def _write_policy(self, name: str, policy: AttestationPolicy) -> None:
+        folder = self._dir / "policies"
+        try:
+            folder.mkdir(mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise KmsError(f"cannot create {folder}: {exc.strerror}") from exc
+        _write_private(self._policy_file(name), policy.to_json().encode())
+
+    def set_policy(self, key_id: str, policy: AttestationPolicy) -> AttestationPolicy:
+        """Store ``key_id``'s release policy (replacing any); the normalised stored copy."""
+        from cipherspark.attestation import AttestationPolicy
+
+        self._load(key_id)  # the key must exist and these credentials must open it
+        self._write_policy(key_id, policy)
+        return AttestationPolicy.from_dict(policy.to_dict())
+
+    def get_policy(self, key_id: str) -> AttestationPolicy | None:
+        """``key_id``'s release policy, or ``None`` (none: attested unwraps are denied)."""
+        from cipherspark.attestation import AttestationPolicy
+
+        self._load(key_id)
+        path = self._policy_file(key_id)
+        try:
+            text = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise KmsError(f"cannot read the release policy {path}: {exc.strerror}") from exc
+        return AttestationPolicy.from_json(text)
+
+    def attested_unwrap(self, key_id: str, wrapped: bytes, provider: EvidenceProvider) -> bytes:
+        """The data key in ``wrapped``, released only to evidence ``key_id``'s policy accepts.
+
+        The server's protocol, run in this process: a fresh nonce and ephemeral P-256 key,
+        evidence from ``provider`` over SHA-512(nonce || public key), verification with the
+        same verifier and policy code as the KMS server (an absent or empty policy denies),
+        the binding check, and the data key sealed to the ephemeral key as a JWE and opened
+        with it. Only ``simulated`` evidence is accepted here: DCAP quotes of real TEEs need
+        the KMS server (:class:`KmsUnavailableError`). A refusal is :class:`PolicyDeniedError`
+        with the reason code the server would give.
+        """
+        from cipherspark.attestation import (
+            EphemeralKey,
+            bind,
+            check_binding,
+            seal_to,
+            verify_evidence,
+        )
+        from cipherspark.errors import AttestationError
+
+        if provider.tee != "simulated":
+            raise KmsUnavailableError(
+                f"attested release of {provider.tee!r} evidence needs the KMS server "
+                f"(https://); the embedded keystore {self.url} accepts only the simulated TEE")
+        policy = self.get_policy(key_id)
+        if policy is None:
+            raise PolicyDeniedError(f"primary key {key_id!r} has no release policy; an absent "
+                                    "or empty policy denies", "no_policy")
+        nonce = os.urandom(32)
+        ephemeral = EphemeralKey.generate()
+        evidence = provider.evidence(bind(nonce, ephemeral.public_bytes))
+        try:
+            report = verify_evidence(evidence, policy=policy)
+            check_binding(report.report_data, nonce, ephemeral.public_bytes)
+        except PolicyDeniedError:
+            raise
+        except AttestationError as exc:
+            raise PolicyDeniedError(str(exc), exc.reason) from exc
+        data_key = self.unwrap_data_key(key_id, wrapped)
+        return ephemeral.open(seal_to(ephemeral.public_bytes, data_key))
+
+
+def simulated_development_policy(key_path: Path | None = None) -> AttestationPolicy:
+    """A policy allowing only the ``simulated`` TEE of this installation (development only).
+
+    It registers the simulated-platform public key at ``key_path`` (default: see
+    :func:`~cipherspark.attestation.simulated.default_simulated_key_path`; created if absent)
+    and the measurement of the installed cipherspark code.
+    """
+    from cipherspark.attestation import (
+        AttestationPolicy,
+        code_measurement,
+        load_simulated_platform_key,
+        simulated_platform_public_key,
+    )
+    from cipherspark.errors import InputError
+
+    try:
+        public = simulated_platform_public_key(load_simulated_platform_key(key_path))
+    except InputError as exc:
+        raise KmsError(f"cannot set up the simulated-TEE policy: {exc}") from exc
+    return AttestationPolicy.from_dict({
+        "tee_types": ["simulated"],
+        "simulated": {"platform_keys": [public], "measurements": [code_measurement()]}})
 
 
 def _derive(credentials: Credentials, salt: bytes, params: dict[str, int]) -> bytes:

@@ -11,9 +11,11 @@ secrets mounted as files).
 Attested key release: when ``CIPHERSPARK_TEE`` is ``gramine-sgx``, ``tdx``, ``auto`` or
 ``simulated``, data keys are released only through the KMS server's attested unwrap (evidence
 bound to a nonce and an ephemeral key, answer encrypted to that key), once per wrapped key per
-process; the key stays in this process's memory only. ``CIPHERSPARK_SIMULATED_TEE_KEY`` names the
-simulated-platform key file (default ``~/.cipherspark/simulated-tee/platform.key``). Unset (or
-``none``): the plain unwrap, as before.
+process; the key stays in this process's memory only. With the embedded ``file://`` keystore,
+``simulated`` runs the same protocol in-process against the key's stored policy (development
+only); real TEEs with a ``file://`` KMS are refused: they need the KMS server.
+``CIPHERSPARK_SIMULATED_TEE_KEY`` names the simulated-platform key file (default
+``~/.cipherspark/simulated-tee/platform.key``). Unset (or ``none``): the plain unwrap, as before.
 """
 
 from __future__ import annotations
@@ -95,14 +97,23 @@ def executor_data_key(url: str, key_id: str, wrapped: bytes) -> bytes:
 
 
 def _attested_data_key(url: str, key_id: str, wrapped: bytes, tee: str) -> bytes:
-    """The data key through the KMS server's attested unwrap, with evidence from ``tee``."""
+    """The data key through an attested unwrap with evidence from ``tee``.
+
+    At the KMS server for ``https://``; in-process against the stored policy for the embedded
+    ``file://`` keystore, which accepts only ``simulated`` (a real TEE there is refused).
+    """
     from cipherspark.attestation import evidence_provider
+    from cipherspark.kms.local import LocalKms
     from cipherspark.kms.remote import RemoteKms
 
     kms = executor_kms(url)
-    if not isinstance(kms, RemoteKms):
+    if not isinstance(kms, LocalKms | RemoteKms):
         raise KmsUnavailableError(f"{ENV_TEE}={tee} needs a KMS server (https://) for attested "
                                   f"key release, not {url}")
+    if isinstance(kms, LocalKms) and tee != "simulated":
+        raise KmsUnavailableError(
+            f"{ENV_TEE}={tee} needs a KMS server (https://) for attested key release; the "
+            f"embedded keystore {url} verifies only the simulated TEE (development only)")
     key_path = os.environ.get(ENV_SIMULATED_TEE_KEY)
     provider = evidence_provider(tee, simulated_key_path=Path(key_path) if key_path else None)
     return kms.attested_unwrap(key_id, wrapped, provider)
