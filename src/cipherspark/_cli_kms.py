@@ -94,6 +94,8 @@ def app_create(
         new = admin.create_app(name)
     finally:
         admin.close()
+    # The one place an API key is shown: to the operator who just created it, once (the server
+    # keeps only its salted hash). It is never logged.
     if as_json:
         _out.print(json.dumps({"app_id": new.app_id, "api_key": new.api_key,
                                "vault_token": new.vault_token}))
