@@ -101,6 +101,14 @@ def verify(
     quote: Annotated[Path, typer.Option("--quote", help="Raw DCAP quote, or evidence JSON.")],
     collateral: Annotated[Path | None, typer.Option(
         help="DCAP collateral JSON (QuoteCollateralV3).")] = None,
+    pccs_url: Annotated[str | None, typer.Option(
+        envvar="CIPHERSPARK_PCCS_URL", show_envvar=True,
+        help="Fetch the DCAP collateral from this PCCS (https) instead of --collateral.")
+    ] = None,
+    pccs_ca: Annotated[Path | None, typer.Option(
+        envvar="CIPHERSPARK_PCCS_CA", show_envvar=True,
+        help="CA bundle the PCCS's TLS certificate must chain to (default: system roots).")
+    ] = None,
     at: Annotated[int | None, typer.Option(
         "--at", help="Verify at this UNIX time (default: now).")] = None,
     policy: Annotated[Path | None, typer.Option(
@@ -110,13 +118,23 @@ def verify(
     ] = None,
 ) -> None:
     """Verify evidence and print the report as JSON; exit 1 with the reason on failure."""
-    from cipherspark.attestation import AttestationPolicy, verify_evidence
+    from cipherspark.attestation import (
+        AttestationPolicy,
+        DcapVerifier,
+        PccsCollateral,
+        verify_evidence,
+    )
 
+    if collateral is not None and pccs_url:
+        raise UsageError("give --collateral or --pccs-url, not both")
+    if pccs_ca is not None and not pccs_url:
+        raise UsageError("--pccs-ca needs --pccs-url")
     loaded = _load_evidence(_read(quote))
     rules = AttestationPolicy.from_json(_read(policy)) if policy is not None else None
     coll = _read(collateral).decode() if collateral is not None else None
     try:
-        report = verify_evidence(loaded, policy=rules, collateral=coll, now=at,
+        dcap = DcapVerifier(PccsCollateral(pccs_url, ca_file=pccs_ca)) if pccs_url else None
+        report = verify_evidence(loaded, policy=rules, collateral=coll, now=at, dcap=dcap,
                                  simulated_platform_keys=simulated_platform_key or ())
     except AttestationError as exc:
         raise _fail(exc) from exc

@@ -60,12 +60,21 @@ def serve(
     unsafe_plaintext: Annotated[bool, typer.Option(
         "--unsafe-plaintext",
         help="Serve plain HTTP: API keys and data keys travel in the clear. Tests only.")] = False,
+    pccs_url: Annotated[str | None, typer.Option(
+        envvar="CIPHERSPARK_PCCS_URL", show_envvar=True,
+        help="PCCS (https) the server fetches DCAP collateral from, cached until each part's "
+             "nextUpdate (re-fetched daily), e.g. https://pccs.example:8081/sgx/certification/v4"
+             ". Without it, SGX/TDX workers must send collateral with their evidence.")] = None,
+    pccs_ca: Annotated[Path | None, typer.Option(
+        envvar="CIPHERSPARK_PCCS_CA", show_envvar=True,
+        help="CA bundle the PCCS's TLS certificate must chain to (default: system roots).")
+    ] = None,
 ) -> None:
     """Serve the KMS API (TLS) until interrupted."""
     from cipherspark.kms.server import plan_server, run_server
 
     plan = plan_server(data, host=host, port=port, tls_cert=tls_cert, tls_key=tls_key,
-                       unsafe_plaintext=unsafe_plaintext)
+                       unsafe_plaintext=unsafe_plaintext, pccs_url=pccs_url, pccs_ca=pccs_ca)
     if plan.cert_file is None:
         _out.print("WARNING: serving plain HTTP (--unsafe-plaintext): credentials and data keys "
                    "are readable on the network")
@@ -74,6 +83,8 @@ def serve(
         _out.print(f"TLS certificate {plan.cert_file}{made}")
         _out.print(f"SHA-256 fingerprint: {plan.fingerprint}")
         _out.print(f"clients pin it with --kms-ca {plan.cert_file}")
+    if plan.pccs is not None:
+        _out.print(f"DCAP collateral from the PCCS {plan.pccs.url}")
     _out.print(f"serving the KMS at {plan.url}")
     run_server(plan)
 

@@ -71,3 +71,31 @@ def test_auto_without_a_tee_refuses(capsys: pytest.CaptureFixture[str]) -> None:
         pytest.skip("this machine has a TEE interface")
     assert main(["attest", "evidence", "--tee", "auto"]) == 1
     assert "(unavailable)" in capsys.readouterr().err
+
+
+def test_verify_with_collateral_from_a_pccs(sgx: Sample, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.attestation.fake_pccs import fake_pccs, sample_pairs
+
+    with fake_pccs(sample_pairs((sgx.quote_path, sgx.collateral_path)), tmp_path / "t") as pccs:
+        assert main(["attest", "verify", "--quote", str(sgx.quote_path), "--pccs-url",
+                     pccs.url, "--pccs-ca", str(pccs.ca_file), "--at", str(VALID_AT)]) == 0
+        assert json.loads(capsys.readouterr().out)["tcb_status"] == (
+            "ConfigurationAndSWHardeningNeeded")
+        assert "/sgx/certification/v4/tcb" in pccs.requests
+        # Without the pinned CA the self-signed PCCS is not trusted.
+        assert main(["attest", "verify", "--quote", str(sgx.quote_path), "--pccs-url",
+                     pccs.url, "--at", str(VALID_AT)]) == 1
+        assert "(unavailable)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--collateral", "c.json", "--pccs-url", "https://127.0.0.1:1"], "not both"),
+    (["--pccs-ca", "ca.pem"], "--pccs-ca needs --pccs-url"),
+    (["--pccs-url", "http://127.0.0.1:1"], "https://"),
+])
+def test_verify_pccs_usage_errors(sgx: Sample, extra: list[str], message: str,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["attest", "verify", "--quote", str(sgx.quote_path), *extra]) != 0
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -10,12 +10,10 @@ import pytest
 from cipherspark.attestation import (
     DcapVerifier,
     Evidence,
-    PccsCollateral,
     StaticCollateral,
     verify_dcap_quote,
     verify_evidence,
 )
-from cipherspark.attestation.dcap import collateral_next_update
 from cipherspark.errors import AttestationError
 from tests.attestation.conftest import VALID_AT, Sample
 
@@ -81,22 +79,3 @@ def test_verifier_uses_injected_time_and_source(sgx: Sample) -> None:
     with pytest.raises(AttestationError) as info:
         verify_evidence(Evidence("tdx", sgx.quote), dcap=verifier, now=VALID_AT)
     assert info.value.reason == "tee_type"
-
-
-def test_pccs_collateral_is_cached_until_its_next_update(sgx: Sample) -> None:
-    calls: list[str] = []
-    now = [float(VALID_AT)]
-
-    def fake_fetch(url: str, quote: bytes) -> str:
-        calls.append(url)
-        return sgx.collateral
-
-    source = PccsCollateral("https://pccs.invalid", fetch=fake_fetch, clock=lambda: now[0])
-    assert source.collateral(sgx.quote) == sgx.collateral
-    assert source.collateral(sgx.quote) == sgx.collateral
-    assert len(calls) == 1
-    now[0] = collateral_next_update(sgx.collateral) + 1
-    source.collateral(sgx.quote)
-    assert len(calls) == 2
-    with pytest.raises(AttestationError):
-        PccsCollateral("http://pccs.invalid")

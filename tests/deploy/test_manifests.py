@@ -203,6 +203,26 @@ def test_sgx_overlay_ships_the_pccs_configuration(
     assert qcnl["pccs_url"].startswith("https://") and qcnl["use_secure_cert"] is True
 
 
+def test_kms_fetches_dcap_collateral_from_the_pccs_on_tee_overlays(
+        rendered: dict[str, list[dict[str, Any]]]) -> None:
+    import json
+
+    def kms_env(overlay: str) -> dict[str, str]:
+        kms = next(o for o in rendered[overlay]
+                   if o["kind"] == "Deployment" and o["metadata"]["name"] == "cipherspark-kms")
+        container = next(c for c in kms["spec"]["template"]["spec"]["containers"]
+                         if c["name"] == "kms")
+        assert container["command"][:3] == ["cipherspark", "kms", "serve"]
+        return {e["name"]: e.get("value", "") for e in container.get("env", [])}
+
+    maps = {o["metadata"]["name"]: o for o in rendered["sgx"] if o["kind"] == "ConfigMap"}
+    qcnl = json.loads(maps["cipherspark-sgx-qcnl"]["data"]["sgx_default_qcnl.conf"])
+    # The enclaves' quote provider and the KMS use the same PCCS.
+    assert kms_env("sgx")["CIPHERSPARK_PCCS_URL"] == qcnl["pccs_url"].rstrip("/")
+    assert kms_env("tdx")["CIPHERSPARK_PCCS_URL"].startswith("https://")
+    assert "CIPHERSPARK_PCCS_URL" not in kms_env("simulated")
+
+
 def test_role_is_namespaced_and_minimal(rendered: dict[str, list[dict[str, Any]]]) -> None:
     allowed = {"pods", "services", "configmaps", "persistentvolumeclaims"}
     for name, objects in rendered.items():

@@ -18,11 +18,11 @@ from __future__ import annotations
 from cipherspark.attestation.dcap import (
     CollateralSource,
     DcapVerifier,
-    PccsCollateral,
     StaticCollateral,
     verify_dcap_quote,
 )
 from cipherspark.attestation.evidence import REASONS, TEE_TYPES, Evidence, VerifiedReport
+from cipherspark.attestation.pccs import PccsCollateral
 from cipherspark.attestation.policy import (
     AttestationPolicy,
     SgxPolicy,

@@ -4,14 +4,13 @@
 root, the CRLs, TCB info and QE identity of the collateral, all at the given time, and returns
 the quote's TCB status as found: judging the status is the policy's job. Collateral comes from a
 :class:`CollateralSource`: :class:`StaticCollateral` (a JSON file, e.g. for tests) or
-:class:`PccsCollateral` (a PCCS, cached until the collateral's next-update time).
+:class:`~cipherspark.attestation.pccs.PccsCollateral` (a PCCS, cached until the
+collateral's next-update time).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -26,7 +25,6 @@ from cipherspark.errors import AttestationError
 __all__ = [
     "CollateralSource",
     "DcapVerifier",
-    "PccsCollateral",
     "StaticCollateral",
     "collateral_next_update",
     "dcap_quote_tee",
@@ -128,64 +126,31 @@ class StaticCollateral(CollateralSource):
         return self._collateral
 
 
-def _fetch_from_pccs(url: str, quote: bytes) -> str:
-    async def fetch() -> str:
-        return str((await dcap_qvl.get_collateral(url, quote)).to_json())
-    return asyncio.run(fetch())
-
-
-class PccsCollateral(CollateralSource):
-    """Collateral from a PCCS at ``url``, cached per platform (FMSPC) until its next update.
-
-    ``fetch(url, quote)`` is injectable (tests use a fake: no network in tests).
-    """
-
-    def __init__(self, url: str, *, fetch: Callable[[str, bytes], str] = _fetch_from_pccs,
-                 clock: Callable[[], float] = time.time) -> None:
-        if not url.startswith("https://"):
-            raise AttestationError(f"the PCCS URL {url!r} must be https://", "unavailable")
-        self._url = url
-        self._fetch = fetch
-        self._clock = clock
-        self._cache: dict[tuple[str, str, bool], tuple[float, str]] = {}
-        self._lock = threading.Lock()
-
-    def collateral(self, quote: bytes) -> str:
-        """Cached collateral for the quote's platform, fetched again once it is due."""
-        try:
-            parsed = dcap_qvl.parse_quote(quote)
-            key = (str(parsed.fmspc()), str(parsed.ca()), bool(parsed.is_tdx()))
-        except (ValueError, TypeError) as exc:
-            raise AttestationError(f"not a DCAP quote: {exc}", "signature") from exc
-        with self._lock:
-            hit = self._cache.get(key)
-        if hit is not None and hit[0] > self._clock():
-            return hit[1]
-        try:
-            fetched = self._fetch(self._url, quote)
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise AttestationError(f"cannot fetch DCAP collateral from {self._url}: {exc}",
-                                   "unavailable") from exc
-        with self._lock:
-            self._cache[key] = (collateral_next_update(fetched), fetched)
-        return fetched
-
-
 class DcapVerifier:
-    """Verifies DCAP quotes with collateral from ``source`` at ``clock()`` time."""
+    """Verifies DCAP quotes with collateral from ``source`` at ``clock()`` time.
+
+    A configured ``source`` (the verifier's own PCCS) always wins over collateral handed in with
+    a request: collateral is Intel-signed, but a caller could still pick an older, not yet
+    expired one from before a TCB recovery. Handed-in collateral is used only without a source.
+    """
 
     def __init__(self, source: CollateralSource | None = None, *,
                  clock: Callable[[], float] = time.time) -> None:
         self._source = source
         self._clock = clock
 
+    @property
+    def source(self) -> CollateralSource | None:
+        """Where collateral comes from when the caller does not (or may not) supply it."""
+        return self._source
+
     def verify(self, quote: bytes, *, collateral: str | None = None,
                now: int | None = None) -> VerifiedReport:
-        """Verify ``quote``; explicit ``collateral`` wins over the configured source."""
-        if collateral is None:
-            if self._source is None:
-                raise AttestationError("no DCAP collateral: pass it, or configure a PCCS",
-                                       "unavailable")
+        """Verify ``quote`` with the source's collateral, else with ``collateral``."""
+        if self._source is not None:
             collateral = self._source.collateral(quote)
+        elif collateral is None:
+            raise AttestationError("no DCAP collateral: pass it, or configure a PCCS",
+                                   "unavailable")
         return verify_dcap_quote(quote, collateral,
                                  int(self._clock()) if now is None else int(now))

@@ -8,7 +8,7 @@ A data directory holds everything the server needs::
     DIR/tls/        the self-signed certificate and key, when the operator brings none
 
 :func:`init_data_dir` creates it and returns the admin token (shown once); :func:`plan_server`
-resolves TLS; :func:`run_server` serves until SIGINT / SIGTERM (graceful shutdown).
+resolves TLS and the PCCS; :func:`run_server` serves until SIGINT / SIGTERM (graceful shutdown).
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cipherspark.errors import KmsError, UsageError
+from cipherspark.attestation.dcap import CollateralSource, DcapVerifier
+from cipherspark.attestation.pccs import PccsCollateral
+from cipherspark.errors import AttestationError, KmsError, UsageError
 from cipherspark.kms.server import keyring
 from cipherspark.kms.server.audit import AuditLog, AuditReport, verify_audit_log
 from cipherspark.kms.server.service import KeyService
@@ -84,6 +86,8 @@ class ServerPlan:
     key_file: Path | None
     fingerprint: str | None
     created_certificate: bool
+    #: Where DCAP collateral comes from; None: from each attested-unwrap request.
+    pccs: PccsCollateral | None = None
 
     @property
     def url(self) -> str:
@@ -113,8 +117,12 @@ def init_data_dir(directory: str | os.PathLike[str]) -> InitResult:
     return InitResult(data_dir=data_dir, admin_token=token)
 
 
-def open_service(directory: str | os.PathLike[str]) -> tuple[KeyService, SqliteStorage, AuditLog]:
-    """Open an initialised data directory: the service and what to close afterwards."""
+def open_service(directory: str | os.PathLike[str], *, pccs: CollateralSource | None = None,
+                 ) -> tuple[KeyService, SqliteStorage, AuditLog]:
+    """Open an initialised data directory: the service and what to close afterwards.
+
+    With ``pccs``, DCAP quotes are verified with collateral from it (never from the request).
+    """
     data_dir = Path(directory).absolute()
     root = keyring.load_root_key(data_dir / ROOT_KEY)
     storage = SqliteStorage(data_dir / DATABASE)
@@ -123,13 +131,19 @@ def open_service(directory: str | os.PathLike[str]) -> tuple[KeyService, SqliteS
         if path.exists():
             path.chmod(0o600)
     audit = AuditLog(data_dir / AUDIT_LOG, root)
-    return KeyService(storage, root, audit), storage, audit
+    dcap = None if pccs is None else DcapVerifier(pccs)
+    return KeyService(storage, root, audit, dcap=dcap), storage, audit
 
 
 def plan_server(directory: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 8443,
                 tls_cert: Path | None = None, tls_key: Path | None = None,
-                unsafe_plaintext: bool = False) -> ServerPlan:
-    """Check the data directory and settle TLS (creating a self-signed certificate if needed)."""
+                unsafe_plaintext: bool = False, pccs_url: str | None = None,
+                pccs_ca: Path | None = None) -> ServerPlan:
+    """Check the data directory and settle TLS (creating a self-signed certificate if needed).
+
+    ``pccs_url`` (https) names the PCCS DCAP collateral is fetched from, cached until it is due;
+    ``pccs_ca`` pins the CA its certificate must chain to (default: the system's roots).
+    """
     data_dir = Path(directory).absolute()
     if not (data_dir / ROOT_KEY).exists():
         raise KmsError(f"{data_dir} is not a KMS data directory: run 'cipherspark kms init'")
@@ -137,10 +151,16 @@ def plan_server(directory: str | os.PathLike[str], *, host: str = "127.0.0.1", p
         raise UsageError(f"port {port} is out of range")
     if (tls_cert is None) != (tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together")
+    if pccs_ca is not None and not pccs_url:
+        raise UsageError("--pccs-ca needs --pccs-url")
+    try:
+        pccs = PccsCollateral(pccs_url, ca_file=pccs_ca) if pccs_url else None
+    except AttestationError as exc:
+        raise UsageError(str(exc)) from exc
     if unsafe_plaintext:
         if tls_cert is not None:
             raise UsageError("--unsafe-plaintext cannot be combined with --tls-cert")
-        return ServerPlan(data_dir, host, port, None, None, None, False)
+        return ServerPlan(data_dir, host, port, None, None, None, False, pccs)
     created = False
     if tls_cert is None or tls_key is None:
         tls_cert, tls_key, created = ensure_self_signed(data_dir / "tls", host)
@@ -148,7 +168,7 @@ def plan_server(directory: str | os.PathLike[str], *, host: str = "127.0.0.1", p
         if not path.is_file():
             raise UsageError(f"TLS file {path} does not exist")
     return ServerPlan(data_dir, host, port, tls_cert, tls_key,
-                      certificate_fingerprint(tls_cert), created)
+                      certificate_fingerprint(tls_cert), created, pccs)
 
 
 def run_server(plan: ServerPlan) -> None:
@@ -167,7 +187,7 @@ def _serve(plan: ServerPlan) -> None:
     from cipherspark.kms.server._http import http_protocol
     from cipherspark.kms.server.app import create_app
 
-    service, storage, audit = open_service(plan.data_dir)
+    service, storage, audit = open_service(plan.data_dir, pccs=plan.pccs)
     try:
         service.purge_due_keys()
         config = uvicorn.Config(
