@@ -145,7 +145,11 @@ def verify(
 
 @app.command("platform-key")
 def platform_key(simulated_key: SimKeyOpt = None) -> None:
-    """Print this installation's simulated-platform public key and code measurement (JSON)."""
+    """Print this installation's simulated-platform public key and code measurement (JSON).
+
+    A KMS server accepts this platform's evidence only once its operator has run
+    'cipherspark kms simulated-platform add PLATFORM_KEY'; a key's policy lists it too.
+    """
     from cipherspark.attestation import (
         code_measurement,
         load_simulated_platform_key,

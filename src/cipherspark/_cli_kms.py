@@ -16,8 +16,12 @@ _out = Console(highlight=False, markup=False, soft_wrap=True)
 app = typer.Typer(help="Run and administer the cipherspark KMS server.", no_args_is_help=True)
 app_app = typer.Typer(help="Register applications at the KMS server.", no_args_is_help=True)
 audit_app = typer.Typer(help="Check the KMS server's audit log.", no_args_is_help=True)
+platform_app = typer.Typer(
+    help="Register the simulated TEE platforms the KMS server trusts (operator, admin token). "
+         "Development only: simulated evidence protects nothing.", no_args_is_help=True)
 app.add_typer(app_app, name="app")
 app.add_typer(audit_app, name="audit")
+app.add_typer(platform_app, name="simulated-platform")
 
 DataOpt = Annotated[Path, typer.Option(
     "--data", envvar="CIPHERSPARK_KMS_DATA", show_envvar=True,
@@ -115,6 +119,74 @@ def app_create(
     _out.print(f"API KEY: {new.api_key}")
     _out.print(f"VAULT TOKEN: {new.vault_token}")
     _out.print("The API KEY is shown only once; set CIPHERSPARK_APP_ID and CIPHERSPARK_API_KEY.")
+
+
+PlatformKeyArg = Annotated[str, typer.Argument(
+    metavar="KEY",
+    help="The simulated platform's public key: 64 hex digits, the 'platform_key' that "
+         "'cipherspark attest platform-key' prints on the installation whose workers attest.")]
+
+
+@platform_app.command("add")
+def platform_add(
+    key: PlatformKeyArg,
+    label: Annotated[str, typer.Option(
+        "--label", help="Whose platform this is (free text, up to 128 characters).")] = "",
+    kms: ServerOpt = "https://127.0.0.1:8443",
+    kms_ca: CaOpt = None,
+    admin_token: AdminTokenOpt = None,
+) -> None:
+    """Trust a simulated platform: keys whose policy names 'simulated' and lists KEY release
+    data keys to evidence it signs. Get KEY with 'cipherspark attest platform-key' on the
+    worker's installation. Adding a registered KEY again only replaces its label."""
+    from cipherspark.kms.remote import KmsAdmin
+
+    with KmsAdmin(kms, admin_token or "", ca_file=kms_ca) as admin:
+        platform = admin.register_simulated_platform(key, label)
+    named = f" ({platform.label})" if platform.label else ""
+    _out.print(f"simulated platform {platform.public_key}{named} is registered at {kms} "
+               f"since {platform.created}")
+    _out.print("Development only: anyone who can read that platform's key file can release "
+               "the data keys of policies that list it.")
+
+
+@platform_app.command("list")
+def platform_list(
+    kms: ServerOpt = "https://127.0.0.1:8443",
+    kms_ca: CaOpt = None,
+    admin_token: AdminTokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the simulated platforms the KMS server trusts, oldest first."""
+    from cipherspark.kms.remote import KmsAdmin
+
+    with KmsAdmin(kms, admin_token or "", ca_file=kms_ca) as admin:
+        platforms = admin.simulated_platforms()
+    if as_json:
+        _out.print(json.dumps([{"public_key": p.public_key, "label": p.label,
+                                "created": p.created} for p in platforms]))
+        return
+    if not platforms:
+        _out.print(f"no simulated platform is registered at {kms}")
+        return
+    for platform in platforms:
+        _out.print(f"{platform.public_key}  {platform.created}  {platform.label}".rstrip())
+
+
+@platform_app.command("remove")
+def platform_remove(
+    key: PlatformKeyArg,
+    kms: ServerOpt = "https://127.0.0.1:8443",
+    kms_ca: CaOpt = None,
+    admin_token: AdminTokenOpt = None,
+) -> None:
+    """Stop trusting a simulated platform: evidence it signs is denied from the next request."""
+    from cipherspark.kms.remote import KmsAdmin
+
+    with KmsAdmin(kms, admin_token or "", ca_file=kms_ca) as admin:
+        platform = admin.remove_simulated_platform(key)
+    named = f" ({platform.label})" if platform.label else ""
+    _out.print(f"removed the simulated platform {platform.public_key}{named} from {kms}")
 
 
 @audit_app.command("verify")

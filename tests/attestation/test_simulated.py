@@ -20,10 +20,11 @@ from cipherspark.attestation import (
     seal_to,
     simulated_evidence,
     simulated_platform_public_key,
+    validate_platform_key,
     verify_evidence,
     verify_simulated,
 )
-from cipherspark.errors import AttestationError, PolicyDeniedError
+from cipherspark.errors import AttestationError, PolicyDeniedError, UsageError
 
 
 def test_simulated_evidence_verifies_only_against_the_registered_key(tmp_path: Path) -> None:
@@ -43,6 +44,48 @@ def test_simulated_evidence_verifies_only_against_the_registered_key(tmp_path: P
     forged = evidence.quote.replace(b'"signature": "', b'"signature": "00')
     with pytest.raises(AttestationError):
         verify_simulated(forged, [public])
+
+
+def test_operator_keys_intersect_with_the_trusted_ones(tmp_path: Path) -> None:
+    """The KMS server's case: a policy's platform keys count only where the operator
+    registered them too; without any registration, everything is denied with the fix."""
+    key = load_simulated_platform_key(tmp_path / "platform.key")
+    public = simulated_platform_public_key(key)
+    other = simulated_platform_public_key(load_simulated_platform_key(tmp_path / "other.key"))
+    evidence = SimulatedProvider(key).evidence(b"\1" * 64)
+    policy = AttestationPolicy.from_dict({
+        "tee_types": ["simulated"],
+        "simulated": {"platform_keys": [public, other], "measurements": [code_measurement()]}})
+    assert verify_evidence(evidence, policy=policy,
+                           operator_platform_keys=[public.upper()]).platform_key == public
+    cases = {(): "no simulated platform is registered at this KMS: the operator runs "
+                 "'cipherspark kms simulated-platform add KEY'",
+             (other,): f"{public} is not registered at this KMS: the operator runs "
+                       f"'cipherspark kms simulated-platform add {public}'"}
+    for operator, message in cases.items():
+        with pytest.raises(AttestationError) as info:
+            verify_evidence(evidence, policy=policy, operator_platform_keys=operator)
+        assert info.value.reason == "signature"
+        assert message in str(info.value)
+    # Registered by the operator but not listed by the policy: still denied.
+    narrow = AttestationPolicy.from_dict({
+        "tee_types": ["simulated"],
+        "simulated": {"platform_keys": [other], "measurements": [code_measurement()]}})
+    with pytest.raises(AttestationError) as info:
+        verify_evidence(evidence, policy=narrow, operator_platform_keys=[public, other])
+    assert info.value.reason == "signature" and "simulated.platform_keys" in str(info.value)
+    # A policy that does not name simulated says so first, whatever the operator registered.
+    sgx_only = AttestationPolicy.from_dict({"sgx": {"mr_enclave": ["00" * 32]}})
+    with pytest.raises(PolicyDeniedError) as info:
+        verify_evidence(evidence, policy=sgx_only, operator_platform_keys=())
+    assert info.value.reason == "tee_type"
+
+
+def test_platform_keys_are_validated_and_lowercased() -> None:
+    assert validate_platform_key("AB" * 32) == "ab" * 32
+    for bad in ("", "ab" * 31, "ab" * 33, "gg" * 32, " " + "ab" * 32, "x" * 10_000):
+        with pytest.raises(UsageError, match="64 hex digits"):
+            validate_platform_key(bad)
 
 
 def test_simulated_evidence_ages(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """The Simple Query on Spark with attested key release (simulated TEE) through a KMS server.
 
 Spark's Python workers unwrap data keys only through the server's attested unwrap
-(``CIPHERSPARK_TEE=simulated``): the audit log shows the attested releases, and the same query
+(``CIPHERSPARK_TEE=simulated``) once the operator has registered the simulated platform
+(``kms simulated-platform add``): the audit log shows the attested releases, and the same query
 fails once the key's policy no longer lists this code's measurement.
 """
 
@@ -57,6 +58,11 @@ def test_simple_query_with_attested_release(tmp_path: Path) -> None:
                               cwd=tmp_path).stdout)
         platform_file = tmp_path / "platform.key"
         public = simulated_platform_public_key(load_simulated_platform_key(platform_file))
+        # The operator trusts this installation's simulated platform (the key's policy alone
+        # does not make the server trust it).
+        _cli("kms", "simulated-platform", "add", public, "--label", "spark test",
+             "--kms", server.url, "--kms-ca", str(server.ca),
+             env={**env, "CIPHERSPARK_KMS_ADMIN_TOKEN": init["admin_token"]}, cwd=tmp_path)
         kms = RemoteKms(server.url, Credentials(app["app_id"], app["api_key"]),
                         ca_file=server.ca)
         kms.create_key(KEY)

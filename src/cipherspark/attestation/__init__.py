@@ -4,7 +4,8 @@
   software stand-in that protects nothing), and ``auto`` (never falls back to ``simulated``).
 * Verifiers that raise :class:`~cipherspark.errors.AttestationError` (never return booleans):
   DCAP quotes through ``dcap-qvl`` (:class:`DcapVerifier`) and simulated statements against
-  registered platform keys (:func:`verify_simulated`); :func:`verify_evidence` does either.
+  the platform keys a policy lists and, at the KMS server, the operator registered
+  (:func:`verify_simulated`); :func:`verify_evidence` does either.
 * :class:`AttestationPolicy`: what a primary key's policy accepts; denials are
   :class:`~cipherspark.errors.PolicyDeniedError` with a reason code.
 * The protocol's cryptography (:mod:`cipherspark.attestation.protocol`): report data binding,
@@ -44,6 +45,7 @@ from cipherspark.attestation.simulated import (
     load_simulated_platform_key,
     simulated_evidence,
     simulated_platform_public_key,
+    validate_platform_key,
     verify_simulated,
 )
 from cipherspark.attestation.verify import verify_evidence
@@ -76,6 +78,7 @@ __all__ = [
     "seal_to",
     "simulated_evidence",
     "simulated_platform_public_key",
+    "validate_platform_key",
     "verify_dcap_quote",
     "verify_evidence",
     "verify_simulated",

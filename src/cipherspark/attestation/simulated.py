@@ -3,8 +3,10 @@
 A per-installation *simulated-platform key* (Ed25519, a file only its owner can read) signs a
 quote-like statement: the TEE type (always ``simulated``), a *measurement* — the SHA-256 digest of
 the installed cipherspark code, so changed code changes the measurement — the 64-byte report data
-and a timestamp. The KMS accepts it only for keys whose policy names ``simulated`` *and* lists
-the platform's public key and the measurement. Anyone who can read the platform key file can
+and a timestamp. The KMS server accepts it only for keys whose policy names ``simulated`` *and*
+lists the platform's public key and the measurement, and only if the KMS *operator* registered
+that platform key too (``cipherspark kms simulated-platform add``): a key owner alone cannot make
+the server trust a platform. Anyone who can read the platform key file can
 forge evidence for any measurement: ``simulated`` proves which code asked only among processes
 that cannot read that file, and nothing about the hardware.
 """
@@ -15,6 +17,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Collection
 from pathlib import Path
@@ -28,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from cipherspark.attestation.evidence import Evidence, VerifiedReport
-from cipherspark.errors import AttestationError, InputError
+from cipherspark.errors import AttestationError, InputError, UsageError
 
 __all__ = [
     "ENV_SIMULATED_TEE_KEY",
@@ -38,11 +41,15 @@ __all__ = [
     "load_simulated_platform_key",
     "simulated_evidence",
     "simulated_platform_public_key",
+    "validate_platform_key",
     "verify_simulated",
 ]
 
 SIMULATED_FORMAT = "cipherspark-simulated-evidence/v1"
 _CLOCK_SKEW = 30
+_PLATFORM_KEY = re.compile(r"[0-9a-fA-F]{64}")
+# How a KMS operator registers a simulated platform (quoted in the denials that need it).
+_ADD_HINT = "the operator runs 'cipherspark kms simulated-platform add KEY'"
 
 
 #: Names the simulated-platform key file (the CLI's ``--simulated-key`` and executors read it).
@@ -107,6 +114,16 @@ def simulated_platform_public_key(key: Ed25519PrivateKey) -> str:
                                          serialization.PublicFormat.Raw).hex()
 
 
+def validate_platform_key(value: str) -> str:
+    """``value`` lowercased if it is a simulated-platform public key (32 bytes as 64 hex digits),
+    else :class:`UsageError` saying what a platform key looks like."""
+    if not isinstance(value, str) or not _PLATFORM_KEY.fullmatch(value):
+        shown = value if isinstance(value, str) and len(value) <= 80 else "the value given"
+        raise UsageError(f"{shown!r} is not a simulated-platform public key (64 hex digits, "
+                         "as 'cipherspark attest platform-key' prints it)")
+    return value.lower()
+
+
 def simulated_evidence(key: Ed25519PrivateKey, report_data: bytes, *,
                        measurement: str | None = None, timestamp: int | None = None) -> Evidence:
     """A signed ``simulated`` statement over ``report_data`` (64 bytes)."""
@@ -127,12 +144,23 @@ def simulated_evidence(key: Ed25519PrivateKey, report_data: bytes, *,
 
 def verify_simulated(quote: bytes, trusted_platform_keys: Collection[str], *,
                      max_age: int | None = None,
-                     clock: Callable[[], float] = time.time) -> VerifiedReport:
+                     clock: Callable[[], float] = time.time,
+                     operator_keys: Collection[str] | None = None) -> VerifiedReport:
     """Check a ``simulated`` statement's signature against ``trusted_platform_keys`` (hex).
 
-    Raises :class:`AttestationError` with reason ``signature`` (malformed, unknown platform
-    key, bad signature) or ``expired`` (older than ``max_age`` seconds, or from the future).
+    ``operator_keys`` (the KMS server passes it): the platform keys the verifier's operator
+    registered; the statement's platform key must then be in both lists, and an empty
+    ``operator_keys`` denies everything. ``None`` (the embedded keystore, ``attest verify``):
+    ``trusted_platform_keys`` alone decide.
+
+    Raises :class:`AttestationError` with reason ``signature`` (malformed, unknown or
+    unregistered platform key, bad signature) or ``expired`` (older than ``max_age`` seconds,
+    or from the future).
     """
+    if operator_keys is not None and not operator_keys:
+        # Checked first: whatever the statement holds, the fix is the operator's.
+        raise AttestationError("no simulated platform is registered at this KMS: " + _ADD_HINT,
+                               "signature")
     try:
         outer = json.loads(quote)
         body = base64.b64decode(outer["statement"], validate=True)
@@ -147,8 +175,14 @@ def verify_simulated(quote: bytes, trusted_platform_keys: Collection[str], *,
     except (ValueError, KeyError, TypeError) as exc:
         raise AttestationError("not a valid simulated-TEE statement", "signature") from exc
     if platform not in {k.lower() for k in trusted_platform_keys}:
-        raise AttestationError("the simulated evidence is signed by a platform key nobody "
-                               "registered", "signature")
+        raise AttestationError(f"the simulated evidence is signed by platform key {platform}, "
+                               "which is not among the trusted ones (a policy's "
+                               "simulated.platform_keys)", "signature")
+    if operator_keys is not None and platform not in {k.lower() for k in operator_keys}:
+        # The key's owner listed this platform, but only the KMS operator decides which
+        # simulated platforms the server trusts at all.
+        raise AttestationError(f"the simulated platform {platform} is not registered at this "
+                               "KMS: " + _ADD_HINT.replace("KEY", platform), "signature")
     try:
         Ed25519PublicKey.from_public_bytes(bytes.fromhex(platform)).verify(signature, body)
     except (InvalidSignature, ValueError) as exc:

@@ -18,12 +18,15 @@ def verify_evidence(evidence: Evidence, *, policy: AttestationPolicy | None = No
                     dcap: DcapVerifier | None = None, collateral: str | None = None,
                     now: int | None = None,
                     simulated_platform_keys: Collection[str] = (),
-                    clock: Callable[[], float] = time.time) -> VerifiedReport:
+                    clock: Callable[[], float] = time.time,
+                    operator_platform_keys: Collection[str] | None = None) -> VerifiedReport:
     """Verify ``evidence``; with ``policy``, also apply it. Raises, never returns a verdict.
 
     DCAP evidence is verified at ``now`` (default: ``clock()``) with ``collateral`` or the
-    verifier's source. Simulated evidence is checked against the policy's registered platform
-    keys (or ``simulated_platform_keys`` when no policy is given).
+    verifier's source. Simulated evidence is checked against the platform keys the policy lists
+    (or ``simulated_platform_keys`` when no policy is given); with ``operator_platform_keys``
+    (the KMS server: the simulated platforms its operator registered) the signing key must be
+    in that list as well, so the accepted keys are the intersection and an empty list denies.
     """
     if policy is not None:
         policy.check_tee(evidence.tee)
@@ -38,7 +41,8 @@ def verify_evidence(evidence: Evidence, *, policy: AttestationPolicy | None = No
                 else simulated_platform_keys)
         max_age = policy.max_evidence_age_seconds if policy is not None else None
         report = verify_simulated(evidence.quote, keys, max_age=max_age,
-                                  clock=lambda: float(moment))
+                                  clock=lambda: float(moment),
+                                  operator_keys=operator_platform_keys)
     if policy is not None:
         policy.check(report)
     return report

@@ -46,7 +46,7 @@ from cipherspark.kms.base import (
 if TYPE_CHECKING:
     from cipherspark.attestation import AttestationPolicy, EvidenceProvider
 
-__all__ = ["KmsAdmin", "NewApp", "RemoteKms", "ca_from_environment"]
+__all__ = ["KmsAdmin", "NewApp", "RemoteKms", "SimulatedPlatform", "ca_from_environment"]
 
 _RETRIES = 3
 _BACKOFF = 0.1
@@ -357,8 +357,25 @@ class NewApp:
     vault_token: str = field(repr=False)
 
 
+@dataclass(frozen=True)
+class SimulatedPlatform:
+    """A simulated TEE platform the KMS operator registered (its public key is not secret)."""
+
+    public_key: str
+    label: str
+    created: str
+
+
+def _simulated_platform(doc: Any) -> SimulatedPlatform:
+    try:
+        return SimulatedPlatform(str(doc["public_key"]), str(doc["label"]), str(doc["created"]))
+    except (KeyError, TypeError) as exc:
+        raise KmsError("the KMS answered with a malformed simulated-platform record") from exc
+
+
 class KmsAdmin:
-    """Administrative calls (admin token): registering applications."""
+    """Administrative calls (admin token): registering applications and the simulated TEE
+    platforms the server trusts."""
 
     def __init__(self, url: str, admin_token: str, *,
                  ca_file: str | os.PathLike[str] | None = None, timeout: float = 30.0,
@@ -382,6 +399,46 @@ class KmsAdmin:
             return NewApp(str(doc["app_id"]), str(doc["api_key"]), str(doc["vault_token"]))
         except KeyError as exc:
             raise KmsError("the KMS answered with malformed app credentials") from exc
+
+    def __enter__(self) -> KmsAdmin:
+        """Use as a context manager that closes the connections."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Close on leaving the ``with`` block."""
+        self.close()
+
+    # -- simulated TEE platforms -----------------------------------------------------------------
+
+    def register_simulated_platform(self, public_key: str, label: str = "") -> SimulatedPlatform:
+        """Trust the simulated platform ``public_key`` (64 hex digits, as ``cipherspark attest
+        platform-key`` prints it) for attested release. Registering it again only replaces the
+        label."""
+        from cipherspark.attestation.simulated import validate_platform_key
+
+        key = validate_platform_key(public_key)
+        return _simulated_platform(self._http.request(
+            "POST", "/v1/admin/simulated-platforms", {"public_key": key, "label": label},
+            what=f"registering the simulated platform {key}"))
+
+    def simulated_platforms(self) -> list[SimulatedPlatform]:
+        """The simulated platforms the server trusts, oldest first."""
+        doc = self._http.request("GET", "/v1/admin/simulated-platforms",
+                                 what="listing the simulated platforms")
+        platforms = doc.get("platforms")
+        if not isinstance(platforms, list):
+            raise KmsError("the KMS answered without a list of simulated platforms")
+        return [_simulated_platform(p) for p in platforms]
+
+    def remove_simulated_platform(self, public_key: str) -> SimulatedPlatform:
+        """Stop trusting a simulated platform; the record removed (:class:`KeyNotFoundError`
+        if it was not registered)."""
+        from cipherspark.attestation.simulated import validate_platform_key
+
+        key = validate_platform_key(public_key)
+        return _simulated_platform(self._http.request(
+            "DELETE", f"/v1/admin/simulated-platforms/{key}",
+            what=f"removing the simulated platform {key}"))
 
 
 def ca_from_environment() -> Path | None:

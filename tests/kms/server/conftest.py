@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,11 +136,14 @@ class KmsSetup:
         app = app or self.app_a
         return {"X-App-Id": app["app_id"], "X-Api-Key": app["api_key"]}
 
+    def admin(self) -> KmsAdmin:
+        """An admin client (the operator's token)."""
+        return KmsAdmin(self.server.url, self.admin_token, ca_file=self.server.ca)
 
-@pytest.fixture(scope="session")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KmsSetup]:
-    """Init a data directory, serve it, register app A with the CLI and app B with the API."""
-    base = tmp_path_factory.mktemp("kms-server")
+
+@contextmanager
+def serving(base: Path) -> Iterator[KmsSetup]:
+    """A fresh data directory under ``base``, served until the block ends, with two apps."""
     data = base / "data"
     init = json.loads(cli("kms", "init", "--data", str(data), "--json").stdout)
     server = start_server(data, free_port(), base)
@@ -155,3 +159,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KmsSetup]:
         yield KmsSetup(server, init["admin_token"], app_a, app_b)
     finally:
         stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KmsSetup]:
+    """Init a data directory, serve it, register app A with the CLI and app B with the API."""
+    with serving(tmp_path_factory.mktemp("kms-server")) as session:
+        yield session

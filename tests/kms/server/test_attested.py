@@ -3,7 +3,9 @@
 A simulated worker gets its data key as a JWE that only its ephemeral key opens; a changed
 measurement, a replayed or expired nonce, evidence bound to another public key, simulated
 evidence against a policy that does not name ``simulated``, and a key without a policy are all
-denied with their reason codes, and every denial leaves an audit line.
+denied with their reason codes, and every denial leaves an audit line. Each test's simulated
+platform is registered by the operator first (``registered_platform``); what happens without
+that registration is in ``test_simulated_platforms.py``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,18 @@ from tests.kms.server.conftest import KmsSetup, cli, unique
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+@pytest.fixture(autouse=True)
+def registered_platform(setup: KmsSetup, tmp_path: Path) -> Iterator[str]:
+    """The operator registers this test's simulated platform (tmp_path/platform.key), and
+    removes it afterwards so the session's server trusts no leftover platform."""
+    public = simulated_platform_public_key(load_simulated_platform_key(tmp_path / "platform.key"))
+    with setup.admin() as admin:
+        assert admin.register_simulated_platform(public, "test_attested").public_key == public
+    yield public
+    with setup.admin() as admin:
+        admin.remove_simulated_platform(public)
 
 
 @pytest.fixture

@@ -151,7 +151,8 @@ def test_sql_in_app_names_is_stored_literally(setup: KmsSetup) -> None:
         db.close()
     assert stored[0] == name
     assert response.json()["api_key"].encode() not in stored[1]
-    assert {"apps", "keys", "key_versions", "settings", "schema_migrations"} <= tables
+    assert {"apps", "keys", "key_versions", "key_policies", "simulated_platforms", "settings",
+            "schema_migrations"} <= tables
 
 
 def test_health_metrics_docs_and_request_ids(setup: KmsSetup, owned_key: str) -> None:

@@ -11,7 +11,7 @@ import pytest
 from cipherspark.errors import IntegrityError, KeyNotFoundError, KmsError, UsageError
 from cipherspark.kms.server import init_data_dir, keyring, open_service, plan_server
 from cipherspark.kms.server.service import KeyService
-from cipherspark.kms.server.storage import MIGRATIONS, SqliteStorage
+from cipherspark.kms.server.storage import MIGRATIONS, SimulatedPlatformRecord, SqliteStorage
 
 
 def test_migrations_are_recorded_and_idempotent(tmp_path: Path) -> None:
@@ -29,6 +29,50 @@ def test_migrations_are_recorded_and_idempotent(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(KmsError, match="newer than this build"):
         SqliteStorage(tmp_path / "kms.db")
+
+
+def test_a_version_2_database_upgrades_and_keeps_its_data(tmp_path: Path) -> None:
+    # What a build from before migration 3 left behind: migrations 1 and 2, some rows.
+    path = tmp_path / "kms.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
+               "applied TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)")
+    for version, statements in MIGRATIONS:
+        if version > 2:
+            break
+        for statement in statements:
+            db.execute(statement)
+        db.execute("INSERT INTO schema_migrations(version) VALUES (?)", (version,))
+    db.execute("INSERT INTO apps VALUES ('app-1', 'a', x'00', x'01', '2030-01-01')")
+    db.execute("INSERT INTO keys(name, app_id, created, current_version) "
+               "VALUES ('k', 'app-1', '2030-01-01', 1)")
+    db.execute("INSERT INTO key_versions VALUES ('k', 1, x'02', '2030-01-01')")
+    db.execute("INSERT INTO key_policies VALUES ('k', '{}', '2030-01-01')")
+    db.close()
+
+    store = SqliteStorage(path)
+    try:
+        assert store.schema_version == 3 == MIGRATIONS[-1][0]
+        assert store.get_key("k") is not None and store.get_policy("k") == "{}"
+        assert store.get_version("k", 1) == b"\x02"
+        assert store.list_simulated_platforms() == []
+        record = SimulatedPlatformRecord("ab" * 32, "laptop", "2030-01-02T00:00:00+00:00")
+        assert store.add_simulated_platform(record) == (record, True)
+        relabelled = SimulatedPlatformRecord("ab" * 32, "renamed", "2030-02-01T00:00:00+00:00")
+        # Registering again keeps the first registration time and takes the new label.
+        assert store.add_simulated_platform(relabelled) == (
+            SimulatedPlatformRecord("ab" * 32, "renamed", record.created), False)
+        assert store.list_simulated_platforms() == [
+            SimulatedPlatformRecord("ab" * 32, "renamed", record.created)]
+        assert store.remove_simulated_platform("ab" * 32) is not None
+        assert store.remove_simulated_platform("ab" * 32) is None
+        assert store.list_simulated_platforms() == []
+        # The table refuses what is not a 32-byte key in hex, whatever calls it.
+        with pytest.raises(KmsError, match="refused a write"):
+            store.add_simulated_platform(SimulatedPlatformRecord("ab", "short", "2030"))
+        assert store.integrity_check() == "ok"
+    finally:
+        store.close()
 
 
 def test_sealed_versions_are_bound_to_name_and_version() -> None:

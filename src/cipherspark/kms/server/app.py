@@ -1,4 +1,5 @@
-"""The HTTP API of the KMS server (FastAPI): ``/v1`` keys and data keys, Vault Transit, health.
+"""The HTTP API of the KMS server (FastAPI): ``/v1`` keys and data keys, attested release, the
+operator's ``/v1/admin`` calls (apps, simulated TEE platforms), Vault Transit, health.
 
 Authentication: apps send ``X-App-Id`` and ``X-Api-Key`` headers (Transit clients send
 ``X-Vault-Token: APPID.APIKEY``); the admin sends ``X-Admin-Token``. Nothing secret ever travels in
@@ -37,7 +38,7 @@ from cipherspark.errors import (
     PermissionDeniedError,
     UsageError,
 )
-from cipherspark.kms.server.service import KeyService, KeyView
+from cipherspark.kms.server.service import KeyService, KeyView, SimulatedPlatformRecord
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
 
@@ -232,6 +233,31 @@ class CreateAppRequest(_Body):
     name: str = Field(max_length=1024)
 
 
+class SimulatedPlatformRequest(_Body):
+    """``POST /v1/admin/simulated-platforms`` (admin): trust a simulated TEE platform.
+
+    The limits are generous on purpose: a malformed key or label is refused by the service
+    with 400 and a message saying what a valid one looks like, not with a schema error.
+    """
+
+    public_key: str = Field(max_length=256)
+    label: str = Field(default="", max_length=1024)
+
+
+class SimulatedPlatformResponse(BaseModel):
+    """A registered simulated platform: public key (hex), label, first registration time."""
+
+    public_key: str
+    label: str
+    created: str
+
+
+class SimulatedPlatformListResponse(BaseModel):
+    """``GET /v1/admin/simulated-platforms``: the registered platforms, oldest first."""
+
+    platforms: list[SimulatedPlatformResponse]
+
+
 class KeyResponse(BaseModel):
     """A key's public description."""
 
@@ -329,6 +355,11 @@ def _key(view: KeyView) -> KeyResponse:
                        deletion_date=view.deletion_date)
 
 
+def _platform(record: SimulatedPlatformRecord) -> SimulatedPlatformResponse:
+    return SimulatedPlatformResponse(public_key=record.public_key, label=record.label,
+                                     created=record.created)
+
+
 def _request_id(request: Request) -> str:
     return str(request.scope.get(_REQUEST_ID, "-"))
 
@@ -418,6 +449,31 @@ def create_app(service: KeyService, *, max_body: int = MAX_BODY_BYTES,
                                                _request_id(request))
         return AppResponse(app_id=creds.app_id, api_key=creds.api_key,
                            vault_token=creds.vault_token)
+
+    @api.post("/v1/admin/simulated-platforms", status_code=201, tags=["admin"],
+              dependencies=[Depends(admin)])
+    async def add_simulated_platform(body: SimulatedPlatformRequest, request: Request,
+                                     response: Response) -> SimulatedPlatformResponse:
+        """Trust a simulated TEE platform's public key for attested release (201; 200 if it was
+        registered already, whose label is then replaced)."""
+        record, new = service.register_simulated_platform(body.public_key, body.label,
+                                                          _request_id(request))
+        if not new:
+            response.status_code = 200
+        return _platform(record)
+
+    @api.get("/v1/admin/simulated-platforms", tags=["admin"], dependencies=[Depends(admin)])
+    async def list_simulated_platforms() -> SimulatedPlatformListResponse:
+        """The simulated TEE platforms this KMS trusts, oldest first."""
+        return SimulatedPlatformListResponse(
+            platforms=[_platform(r) for r in service.simulated_platforms()])
+
+    @api.delete("/v1/admin/simulated-platforms/{public_key}", tags=["admin"],
+                dependencies=[Depends(admin)])
+    async def remove_simulated_platform(public_key: str,
+                                        request: Request) -> SimulatedPlatformResponse:
+        """Stop trusting a simulated platform (404 if it is not registered); the record removed."""
+        return _platform(service.remove_simulated_platform(public_key, _request_id(request)))
 
     @api.post("/v1/keys", status_code=201, tags=["keys"])
     async def create_key(body: CreateKeyRequest, request: Request,

@@ -1,4 +1,5 @@
-"""The KMS server's logic, independent of HTTP: apps, auth, keys, data keys, Transit, audit.
+"""The KMS server's logic, independent of HTTP: apps, auth, keys, data keys, Transit, audit,
+attested key release and the simulated TEE platforms the operator registers.
 
 The API layer (:mod:`cipherspark.kms.server.app`) only parses requests and maps the errors raised
 here to status codes. Every key operation goes through :meth:`KeyService._audited`, so each one
@@ -23,6 +24,7 @@ from cipherspark.attestation.dcap import DcapVerifier
 from cipherspark.attestation.evidence import Evidence
 from cipherspark.attestation.policy import DEFAULT_MAX_EVIDENCE_AGE, AttestationPolicy
 from cipherspark.attestation.protocol import check_binding, seal_to
+from cipherspark.attestation.simulated import validate_platform_key
 from cipherspark.attestation.verify import verify_evidence
 from cipherspark.errors import (
     AttestationError,
@@ -38,12 +40,26 @@ from cipherspark.kms.base import validate_key_name
 from cipherspark.kms.server import keyring
 from cipherspark.kms.server.attested import NonceStore
 from cipherspark.kms.server.audit import AuditLog
-from cipherspark.kms.server.storage import AppRecord, KeyRecord, Storage
+from cipherspark.kms.server.storage import (
+    AppRecord,
+    KeyRecord,
+    SimulatedPlatformRecord,
+    Storage,
+)
 
-__all__ = ["ADMIN_TOKEN_SETTING", "AppCredentials", "KeyService", "KeyView", "validate_app_name"]
+__all__ = [
+    "ADMIN_TOKEN_SETTING",
+    "AppCredentials",
+    "KeyService",
+    "KeyView",
+    "SimulatedPlatformRecord",
+    "validate_app_name",
+    "validate_platform_label",
+]
 
 ADMIN_TOKEN_SETTING = "admin_token"
 _APP_NAME = re.compile(r"[^\x00-\x1f\x7f]{1,128}")
+_LABEL = re.compile(r"[^\x00-\x1f\x7f]{0,128}")
 _AUTH_CACHE_SECONDS = 300.0
 _AUTH_CACHE_MAX = 10_000
 T = TypeVar("T")
@@ -54,6 +70,22 @@ def validate_app_name(name: str) -> str:
     if not _APP_NAME.fullmatch(name):
         raise UsageError("app names are 1 to 128 printable characters")
     return name
+
+
+def validate_platform_label(label: str) -> str:
+    """Return ``label`` if it is 0-128 printable characters, else raise :class:`UsageError`."""
+    if not _LABEL.fullmatch(label):
+        raise UsageError("simulated-platform labels are up to 128 printable characters")
+    return label
+
+
+def _platform_key_or_none(value: str) -> str | None:
+    # What the audit line names: the normalised key, or nothing when the input is not a key
+    # (the line must not repeat arbitrary request bytes).
+    try:
+        return validate_platform_key(value)
+    except UsageError:
+        return None
 
 
 def _now() -> datetime:
@@ -144,6 +176,41 @@ class KeyService:
         self._audit.record(request_id=request_id, app="admin", op="app.create",
                            key=None, version=None, result="ok")
         return creds
+
+    # -- simulated TEE platforms (admin) -------------------------------------------------------
+
+    def register_simulated_platform(self, public_key_hex: str, label: str,
+                                    request_id: str) -> tuple[SimulatedPlatformRecord, bool]:
+        """Trust the simulated platform ``public_key_hex`` (64 hex digits) for attested release.
+
+        Idempotent: registering a key again keeps its first ``created`` and only replaces the
+        label. Answers the stored record and whether it is new. Audited as
+        ``simulated_platform.add`` (``key`` = the public key, which is not secret).
+        """
+        def run(out: _Outcome) -> tuple[SimulatedPlatformRecord, bool]:
+            key = validate_platform_key(public_key_hex)
+            validate_platform_label(label)
+            return self._storage.add_simulated_platform(
+                SimulatedPlatformRecord(key, label, _iso(self._clock())))
+        return self._audited("simulated_platform.add", "admin",
+                             _platform_key_or_none(public_key_hex), request_id, run)
+
+    def remove_simulated_platform(self, public_key_hex: str,
+                                  request_id: str) -> SimulatedPlatformRecord:
+        """Stop trusting a simulated platform; the record removed. Evidence it signs is denied
+        from the next request on. :class:`KeyNotFoundError` if it is not registered."""
+        def run(out: _Outcome) -> SimulatedPlatformRecord:
+            key = validate_platform_key(public_key_hex)
+            removed = self._storage.remove_simulated_platform(key)
+            if removed is None:
+                raise KeyNotFoundError(f"no simulated platform {key} is registered")
+            return removed
+        return self._audited("simulated_platform.remove", "admin",
+                             _platform_key_or_none(public_key_hex), request_id, run)
+
+    def simulated_platforms(self) -> list[SimulatedPlatformRecord]:
+        """The registered simulated platforms, oldest first (not audited: nothing changes)."""
+        return self._storage.list_simulated_platforms()
 
     def _cache_key(self, app_id: str, api_key: str) -> bytes:
         return hmac.new(self._auth_secret, app_id.encode() + b"\x00" + api_key.encode(),
@@ -457,8 +524,14 @@ class KeyService:
             if age > policy.max_evidence_age_seconds:
                 raise AttestationError(f"the nonce is {age:.0f} s old, more than the policy's "
                                        f"{policy.max_evidence_age_seconds} s", "expired")
+            # Simulated evidence counts only if the operator registered its platform: the key's
+            # owner alone must not be able to make this server trust a software "TEE". (Read for
+            # every TEE type, so no spelling of ``tee`` can reach the simulated verifier without
+            # it; DCAP verification ignores it.)
+            operator_keys = [p.public_key for p in self._storage.list_simulated_platforms()]
             report = verify_evidence(evidence, policy=policy, dcap=self._dcap,
-                                     collateral=collateral, clock=self._attestation_clock)
+                                     collateral=collateral, clock=self._attestation_clock,
+                                     operator_platform_keys=operator_keys)
             check_binding(report.report_data, nonce, public_key)
             out.version = version = keyring.wrapped_version(name, wrapped)
             data_key = keyring.open_wrapped(self._decryptable(record, version), name, version,

@@ -1,4 +1,5 @@
-"""Persistent state of the KMS server: apps, primary keys and their sealed versions.
+"""Persistent state of the KMS server: apps, primary keys and their sealed versions, release
+policies, and the simulated TEE platforms the operator registered.
 
 :class:`Storage` is what the API layer uses; :class:`SqliteStorage` is the embedded default
 (SQLite in WAL mode). Every statement is parameterised: names from requests are bound as values,
@@ -23,6 +24,7 @@ __all__ = [
     "MIGRATIONS",
     "AppRecord",
     "KeyRecord",
+    "SimulatedPlatformRecord",
     "SqliteStorage",
     "Storage",
 ]
@@ -63,6 +65,14 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                policy TEXT NOT NULL,
                updated TEXT NOT NULL)""",
     )),
+    # Simulated TEE platforms the operator trusts (admin token): a policy's
+    # simulated.platform_keys only count where they are registered here too.
+    (3, (
+        """CREATE TABLE simulated_platforms (
+               public_key TEXT PRIMARY KEY CHECK (length(public_key) = 64),
+               label TEXT NOT NULL,
+               created TEXT NOT NULL)""",
+    )),
 )
 
 
@@ -88,6 +98,16 @@ class KeyRecord:
     min_decryption_version: int
     enabled: bool
     deletion_date: str | None
+
+
+@dataclass(frozen=True)
+class SimulatedPlatformRecord:
+    """A simulated TEE platform the operator registered: its Ed25519 public key (64 lowercase
+    hex digits), a free-text label and when it was first registered (ISO 8601, UTC)."""
+
+    public_key: str
+    label: str
+    created: str
 
 
 class Storage(ABC):
@@ -150,6 +170,21 @@ class Storage(ABC):
     @abstractmethod
     def put_policy(self, name: str, policy: str, updated: str) -> None:
         """Store key ``name``'s release policy (JSON), replacing any previous one."""
+
+    @abstractmethod
+    def add_simulated_platform(self, platform: SimulatedPlatformRecord
+                               ) -> tuple[SimulatedPlatformRecord, bool]:
+        """Register a simulated platform; if its key is registered already, only the label
+        changes. Answers the stored record (with the first registration's ``created``) and
+        whether it is new."""
+
+    @abstractmethod
+    def list_simulated_platforms(self) -> list[SimulatedPlatformRecord]:
+        """The registered simulated platforms, oldest first."""
+
+    @abstractmethod
+    def remove_simulated_platform(self, public_key: str) -> SimulatedPlatformRecord | None:
+        """Unregister ``public_key``; the record removed, or ``None`` if it was not there."""
 
     @abstractmethod
     def keys_due_for_deletion(self, now: str) -> list[str]:
@@ -361,6 +396,69 @@ class SqliteStorage(Storage):
         self._write("INSERT INTO key_policies(key_name, policy, updated) VALUES (?, ?, ?) "
                     "ON CONFLICT(key_name) DO UPDATE SET policy = excluded.policy, "
                     "updated = excluded.updated", (name, policy, updated))
+
+    _PLATFORM_COLUMNS = "public_key, label, created"
+
+    @staticmethod
+    def _platform(row: tuple[object, ...]) -> SimulatedPlatformRecord:
+        return SimulatedPlatformRecord(str(row[0]), str(row[1]), str(row[2]))
+
+    def add_simulated_platform(self, platform: SimulatedPlatformRecord
+                               ) -> tuple[SimulatedPlatformRecord, bool]:
+        """Insert, or update the label of an existing registration, in one transaction."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                found = self._db.execute(
+                    f"SELECT {self._PLATFORM_COLUMNS} FROM simulated_platforms "
+                    "WHERE public_key = ?", (platform.public_key,)).fetchone()
+                if found is None:
+                    self._db.execute(
+                        "INSERT INTO simulated_platforms(public_key, label, created) "
+                        "VALUES (?, ?, ?)",
+                        (platform.public_key, platform.label, platform.created))
+                    stored = platform
+                else:
+                    self._db.execute("UPDATE simulated_platforms SET label = ? "
+                                     "WHERE public_key = ?", (platform.label, platform.public_key))
+                    stored = SimulatedPlatformRecord(platform.public_key, platform.label,
+                                                     str(found[2]))
+            except sqlite3.Error as exc:
+                self._db.execute("ROLLBACK")
+                raise KmsError(f"the KMS database refused a write: {exc}") from exc
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return stored, found is None
+
+    def list_simulated_platforms(self) -> list[SimulatedPlatformRecord]:
+        """Every registration, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {self._PLATFORM_COLUMNS} FROM simulated_platforms "
+                "ORDER BY created, public_key").fetchall()
+        return [self._platform(row) for row in rows]
+
+    def remove_simulated_platform(self, public_key: str) -> SimulatedPlatformRecord | None:
+        """Delete one registration; the record as it was, or ``None``."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    f"SELECT {self._PLATFORM_COLUMNS} FROM simulated_platforms "
+                    "WHERE public_key = ?", (public_key,)).fetchone()
+                if row is not None:
+                    self._db.execute("DELETE FROM simulated_platforms WHERE public_key = ?",
+                                     (public_key,))
+            except sqlite3.Error as exc:
+                self._db.execute("ROLLBACK")
+                raise KmsError(f"the KMS database refused a write: {exc}") from exc
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return None if row is None else self._platform(row)
 
     def keys_due_for_deletion(self, now: str) -> list[str]:
         """Keys whose grace period has ended."""
