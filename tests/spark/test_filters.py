@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import date, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
@@ -97,6 +99,42 @@ def test_untranslatable_filters_are_left_to_spark() -> None:
     assert combine([EqualTo(("missing",), 1)], names) is None
 
 
+TYPED = pa.table({
+    "id": pa.array(range(6), pa.int32()),
+    "price": pa.array([Decimal("0.04"), Decimal("0.05"), Decimal("0.07"), Decimal("24.00"),
+                       None, Decimal("0.06")], pa.decimal128(15, 2)),
+    "day": pa.array([date(1993, 12, 31), date(1994, 1, 1), None, date(1994, 12, 31),
+                     date(1995, 1, 1), date(1994, 6, 1)], pa.date32()),
+})
+PRICE, DAY = ("price",), ("day",)
+
+
+@pytest.mark.parametrize(("spark_filter", "expected"), [
+    (GreaterThanOrEqual(PRICE, Decimal("0.05")), {1, 2, 3, 5}),
+    (LessThan(PRICE, Decimal("0.050000000000000000000001")), {0, 1}),
+    (EqualTo(PRICE, Decimal("24")), {3}),
+    (In(PRICE, (Decimal("0.04"), Decimal("0.060"))), {0, 5}),
+    (GreaterThanOrEqual(DAY, date(1994, 1, 1)), {1, 3, 4, 5}),
+    (LessThan(DAY, date(1995, 1, 1)), {0, 1, 3, 5}),
+    (In(DAY, (date(1994, 6, 1),)), {5}),
+    (Not(EqualTo(DAY, date(1994, 1, 1))), {0, 3, 4, 5}),
+], ids=lambda v: type(v).__name__ if not isinstance(v, set) else "")
+def test_decimal_and_date_filters_are_exact(spark_filter: object, expected: set[int]) -> None:
+    expression = to_expression(spark_filter, TYPED.column_names)  # type: ignore[arg-type]
+    assert expression is not None
+    assert set(apply_filters(TYPED, expression).column("id").to_pylist()) == expected
+
+
+def test_timestamps_and_odd_decimals_are_left_to_spark() -> None:
+    names = TYPED.column_names
+    assert to_expression(EqualTo(DAY, datetime(1994, 1, 1, 12)), names) is None
+    assert to_expression(EqualTo(PRICE, Decimal("NaN")), names) is None
+    assert to_expression(EqualTo(PRICE, Decimal("Infinity")), names) is None
+    # Wider than decimal128: Arrow compares it exactly as decimal256, or the filter keeps all.
+    wide = to_expression(EqualTo(PRICE, Decimal("1" * 50)), names)
+    assert wide is None or apply_filters(TYPED, wide).num_rows in (0, TYPED.num_rows)
+
+
 def test_combined_filters_are_anded() -> None:
     expression = combine([EqualTo(JOB, "Developer"), GreaterThanOrEqual(AGE, 20),
                           LessThanOrEqual(AGE, 40)], TABLE.column_names)
@@ -153,6 +191,46 @@ def test_pushdown_results_equal_sparks_own_csv(
     native = (spark.read.option("header", "true").option("escape", '"').schema(PEOPLE_SCHEMA)
               .csv(str(people)).where(where).collect())
     assert Counter(map(tuple, ours)) == Counter(map(tuple, native))
+
+
+TYPED_SCHEMA = "id int, price decimal(15,2), day date, note string"
+
+
+@pytest.fixture(scope="module")
+def typed_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import random
+
+    rng = random.Random(11)
+    lines = ["id,price,day,note"]
+    for i in range(400):
+        price = "" if i % 37 == 0 else f"{rng.randrange(0, 3000) / 100:.2f}"
+        day = "" if i % 41 == 0 else date.fromordinal(
+            date(1993, 6, 1).toordinal() + rng.randrange(0, 900)).isoformat()
+        lines.append(f"{i},{price},{day},n{i % 7}")
+    path = tmp_path_factory.mktemp("typed") / "typed.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("where", [
+    "day >= date '1994-01-01' AND day < date '1995-01-01' AND price BETWEEN 0.05 AND 7.07",
+    "price < 24 AND price >= 0.5",
+    "price = 12.5 OR day = date '1994-03-03'",
+    "price IN (1.50, 2.25, 29.99) OR day IN (date '1994-02-01', date '1995-01-01')",
+    "NOT (day <= date '1994-06-30') AND note = 'n3'",
+    "price > 10.005 AND day IS NOT NULL",
+])
+def test_decimal_and_date_pushdown_equals_sparks_own_csv(
+    where: str, typed_csv: Path, tmp_path: Path, kms: LocalKms, spark: SparkSession
+) -> None:
+    encrypted = tmp_path / "typed.cspk"
+    encrypt_path(typed_csv, encrypted, kms, TEST_KEY, segment_size=512)
+    ours = read_encrypted_csv(spark, str(encrypted), kms_url=kms.url, schema=TYPED_SCHEMA,
+                              partition_bytes=2048).where(where).collect()
+    native = (spark.read.option("header", "true").schema(TYPED_SCHEMA).csv(str(typed_csv))
+              .where(where).collect())
+    assert ours and Counter(map(tuple, ours)) == Counter(map(tuple, native))
 
 
 @pytest.mark.spark

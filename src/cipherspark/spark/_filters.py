@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -40,7 +43,20 @@ _SIMPLE = (bool, int, float, str)
 def _value_ok(value: object) -> bool:
     if isinstance(value, float) and math.isnan(value):
         return False  # NaN ordering differs between Spark (NaN is largest) and Arrow
-    return isinstance(value, _SIMPLE)
+    if isinstance(value, datetime):
+        # Timestamps: Spark hands them over in the session time zone; not worth the risk.
+        return False
+    if isinstance(value, Decimal):
+        return value.is_finite()
+    return isinstance(value, (*_SIMPLE, date))
+
+
+def _literal(value: Any) -> Any:
+    """A comparison operand: Decimals and dates as Arrow scalars, which compare exactly with
+    decimal128 / date32 columns (Arrow promotes precision and scale; no float rounding)."""
+    if isinstance(value, Decimal | date):
+        return pa.scalar(value)
+    return value
 
 
 def _column(filter_: Filter, names: Sequence[str]) -> pc.Expression | None:
@@ -66,20 +82,27 @@ def to_expression(filter_: Filter, names: Sequence[str]) -> pc.Expression | None
         values = list(filter_.value)
         if not values or not all(_value_ok(v) for v in values):
             return None
-        return column.isin(values)
+        try:
+            return column.isin(pa.array(values))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            return None  # mixed or too-wide values: left to Spark
     value = getattr(filter_, "value", None)
     if not _value_ok(value):
         return None
+    try:
+        operand = _literal(value)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None  # e.g. a Decimal wider than 38 digits
     if isinstance(filter_, EqualTo | EqualNullSafe):
-        return column == value
+        return column == operand
     if isinstance(filter_, GreaterThan):
-        return column > value
+        return column > operand
     if isinstance(filter_, GreaterThanOrEqual):
-        return column >= value
+        return column >= operand
     if isinstance(filter_, LessThan):
-        return column < value
+        return column < operand
     if isinstance(filter_, LessThanOrEqual):
-        return column <= value
+        return column <= operand
     if isinstance(value, str):
         if isinstance(filter_, StringStartsWith):
             return pc.starts_with(column, pattern=value)
