@@ -11,6 +11,7 @@ from pyspark.sql import SparkSession
 from cipherspark.errors import UsageError
 from cipherspark.spark import (
     cipherspark_errors,
+    encrypted_sql,
     read_encrypted_csv,
     write_encrypted_csv,
     written_rows,
@@ -40,17 +41,18 @@ def run_sql(
     infer_schema: bool = True,
     overwrite: bool = False,
 ) -> SqlResult:
-    """Register each encrypted CSV in ``tables`` (name -> path) as a view, run ``query``, and
-    write its result encrypted to ``output_path``."""
+    """Register each encrypted CSV in ``tables`` (name -> path) as a view, run ``query`` (reading
+    only the columns it uses, see :func:`~cipherspark.spark.encrypted_sql`), and write its
+    result encrypted to ``output_path``."""
     if not tables:
         raise UsageError("name at least one table (--table NAME=PATH)")
+    frames = {}
     for name, path in tables.items():
         if not _TABLE_NAME.fullmatch(name):
             raise UsageError(f"invalid table name {name!r}")
-        df = read_encrypted_csv(spark, path, kms_url=kms_url, infer_schema=infer_schema)
-        df.createOrReplaceTempView(name)
+        frames[name] = read_encrypted_csv(spark, path, kms_url=kms_url, infer_schema=infer_schema)
     with cipherspark_errors():
-        result = spark.sql(query)
+        result = encrypted_sql(spark, query, frames)
         columns = tuple(result.columns)
     write_encrypted_csv(result, output_path, kms_url=kms_url, key=key, overwrite=overwrite)
     return SqlResult(columns=columns, rows=written_rows(output_path, kms_url=kms_url))

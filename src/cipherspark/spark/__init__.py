@@ -5,6 +5,8 @@ Typical use::
     spark = secure_session(credentials=creds)
     people = read_encrypted_csv(spark, "people.csv.cspk", kms_url=url, schema=PEOPLE_SCHEMA)
     write_encrypted_csv(people.filter("age > 30"), "out", kms_url=url, key="simple")
+    result = encrypted_sql(spark, "SELECT job, count(*) FROM people GROUP BY job",
+                           {"people": people})   # reads only the column the query uses
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from cipherspark.dataset import read_manifest
 from cipherspark.errors import InputError, UsageError
 from cipherspark.spark._errors import cipherspark_errors, spark_error
 from cipherspark.spark._executor import executor_data_key
+from cipherspark.spark._pruning import encrypted_sql
 from cipherspark.spark.datasource import COUNT_SCHEMA, FORMAT_NAME, EncryptedCsvDataSource
 from cipherspark.spark.session import SECURE_CONF, secure_conf, secure_session
 
@@ -29,6 +32,7 @@ __all__ = [
     "EncryptedCsvDataSource",
     "cipherspark_errors",
     "count_encrypted_csv",
+    "encrypted_sql",
     "read_encrypted_csv",
     "secure_conf",
     "secure_session",
