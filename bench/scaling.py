@@ -4,7 +4,9 @@ One secure local session; for each size (e.g. 1M 5M 20M rows) the Simple Query r
 filter + count over the encrypted copy) and the encrypted write (filter + write_encrypted_csv) are
 timed while a sampler thread reads the RSS of the Spark JVM (the executor, in local mode) and of
 every Spark Python worker (``pyspark.daemon`` children, where the decryption runs) from /proc via
-psutil every 20 ms. Sizes are run in turn, ``--runs`` times; figures are medians of the runs.
+psutil every 20 ms. Each size runs in a fresh session (a JVM's RSS never shrinks, so sizes measured
+one after another in one JVM would report the largest input's heap for all of them); sizes are run
+in turn, ``--runs`` times; figures are medians of the runs.
 
 Time should grow linearly and memory per executor stay flat: the reader streams one partition at
 a time, whatever the input size. The last line is
@@ -27,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psutil
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.functions import col
 
 from cipherspark.datagen import generate_people
@@ -101,36 +104,38 @@ def main() -> None:
             files[rows] = (workdir / f"people-{rows}.cspk", people.developers_20_40)
             encrypt_path(plain, files[rows][0], kms, KEY)
             plain.unlink()
-        spark = secure_session(master=args.master, app_name="cipherspark-scaling",
-                               credentials=credentials)
-
-        def developers(rows: int) -> object:
+        def developers(spark: SparkSession, rows: int) -> DataFrame:
             df = read_encrypted_csv(spark, str(files[rows][0]), kms_url=kms.url,
                                     schema=PEOPLE_SCHEMA)
             return df.filter((col("job") == "Developer") & col("age").between(20, 40))
 
-        def read(rows: int) -> None:
-            count = developers(rows).count()  # type: ignore[attr-defined]
+        def read(spark: SparkSession, rows: int) -> None:
+            count = developers(spark, rows).count()
             if count != files[rows][1]:
                 raise SystemExit(f"{rows} rows: counted {count}, expected {files[rows][1]}")
 
-        def write(rows: int) -> None:
-            write_encrypted_csv(developers(rows), str(workdir / "out"),  # type: ignore[arg-type]
+        def write(spark: SparkSession, rows: int) -> None:
+            write_encrypted_csv(developers(spark, rows), str(workdir / "out"),
                                 kms_url=kms.url, key=KEY, overwrite=True)
 
-        read(args.rows[0])  # warm-up: JVM, Python workers
         samples: dict[tuple[int, str], list[tuple[float, int, int, int]]] = {}
+        smallest = min(args.rows)
         for _ in range(max(1, args.runs)):
             for rows in args.rows:
-                for path, fn in (("read", read), ("write", write)):
-                    job: Callable[[int], None] = fn
-                    with PeakSampler() as peak:
-                        start = time.perf_counter()
-                        job(rows)
-                        elapsed = time.perf_counter() - start
-                    samples.setdefault((rows, path), []).append(
-                        (elapsed, peak.jvm, peak.worker, peak.workers_total))
-        spark.stop()
+                spark = secure_session(master=args.master, app_name="cipherspark-scaling",
+                                       credentials=credentials)
+                try:
+                    read(spark, smallest)  # warm-up: JVM, Python workers (same for every size)
+                    for path, fn in (("read", read), ("write", write)):
+                        job: Callable[[SparkSession, int], None] = fn
+                        with PeakSampler() as peak:
+                            start = time.perf_counter()
+                            job(spark, rows)
+                            elapsed = time.perf_counter() - start
+                        samples.setdefault((rows, path), []).append(
+                            (elapsed, peak.jvm, peak.worker, peak.workers_total))
+                finally:
+                    spark.stop()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

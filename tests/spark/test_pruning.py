@@ -121,3 +121,29 @@ def test_other_dataframes_are_used_as_they_are(tables: dict[str, Path], tmp_path
     frames["orders"] = frames["orders"].where("o_cust < 10")  # not a plain scan
     rows = encrypted_sql(spark, "SELECT max(o_cust), count(*) FROM orders", frames).collect()
     assert rows[0][0] == 9 and rows[0][1] > 0
+
+
+def _joins(df: DataFrame) -> list[str]:
+    import re
+
+    plan = df._jdf.queryExecution().executedPlan().toString()
+    return re.findall(r"BroadcastHashJoin|SortMergeJoin|ShuffledHashJoin", plan)
+
+
+def test_small_encrypted_tables_are_broadcast_like_files(
+        tables: dict[str, Path], tmp_path: Path, kms: LocalKms, spark: SparkSession) -> None:
+    # Spark knows the plaintext files' sizes and broadcasts the small side; it knows nothing of
+    # a Python source's size, so encrypted_sql estimates it the same way and hints.
+    frames = encrypted(spark, kms, tables, tmp_path)
+    for view, schema in (("orders", ORDERS), ("customers", CUSTOMERS)):
+        spark.read.option("header", "true").schema(schema).csv(
+            str(tables[view])).createOrReplaceTempView(view)
+    native = _joins(spark.sql(QUERIES["join"]))
+    assert native == ["BroadcastHashJoin"]
+    assert _joins(encrypted_sql(spark, QUERIES["join"], frames)) == native
+    previous = spark.conf.get("spark.sql.autoBroadcastJoinThreshold")
+    spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1")
+    try:
+        assert _joins(encrypted_sql(spark, QUERIES["join"], frames)) == ["SortMergeJoin"]
+    finally:
+        spark.conf.set("spark.sql.autoBroadcastJoinThreshold", previous)

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from py4j.protocol import Py4JError
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.types import StructType
+from pyspark.sql.functions import broadcast
+from pyspark.sql.types import DataType, DecimalType, StructType
 
 from cipherspark.spark.datasource import FORMAT_NAME
 
@@ -130,10 +132,49 @@ def _reread(spark: SparkSession, options: dict[str, str], schema: StructType,
     return reader.schema(StructType([schema[c] for c in columns])).load(options["path"])
 
 
+def _default_size(kind: DataType) -> int:
+    """Spark's ``DataType.defaultSize``, which its size estimates use (bytes per value)."""
+    if isinstance(kind, DecimalType):
+        return 8 if kind.precision <= 18 else 16
+    sizes = {"byte": 1, "boolean": 1, "short": 2, "integer": 4, "float": 4, "date": 4,
+             "long": 8, "double": 8, "timestamp": 8, "timestamp_ntz": 8, "binary": 100}
+    return sizes.get(kind.typeName(), 20)
+
+
+def _estimated_bytes(path: str, full: StructType, kept: list[str]) -> int:
+    """Spark's estimate for a pruned file scan: the files' size scaled by the kept columns'
+    share of the row width (``SizeInBytesOnlyStatsPlanVisitor.visitProject``, without CBO)."""
+    root = Path(path)
+    files = [root] if root.is_file() else [p for p in root.rglob("*")
+                                           if p.is_file() and not p.name.startswith(("_", "."))]
+    size = sum(p.stat().st_size for p in files)
+    width = 8 + sum(_default_size(f.dataType) for f in full.fields)
+    kept_width = 8 + sum(_default_size(full[c].dataType) for c in kept)
+    return size * kept_width // width
+
+
+def _broadcast_threshold(spark: SparkSession) -> int:
+    """``spark.sql.autoBroadcastJoinThreshold`` in bytes (-1: never broadcast)."""
+    value = str(spark.conf.get("spark.sql.autoBroadcastJoinThreshold", "10MB")).strip().lower()
+    units = {"b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
+             "g": 1 << 30, "gb": 1 << 30}
+    number = value.rstrip("bkmg")
+    try:
+        return int(number) * units.get(value[len(number):] or "b", 1)
+    except ValueError:
+        return 10 << 20
+
+
 def encrypted_sql(spark: SparkSession, query: str, tables: Mapping[str, DataFrame]) -> DataFrame:
     """``spark.sql(query)`` with ``tables`` (name -> DataFrame) as temporary views, where each
     DataFrame that is a plain :func:`~cipherspark.spark.read_encrypted_csv` scan is read with
     only the columns the query uses. Other DataFrames are used as they are.
+
+    Spark knows a file's size but not a Python source's, so it would never broadcast a small
+    encrypted table into a join (every join became a sort-merge join with two shuffles). Each
+    scan whose estimated size, computed the way Spark estimates a pruned CSV scan, is under
+    ``spark.sql.autoBroadcastJoinThreshold`` gets a broadcast hint: the join strategies Spark
+    picks for the plaintext.
 
     The views are left registered with the full DataFrames; the returned DataFrame keeps the
     pruned reads (Spark analyses a query when it is created).
@@ -143,7 +184,8 @@ def encrypted_sql(spark: SparkSession, query: str, tables: Mapping[str, DataFram
     planned = spark.sql(query)
     try:
         needed = scan_columns(planned)
-        pruned = {}
+        threshold = _broadcast_threshold(spark)
+        replaced: dict[str, DataFrame] = {}
         for name, df in tables.items():
             options = _scan_options(df)
             if options is None or options.get("path") not in needed:
@@ -151,16 +193,19 @@ def encrypted_sql(spark: SparkSession, query: str, tables: Mapping[str, DataFram
             names = df.schema.fieldNames()
             # count(*) needs no column, but a scan must yield at least one.
             keep = [c for c in names if c in needed[options["path"]]] or names[:1]
-            if len(keep) < len(names):
-                pruned[name] = _reread(spark, options, df.schema, keep)
-    except (Py4JError, AttributeError):  # no JVM plan to read (e.g. Spark Connect): unpruned
+            scan = _reread(spark, options, df.schema, keep) if len(keep) < len(names) else df
+            if 0 <= _estimated_bytes(options["path"], df.schema, keep) <= threshold:
+                scan = broadcast(scan)
+            if scan is not df:
+                replaced[name] = scan
+    except (Py4JError, AttributeError, OSError):  # no JVM plan (e.g. Spark Connect): as given
         return planned
-    if not pruned:
+    if not replaced:
         return planned
     try:
-        for name, df in pruned.items():
+        for name, df in replaced.items():
             df.createOrReplaceTempView(name)
         return spark.sql(query)
     finally:
-        for name in pruned:
+        for name in replaced:
             tables[name].createOrReplaceTempView(name)
