@@ -20,6 +20,7 @@ from pyspark.sql.types import StructType
 
 from cipherspark.dataset import read_manifest
 from cipherspark.errors import InputError, UsageError
+from cipherspark.spark._conf import conf_bytes
 from cipherspark.spark._errors import cipherspark_errors, spark_error
 from cipherspark.spark._executor import executor_data_key
 from cipherspark.spark._pruning import encrypted_sql
@@ -56,10 +57,12 @@ def read_encrypted_csv(
 ) -> DataFrame:
     """A DataFrame over encrypted CSV at ``path`` (one container or a folder of parts).
 
-    Partitions are at most ``partition_bytes`` (default 32 MiB), and small inputs are split so
-    that every core of the session gets work. With an explicit ``schema`` (all of the file's
-    columns), ``columns`` selects some of them: only those are converted and handed to Spark,
-    which Python data sources cannot otherwise prune.
+    Partitions are at most ``partition_bytes`` (default: the session's
+    ``spark.sql.files.maxPartitionBytes``, 128 MiB unless set, as for Spark's own file sources),
+    and small inputs are split so that every core of the session gets work. With an explicit
+    ``schema`` (all of the file's columns), ``columns`` selects some of them: only those are
+    converted and handed to Spark, which Python data sources cannot otherwise prune (SQL through
+    :func:`encrypted_sql` does this by itself).
     """
     reader = (
         spark.read.format(FORMAT_NAME)
@@ -72,8 +75,9 @@ def read_encrypted_csv(
     )
     if header is not None:
         reader = reader.option("header", str(header).lower())
-    if partition_bytes is not None:
-        reader = reader.option("partitionBytes", str(partition_bytes))
+    if partition_bytes is None:
+        partition_bytes = conf_bytes(spark, "spark.sql.files.maxPartitionBytes", 128 << 20)
+    reader = reader.option("partitionBytes", str(partition_bytes))
     if columns is not None:
         if not isinstance(schema, StructType):
             raise UsageError("columns= needs the file's full schema as a StructType")

@@ -24,6 +24,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.functions import broadcast
 from pyspark.sql.types import DataType, DecimalType, StructType
 
+from cipherspark.spark._conf import conf_bytes
 from cipherspark.spark.datasource import FORMAT_NAME
 
 __all__ = ["encrypted_sql", "scan_columns"]
@@ -153,18 +154,6 @@ def _estimated_bytes(path: str, full: StructType, kept: list[str]) -> int:
     return size * kept_width // width
 
 
-def _broadcast_threshold(spark: SparkSession) -> int:
-    """``spark.sql.autoBroadcastJoinThreshold`` in bytes (-1: never broadcast)."""
-    value = str(spark.conf.get("spark.sql.autoBroadcastJoinThreshold", "10MB")).strip().lower()
-    units = {"b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
-             "g": 1 << 30, "gb": 1 << 30}
-    number = value.rstrip("bkmg")
-    try:
-        return int(number) * units.get(value[len(number):] or "b", 1)
-    except ValueError:
-        return 10 << 20
-
-
 def encrypted_sql(spark: SparkSession, query: str, tables: Mapping[str, DataFrame]) -> DataFrame:
     """``spark.sql(query)`` with ``tables`` (name -> DataFrame) as temporary views, where each
     DataFrame that is a plain :func:`~cipherspark.spark.read_encrypted_csv` scan is read with
@@ -184,7 +173,7 @@ def encrypted_sql(spark: SparkSession, query: str, tables: Mapping[str, DataFram
     planned = spark.sql(query)
     try:
         needed = scan_columns(planned)
-        threshold = _broadcast_threshold(spark)
+        threshold = conf_bytes(spark, "spark.sql.autoBroadcastJoinThreshold", 10 << 20)
         replaced: dict[str, DataFrame] = {}
         for name, df in tables.items():
             options = _scan_options(df)

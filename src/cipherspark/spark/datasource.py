@@ -15,7 +15,7 @@ Options (all strings, as Spark passes them):
 ``inferSchema``    (read) ``true`` to infer column types from the first segment
 ``mode``           (read) ``PERMISSIVE`` (default) / ``DROPMALFORMED`` / ``FAILFAST``
 ``fileColumns``    (read) JSON list of all the file's columns, when the schema selects some
-``partitionBytes`` (read) target plaintext bytes per partition, default 32 MiB
+``partitionBytes`` (read) target plaintext bytes per partition, default 128 MiB
 ``minPartitions``  (read) the session's cores: partitions come in whole waves of this many
 ``countRows``      (read) ``true``: yield record counts (schema ``rows bigint``), not records
 ``filterPushdown`` (read) ``true`` to evaluate Spark's pushed filters in Arrow
@@ -85,7 +85,9 @@ from cipherspark.spark._filters import apply_filters, combine, to_expression
 __all__ = ["FORMAT_NAME", "EncryptedCsvDataSource"]
 
 FORMAT_NAME = "cipherspark_csv"
-DEFAULT_PARTITION_BYTES = 32 << 20
+# Spark's own spark.sql.files.maxPartitionBytes default. A task streams its split a few segments
+# at a time, so memory does not grow with it, while every task has a fixed cost (measured).
+DEFAULT_PARTITION_BYTES = 128 << 20
 _BATCH_ROWS = 1 << 17
 
 

@@ -69,7 +69,7 @@ def secure_conf(*, master: str, ui: bool = False,
     # Executors run this interpreter (the one cipherspark is installed in).
     conf["spark.pyspark.python"] = sys.executable
     # PySpark's daemon, minus the BrokenPipeError traceback it prints when Spark shuts down.
-    conf["spark.python.daemon.module"] = "cipherspark.spark._daemon"
+    conf["spark.python.daemon.module"] = "cipherspark._spark_daemon"
     if ui:
         conf["spark.ui.enabled"] = "true"
     if master.startswith(("local", "spark://127.0.0.1", "spark://localhost")):
