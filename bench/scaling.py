@@ -5,8 +5,11 @@ filter + count over the encrypted copy) and the encrypted write (filter + write_
 timed while a sampler thread reads the RSS of the Spark JVM (the executor, in local mode) and of
 every Spark Python worker (``pyspark.daemon`` children, where the decryption runs) from /proc via
 psutil every 20 ms. Each size runs in a fresh session (a JVM's RSS never shrinks, so sizes measured
-one after another in one JVM would report the largest input's heap for all of them); sizes are run
-in turn, ``--runs`` times; figures are medians of the runs.
+one after another in one JVM would report the largest input's heap for all of them), after the
+same warm-up in every session: one read of a ``--warmup-rows`` file (JIT, Python workers, and the
+JVM heap grown to its working size; a 1M-row job alone ends before G1 has sized its heap, which
+is start-up, not a cost of input size). The JVM's RSS after the warm-up is printed too. Sizes are
+run in turn, ``--runs`` times; figures are medians of the runs.
 
 Time should grow linearly and memory per executor stay flat: the reader streams one partition at
 a time, whatever the input size. The last line is
@@ -83,11 +86,24 @@ class PeakSampler:
             self._stop.wait(self.interval)
 
 
+def _jvm_rss() -> int:
+    """RSS of the Spark JVM under this process, now."""
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if proc.name() == "java":
+                return int(proc.memory_info().rss)
+        except psutil.Error:
+            continue
+    return 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, nargs="+",
                         default=[1_000_000, 5_000_000, 20_000_000])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--warmup-rows", type=int, default=5_000_000,
+                        help="rows of the file every session reads once before measuring")
     parser.add_argument("--master", default="local[*]")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = parser.parse_args()
@@ -98,7 +114,7 @@ def main() -> None:
         kms = open_kms((workdir / "kms").as_uri(), credentials, create=True)
         kms.create_key(KEY)
         files = {}
-        for rows in args.rows:
+        for rows in sorted({*args.rows, args.warmup_rows}):
             plain = workdir / f"people-{rows}.csv"
             people = generate_people(plain, rows, seed=5)
             files[rows] = (workdir / f"people-{rows}.cspk", people.developers_20_40)
@@ -118,14 +134,14 @@ def main() -> None:
             write_encrypted_csv(developers(spark, rows), str(workdir / "out"),
                                 kms_url=kms.url, key=KEY, overwrite=True)
 
-        samples: dict[tuple[int, str], list[tuple[float, int, int, int]]] = {}
-        smallest = min(args.rows)
+        samples: dict[tuple[int, str], list[tuple[float, int, int, int, int]]] = {}
         for _ in range(max(1, args.runs)):
             for rows in args.rows:
                 spark = secure_session(master=args.master, app_name="cipherspark-scaling",
                                        credentials=credentials)
                 try:
-                    read(spark, smallest)  # warm-up: JVM, Python workers (same for every size)
+                    read(spark, args.warmup_rows)  # the same warm-up for every size
+                    warm = _jvm_rss()
                     for path, fn in (("read", read), ("write", write)):
                         job: Callable[[SparkSession, int], None] = fn
                         with PeakSampler() as peak:
@@ -133,21 +149,23 @@ def main() -> None:
                             job(spark, rows)
                             elapsed = time.perf_counter() - start
                         samples.setdefault((rows, path), []).append(
-                            (elapsed, peak.jvm, peak.worker, peak.workers_total))
+                            (elapsed, peak.jvm, peak.worker, peak.workers_total, warm))
                 finally:
                     spark.stop()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
     print(f"cores: {os.cpu_count()}  master: {args.master}  runs: {args.runs} (medians)")
-    print(f"{'rows':>12} {'path':>6} {'time s':>8} {'s/M rows':>9} {'JVM MB':>8} "
-          f"{'worker MB':>10} {'workers MB':>11}")
+    print(f"warm-up: one read of {args.warmup_rows:,} rows per session; JVM warm = its RSS after")
+    print(f"{'rows':>12} {'path':>6} {'time s':>8} {'s/M rows':>9} {'JVM warm':>9} "
+          f"{'JVM MB':>8} {'worker MB':>10} {'workers MB':>11}")
     for (rows, path), values in samples.items():
-        elapsed, jvm, worker, total = (statistics.median(v) for v in zip(*values, strict=True))
+        elapsed, jvm, worker, total, warm = (statistics.median(v)
+                                             for v in zip(*values, strict=True))
         results.append({"rows": rows, "path": path, "seconds": elapsed, "jvm_rss": jvm,
-                        "worker_rss": worker, "workers_rss": total})
+                        "worker_rss": worker, "workers_rss": total, "jvm_warm_rss": warm})
         print(f"{rows:>12,} {path:>6} {elapsed:8.2f} {elapsed / rows * 1e6:9.2f} "
-              f"{jvm / 1e6:8.0f} {worker / 1e6:10.0f} {total / 1e6:11.0f}")
+              f"{warm / 1e6:9.0f} {jvm / 1e6:8.0f} {worker / 1e6:10.0f} {total / 1e6:11.0f}")
     if args.json is not None:
         args.json.write_text(json.dumps({"master": args.master, "cores": os.cpu_count(),
                                          "results": results}, indent=1))
