@@ -47,7 +47,8 @@ def test_simple_query() -> None:
 @pytest.mark.spark
 def test_scaling() -> None:
     pytest.importorskip("psutil", reason="psutil is in the bench extra")
-    line = _last_line("scaling.py", "--rows", "2000", "4000", "--runs", "1")
+    line = _last_line("scaling.py", "--rows", "2000", "4000", "--runs", "1", "--warmup-rows",
+                      "3000")
     assert re.fullmatch(rf"peak python worker RSS max/min across sizes: {RATIO}", line), line
 
 
@@ -56,5 +57,6 @@ def test_tpch() -> None:
     exe = Path(sys.executable).parent / "tpchgen-cli"
     if not exe.exists() and shutil.which("tpchgen-cli") is None:
         pytest.skip("tpchgen-cli is not installed (the bench extra)")
-    line = _last_line("tpch.py", "--scale", "0.001", "--runs", "1", "--queries", "Q1", "Q6")
+    line = _last_line("tpch.py", "--scale", "0.001", "--runs", "1", "--queries", "Q1", "Q6",
+                      "--unpruned")
     assert re.fullmatch(rf"tpch encrypted/plaintext geomean: {RATIO}", line), line
