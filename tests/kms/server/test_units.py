@@ -137,3 +137,32 @@ def test_tls_plan(tmp_path: Path) -> None:
     assert (tmp_path / "d" / "tls" / "key.pem").stat().st_mode & 0o777 == 0o600
     again = plan_server(tmp_path / "d")
     assert not again.created_certificate and again.fingerprint == plan.fingerprint
+
+
+def test_failed_writes_leave_no_rows_and_no_open_transaction(tmp_path: Path) -> None:
+    import dataclasses
+
+    from cipherspark.errors import KeyExistsError
+    from cipherspark.kms.server.storage import AppRecord, KeyRecord
+
+    storage = SqliteStorage(tmp_path / "kms.db")
+    try:
+        for app in ("a", "b"):
+            storage.create_app(AppRecord(app, app, b"salt", b"hash", "2030-01-01T00:00:00Z"))
+        record = KeyRecord(name="k", app_id="a", created="2030-01-01T00:00:00Z",
+                           current_version=1, min_decryption_version=1, enabled=True,
+                           deletion_date=None)
+        storage.create_key(record, b"sealed-1")
+        with pytest.raises(KeyExistsError):
+            storage.create_key(dataclasses.replace(record, app_id="b"), b"other")
+        # A rotation racing another one: the version row is not left behind.
+        with pytest.raises(KmsError, match="changed during rotation"):
+            storage.add_version("k", 3, b"sealed-3", "2030-01-02T00:00:00Z")
+        assert storage.get_version("k", 3) is None
+        assert storage.get_version("k", 1) == b"sealed-1"
+        key = storage.get_key("k")
+        assert key is not None and key.app_id == "a" and key.current_version == 1
+        storage.add_version("k", 2, b"sealed-2", "2030-01-02T00:00:00Z")
+        assert storage.get_version("k", 2) == b"sealed-2"
+    finally:
+        storage.close()

@@ -15,6 +15,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -241,16 +243,23 @@ class SqliteStorage(Storage):
             for version, statements in MIGRATIONS:
                 if version <= current:
                     continue
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
+                with self._transaction() as db:
                     for statement in statements:
-                        self._db.execute(statement)
-                    self._db.execute("INSERT INTO schema_migrations(version) VALUES (?)",
-                                     (version,))
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
+                        db.execute(statement)
+                    db.execute("INSERT INTO schema_migrations(version) VALUES (?)", (version,))
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction under the lock: committed when the block ends, rolled back if
+        it raises (the lock is re-entrant, so a caller may already hold it)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def _write(self, sql: str, params: tuple[object, ...]) -> int:
         with self._lock:
@@ -306,23 +315,15 @@ class SqliteStorage(Storage):
 
     def create_key(self, key: KeyRecord, sealed_v1: bytes) -> None:
         """Insert a key and its version 1 in one transaction."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute(
-                    "INSERT INTO keys(name, app_id, created, current_version, "
-                    "min_decryption_version, enabled) VALUES (?, ?, ?, 1, 1, 1)",
-                    (key.name, key.app_id, key.created))
-                self._db.execute(
-                    "INSERT INTO key_versions(key_name, version, sealed, created) "
-                    "VALUES (?, 1, ?, ?)", (key.name, sealed_v1, key.created))
-            except sqlite3.IntegrityError as exc:
-                self._db.execute("ROLLBACK")
-                raise KeyExistsError(f"a primary key named {key.name!r} exists already") from exc
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        try:
+            with self._transaction() as db:
+                db.execute("INSERT INTO keys(name, app_id, created, current_version, "
+                           "min_decryption_version, enabled) VALUES (?, ?, ?, 1, 1, 1)",
+                           (key.name, key.app_id, key.created))
+                db.execute("INSERT INTO key_versions(key_name, version, sealed, created) "
+                           "VALUES (?, 1, ?, ?)", (key.name, sealed_v1, key.created))
+        except sqlite3.IntegrityError as exc:
+            raise KeyExistsError(f"a primary key named {key.name!r} exists already") from exc
 
     def get_key(self, name: str) -> KeyRecord | None:
         """One key's metadata."""
@@ -349,21 +350,14 @@ class SqliteStorage(Storage):
 
     def add_version(self, name: str, version: int, sealed: bytes, created: str) -> None:
         """Append a version; fails if another rotation got there first."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                changed = self._db.execute(
-                    "UPDATE keys SET current_version = ? WHERE name = ? AND current_version = ?",
-                    (version, name, version - 1)).rowcount
-                if changed != 1:
-                    raise KmsError(f"key {name!r} changed during rotation; try again")
-                self._db.execute(
-                    "INSERT INTO key_versions(key_name, version, sealed, created) "
-                    "VALUES (?, ?, ?, ?)", (name, version, sealed, created))
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self._transaction() as db:
+            changed = db.execute(
+                "UPDATE keys SET current_version = ? WHERE name = ? AND current_version = ?",
+                (version, name, version - 1)).rowcount
+            if changed != 1:
+                raise KmsError(f"key {name!r} changed during rotation; try again")
+            db.execute("INSERT INTO key_versions(key_name, version, sealed, created) "
+                       "VALUES (?, ?, ?, ?)", (name, version, sealed, created))
 
     def update_key(self, name: str, *, enabled: bool | None = None,
                    min_decryption_version: int | None = None,
@@ -406,30 +400,23 @@ class SqliteStorage(Storage):
     def add_simulated_platform(self, platform: SimulatedPlatformRecord
                                ) -> tuple[SimulatedPlatformRecord, bool]:
         """Insert, or update the label of an existing registration, in one transaction."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                found = self._db.execute(
+        try:
+            with self._transaction() as db:
+                found = db.execute(
                     f"SELECT {self._PLATFORM_COLUMNS} FROM simulated_platforms "
                     "WHERE public_key = ?", (platform.public_key,)).fetchone()
                 if found is None:
-                    self._db.execute(
-                        "INSERT INTO simulated_platforms(public_key, label, created) "
-                        "VALUES (?, ?, ?)",
-                        (platform.public_key, platform.label, platform.created))
+                    db.execute("INSERT INTO simulated_platforms(public_key, label, created) "
+                               "VALUES (?, ?, ?)",
+                               (platform.public_key, platform.label, platform.created))
                     stored = platform
                 else:
-                    self._db.execute("UPDATE simulated_platforms SET label = ? "
-                                     "WHERE public_key = ?", (platform.label, platform.public_key))
+                    db.execute("UPDATE simulated_platforms SET label = ? WHERE public_key = ?",
+                               (platform.label, platform.public_key))
                     stored = SimulatedPlatformRecord(platform.public_key, platform.label,
                                                      str(found[2]))
-            except sqlite3.Error as exc:
-                self._db.execute("ROLLBACK")
-                raise KmsError(f"the KMS database refused a write: {exc}") from exc
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise KmsError(f"the KMS database refused a write: {exc}") from exc
         return stored, found is None
 
     def list_simulated_platforms(self) -> list[SimulatedPlatformRecord]:
@@ -442,22 +429,16 @@ class SqliteStorage(Storage):
 
     def remove_simulated_platform(self, public_key: str) -> SimulatedPlatformRecord | None:
         """Delete one registration; the record as it was, or ``None``."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._db.execute(
+        try:
+            with self._transaction() as db:
+                row = db.execute(
                     f"SELECT {self._PLATFORM_COLUMNS} FROM simulated_platforms "
                     "WHERE public_key = ?", (public_key,)).fetchone()
                 if row is not None:
-                    self._db.execute("DELETE FROM simulated_platforms WHERE public_key = ?",
-                                     (public_key,))
-            except sqlite3.Error as exc:
-                self._db.execute("ROLLBACK")
-                raise KmsError(f"the KMS database refused a write: {exc}") from exc
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                    db.execute("DELETE FROM simulated_platforms WHERE public_key = ?",
+                               (public_key,))
+        except sqlite3.Error as exc:
+            raise KmsError(f"the KMS database refused a write: {exc}") from exc
         return None if row is None else self._platform(row)
 
     def keys_due_for_deletion(self, now: str) -> list[str]:
