@@ -217,3 +217,20 @@ def test_fuzzed_pccs_answers_never_escape_as_other_errors(pccs: FakePccs, sgx: S
             assert exc.reason in ("signature", "expired")
         else:
             assert json.loads(collateral) == json.loads(sgx.collateral)
+
+
+def test_signed_parts_are_taken_byte_for_byte_from_spaced_json(pccs: FakePccs,
+                                                               sgx: Sample) -> None:
+    # A PCCS may format its answer as it likes around the signed object; the object's own
+    # bytes are what Intel signed and must reach the verifier unchanged.
+    def spaced(answer: Answer) -> Answer:
+        body = answer[2].decode()
+        inner = body[len('{"tcbInfo":'):body.rindex(',"signature":')]
+        signature = body[body.rindex(',"signature":') + len(',"signature":'):-1]
+        spaced_body = f'\n{{ "tcbInfo" :\t{inner} ,\r\n  "signature" : {signature} }}\n'
+        return answer[0], answer[1], spaced_body.encode()
+
+    pccs.rewrite["/tcb"] = spaced
+    collateral = source(pccs).collateral(sgx.quote)
+    assert json.loads(collateral)["tcb_info"] == json.loads(sgx.collateral)["tcb_info"]
+    assert verify_dcap_quote(sgx.quote, collateral, VALID_AT).tee == "sgx"

@@ -17,6 +17,7 @@ both clients on the same PCCS. API: https://api.portal.trustedservices.intel.com
 from __future__ import annotations
 
 import json
+import re
 import ssl
 import threading
 import time
@@ -41,6 +42,7 @@ DEFAULT_REFRESH_SECONDS = 24 * 3600
 _MAX_RESPONSE = 1 << 20  # collateral parts are a few KiB; a PCCS answering more is refused
 _MAX_ENTRIES = 256  # platforms (FMSPC x CA x TEE) kept; a fleet has a handful
 _SUFFIXES = ("/sgx/certification/v4", "/tdx/certification/v4")
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
 
 
 @dataclass(frozen=True)
@@ -105,31 +107,29 @@ def _raw_members(text: str, what: str) -> dict[str, str]:
     """
     decoder = json.JSONDecoder()
     members: dict[str, str] = {}
+
+    def skip(i: int) -> int:  # JSON whitespace, in linear time whatever the input
+        match = _JSON_SPACE.match(text, i)
+        return i if match is None else match.end()
+
     try:
-        i = len(text) - len(text.lstrip())
+        i = skip(0)
         if text[i : i + 1] != "{":
             raise ValueError("not an object")
-        i += 1
-        while True:
-            i += len(text[i:]) - len(text[i:].lstrip())
-            if text[i : i + 1] == "}":
-                break
+        i = skip(i + 1)
+        while text[i : i + 1] != "}":
             key, i = decoder.raw_decode(text, i)
-            i += len(text[i:]) - len(text[i:].lstrip())
+            i = skip(i)
             if not isinstance(key, str) or text[i : i + 1] != ":":
                 raise ValueError("expected a member name and ':'")
-            i += 1
-            i += len(text[i:]) - len(text[i:].lstrip())
-            start = i
-            _, i = decoder.raw_decode(text, i)
+            start = skip(i + 1)
+            _, i = decoder.raw_decode(text, start)
             members[key] = text[start:i]
-            i += len(text[i:]) - len(text[i:].lstrip())
+            i = skip(i)
             if text[i : i + 1] == ",":
-                i += 1
-                continue
-            if text[i : i + 1] != "}":
+                i = skip(i + 1)
+            elif text[i : i + 1] != "}":
                 raise ValueError("expected ',' or '}'")
-            break
     except ValueError as exc:
         raise _Unavailable(f"the {what} is not a JSON object: {exc}") from exc
     return members
