@@ -219,7 +219,10 @@ def test_write_round_trip(tmp_path: Path, kms: LocalKms, spark: SparkSession) ->
     assert parts and all(n.startswith("part-") and n.endswith(".csv.cspk") for n in parts)
     assert written_rows(str(out), kms_url=kms.url) == len(WRITE_ROWS)
     back = read_encrypted_csv(spark, str(out), kms_url=kms.url, schema=PEOPLE)
-    assert got_rows(back) == Counter(WRITE_ROWS)
+    # Empty strings are written '""' and read back as null: what Spark's own CSV source does
+    # with its own output (measured on 4.1.4; tests/spark/test_differential.py).
+    assert got_rows(back) == Counter(tuple(None if v == "" else v for v in row)
+                                     for row in WRITE_ROWS)
     # And the CLI's decrypt gives one CSV with one header.
     decrypt_path(out, tmp_path / "result.csv", kms)
     lines = (tmp_path / "result.csv").read_bytes().splitlines()

@@ -29,9 +29,10 @@ from pyspark.sql.datasource import (
 from cipherspark.files import encrypt_path
 from cipherspark.jobs import PEOPLE_SCHEMA
 from cipherspark.kms import LocalKms
-from cipherspark.spark import count_encrypted_csv, read_encrypted_csv
+from cipherspark.spark import count_encrypted_csv, encrypted_sql, read_encrypted_csv
 from cipherspark.spark._csv import count_records
 from cipherspark.spark._filters import apply_filters, combine, to_expression
+from cipherspark.spark._pruning import scans
 from tests.conftest import TEST_KEY
 
 ROWS = [
@@ -83,14 +84,14 @@ CASES = [
 @pytest.mark.parametrize(("spark_filter", "predicate"), CASES,
                          ids=[type(c[0]).__name__ for c in CASES])
 def test_each_filter_matches_sql_semantics(spark_filter: object, predicate: object) -> None:
-    expression = to_expression(spark_filter, TABLE.column_names)  # type: ignore[arg-type]
+    expression = to_expression(spark_filter, TABLE.schema)  # type: ignore[arg-type]
     assert expression is not None
     got = set(apply_filters(TABLE, expression).column("name").to_pylist())
     assert got == python_truth(predicate)
 
 
 def test_untranslatable_filters_are_left_to_spark() -> None:
-    names = TABLE.column_names
+    names = TABLE.schema
     assert to_expression(EqualTo(("nested", "field"), 1), names) is None
     assert to_expression(EqualTo(("missing",), 1), names) is None
     assert to_expression(EqualTo(AGE, float("nan")), names) is None
@@ -120,13 +121,13 @@ PRICE, DAY = ("price",), ("day",)
     (Not(EqualTo(DAY, date(1994, 1, 1))), {0, 3, 4, 5}),
 ], ids=lambda v: type(v).__name__ if not isinstance(v, set) else "")
 def test_decimal_and_date_filters_are_exact(spark_filter: object, expected: set[int]) -> None:
-    expression = to_expression(spark_filter, TYPED.column_names)  # type: ignore[arg-type]
+    expression = to_expression(spark_filter, TYPED.schema)  # type: ignore[arg-type]
     assert expression is not None
     assert set(apply_filters(TYPED, expression).column("id").to_pylist()) == expected
 
 
 def test_timestamps_and_odd_decimals_are_left_to_spark() -> None:
-    names = TYPED.column_names
+    names = TYPED.schema
     assert to_expression(EqualTo(DAY, datetime(1994, 1, 1, 12)), names) is None
     assert to_expression(EqualTo(PRICE, Decimal("NaN")), names) is None
     assert to_expression(EqualTo(PRICE, Decimal("Infinity")), names) is None
@@ -137,14 +138,14 @@ def test_timestamps_and_odd_decimals_are_left_to_spark() -> None:
 
 def test_combined_filters_are_anded() -> None:
     expression = combine([EqualTo(JOB, "Developer"), GreaterThanOrEqual(AGE, 20),
-                          LessThanOrEqual(AGE, 40)], TABLE.column_names)
+                          LessThanOrEqual(AGE, 40)], TABLE.schema)
     got = set(apply_filters(TABLE, expression).column("name").to_pylist())
     assert got == {"ann", "bob"}
 
 
 def test_a_filter_arrow_cannot_evaluate_keeps_every_row() -> None:
     # A string compared with a number: Arrow refuses, the rows go to Spark unfiltered.
-    expression = to_expression(EqualTo(JOB, 3), TABLE.column_names)
+    expression = to_expression(EqualTo(JOB, 3), TABLE.schema)
     assert apply_filters(TABLE, expression).num_rows == TABLE.num_rows
 
 
@@ -185,9 +186,12 @@ def test_pushdown_results_equal_sparks_own_csv(
 ) -> None:
     encrypted = tmp_path / "people.cspk"
     encrypt_path(people, encrypted, kms, TEST_KEY, segment_size=128)
-    assert spark.conf.get("spark.sql.python.filterPushdown.enabled") == "true"
-    ours = read_encrypted_csv(spark, str(encrypted), kms_url=kms.url, schema=PEOPLE_SCHEMA,
-                              partition_bytes=256).where(where).collect()
+    people_df = read_encrypted_csv(spark, str(encrypted), kms_url=kms.url, schema=PEOPLE_SCHEMA,
+                                   partition_bytes=256)
+    query = f"SELECT * FROM people WHERE {where}"
+    result = encrypted_sql(spark, query, {"people": people_df})
+    assert any(options.get("pushedFilters") for _, _, options in scans(result))
+    ours = result.collect()
     native = (spark.read.option("header", "true").option("escape", '"').schema(PEOPLE_SCHEMA)
               .csv(str(people)).where(where).collect())
     assert Counter(map(tuple, ours)) == Counter(map(tuple, native))
@@ -226,8 +230,9 @@ def test_decimal_and_date_pushdown_equals_sparks_own_csv(
 ) -> None:
     encrypted = tmp_path / "typed.cspk"
     encrypt_path(typed_csv, encrypted, kms, TEST_KEY, segment_size=512)
-    ours = read_encrypted_csv(spark, str(encrypted), kms_url=kms.url, schema=TYPED_SCHEMA,
-                              partition_bytes=2048).where(where).collect()
+    typed = read_encrypted_csv(spark, str(encrypted), kms_url=kms.url, schema=TYPED_SCHEMA,
+                               partition_bytes=2048)
+    ours = encrypted_sql(spark, f"SELECT * FROM typed WHERE {where}", {"typed": typed}).collect()
     native = (spark.read.option("header", "true").schema(TYPED_SCHEMA).csv(str(typed_csv))
               .where(where).collect())
     assert ours and Counter(map(tuple, ours)) == Counter(map(tuple, native))

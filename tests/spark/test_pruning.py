@@ -14,7 +14,7 @@ from pyspark.sql.types import StructType
 from cipherspark.files import encrypt_path
 from cipherspark.kms import LocalKms
 from cipherspark.spark import encrypted_sql, read_encrypted_csv
-from cipherspark.spark._pruning import _scans
+from cipherspark.spark._pruning import scans as _scans
 from tests.conftest import TEST_KEY
 
 pytestmark = pytest.mark.spark
@@ -110,9 +110,9 @@ def test_scans_read_only_the_columns_used(tables: dict[str, Path], tmp_path: Pat
     # count(*) still needs one column to count rows of; everything reads everything.
     assert [c for _, c, _ in _scans(encrypted_sql(spark, QUERIES["count"], frames))] == [["o_id"]]
     everything = _scans(encrypted_sql(spark, QUERIES["everything"], frames))
-    assert everything[0][1] == StructType.fromDDL(CUSTOMERS).fieldNames()
+    assert everything[0][1] == StructType.fromDDL(CUSTOMERS).fieldNames()  # type: ignore[attr-defined]
     # The views are left as they were given.
-    assert spark.table("orders").columns == StructType.fromDDL(ORDERS).fieldNames()
+    assert spark.table("orders").columns == StructType.fromDDL(ORDERS).fieldNames()  # type: ignore[attr-defined]
 
 
 def test_other_dataframes_are_used_as_they_are(tables: dict[str, Path], tmp_path: Path,
@@ -146,4 +146,4 @@ def test_small_encrypted_tables_are_broadcast_like_files(
     try:
         assert _joins(encrypted_sql(spark, QUERIES["join"], frames)) == ["SortMergeJoin"]
     finally:
-        spark.conf.set("spark.sql.autoBroadcastJoinThreshold", previous)
+        spark.conf.set("spark.sql.autoBroadcastJoinThreshold", previous)  # type: ignore[arg-type]

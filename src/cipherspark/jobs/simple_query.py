@@ -16,6 +16,7 @@ from pyspark.sql.types import IntegerType, StringType, StructField, StructType
 from cipherspark.spark import (
     cipherspark_errors,
     count_encrypted_csv,
+    encrypted_sql,
     read_encrypted_csv,
     write_encrypted_csv,
     written_rows,
@@ -54,7 +55,10 @@ def simple_query(
     ``show`` > 0 returns that many ``(name, age + 1)`` rows for display.
     """
     people = read_encrypted_csv(spark, input_path, kms_url=kms_url, schema=PEOPLE_SCHEMA)
-    selected = people.filter((col("job") == "Developer") & col("age").between(20, 40))
+    # Through encrypted_sql, the filter is applied while decrypting (fewer rows into the JVM).
+    selected = encrypted_sql(
+        spark, "SELECT * FROM people WHERE job = 'Developer' AND age BETWEEN 20 AND 40",
+        {"people": people})
     with cipherspark_errors():
         # select("name").count() counts rows: the records are counted without parsing them.
         names = count_encrypted_csv(spark, input_path, kms_url=kms_url)

@@ -70,8 +70,6 @@ def read_encrypted_csv(
         .option("mode", mode)
         .option("inferSchema", str(infer_schema).lower())
         .option("minPartitions", str(spark.sparkContext.defaultParallelism))
-        .option("filterPushdown",
-                spark.conf.get("spark.sql.python.filterPushdown.enabled", "false") or "false")
     )
     if header is not None:
         reader = reader.option("header", str(header).lower())

@@ -13,10 +13,11 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 import pyarrow as pa
@@ -30,6 +31,7 @@ from cipherspark.errors import InputError
 __all__ = [
     "MODES",
     "FileSlice",
+    "MalformedRecord",
     "count_records",
     "csv_header_line",
     "csv_rows",
@@ -142,86 +144,167 @@ def _options(names: list[str], arrow_schema: pa.Schema) -> tuple[
         column_types={f.name: f.type for f in arrow_schema},
         null_values=_FAST_NULLS,
         strings_can_be_null=True,
-        quoted_strings_can_be_null=False,
+        quoted_strings_can_be_null=True,  # Spark reads "" as null too (measured, 4.1.4)
         true_values=["true", "True", "TRUE"],
         false_values=["false", "False", "FALSE"],
     )
     return read, parse, convert
 
 
+class MalformedRecord(InputError):
+    """A record FAILFAST refuses: ``line`` counts the lines of the parsed text from 1. The
+    message says what is wrong, never the record's values (they may be sensitive)."""
+
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(f"malformed CSV record (mode FAILFAST): {reason}")
+        self.line = line
+        self.reason = reason
+
+
+# Spark's CSV parses int, long, decimal and boolean values without trimming them (" 34 " is
+# malformed there, measured on 4.1.4); pyarrow trims. Only text with a space next to a delimiter
+# or a line end can hold such a value, so only then are those columns checked.
+_SPACED = (b" ,", b", ", b" \n", b" \r", b"\n ")
+
+
+def _strict(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_integer(kind) or pa.types.is_decimal(kind)
+                or pa.types.is_boolean(kind))
+
+
+def _has_spaced_values(text: bytes, names: list[str], arrow_schema: pa.Schema) -> bool:
+    strict = [f.name for f in arrow_schema if _strict(f.type)]
+    if not strict or not (text[:1] == b" " or any(p in text for p in _SPACED)):
+        return False
+    read, parse, _ = _options(names, arrow_schema)
+    raw = pacsv.read_csv(pa.py_buffer(text), read, parse, pacsv.ConvertOptions(
+        include_columns=strict, column_types={n: pa.string() for n in strict},
+        null_values=_FAST_NULLS, strings_can_be_null=True, quoted_strings_can_be_null=True))
+    return any(pc.any(pc.not_equal(pc.utf8_trim_whitespace(col), col)).as_py() is True
+               for col in raw.columns)
+
+
 def parse_csv(text: bytes, arrow_schema: pa.Schema, mode: str,
               file_columns: list[str] | None = None) -> pa.Table:
-    """Parse complete CSV lines into a table of exactly ``arrow_schema``.
+    """Parse complete CSV lines into a table of exactly ``arrow_schema``, as Spark's CSV source
+    parses them (the differential tests hold the two side by side).
 
     ``file_columns`` names every column of the file, in order, when ``arrow_schema`` selects only
     some of them (default: the file's columns are exactly the schema's).
 
-    Well-formed input takes pyarrow's vectorised parser. If it rejects the input, ``mode`` decides
-    as in Spark: FAILFAST raises :class:`InputError`; PERMISSIVE re-parses row by row, padding
-    short rows with nulls, dropping extra fields and turning unparseable values into nulls;
-    DROPMALFORMED re-parses and drops every row that PERMISSIVE would have repaired.
+    Well-formed input takes pyarrow's vectorised parser. If it rejects the input (or the input
+    holds a value pyarrow would read more leniently than Spark), the text is parsed row by row
+    with Spark's rules, and ``mode`` decides as in Spark: PERMISSIVE pads short rows with nulls,
+    drops extra fields and turns unparseable values into nulls; DROPMALFORMED drops every row
+    that PERMISSIVE would have repaired; FAILFAST raises :class:`MalformedRecord` for the first.
+    Invalid UTF-8 becomes U+FFFD, as Java's decoder makes it.
     """
     names = file_columns if file_columns is not None else arrow_schema.names
     if not text.strip():
         return arrow_schema.empty_table()
     read, parse, convert = _options(names, arrow_schema)
     try:
-        return pacsv.read_csv(pa.py_buffer(text), read, parse, convert)
-    except pa.ArrowInvalid as exc:
-        if mode == "FAILFAST":
-            # pyarrow appends the offending row after the last ": "; keep it out of the message.
-            reason = ": ".join(str(exc).split(": ")[:2])
-            raise InputError(f"malformed CSV record (mode FAILFAST): {reason}") from exc
-    return _parse_slow(text, arrow_schema, names, drop_malformed=mode == "DROPMALFORMED")
+        table = pacsv.read_csv(pa.py_buffer(text), read, parse, convert)
+        if not _has_spaced_values(text, names, arrow_schema):
+            return table
+    except pa.ArrowInvalid:
+        pass
+    return _parse_slow(text, arrow_schema, names, mode)
+
+
+def _java_int(bits: int) -> Callable[[str], int]:
+    def to_int(value: str) -> int:
+        # Integer.parseInt: an optional sign and ASCII digits, nothing else (no spaces).
+        if not _INT.fullmatch(value):
+            raise ValueError("not an integer")
+        number = int(value)
+        if not -(1 << (bits - 1)) <= number < 1 << (bits - 1):
+            raise ValueError("out of range")
+        return number
+
+    return to_int
+
+
+_INT = re.compile(r"[+-]?[0-9]+")
+# java.math.BigDecimal(String): sign, digits with an optional point, optional exponent.
+_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+# Double.parseDouble after Spark's nanValue / positiveInf / negativeInf ("NaN", "Inf", "-Inf"):
+# Java trims, accepts Infinity and a float/double suffix (hexadecimal forms are left out).
+_DOUBLE = re.compile(r"[+-]?(NaN|Infinity|([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?[fFdD]?)")
+# DateTimeUtils.stringToDate, Spark's fallback for dates: trimmed, a year of 4+ digits, then
+# optional -month and -day of 1-2 digits, then anything after a space or a 'T'.
+_DATE = re.compile(r"([+-]?)([0-9]{4,})(?:-([0-9]{1,2})(?:-([0-9]{1,2}))?)?(?:[ T].*)?",
+                   re.DOTALL)
+
+
+def _to_double(value: str) -> float:
+    if value in ("NaN", "Inf", "-Inf"):
+        return {"NaN": math.nan, "Inf": math.inf, "-Inf": -math.inf}[value]
+    stripped = value.strip()
+    if not _DOUBLE.fullmatch(stripped):
+        raise ValueError("not a double")
+    return float(stripped.rstrip("fFdD"))
+
+
+def _to_date(value: str) -> date:
+    match = _DATE.fullmatch(value.strip())
+    if not match or match.group(1) == "-":
+        raise ValueError("not a date")
+    year, month, day = match.group(2), match.group(3) or "1", match.group(4) or "1"
+    return date(int(year), int(month), int(day))
+
+
+def _to_bool(value: str) -> bool:
+    lowered = value.lower()  # Scala's toBoolean: case-insensitive, not trimmed
+    if lowered not in ("true", "false"):
+        raise ValueError("not a boolean")
+    return lowered == "true"
 
 
 def _converter(kind: pa.DataType) -> Callable[[str], Any]:
     if pa.types.is_integer(kind):
-        bits = kind.bit_width
-
-        def to_int(value: str) -> int:
-            number = int(value.strip())
-            if not -(1 << (bits - 1)) <= number < 1 << (bits - 1):
-                raise ValueError("out of range")
-            return number
-
-        return to_int
+        return _java_int(kind.bit_width)
     if pa.types.is_floating(kind):
-        return lambda value: float(value.strip())
+        return _to_double
     if pa.types.is_boolean(kind):
-        def to_bool(value: str) -> bool:
-            lowered = value.strip().lower()
-            if lowered not in ("true", "false"):
-                raise ValueError("not a boolean")
-            return lowered == "true"
-
-        return to_bool
+        return _to_bool
     if pa.types.is_date(kind):
-        return lambda value: date.fromisoformat(value.strip())
+        return _to_date
     if pa.types.is_timestamp(kind):
         return lambda value: datetime.fromisoformat(value.strip())
     if pa.types.is_decimal(kind):
+        scale, precision = kind.scale, kind.precision
+        quantum = Decimal(1).scaleb(-scale)
+
         def to_decimal(value: str) -> Decimal:
+            if not _DECIMAL.fullmatch(value):
+                raise ValueError("not a decimal")
             try:
-                return Decimal(value.strip())
+                # Spark rounds to the column's scale half up, and a value that then needs more
+                # digits than the precision is malformed (null in PERMISSIVE; measured).
+                number = Decimal(value).quantize(quantum, rounding=ROUND_HALF_UP)
             except InvalidOperation as exc:
                 raise ValueError("not a decimal") from exc
+            if len(number.as_tuple().digits) > precision and number != 0:
+                raise ValueError("too many digits")
+            return number
 
         return to_decimal
     return str
 
 
-def _parse_slow(text: bytes, arrow_schema: pa.Schema, file_columns: list[str], *,
-                drop_malformed: bool) -> pa.Table:
+def _parse_slow(text: bytes, arrow_schema: pa.Schema, file_columns: list[str],
+                mode: str) -> pa.Table:
+    drop_malformed = mode == "DROPMALFORMED"
     converters = [_converter(f.type) for f in arrow_schema]
     positions = [file_columns.index(name) for name in arrow_schema.names]
     width = len(file_columns)
     columns: list[list[Any]] = [[] for _ in converters]
     reader = csv.reader(io.StringIO(text.decode("utf-8", errors="replace")), strict=False)
     for fields in reader:
-        if not fields:
-            continue
-        malformed = len(fields) != width
+        if not fields or fields == [""]:
+            continue  # Spark skips empty lines
+        problem = None if len(fields) == width else f"{len(fields)} fields, expected {width}"
         values: list[Any] = []
         for i, convert in zip(positions, converters, strict=True):
             raw = fields[i] if i < len(fields) else ""
@@ -229,15 +312,16 @@ def _parse_slow(text: bytes, arrow_schema: pa.Schema, file_columns: list[str], *
                 values.append(None)
                 continue
             try:
-                value = convert(raw)
-                if isinstance(value, float) and math.isnan(value) and raw.strip() != "NaN":
-                    raise ValueError("nan")
-                values.append(value)
+                values.append(convert(raw))
             except (ValueError, OverflowError):
-                malformed = True
+                problem = problem or f"field {i + 1} ({file_columns[i]}) is not a valid " \
+                                     f"{arrow_schema.field(file_columns[i]).type}"
                 values.append(None)
-        if malformed and drop_malformed:
-            continue
+        if problem is not None:
+            if mode == "FAILFAST":
+                raise MalformedRecord(reader.line_num, problem)
+            if drop_malformed:
+                continue
         for column, value in zip(columns, values, strict=True):
             column.append(value)
     arrays = [pa.array(col, type=f.type) for col, f in zip(columns, arrow_schema, strict=True)]

@@ -1,45 +1,84 @@
-"""Column pruning for SQL over encrypted tables, which Spark cannot push into Python sources.
+"""SQL over encrypted tables: column pruning and filter pushdown that cannot change an answer.
 
-Spark's own CSV reader parses only the columns a query uses; a Python data source is always
-asked for every column of its schema (PySpark 4.1 to 4.3 have no ``pruneColumns``), so a query
-touching 4 of lineitem's 16 columns pays to parse and transfer all 16. :func:`encrypted_sql`
-plans the query once with full tables, works out from Spark's *optimized* plan which columns of
-each encrypted scan the query needs, then registers each table again reading only those columns
-(the reader's ``fileColumns`` projection) and plans the query for real. The answer is the same
-query over the same rows; only unused columns are never parsed.
+Spark's own CSV reader parses only the columns a query uses and filters rows inside its parser. A
+Python data source gets neither: PySpark 4.1 to 4.3 have no ``pruneColumns``, and 4.1's
+``pushFilters`` state is kept on the relation and leaks into later queries (see ``_filters``).
+So :func:`encrypted_sql` plans the query once over the full tables, and from that plan derives,
+for each encrypted table,
 
-The optimized plan is read through Py4J (classic PySpark; Spark Connect sessions are not
-supported and get the unpruned query).
+* the columns to read: every column the *analyzed* plan references, anywhere (subqueries
+  included). The query text is analysed again over the narrowed table, so a column that only the
+  optimizer folds away (``WHERE 1 = 1 OR job = 'x'``, ``typeof(job)``) must still be there;
+* the filters to apply while reading: those that sit directly above *every* scan of the table in
+  the *optimized* plan (a table scanned twice, as in a self-join, gets only the filters both
+  scans have). Spark evaluates each of them again above the scan, so reading only the rows that
+  pass them gives the same answer (the optimized plan is equivalent to the query for any input).
+
+It then registers each table again as a new relation that carries the columns and filters as
+options (nothing is shared with other queries or DataFrames) and plans the query for real. If
+that fails, or its output schema differs from the first plan's, the query runs unpruned:
+pruning is an optimisation and never turns a valid query into an error.
+
+The plans are read through Py4J (classic PySpark; Spark Connect sessions get the unpruned query).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from py4j.protocol import Py4JError
+from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.datasource import (
+    EqualNullSafe,
+    EqualTo,
+    Filter,
+    GreaterThan,
+    GreaterThanOrEqual,
+    In,
+    IsNotNull,
+    IsNull,
+    LessThan,
+    LessThanOrEqual,
+    Not,
+    StringContains,
+    StringEndsWith,
+    StringStartsWith,
+)
 from pyspark.sql.functions import broadcast
 from pyspark.sql.types import DataType, DecimalType, StructType
 
 from cipherspark.spark._conf import conf_bytes
+from cipherspark.spark._filters import And, Or, filters_to_json
 from cipherspark.spark.datasource import FORMAT_NAME
 
-__all__ = ["encrypted_sql", "scan_columns"]
+__all__ = ["ScanPlan", "encrypted_sql", "plan_scans", "scans"]
+
+_log = logging.getLogger(__name__)
 
 
 def _seq(scala_seq: Any) -> list[Any]:
     return [scala_seq.apply(i) for i in range(scala_seq.length())]
 
 
+def _simple_name(node: Any) -> str:
+    return str(node.getClass().getSimpleName())
+
+
 def _our_scan(node: Any) -> dict[str, str] | None:
     """The options of a cipherspark_csv scan leaf, else None."""
-    if node.getClass().getSimpleName() not in ("DataSourceV2Relation", "DataSourceV2ScanRelation"):
+    kind = _simple_name(node)
+    if kind not in ("DataSourceV2Relation", "DataSourceV2ScanRelation"):
         return None
-    relation = node.relation() if node.getClass().getSimpleName() == "DataSourceV2ScanRelation" \
-        else node
+    relation = node.relation() if kind == "DataSourceV2ScanRelation" else node
     try:
         if str(relation.table().name()) != FORMAT_NAME:
             return None
@@ -49,69 +88,172 @@ def _our_scan(node: Any) -> dict[str, str] | None:
         return None
 
 
-def scan_columns(df: DataFrame) -> dict[str, set[str]]:
-    """For each encrypted scan in ``df``'s optimized plan (keyed by its ``path`` option), the
-    names of its columns that the rest of the plan references."""
-    needed: dict[str, set[str]] = {}
-    for path, _, used in _scans(df):
-        needed.setdefault(path, set()).update(used)
-    return needed
+def _scan_key(options: Mapping[str, str]) -> str:
+    """One key per encrypted table (its reader options), to match plan scans to tables."""
+    return json.dumps(sorted(options.items()))
 
 
-# Nodes whose output is (a subset of) their children's output, attribute for attribute: a child
-# must provide what is required above plus what the node itself references.
-_PASS_THROUGH = frozenset({
-    "Filter", "Sort", "GlobalLimit", "LocalLimit", "Offset", "Join", "SubqueryAlias", "Window",
-    "Sample", "Repartition", "RepartitionByExpression", "RebalancePartitions", "Tail",
-})
-# Nodes that compute their whole output from what they reference.
-_REFERENCES_ONLY = frozenset({"Project", "Aggregate"})
+def _nodes(root: Any) -> Iterator[Any]:
+    """Every node of a plan, subquery plans included (at any depth)."""
+    pending = [root]
+    while pending:
+        node = pending.pop()
+        yield node
+        pending.extend(_seq(node.children()))
+        pending.extend(_seq(node.subqueries()))
 
 
 def _ids(attributes: Any) -> list[int]:
     return [int(a.exprId().id()) for a in _seq(attributes)]
 
 
-def _scans(df: DataFrame) -> list[tuple[str, list[str], set[str]]]:
-    """(path, the columns it reads, those the plan needs) of each encrypted scan in ``df``'s
-    optimized plan.
+def _referenced_columns(analyzed: Any) -> dict[str, set[str]]:
+    """For each encrypted scan of ``analyzed`` (keyed by :func:`_scan_key`), the names of its
+    columns that some node of the plan references."""
+    referenced: set[int] = set()
+    scans: list[tuple[str, list[tuple[str, int]]]] = []
+    for node in _nodes(analyzed):
+        options = _our_scan(node)
+        if options is not None:
+            output = [(str(a.name()), int(a.exprId().id())) for a in _seq(node.output())]
+            scans.append((_scan_key(options), output))
+            continue
+        referenced.update(_ids(node.references().toSeq()))
+    needed: dict[str, set[str]] = {}
+    for key, output in scans:
+        needed.setdefault(key, set()).update(n for n, i in output if i in referenced)
+    return needed
 
-    Required columns flow top-down from the root's output (Spark's own column-pruning logic,
-    simplified): a node of unknown kind makes its children provide everything they output, so an
-    unfamiliar plan shape prunes less, never too much. Subquery plans are analysed on their own.
-    """
-    found: list[tuple[str, list[str], set[str]]] = []
-    root = df._jdf.queryExecution().optimizedPlan()
-    pending = [(root, set(_ids(root.output())))]
+
+# -- filters from Catalyst ------------------------------------------------------------------------
+
+_COMPARISONS: dict[str, type[Filter]] = {
+    cls.__name__: cls
+    for cls in (EqualTo, EqualNullSafe, GreaterThan, GreaterThanOrEqual, LessThan,
+                LessThanOrEqual, StringStartsWith, StringEndsWith, StringContains)
+}
+
+
+def _value(java: Any) -> Any:
+    """A filter value from Py4J: numbers, strings, booleans and decimals arrive as Python
+    values; dates as Java objects. Anything else (timestamps, binary, ...) is not pushed."""
+    if isinstance(java, bool | int | float | str | Decimal):
+        return java
+    if java is not None and str(java.getClass().getName()) in ("java.sql.Date",
+                                                                "java.time.LocalDate"):
+        return date.fromisoformat(str(java.toString()))
+    raise ValueError("not a pushable value")
+
+
+def _from_source_filter(java: Any, columns: set[str]) -> Filter | None:
+    """A ``pyspark.sql.datasource`` filter for a ``org.apache.spark.sql.sources.Filter``."""
+    kind = _simple_name(java)
+    try:
+        if kind == "Not":
+            child = _from_source_filter(java.child(), columns)
+            return None if child is None else Not(child)
+        if kind in ("And", "Or"):
+            left = _from_source_filter(java.left(), columns)
+            right = _from_source_filter(java.right(), columns)
+            if left is None or right is None:
+                return None
+            return And(left, right) if kind == "And" else Or(left, right)
+        name = str(java.attribute())
+        if name not in columns:  # nested fields and quoted names are left to Spark
+            return None
+        if kind == "IsNull":
+            return IsNull((name,))
+        if kind == "IsNotNull":
+            return IsNotNull((name,))
+        if kind == "In":
+            return In((name,), tuple(_value(v) for v in java.values()))
+        if kind in _COMPARISONS:
+            return _COMPARISONS[kind]((name,), _value(java.value()))  # type: ignore[call-arg]
+    except (ValueError, Py4JError):
+        return None
+    return None
+
+
+def _conjuncts(expression: Any) -> Iterator[Any]:
+    pending = [expression]
     while pending:
-        node, required = pending.pop()
-        for sub in _seq(node.subqueries()):
-            pending.append((sub, set(_ids(sub.output()))))
+        item = pending.pop()
+        if _simple_name(item) == "And":
+            pending.extend((item.left(), item.right()))
+        else:
+            yield item
+
+
+def _filter_above(parent: Any, columns: set[str], translate: Any) -> set[str]:
+    """The wire forms of the translatable conjuncts of Filter node ``parent``."""
+    found = set()
+    for conjunct in _conjuncts(parent.condition()):
+        translated = translate(conjunct, True)
+        if not translated.isDefined():
+            continue
+        spark_filter = _from_source_filter(translated.get(), columns)
+        if spark_filter is not None:
+            found.add(filters_to_json([spark_filter]))
+    return found
+
+
+def _pushable_filters(spark: SparkSession, optimized: Any) -> dict[str, set[str]]:
+    """For each encrypted table (keyed by :func:`_scan_key`), the filters found directly above
+    every one of its scans in ``optimized`` (as one-filter wire forms)."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    strategy = getattr(getattr(jvm.org.apache.spark.sql.execution.datasources,
+                               "DataSourceStrategy$"), "MODULE$")
+    common: dict[str, set[str]] = {}
+    for node in _nodes(optimized):
+        is_filter = _simple_name(node) == "Filter"
+        for child in _seq(node.children()):
+            options = _our_scan(child)
+            if options is None:
+                continue
+            columns = {str(a.name()) for a in _seq(child.output())}
+            found = _filter_above(node, columns, strategy.translateFilter) if is_filter else set()
+            key = _scan_key(options)
+            common[key] = common[key] & found if key in common else found
+    # A scan that is the plan's root, or a subquery's, has no parent and so no filter.
+    for node in [optimized, *(sub for n in _nodes(optimized) for sub in _seq(n.subqueries()))]:
+        options = _our_scan(node)
+        if options is not None:
+            common[_scan_key(options)] = set()
+    return common
+
+
+# -- the rewrite ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ScanPlan:
+    """How :func:`encrypted_sql` reads one encrypted table: the columns, in the table's order,
+    and the filters (wire forms, see ``_filters``) every row it yields passes."""
+
+    columns: tuple[str, ...]
+    filters: tuple[str, ...]
+
+
+def plan_scans(spark: SparkSession, planned: DataFrame) -> dict[str, ScanPlan]:
+    """For each encrypted table scanned in ``planned`` (keyed by its reader options, see
+    :func:`_scan_key`): the columns the query references and the filters it applies to every
+    scan of the table."""
+    execution = planned._jdf.queryExecution()
+    needed = _referenced_columns(execution.analyzed())
+    filters = _pushable_filters(spark, execution.optimizedPlan())
+    return {key: ScanPlan(tuple(sorted(columns)), tuple(sorted(filters.get(key, set()))))
+            for key, columns in needed.items()}
+
+
+def scans(df: DataFrame) -> list[tuple[str, list[str], dict[str, str]]]:
+    """(path, the columns it reads, its reader options) of each encrypted scan that ``df``'s
+    optimized plan runs: what a query actually decrypts and parses."""
+    found = []
+    for node in _nodes(df._jdf.queryExecution().optimizedPlan()):
         options = _our_scan(node)
         if options is not None and "path" in options:
-            output = [(str(a.name()), int(a.exprId().id())) for a in _seq(node.output())]
-            found.append((options["path"], [n for n, _ in output],
-                          {n for n, i in output if i in required}))
-            continue
-        kind = str(node.getClass().getSimpleName())
-        children = _seq(node.children())
-        if kind in _REFERENCES_ONLY:
-            need = set(_ids(node.references().toSeq()))
-        elif kind in _PASS_THROUGH:
-            need = required | set(_ids(node.references().toSeq()))
-        elif kind == "Union":
-            # By position: column j of every child feeds column j of the union's output.
-            positions = [j for j, i in enumerate(_ids(node.output())) if i in required]
-            for child in children:
-                ids = _ids(child.output())
-                pending.append((child, {ids[j] for j in positions if j < len(ids)}))
-            continue
-        else:
-            for child in children:
-                pending.append((child, set(_ids(child.output()))))
-            continue
-        for child in children:
-            pending.append((child, need & set(_ids(child.output()))))
+            found.append((options["path"], [str(a.name()) for a in _seq(node.output())],
+                          options))
     return found
 
 
@@ -122,14 +264,22 @@ def _scan_options(df: DataFrame) -> dict[str, str] | None:
 
 
 def _reread(spark: SparkSession, options: dict[str, str], schema: StructType,
-            columns: list[str]) -> DataFrame:
+            columns: list[str], filters: tuple[str, ...]) -> DataFrame:
     file_columns = options.get("fileColumns")
     all_columns = json.loads(file_columns) if file_columns else schema.fieldNames()
     reader = spark.read.format(FORMAT_NAME)
     for name, value in options.items():
-        if name not in ("path", "fileColumns"):
+        if name not in ("path", "fileColumns", "pushedFilters"):
             reader = reader.option(name, value)
     reader = reader.option("fileColumns", json.dumps(all_columns))
+    if filters:
+        # Each entry is a one-filter list: join them into one list.
+        merged = [item for wire in filters for item in json.loads(wire)]
+        if options.get("pushedFilters"):
+            merged = json.loads(options["pushedFilters"]) + merged
+        reader = reader.option("pushedFilters", json.dumps(merged, separators=(",", ":")))
+    elif options.get("pushedFilters"):
+        reader = reader.option("pushedFilters", options["pushedFilters"])
     return reader.schema(StructType([schema[c] for c in columns])).load(options["path"])
 
 
@@ -154,10 +304,24 @@ def _estimated_bytes(path: str, full: StructType, kept: list[str]) -> int:
     return size * kept_width // width
 
 
+@contextmanager
+def _quiet_analysis_errors() -> Iterator[None]:
+    """PySpark logs every AnalysisException it converts at ERROR (with the query text); a
+    failed pruned attempt is expected and handled, so it must not reach the user's console."""
+    logger = logging.getLogger("SQLQueryContextLogger")
+    disabled = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = disabled
+
+
 def encrypted_sql(spark: SparkSession, query: str, tables: Mapping[str, DataFrame]) -> DataFrame:
     """``spark.sql(query)`` with ``tables`` (name -> DataFrame) as temporary views, where each
     DataFrame that is a plain :func:`~cipherspark.spark.read_encrypted_csv` scan is read with
-    only the columns the query uses. Other DataFrames are used as they are.
+    only the columns the query uses, dropping rows the query's filters reject while decrypting.
+    Other DataFrames are used as they are. The answer is always that of ``spark.sql(query)``.
 
     Spark knows a file's size but not a Python source's, so it would never broadcast a small
     encrypted table into a join (every join became a sort-merge join with two shuffles). Each
@@ -172,29 +336,43 @@ def encrypted_sql(spark: SparkSession, query: str, tables: Mapping[str, DataFram
         df.createOrReplaceTempView(name)
     planned = spark.sql(query)
     try:
-        needed = scan_columns(planned)
+        plans = plan_scans(spark, planned)
         threshold = conf_bytes(spark, "spark.sql.autoBroadcastJoinThreshold", 10 << 20)
         replaced: dict[str, DataFrame] = {}
         for name, df in tables.items():
             options = _scan_options(df)
-            if options is None or options.get("path") not in needed:
+            if options is None or _scan_key(options) not in plans:
                 continue
+            plan = plans[_scan_key(options)]
             names = df.schema.fieldNames()
             # count(*) needs no column, but a scan must yield at least one.
-            keep = [c for c in names if c in needed[options["path"]]] or names[:1]
-            scan = _reread(spark, options, df.schema, keep) if len(keep) < len(names) else df
+            keep = [c for c in names if c in plan.columns] or names[:1]
+            scan = df
+            if len(keep) < len(names) or plan.filters:
+                scan = _reread(spark, options, df.schema, keep, plan.filters)
             if 0 <= _estimated_bytes(options["path"], df.schema, keep) <= threshold:
                 scan = broadcast(scan)
             if scan is not df:
                 replaced[name] = scan
-    except (Py4JError, AttributeError, OSError):  # no JVM plan (e.g. Spark Connect): as given
+    except (Py4JError, AttributeError, OSError) as exc:  # no JVM plan (Spark Connect): as given
+        _log.debug("encrypted_sql: no pruning (%s)", type(exc).__name__)
         return planned
     if not replaced:
         return planned
     try:
         for name, df in replaced.items():
             df.createOrReplaceTempView(name)
-        return spark.sql(query)
+        with _quiet_analysis_errors():
+            pruned = spark.sql(query)
+        if pruned.schema != planned.schema:
+            _log.debug("encrypted_sql: the pruned query's schema differs; running it unpruned")
+            return planned
+        return pruned
+    except (PySparkException, Py4JError) as exc:
+        # Pruning is an optimisation: a query it cannot re-plan runs as written.
+        _log.debug("encrypted_sql: the pruned query failed to plan (%s); running it unpruned",
+                   type(exc).__name__)
+        return planned
     finally:
         for name in replaced:
             tables[name].createOrReplaceTempView(name)

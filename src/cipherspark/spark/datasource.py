@@ -18,7 +18,7 @@ Options (all strings, as Spark passes them):
 ``partitionBytes`` (read) target plaintext bytes per partition, default 128 MiB
 ``minPartitions``  (read) the session's cores: partitions come in whole waves of this many
 ``countRows``      (read) ``true``: yield record counts (schema ``rows bigint``), not records
-``filterPushdown`` (read) ``true`` to evaluate Spark's pushed filters in Arrow
+``pushedFilters`` (read) JSON filters rows must pass (set by ``encrypted_sql``; see ``_filters``)
 ``segmentSize``    (write) ciphertext segment size, default 1 MiB
 =================  ======================================================================
 """
@@ -26,11 +26,12 @@ Options (all strings, as Spark passes them):
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,6 @@ from pyspark.sql.datasource import (
     DataSource,
     DataSourceArrowWriter,
     DataSourceReader,
-    Filter,
     InputPartition,
     WriterCommitMessage,
 )
@@ -71,6 +71,7 @@ from cipherspark.files import list_parts
 from cipherspark.spark._csv import (
     MODES,
     FileSlice,
+    MalformedRecord,
     count_records,
     csv_header_line,
     csv_rows,
@@ -80,7 +81,7 @@ from cipherspark.spark._csv import (
     plan_slices,
 )
 from cipherspark.spark._executor import executor_data_key, executor_kms
-from cipherspark.spark._filters import apply_filters, combine, to_expression
+from cipherspark.spark._filters import apply_filters, combine, filters_from_json
 
 __all__ = ["FORMAT_NAME", "EncryptedCsvDataSource"]
 
@@ -188,6 +189,13 @@ class _Reader(DataSourceReader):
         if not self.arrow_schema.names:
             # parse_csv cannot carry a row count without columns (it would return no rows).
             raise UsageError("the schema must select at least one column")
+        # Filters are options, so they belong to this relation alone: nothing a query pushes can
+        # stick to a DataFrame and change the rows of the next query (see _filters' docstring).
+        pushed = options.get("pushedFilters")
+        try:
+            self.filters = () if pushed is None else filters_from_json(pushed)
+        except ValueError as exc:
+            raise UsageError(f"option pushedFilters: {exc}") from exc
         columns = options.get("fileColumns")
         self.file_columns = None if columns is None else _column_list(columns)
         if self.file_columns is not None:
@@ -228,16 +236,36 @@ class _Reader(DataSourceReader):
         assert isinstance(partition, _Partition)
         expression = self._expression()
         for piece in partition.slices:
-            for text in self._records(piece):
+            for index, text in enumerate(self._records(piece)):
                 try:
                     table = parse_csv(text, self.arrow_schema, self.mode, self.file_columns)
+                except MalformedRecord as exc:
+                    line = self._lines_before(piece, index) + exc.line
+                    raise InputError(f"{piece.path}: line {line}: {exc}") from exc
                 except InputError as exc:
                     raise InputError(f"{piece.path}: {exc}") from exc
                 table = apply_filters(table, expression)
                 yield from table.to_batches(max_chunksize=_BATCH_ROWS)
 
+    def _lines_before(self, piece: FileSlice, index: int) -> int:
+        """Lines of the file before chunk ``index`` of ``piece``: FAILFAST names the line of a
+        malformed record. Only ever computed for that error, so it may decrypt the prefix."""
+        container = _open(piece.path, self.kms_url)
+        lines = 0
+        if piece.start > 0:
+            # Segments before the split, plus the line the split skips (an earlier split's).
+            lines = sum(segment.count(b"\n") for segment in
+                        itertools.islice(container.iter_segments(0), piece.start)) + 1
+        header = self.header if self.header is not None else container.header.csv_has_header
+        if piece.start == 0 and header:
+            lines += 1
+        for chunk in itertools.islice(self._records(piece), index):
+            lines += chunk.count(b"\n")
+        return lines
+
     def _expression(self) -> Any:
-        return None
+        # Built on the executor: the reader is pickled, Arrow expressions need not be.
+        return combine(self.filters, self.arrow_schema)
 
 
 COUNT_SCHEMA = StructType([StructField("rows", LongType(), False)])
@@ -256,24 +284,6 @@ class _CountingReader(_Reader):
         total = sum(count_records(chunk) for piece in partition.slices
                     for chunk in self._records(piece))
         yield pa.RecordBatch.from_arrays([pa.array([total], pa.int64())], names=["rows"])
-
-
-class _FilteringReader(_Reader):
-    """A reader that also evaluates the filters Spark pushes down (see ``_filters``)."""
-
-    def __init__(self, options: Mapping[str, str], schema: StructType) -> None:
-        super().__init__(options, schema)
-        self.filters: list[Filter] = []
-
-    def pushFilters(self, filters: list[Filter]) -> Iterable[Filter]:
-        names = self.arrow_schema.names
-        self.filters = [f for f in filters if to_expression(f, names) is not None]
-        # All are returned: Spark evaluates them again on the (far fewer) remaining rows.
-        return filters
-
-    def _expression(self) -> Any:
-        # Built lazily on the executor: the reader is pickled, Arrow expressions need not be.
-        return combine(self.filters, self.arrow_schema.names)
 
 
 @dataclass(frozen=True)
@@ -392,7 +402,7 @@ class EncryptedCsvDataSource(DataSource):
         try:
             fields = next(csv.reader([first_line.decode()]), [])
         except UnicodeDecodeError as exc:
-            raise InputError(f"{first}: the first line is not UTF-8 text") from exc
+            raise InputError(f"{first}: line 1 (the header) is not UTF-8 text") from exc
         names = fields if header else [f"_c{i}" for i in range(len(fields))]
         if not names:
             raise InputError(f"{first}: no CSV header or first line to take columns from")
@@ -417,15 +427,13 @@ class EncryptedCsvDataSource(DataSource):
     def reader(self, schema: StructType) -> DataSourceReader:
         """A reader for ``schema`` (the user's, or :meth:`schema`'s).
 
-        With option ``filterPushdown=true`` (set by :func:`read_encrypted_csv` when the session
-        enables ``spark.sql.python.filterPushdown.enabled``) it evaluates pushed filters in Arrow.
+        It keeps no state between queries: whatever it filters or projects comes from this
+        relation's options (``pushedFilters``, ``fileColumns``), never from a query.
         """
         if _flag(self.options, "countRows"):
             if schema != COUNT_SCHEMA:
                 raise UsageError("option countRows needs the schema 'rows bigint not null'")
             return _CountingReader(self.options, schema)
-        if _flag(self.options, "filterPushdown"):
-            return _FilteringReader(self.options, schema)
         return _Reader(self.options, schema)
 
     def writer(self, schema: StructType, overwrite: bool) -> DataSourceArrowWriter:

@@ -47,8 +47,10 @@ SECURE_CONF: Mapping[str, str] = {
     "spark.master.rest.enabled": "false",
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
-    # Let the encrypted CSV source drop non-matching rows in Arrow, as Spark's CSV source does.
-    "spark.sql.python.filterPushdown.enabled": "true",
+    # Off: in PySpark 4.1 a Python source's pushed-filter state is kept on the relation and
+    # reused by later scans of the same DataFrame (wrong answers, issue 11). encrypted_sql
+    # pushes filters as reader options instead; off also saves a planner worker per scan.
+    "spark.sql.python.filterPushdown.enabled": "false",
 }
 
 
