@@ -40,7 +40,7 @@ def _free_port() -> int:
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> str:
-    return subprocess.run([sys.executable, "-m", "cipherspark._cli", *args], check=True,
+    return subprocess.run([sys.executable, "-m", "cipherspark", *args], check=True,
                           capture_output=True, text=True, env={**os.environ, **(env or {})}
                           ).stdout
 
@@ -48,7 +48,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> str:
 def _start(data: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
     token = json.loads(_cli("kms", "init", "--data", str(data), "--json"))["admin_token"]
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "cipherspark._cli", "kms", "serve", "--data",
+    proc = subprocess.Popen([sys.executable, "-m", "cipherspark", "kms", "serve", "--data",
                              str(data), "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url, ca = f"https://127.0.0.1:{port}", data / "tls" / "cert.pem"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cipherspark._cli import main
+from cipherspark.cli import main
 from cipherspark.kms import local, open_kms
 from tests.conftest import TEST_CREDENTIALS, TEST_KEY
 

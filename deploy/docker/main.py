@@ -2,6 +2,6 @@
 
 import sys
 
-from cipherspark._cli import main
+from cipherspark.cli import main
 
 sys.exit(main())

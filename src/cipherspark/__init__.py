@@ -6,8 +6,14 @@ source), :mod:`cipherspark.jobs` (the Simple Query, SQL, the demo).
 Errors: :mod:`cipherspark.errors`.
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 from cipherspark.errors import CipherSparkError
 
 __all__ = ["CipherSparkError", "__version__"]
 
-__version__ = "0.1.0"
+try:
+    # One source for the version: pyproject.toml, through the installed distribution's metadata.
+    __version__ = version("cipherspark")
+except PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
+    __version__ = "0+unknown"

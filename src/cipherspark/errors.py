@@ -25,18 +25,30 @@ of them into one line on stderr and a non-zero exit code; it never shows a trace
     ├── AttestationError        TEE evidence cannot be produced, parsed or verified
     │   └── PolicyDeniedError   verified evidence does not satisfy the key's release policy
     ├── JobError                a Spark job failed (the Spark message is summarised)
+    ├── ClusterError            a standalone cluster could not be started, found or stopped
     └── VerificationError       a result did not match what it was checked against
 
 Messages are meant for users: one sentence, naming the file or key concerned, never containing
 key material.
+
+An attestation failure carries a :class:`DenialReason` (``exc.reason``). It survives pickling, and
+it is also written as a note (PEP 678) under the message, so that a process which only sees the
+printed traceback of another one (a Spark driver reading a Python worker's failure) can get it
+back with :meth:`AttestationError.reason_in`.
 """
 
 from __future__ import annotations
 
+import re
+from enum import StrEnum
+from typing import Any
+
 __all__ = [
     "AttestationError",
     "CipherSparkError",
+    "ClusterError",
     "CredentialsError",
+    "DenialReason",
     "FormatError",
     "InputError",
     "IntegrityError",
@@ -129,17 +141,65 @@ class KmsServerError(KmsUnavailableError):
     """The KMS server answered with an internal error (HTTP 5xx)."""
 
 
+class DenialReason(StrEnum):
+    """Why TEE evidence was refused: the machine-readable part of an :class:`AttestationError`.
+
+    A ``str`` enum, so ``exc.reason == "measurement"`` holds and the value is what the KMS server
+    sends (``"reason"`` in its JSON answer) and writes to its audit log (``denied:<reason>``).
+    """
+
+    MEASUREMENT = "measurement"
+    TCB_STATUS = "tcb_status"
+    DEBUG = "debug"
+    SVN = "svn"
+    NONCE = "nonce"
+    BINDING = "binding"
+    TEE_TYPE = "tee_type"
+    SIGNATURE = "signature"
+    EXPIRED = "expired"
+    NO_POLICY = "no_policy"
+    #: No TEE (or no collateral source) is available here.
+    UNAVAILABLE = "unavailable"
+
+
+# The note under an attestation error's message (see the module docstring). It must not look like
+# a "cipherspark.errors.X: message" line, which is what readers of tracebacks search for.
+_REASON_NOTE = "attestation denial reason: "
+_REASON_IN_TEXT = re.compile(re.escape(_REASON_NOTE) + r"([a-z_]+)")
+
+
 class AttestationError(CipherSparkError):
     """TEE evidence could not be produced, parsed or verified, or a key release was refused.
 
-    ``reason`` is a short machine-readable code (see :mod:`cipherspark.attestation`):
-    ``measurement``, ``tcb_status``, ``debug``, ``svn``, ``nonce``, ``binding``, ``tee_type``,
-    ``signature``, ``expired``, ``no_policy`` or ``unavailable`` (no TEE here).
+    ``reason`` is a :class:`DenialReason` (given as one or as its string value). The default,
+    ``signature``, is the most general refusal: evidence that does not verify.
     """
 
-    def __init__(self, message: str, reason: str = "signature") -> None:
+    def __init__(self, message: str, reason: DenialReason | str = DenialReason.SIGNATURE) -> None:
         super().__init__(message)
-        self.reason = reason
+        self.reason = DenialReason(reason)
+        self.add_note(_REASON_NOTE + self.reason.value)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt through __init__ with the reason as an argument (not only as instance state),
+        # so subclasses and any unpickler get a typed reason; the state keeps the notes.
+        message = str(self.args[0]) if self.args else ""
+        return type(self), (message, self.reason.value), dict(self.__dict__)
+
+    @staticmethod
+    def reason_in(text: str) -> DenialReason | None:
+        """The reason noted in ``text`` (a printed traceback of this error), else ``None``.
+
+        The last one counts, as in the traceback's last line. A value this build does not know
+        gives ``None``.
+        """
+        found = _REASON_IN_TEXT.findall(text)
+        if not found:
+            return None
+        try:
+            return DenialReason(found[-1])
+        except ValueError:
+            return None
 
 
 class PolicyDeniedError(AttestationError):
@@ -148,6 +208,10 @@ class PolicyDeniedError(AttestationError):
 
 class JobError(CipherSparkError):
     """A Spark job failed; the message carries Spark's reason, summarised."""
+
+
+class ClusterError(CipherSparkError):
+    """A standalone cluster could not be started, found, or stopped."""
 
 
 class VerificationError(CipherSparkError):

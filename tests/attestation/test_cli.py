@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cipherspark._cli import main
+from cipherspark.cli import main
 from tests.attestation.conftest import VALID_AT, Sample
 from tests.attestation.test_dcap import SGX_MR_ENCLAVE, SGX_MR_SIGNER
 

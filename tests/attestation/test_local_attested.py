@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from cipherspark._cli import main
 from cipherspark.attestation import (
     AttestationPolicy,
     SimulatedProvider,
@@ -22,6 +21,7 @@ from cipherspark.attestation import (
     load_simulated_platform_key,
     simulated_platform_public_key,
 )
+from cipherspark.cli import main
 from cipherspark.errors import KmsUnavailableError, PolicyDeniedError
 from cipherspark.kms import LocalKms, local, open_kms
 from cipherspark.spark import _executor

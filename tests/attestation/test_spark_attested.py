@@ -33,7 +33,7 @@ KEY = "attested"
 
 def _cli(*args: str, env: dict[str, str], cwd: Path,
          check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "cipherspark._cli", *args],
+    result = subprocess.run([sys.executable, "-m", "cipherspark", *args],
                             capture_output=True, text=True, timeout=300, env=env, cwd=cwd)
     if check:
         assert result.returncode == 0, f"{args[:3]} failed:\n{result.stderr[-3000:]}"

@@ -53,7 +53,7 @@ def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Complete
 
 
 def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return _run([sys.executable, "-m", "cipherspark._cli", *args], env, cwd)
+    return _run([sys.executable, "-m", "cipherspark", *args], env, cwd)
 
 
 @dataclass

@@ -44,7 +44,7 @@ def _query(folder: Path, kms: LocalKms, cluster: Cluster | None, output: str,
     master = ["--master", cluster.master_url, "--spark-properties", str(cluster.properties)] \
         if cluster else ["--master", "local[2]"]
     return subprocess.Popen(
-        [sys.executable, "-m", "cipherspark._cli", "query", "simple", "-i", "people.cspk",
+        [sys.executable, "-m", "cipherspark", "query", "simple", "-i", "people.cspk",
          "-o", output, "--key", TEST_KEY, "--kms", kms.url, *master],
         cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "SPARK_LOCAL_DIRS": str(folder / "driver-local")},

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import shutil
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 import cipherspark
-from cipherspark._cli import main
+from cipherspark.cli import main
 from cipherspark.deploy import discover_manifest_paths, render_manifest, trusted_paths
 from cipherspark.deploy.gramine import GRAMINE_LIBDIRS, ManifestPaths
 from cipherspark.errors import UsageError
@@ -40,7 +41,7 @@ def paths(gramine_libdir: Path) -> ManifestPaths:
     return discover_manifest_paths(launcher_dir=LAUNCHER, gramine_libdir=gramine_libdir)
 
 
-def covered(path: Path, roots: list[str]) -> bool:
+def covered(path: Path, roots: Sequence[str]) -> bool:
     return any(path == Path(r) or path.is_relative_to(Path(r)) for r in roots)
 
 

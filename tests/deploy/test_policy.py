@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cipherspark._cli import main
+from cipherspark.cli import main
 from cipherspark.deploy import MRENCLAVE_PLACEHOLDER, policy_document, read_sigstruct
 from cipherspark.errors import FormatError, UsageError
 

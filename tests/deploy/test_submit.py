@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cipherspark._cli import main
+from cipherspark.cli import main
 from cipherspark.deploy import SubmitRequest, build_submit_command
 from cipherspark.deploy.submit import SPARK_AUTH_SECRET_FILE
 from cipherspark.errors import UsageError

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.spark, pytest.mark.timeout(300)]
 
 _SCRIPT = (
     "import sys\n"
-    "from cipherspark._cli import main\n"
+    "from cipherspark.cli import main\n"
     "sys.exit(main(['demo', '--kms-server', '--rows', '5000', '--workdir', sys.argv[1]]))\n"
 )
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from cipherspark._cli import main
+from cipherspark.cli import main
 from cipherspark.datagen import GeneratedPeople, generate_people
 from cipherspark.errors import JobError
 from cipherspark.files import decrypt_path, encrypt_path
@@ -75,7 +75,7 @@ def test_simple_query_show_returns_name_and_age_plus_one(ws: Workspace) -> None:
     assert len(ws.result.shown) == 3
     plus_one = Counter((name, age + 1) for name, age, _ in read_plain(ws.people.path))
     for row in ws.result.shown:
-        assert plus_one[row] > 0
+        assert plus_one[row] > 0  # type: ignore[index]
 
 
 def test_run_sql_group_by(ws: Workspace, spark: SparkSession) -> None:

@@ -43,7 +43,7 @@ __all__ = [
 
 OVERLAYS = ("sgx", "tdx", "simulated")
 DEFAULT_NAMESPACE = "cipherspark"
-#: The launcher the Dockerfile installs: ``from cipherspark._cli import main``.
+#: The launcher the Dockerfile installs: ``from cipherspark.cli import main``.
 APP_RESOURCE = "local:///opt/cipherspark/main.py"
 #: The interpreter of the runtime image (Dockerfile), for the driver and executors.
 IMAGE_PYTHON = "/usr/local/bin/python3"

@@ -4,6 +4,11 @@ Envelope encryption: a *primary key* lives only inside the KMS; each file or dat
 256-bit *data key*, and only the data key wrapped by the primary key is stored (in the container
 header) or travels (in Spark options and task closures). Backends are chosen by URL scheme with
 :func:`cipherspark.kms.open_kms`.
+
+:class:`KeyManagementService` declares everything callers use. What not every backend can do
+(release policies, attested unwrap) are methods with a default that raises
+:class:`~cipherspark.errors.KmsUnavailableError` saying a KMS server (``https://``) is needed;
+backends override what they support. Every service is closable and a context manager.
 """
 
 from __future__ import annotations
@@ -11,8 +16,12 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Self
 
-from cipherspark.errors import UsageError
+from cipherspark.errors import KmsUnavailableError, UsageError
+
+if TYPE_CHECKING:
+    from cipherspark.attestation import AttestationPolicy, EvidenceProvider
 
 __all__ = [
     "Credentials",
@@ -66,7 +75,11 @@ class DataKey:
 
 
 class KeyManagementService(ABC):
-    """Creates primary keys and wraps / unwraps data keys under them."""
+    """Creates primary keys and wraps / unwraps data keys under them.
+
+    Use it as a context manager, or call :meth:`close`, to release what the backend holds
+    (connections of a server client).
+    """
 
     @property
     @abstractmethod
@@ -101,3 +114,59 @@ class KeyManagementService(ABC):
     @abstractmethod
     def unwrap_data_key(self, key_id: str, wrapped: bytes) -> bytes:
         """The data key inside ``wrapped``; :class:`IntegrityError` if it does not authenticate."""
+
+    # -- closing --------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release what the backend holds; nothing by default. Closing twice is harmless."""
+        # Not abstract on purpose: a backend holding nothing (the local keystore) needs no code.
+        return None
+
+    def __enter__(self) -> Self:
+        """The service itself; :meth:`close` runs when the ``with`` block ends."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Close on leaving the ``with`` block."""
+        self.close()
+
+    # -- optional capabilities: attested key release ------------------------------------------
+
+    def _needs_server(self, what: str) -> KmsUnavailableError:
+        return KmsUnavailableError(f"{what} needs a KMS server (https://); {self.url} "
+                                   "does not support it")
+
+    def get_policy(self, key_id: str) -> AttestationPolicy | None:
+        """``key_id``'s release policy, or ``None`` (none: attested unwraps are denied).
+
+        :class:`KmsUnavailableError` where the backend keeps no release policies.
+        """
+        raise self._needs_server("a key release policy")
+
+    def set_policy(self, key_id: str, policy: AttestationPolicy) -> AttestationPolicy:
+        """Set ``key_id``'s release policy (replacing any); the backend's normalised copy.
+
+        :class:`KmsUnavailableError` where the backend keeps no release policies.
+        """
+        raise self._needs_server("a key release policy")
+
+    def check_attested_release(self, tee: str) -> None:
+        """Refuse, before any evidence is made, what :meth:`attested_unwrap` would refuse for
+        evidence from ``tee`` (a provider name such as ``gramine-sgx``, ``tdx``, ``auto`` or
+        ``simulated``): :class:`KmsUnavailableError` where the backend cannot release keys to it.
+
+        Opening a TEE's evidence source can fail, or create files (the simulated platform key),
+        so callers ask this first.
+        """
+        raise self._needs_server("attested key release")
+
+    def attested_unwrap(self, key_id: str, wrapped: bytes, provider: EvidenceProvider, *,
+                        collateral: str | None = None) -> bytes:
+        """The data key in ``wrapped``, released only to TEE evidence ``key_id``'s policy accepts.
+
+        ``provider`` makes the evidence, bound to a fresh nonce and ephemeral key; ``collateral``
+        (DCAP, JSON) is passed to a verifier that takes it from the request. A refusal is
+        :class:`~cipherspark.errors.PolicyDeniedError` with its reason;
+        :class:`KmsUnavailableError` where the backend cannot release keys to TEEs.
+        """
+        raise self._needs_server("attested key release")

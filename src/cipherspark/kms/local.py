@@ -21,7 +21,6 @@ permissions only, like the rest of the keystore: real TEEs need the KMS server.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import threading
@@ -42,6 +41,7 @@ from cipherspark.errors import (
     KmsUnavailableError,
     PolicyDeniedError,
 )
+from cipherspark.kms._wire import b64decode, b64encode
 from cipherspark.kms.base import (
     Credentials,
     DataKey,
@@ -72,14 +72,6 @@ _AAD_WRAP = b"cipherspark/wrap/v1\x00"
 # Sealing keys by what derives them: (directory, APP ID, API KEY, salt, n, r, p).
 _sealing_keys: dict[tuple[str, str, str, bytes, int, int, int], bytes] = {}
 _sealing_lock = threading.Lock()
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.b64decode(text, validate=True)
 
 
 def _write_private(path: Path, data: bytes, *, replace: bool = True) -> None:
@@ -147,8 +139,8 @@ class LocalKms(KeyManagementService):
         doc = {
             "format": _STORE_FORMAT,
             "version": _STORE_VERSION,
-            "kdf": {"name": "scrypt", "salt": _b64(salt), **_SCRYPT},
-            "check": _b64(check),
+            "kdf": {"name": "scrypt", "salt": b64encode(salt), **_SCRYPT},
+            "check": b64encode(check),
         }
         _write_private(self._store_file, json.dumps(doc, indent=2).encode())
 
@@ -166,8 +158,8 @@ class LocalKms(KeyManagementService):
                     and 1 <= params["p"] <= 16
                     and params["n"] * params["r"] * params["p"] <= _MAX_SCRYPT_WORK):
                 raise ValueError("scrypt parameters out of range")
-            salt = _unb64(kdf["salt"])
-            check = _unb64(doc["check"])
+            salt = b64decode(kdf["salt"])
+            check = b64decode(doc["check"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise KmsError(f"cannot read keystore {self._store_file}: it is damaged") from exc
         # The salt is part of the key: a keystore re-created at the same path has a new one.
@@ -197,7 +189,7 @@ class LocalKms(KeyManagementService):
         path = self._key_file(name)
         try:
             doc = json.loads(path.read_text())
-            sealed = _unb64(doc["sealed"])
+            sealed = b64decode(doc["sealed"])
         except FileNotFoundError as exc:
             raise KeyNotFoundError(f"no primary key named {name!r} in {self._dir}") from exc
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -235,7 +227,7 @@ class LocalKms(KeyManagementService):
             "name": name,
             "version": 1,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "sealed": _b64(sealed),
+            "sealed": b64encode(sealed),
         }
         try:
             _write_private(path, json.dumps(doc, indent=2).encode(), replace=False)
@@ -315,16 +307,25 @@ class LocalKms(KeyManagementService):
             raise KmsError(f"cannot read the release policy {path}: {exc.strerror}") from exc
         return AttestationPolicy.from_json(text)
 
-    def attested_unwrap(self, key_id: str, wrapped: bytes, provider: EvidenceProvider) -> bytes:
+    def check_attested_release(self, tee: str) -> None:
+        """Refuse every TEE but ``simulated``: DCAP quotes of real TEEs need the KMS server."""
+        if tee != "simulated":
+            raise KmsUnavailableError(
+                f"attested key release of {tee!r} evidence needs a KMS server (https://); the "
+                f"embedded keystore {self.url} verifies only the simulated TEE (development only)")
+
+    def attested_unwrap(self, key_id: str, wrapped: bytes, provider: EvidenceProvider, *,
+                        collateral: str | None = None) -> bytes:
         """The data key in ``wrapped``, released only to evidence ``key_id``'s policy accepts.
 
         The server's protocol, run in this process: a fresh nonce and ephemeral P-256 key,
         evidence from ``provider`` over SHA-512(nonce || public key), verification with the
         same verifier and policy code as the KMS server (an absent or empty policy denies),
         the binding check, and the data key sealed to the ephemeral key as a JWE and opened
-        with it. Only ``simulated`` evidence is accepted here: DCAP quotes of real TEEs need
-        the KMS server (:class:`KmsUnavailableError`). A refusal is :class:`PolicyDeniedError`
-        with the reason code the server would give.
+        with it. Only ``simulated`` evidence is accepted here (see
+        :meth:`check_attested_release`), so ``collateral``, which only DCAP quotes use, is
+        ignored. A refusal is :class:`PolicyDeniedError` with the reason code the server would
+        give.
         """
         from cipherspark.attestation import (
             EphemeralKey,
@@ -335,10 +336,7 @@ class LocalKms(KeyManagementService):
         )
         from cipherspark.errors import AttestationError
 
-        if provider.tee != "simulated":
-            raise KmsUnavailableError(
-                f"attested release of {provider.tee!r} evidence needs the KMS server "
-                f"(https://); the embedded keystore {self.url} accepts only the simulated TEE")
+        self.check_attested_release(provider.tee)
         policy = self.get_policy(key_id)
         if policy is None:
             raise PolicyDeniedError(f"primary key {key_id!r} has no release policy; an absent "

@@ -2,18 +2,16 @@
 
 One :class:`httpx.Client` per instance keeps connections alive. Only failures to *connect* are
 retried (with exponential backoff): the request never reached the server, so retrying cannot
-repeat an operation. Every other failure maps to one cipherspark error with one clear message.
-Data keys wrapped by the server are opaque blobs here; they unwrap only through the server.
+repeat an operation. Every other failure maps to one cipherspark error with one clear message,
+by the contract in :mod:`cipherspark.kms._wire` (which the server answers by, too). Data keys
+wrapped by the server are opaque blobs here; they unwrap only through the server.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import ssl
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlparse
@@ -22,19 +20,13 @@ import httpx
 
 from cipherspark.errors import (
     AttestationError,
-    CredentialsError,
-    IntegrityError,
-    KeyExistsError,
-    KeyNotFoundError,
-    KeyStateError,
     KmsError,
-    KmsServerError,
     KmsTlsError,
     KmsUnavailableError,
-    PermissionDeniedError,
-    PolicyDeniedError,
     UsageError,
 )
+from cipherspark.kms import _wire
+from cipherspark.kms._wire import KeyDescription, NewApp, SimulatedPlatform
 from cipherspark.kms.base import (
     Credentials,
     DataKey,
@@ -46,7 +38,14 @@ from cipherspark.kms.base import (
 if TYPE_CHECKING:
     from cipherspark.attestation import AttestationPolicy, EvidenceProvider
 
-__all__ = ["KmsAdmin", "NewApp", "RemoteKms", "SimulatedPlatform", "ca_from_environment"]
+__all__ = [
+    "KeyDescription",
+    "KmsAdmin",
+    "NewApp",
+    "RemoteKms",
+    "SimulatedPlatform",
+    "ca_from_environment",
+]
 
 _RETRIES = 3
 _BACKOFF = 0.1
@@ -137,43 +136,15 @@ class _Http:
             doc = {}
         if not isinstance(doc, dict):
             doc = {}
-        status = response.status_code
-        if status < 300:
-            return doc
-        message = str(doc.get("error") or "")
-        code = str(doc.get("code") or "")
-        if status == 401:
-            raise CredentialsError(f"the KMS at {self.url} rejected the credentials")
-        if status == 403 and code == "attestation_denied":
-            raise PolicyDeniedError(f"{what}: {message}", str(doc.get("reason") or "signature"))
-        if status == 403:
-            raise PermissionDeniedError(f"{what}: {message or 'permission denied'}")
-        if status == 404:
-            raise KeyNotFoundError(f"{what}: {message or 'not found on the KMS'}")
-        if status == 409:
-            kind = KeyExistsError if code == "key_exists" else KeyStateError
-            raise kind(f"{what}: {message or 'conflict'}")
-        if status == 400 and code == "integrity":
-            raise IntegrityError(f"{what}: {message}")
-        if 400 <= status < 500:
-            raise UsageError(f"{what}: the KMS refused the request ({status}): {message}")
-        raise KmsServerError(f"the KMS at {self.url} failed ({status}) during {what}; "
-                             "see the server's log")
+        _wire.raise_for_answer(response.status_code, doc, url=self.url, what=what)
+        return doc
 
 
 def _b64field(doc: dict[str, Any], name: str) -> bytes:
     try:
-        return base64.b64decode(str(doc[name]), validate=True)
-    except (KeyError, binascii.Error, ValueError) as exc:
+        return _wire.b64decode(doc[name])
+    except (KeyError, ValueError) as exc:
         raise KmsError(f"the KMS answered without a valid {name!r}") from exc
-
-
-def _info(doc: dict[str, Any]) -> KeyInfo:
-    try:
-        return KeyInfo(name=str(doc["name"]), version=int(doc["version"]),
-                       created=str(doc["created"]))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise KmsError("the KMS answered with a malformed key description") from exc
 
 
 class RemoteKms(KeyManagementService):
@@ -200,40 +171,36 @@ class RemoteKms(KeyManagementService):
         """Close pooled connections."""
         self._http.close()
 
-    def __enter__(self) -> RemoteKms:
-        """Use as a context manager that closes the connections."""
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        """Close on leaving the ``with`` block."""
-        self.close()
-
     @staticmethod
     def _path(name: str, suffix: str = "") -> str:
         return f"/v1/keys/{quote(validate_key_name(name), safe='')}{suffix}"
 
+    def _info(self, method: str, path: str, body: dict[str, Any] | None = None, *,
+              what: str) -> KeyInfo:
+        return _wire.key_info(self._http.request(method, path, body, what=what))
+
     def create_key(self, name: str) -> KeyInfo:
         """Create primary key ``name`` on the server."""
         validate_key_name(name)
-        return _info(self._http.request("POST", "/v1/keys", {"name": name},
-                                        what=f"creating key {name!r}"))
+        return self._info("POST", "/v1/keys", {"name": name}, what=f"creating key {name!r}")
 
     def list_keys(self) -> list[KeyInfo]:
         """This app's keys."""
         doc = self._http.request("GET", "/v1/keys", what="listing keys")
-        return [_info(k) for k in doc.get("keys", [])]
+        return [_wire.key_info(k) for k in _list(doc, "keys", "keys")]
 
     def describe_key(self, name: str) -> KeyInfo:
         """One key."""
-        return _info(self._http.request("GET", self._path(name), what=f"key {name!r}"))
+        return self._info("GET", self._path(name), what=f"key {name!r}")
 
     def ping(self) -> None:
         """Check that the server answers (``/healthz``); the errors of any request otherwise."""
         self._http.request("GET", "/healthz", what="health check")
 
-    def describe(self, name: str) -> dict[str, Any]:
+    def describe(self, name: str) -> KeyDescription:
         """The server's full description of a key (versions, state, deletion date)."""
-        return self._http.request("GET", self._path(name), what=f"key {name!r}")
+        return _wire.key_description(self._http.request("GET", self._path(name),
+                                                        what=f"key {name!r}"))
 
     def generate_data_key(self, key_id: str) -> DataKey:
         """A fresh data key and its server-wrapped form."""
@@ -251,46 +218,46 @@ class RemoteKms(KeyManagementService):
     def unwrap_data_key(self, key_id: str, wrapped: bytes) -> bytes:
         """The data key inside ``wrapped`` (unwrapped by the server)."""
         doc = self._http.request("POST", self._path(key_id, "/unwrap"),
-                                 {"wrapped": base64.b64encode(wrapped).decode()},
+                                 {"wrapped": _wire.b64encode(wrapped)},
                                  what=f"unwrapping a data key under {key_id!r}")
         return _b64field(doc, "plaintext")
 
     def rewrap_data_key(self, key_id: str, wrapped: bytes) -> bytes:
         """``wrapped`` re-wrapped under the key's current version."""
         doc = self._http.request("POST", self._path(key_id, "/rewrap"),
-                                 {"wrapped": base64.b64encode(wrapped).decode()},
+                                 {"wrapped": _wire.b64encode(wrapped)},
                                  what=f"rewrapping a data key under {key_id!r}")
         return _b64field(doc, "wrapped")
 
     def rotate_key(self, key_id: str) -> KeyInfo:
         """Add a new version of ``key_id``."""
-        return _info(self._http.request("POST", self._path(key_id, "/rotate"),
-                                        what=f"rotating {key_id!r}"))
+        return self._info("POST", self._path(key_id, "/rotate"), what=f"rotating {key_id!r}")
 
     def set_min_decryption_version(self, key_id: str, version: int) -> KeyInfo:
         """Retire versions of ``key_id`` below ``version``."""
-        return _info(self._http.request("POST", self._path(key_id, "/config"),
-                                        {"min_decryption_version": version},
-                                        what=f"configuring {key_id!r}"))
+        return self._info("POST", self._path(key_id, "/config"),
+                          {"min_decryption_version": version}, what=f"configuring {key_id!r}")
 
     def set_enabled(self, key_id: str, enabled: bool) -> KeyInfo:
         """Enable or disable ``key_id``."""
         action = "/enable" if enabled else "/disable"
-        return _info(self._http.request("POST", self._path(key_id, action),
-                                        what=f"{action[1:]} {key_id!r}"))
+        return self._info("POST", self._path(key_id, action), what=f"{action[1:]} {key_id!r}")
 
-    def schedule_deletion(self, key_id: str, pending_days: int = 7) -> dict[str, Any]:
+    def schedule_deletion(self, key_id: str, pending_days: int = 7) -> KeyDescription:
         """Schedule ``key_id`` for deletion after ``pending_days``; unusable from now on."""
-        return self._http.request("POST", self._path(key_id, "/schedule-deletion"),
-                                  {"pending_days": pending_days},
-                                  what=f"scheduling deletion of {key_id!r}")
+        return _wire.key_description(self._http.request(
+            "POST", self._path(key_id, "/schedule-deletion"), {"pending_days": pending_days},
+            what=f"scheduling deletion of {key_id!r}"))
 
     def cancel_deletion(self, key_id: str) -> KeyInfo:
         """Cancel a scheduled deletion."""
-        return _info(self._http.request("POST", self._path(key_id, "/cancel-deletion"),
-                                        what=f"cancelling deletion of {key_id!r}"))
+        return self._info("POST", self._path(key_id, "/cancel-deletion"),
+                          what=f"cancelling deletion of {key_id!r}")
 
     # -- attested key release ------------------------------------------------------------------
+
+    def check_attested_release(self, tee: str) -> None:
+        """Nothing to refuse here: the server judges every TEE's evidence by the key's policy."""
 
     def set_policy(self, key_id: str, policy: AttestationPolicy) -> AttestationPolicy:
         """Set ``key_id``'s release policy on the server; the server's normalised copy."""
@@ -330,10 +297,10 @@ class RemoteKms(KeyManagementService):
         ephemeral = EphemeralKey.generate()
         evidence = provider.evidence(bind(nonce, ephemeral.public_bytes))
         body: dict[str, Any] = {
-            "nonce": base64.b64encode(nonce).decode(), "tee": evidence.tee,
-            "evidence": base64.b64encode(evidence.quote).decode(),
-            "public_key": base64.b64encode(ephemeral.public_bytes).decode(),
-            "wrapped": base64.b64encode(wrapped).decode(),
+            "nonce": _wire.b64encode(nonce), "tee": evidence.tee,
+            "evidence": _wire.b64encode(evidence.quote),
+            "public_key": _wire.b64encode(ephemeral.public_bytes),
+            "wrapped": _wire.b64encode(wrapped),
         }
         if collateral is not None:
             body["collateral"] = collateral
@@ -348,29 +315,11 @@ class RemoteKms(KeyManagementService):
         return key
 
 
-@dataclass(frozen=True)
-class NewApp:
-    """A new application's credentials as the server returned them (shown once)."""
-
-    app_id: str
-    api_key: str = field(repr=False)
-    vault_token: str = field(repr=False)
-
-
-@dataclass(frozen=True)
-class SimulatedPlatform:
-    """A simulated TEE platform the KMS operator registered (its public key is not secret)."""
-
-    public_key: str
-    label: str
-    created: str
-
-
-def _simulated_platform(doc: Any) -> SimulatedPlatform:
-    try:
-        return SimulatedPlatform(str(doc["public_key"]), str(doc["label"]), str(doc["created"]))
-    except (KeyError, TypeError) as exc:
-        raise KmsError("the KMS answered with a malformed simulated-platform record") from exc
+def _list(doc: dict[str, Any], name: str, what: str) -> list[Any]:
+    value = doc.get(name)
+    if not isinstance(value, list):
+        raise KmsError(f"the KMS answered without a list of {what}")
+    return value
 
 
 class KmsAdmin:
@@ -395,10 +344,7 @@ class KmsAdmin:
         """Register application ``name``; its API KEY is in the answer only."""
         doc = self._http.request("POST", "/v1/apps", {"name": name},
                                  what=f"creating app {name!r}")
-        try:
-            return NewApp(str(doc["app_id"]), str(doc["api_key"]), str(doc["vault_token"]))
-        except KeyError as exc:
-            raise KmsError("the KMS answered with malformed app credentials") from exc
+        return _wire.new_app(doc)
 
     def __enter__(self) -> KmsAdmin:
         """Use as a context manager that closes the connections."""
@@ -417,7 +363,7 @@ class KmsAdmin:
         from cipherspark.attestation.simulated import validate_platform_key
 
         key = validate_platform_key(public_key)
-        return _simulated_platform(self._http.request(
+        return _wire.simulated_platform(self._http.request(
             "POST", "/v1/admin/simulated-platforms", {"public_key": key, "label": label},
             what=f"registering the simulated platform {key}"))
 
@@ -425,10 +371,8 @@ class KmsAdmin:
         """The simulated platforms the server trusts, oldest first."""
         doc = self._http.request("GET", "/v1/admin/simulated-platforms",
                                  what="listing the simulated platforms")
-        platforms = doc.get("platforms")
-        if not isinstance(platforms, list):
-            raise KmsError("the KMS answered without a list of simulated platforms")
-        return [_simulated_platform(p) for p in platforms]
+        platforms = _list(doc, "platforms", "simulated platforms")
+        return [_wire.simulated_platform(p) for p in platforms]
 
     def remove_simulated_platform(self, public_key: str) -> SimulatedPlatform:
         """Stop trusting a simulated platform; the record removed (:class:`KeyNotFoundError`
@@ -436,7 +380,7 @@ class KmsAdmin:
         from cipherspark.attestation.simulated import validate_platform_key
 
         key = validate_platform_key(public_key)
-        return _simulated_platform(self._http.request(
+        return _wire.simulated_platform(self._http.request(
             "DELETE", f"/v1/admin/simulated-platforms/{key}",
             what=f"removing the simulated platform {key}"))
 

@@ -37,6 +37,10 @@ def spark_error(exc: BaseException) -> CipherSparkError:
     if found:
         name, message = found[-1]
         kind = getattr(errors, name, None)
+        if isinstance(kind, type) and issubclass(kind, errors.AttestationError):
+            # Worker failures reach the driver as text: the reason comes back from its note.
+            reason = errors.AttestationError.reason_in(text) or errors.DenialReason.SIGNATURE
+            return kind(message.strip(), reason)
         if isinstance(kind, type) and issubclass(kind, CipherSparkError):
             return kind(message.strip())
     python = _PYTHON_ERROR.findall(text)

@@ -99,21 +99,18 @@ def executor_data_key(url: str, key_id: str, wrapped: bytes) -> bytes:
 def _attested_data_key(url: str, key_id: str, wrapped: bytes, tee: str) -> bytes:
     """The data key through an attested unwrap with evidence from ``tee``.
 
-    At the KMS server for ``https://``; in-process against the stored policy for the embedded
-    ``file://`` keystore, which accepts only ``simulated`` (a real TEE there is refused).
+    The backend decides what it can release to: the KMS server judges any TEE's evidence; the
+    embedded ``file://`` keystore accepts only ``simulated``; other backends refuse. It is asked
+    before the evidence provider is made, which may fail or create the simulated platform key.
     """
     from cipherspark.attestation import evidence_provider
-    from cipherspark.kms.local import LocalKms
-    from cipherspark.kms.remote import RemoteKms
 
     kms = executor_kms(url)
-    if not isinstance(kms, LocalKms | RemoteKms):
-        raise KmsUnavailableError(f"{ENV_TEE}={tee} needs a KMS server (https://) for attested "
-                                  f"key release, not {url}")
-    if isinstance(kms, LocalKms) and tee != "simulated":
-        raise KmsUnavailableError(
-            f"{ENV_TEE}={tee} needs a KMS server (https://) for attested key release; the "
-            f"embedded keystore {url} verifies only the simulated TEE (development only)")
+    try:
+        kms.check_attested_release(tee)
+    except KmsUnavailableError as exc:
+        # Name the setting that asked for attestation: the backend does not know it.
+        raise KmsUnavailableError(f"{ENV_TEE}={tee}: {exc}") from exc
     key_path = os.environ.get(ENV_SIMULATED_TEE_KEY)
     provider = evidence_provider(tee, simulated_key_path=Path(key_path) if key_path else None)
     return kms.attested_unwrap(key_id, wrapped, provider)

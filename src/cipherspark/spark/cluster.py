@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pyspark
 
-from cipherspark.errors import CipherSparkError, UsageError
+from cipherspark.errors import ClusterError, UsageError
 from cipherspark.spark.session import SECURE_CONF
 
 __all__ = [
@@ -47,10 +47,6 @@ __all__ = [
 _STATE = "cluster.json"
 _MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 _WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
-
-
-class ClusterError(CipherSparkError):
-    """The cluster could not be started, found, or stopped."""
 
 
 @dataclass(frozen=True)

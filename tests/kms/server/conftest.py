@@ -33,7 +33,7 @@ def free_port() -> int:
 def cli(*args: str, env: dict[str, str] | None = None,
         check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run ``cipherspark ARGS`` in a fresh interpreter."""
-    result = subprocess.run([sys.executable, "-m", "cipherspark._cli", *args],
+    result = subprocess.run([sys.executable, "-m", "cipherspark", *args],
                             capture_output=True, text=True, timeout=60,
                             env={**os.environ, **(env or {})})
     if check:
@@ -72,7 +72,7 @@ def start_server(data: Path, port: int, log_dir: Path, tag: str = "server") -> S
     stdout, stderr = log_dir / f"{tag}.out", log_dir / f"{tag}.err"
     with open(stdout, "ab") as out, open(stderr, "ab") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cipherspark._cli", "kms", "serve", "--data", str(data),
+            [sys.executable, "-m", "cipherspark", "kms", "serve", "--data", str(data),
              "--host", "127.0.0.1", "--port", str(port)], stdout=out, stderr=err)
     server = ServerProcess(data, port, proc, stdout, stderr)
     deadline = time.monotonic() + 30

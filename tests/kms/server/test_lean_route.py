@@ -19,16 +19,13 @@ Clients = tuple[TestClient, TestClient, dict[str, str]]
 def clients(tmp_path: Path) -> Iterator[Clients]:
     """One service; a client of its application with and one without the lean route."""
     data = init_data_dir(tmp_path / "data")
-    service, storage, audit = open_service(data.data_dir)
-    try:
+    with open_service(data.data_dir) as opened:
+        service = opened.service
         creds = service.create_app("lean", "-")
         headers = {"X-App-Id": creds.app_id, "X-Api-Key": creds.api_key}
         with TestClient(create_app(service), base_url="https://testserver") as lean, \
                 TestClient(create_app(service, lean=False), base_url="https://testserver") as ref:
             yield lean, ref, headers
-    finally:
-        storage.close()
-        audit.close()
 
 
 def _strip(response: object) -> tuple[int, object]:

@@ -57,7 +57,8 @@ def sgx_policy(sample: Sample, statuses: list[str]) -> AttestationPolicy:
 def test_real_quote_verified_with_pccs_collateral_then_denied_for_binding(
         pccs: FakePccs, sgx: Sample, tmp_path: Path) -> None:  # noqa: F811
     init_data_dir(tmp_path / "d")
-    _, storage, audit = open_service(tmp_path / "d")
+    opened = open_service(tmp_path / "d")
+    storage, audit = opened.storage, opened.audit
     source = PccsCollateral(pccs.url, ca_file=pccs.ca_file, clock=lambda: VALID_AT)
     service = KeyService(storage, keyring.load_root_key(tmp_path / "d" / "root.key"), audit,
                          hasher=keyring.SecretHasher(n=1 << 10), dcap=DcapVerifier(source),
@@ -97,8 +98,7 @@ def test_real_quote_verified_with_pccs_collateral_then_denied_for_binding(
                                   wrapped=wrapped, collateral=None, request_id="r6")
         assert info.value.reason == "unavailable"
     finally:
-        storage.close()
-        audit.close()
+        opened.close()
 
 
 def test_kms_serve_fetches_collateral_from_its_pccs(pccs: FakePccs, sgx: Sample,  # noqa: F811
@@ -135,7 +135,7 @@ def running_server(data: Path, env: dict[str, str]) -> Iterator[tuple[str, Path,
     url, ca, out = f"https://127.0.0.1:{port}", data / "tls" / "cert.pem", data / "out.txt"
     with open(out, "wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cipherspark._cli", "kms", "serve", "--data", str(data),
+            [sys.executable, "-m", "cipherspark", "kms", "serve", "--data", str(data),
              "--port", str(port)], env={**os.environ, **env}, stdout=sink,
             stderr=subprocess.STDOUT)
     try:

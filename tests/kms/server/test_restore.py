@@ -72,11 +72,9 @@ def test_restore_refuses_bad_backups(tmp_path: Path) -> None:
     first = init_data_dir(tmp_path / "one").data_dir
     other = init_data_dir(tmp_path / "two").data_dir
     # A backup sealed under another root key.
-    service, storage, audit = open_service(other)
-    creds = service.create_app("x", "-")
-    service.create_key(creds.app_id, "k", "-")
-    storage.close()
-    audit.close()
+    with open_service(other) as opened:
+        creds = opened.service.create_app("x", "-")
+        opened.service.create_key(creds.app_id, "k", "-")
     foreign = tmp_path / "foreign.db"
     backup_data_dir(other, foreign)
     with pytest.raises(KmsError, match="root key"):

@@ -102,7 +102,8 @@ def test_root_key_must_be_private(tmp_path: Path) -> None:
 
 def test_scheduled_deletion_purges_after_the_grace_period(tmp_path: Path) -> None:
     init_data_dir(tmp_path / "d")
-    service, storage, audit = open_service(tmp_path / "d")
+    opened = open_service(tmp_path / "d")
+    storage, audit = opened.storage, opened.audit
     now = [datetime(2030, 1, 1, tzinfo=UTC)]
     clocked = KeyService(storage, keyring.load_root_key(tmp_path / "d" / "root.key"), audit,
                          hasher=keyring.SecretHasher(n=1 << 10), clock=lambda: now[0])
@@ -120,9 +121,7 @@ def test_scheduled_deletion_purges_after_the_grace_period(tmp_path: Path) -> Non
     with pytest.raises(KeyNotFoundError):
         clocked.describe_key(app, "doomed")
     assert storage.get_version("doomed", 1) is None
-    storage.close()
-    audit.close()
-    del service
+    opened.close()
 
 
 def test_tls_plan(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """Run a KMS server as a child process on 127.0.0.1 (for the demo and tools that need one).
 
 :func:`local_server` initialises the data directory if needed, starts
-``python -m cipherspark._cli kms serve`` on a free loopback port with its self-signed TLS
+``python -m cipherspark kms serve`` on a free loopback port with its self-signed TLS
 certificate, waits until ``/healthz`` answers through that certificate, and stops the server
 with SIGTERM (a graceful shutdown) when the block ends. The server's output goes to
 ``server.out`` / ``server.err`` in the data directory; nothing is printed.
@@ -90,7 +90,7 @@ def local_server(directory: str | os.PathLike[str], *,
     stderr_path = data_dir / "server.err"
     with open(data_dir / "server.out", "ab") as out, open(stderr_path, "ab") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cipherspark._cli", "kms", "serve", "--data", str(data_dir),
+            [sys.executable, "-m", "cipherspark", "kms", "serve", "--data", str(data_dir),
              "--host", _HOST, "--port", str(port)],
             stdout=out, stderr=err, stdin=subprocess.DEVNULL)
     try:

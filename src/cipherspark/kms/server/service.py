@@ -1,9 +1,9 @@
 """The KMS server's logic, independent of HTTP: apps, auth, keys, data keys, Transit, audit,
 attested key release and the simulated TEE platforms the operator registers.
 
-The API layer (:mod:`cipherspark.kms.server.app`) only parses requests and maps the errors raised
-here to status codes. Every key operation goes through :meth:`KeyService._audited`, so each one
-leaves exactly one audit line, whether it succeeds or fails.
+The HTTP layer (:mod:`cipherspark.kms.server.api`) only parses requests and maps the errors
+raised here to status codes. Every key operation goes through :meth:`KeyService._audited`, so
+each one leaves exactly one audit line, whether it succeeds or fails.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from cipherspark.errors import (
 )
 from cipherspark.kms.base import validate_key_name
 from cipherspark.kms.server import keyring
-from cipherspark.kms.server.attested import NonceStore
 from cipherspark.kms.server.audit import AuditLog
+from cipherspark.kms.server.nonces import NonceStore
 from cipherspark.kms.server.storage import (
     AppRecord,
     KeyRecord,

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-__all__ = ["app"]
+from cipherspark.cli._io import out as _out
+from cipherspark.cli._options import DEFAULT_CLUSTER_DIR, ClusterDirOpt
 
-_out = Console(highlight=False, markup=False, soft_wrap=True)
+__all__ = ["app", "start", "status", "stop"]
 
 app = typer.Typer(help="A Spark standalone cluster on this machine (127.0.0.1), secured.",
                   no_args_is_help=True)
-
-DirOpt = Annotated[Path, typer.Option(
-    "--dir", envvar="CIPHERSPARK_CLUSTER_DIR", show_envvar=True,
-    help="Folder for the cluster's conf (with its secret), logs and work dirs.")]
 
 
 @app.command()
@@ -26,7 +21,7 @@ def start(
     cores: Annotated[int, typer.Option(min=1, help="Cores per worker.")] = 1,
     memory: Annotated[str, typer.Option(help="Memory per worker, e.g. 2g.")] = "2g",
     port: Annotated[int | None, typer.Option(help="Master port [default: a free one].")] = None,
-    directory: DirOpt = Path(".cipherspark/cluster"),
+    directory: ClusterDirOpt = DEFAULT_CLUSTER_DIR,
 ) -> None:
     """Start a master and workers with authenticated, encrypted RPC and encrypted shuffle.
 
@@ -43,7 +38,7 @@ def start(
 
 
 @app.command()
-def status(directory: DirOpt = Path(".cipherspark/cluster")) -> None:
+def status(directory: ClusterDirOpt = DEFAULT_CLUSTER_DIR) -> None:
     """Show the cluster's master URL and whether each recorded process runs."""
     from cipherspark.spark.cluster import cluster_status
 
@@ -57,7 +52,7 @@ def status(directory: DirOpt = Path(".cipherspark/cluster")) -> None:
 
 
 @app.command()
-def stop(directory: DirOpt = Path(".cipherspark/cluster")) -> None:
+def stop(directory: ClusterDirOpt = DEFAULT_CLUSTER_DIR) -> None:
     """Stop exactly the processes 'cluster start' launched from this folder."""
     from cipherspark.spark.cluster import stop_cluster
 

@@ -1,7 +1,8 @@
-"""``cipherspark submit``, ``gramine-manifest`` and ``attestation-policy``: deployment commands.
+"""``cipherspark deploy submit | gramine-manifest | attestation-policy``: deployment commands.
 
-A thin layer over :mod:`cipherspark.deploy`. The commands are merged into the top-level
-``cipherspark`` command (this Typer app has no name of its own).
+A thin layer over :mod:`cipherspark.deploy`. The three commands were top-level commands before
+they became one group; :func:`add_aliases` keeps those names working (hidden from ``--help``),
+for scripts and images that call them (deploy/Dockerfile runs ``cipherspark gramine-manifest``).
 """
 
 from __future__ import annotations
@@ -10,35 +11,38 @@ import json
 import os
 import subprocess
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
+from cipherspark.cli._io import out as _out
+from cipherspark.cli._options import DEFAULT_MASTER, AppIdOpt, MasterOpt, OverwriteOpt
 from cipherspark.errors import OutputExistsError, UsageError
 
-__all__ = ["app"]
+__all__ = ["DEFAULT_DEPLOY_DIR", "add_aliases", "app", "attestation_policy", "gramine_manifest",
+           "submit"]
 
-_out = Console(highlight=False, markup=False, soft_wrap=True)
+app = typer.Typer(help="Deploy to Kubernetes: submit jobs, write the Gramine manifest and the "
+                       "SGX key-release policy.", no_args_is_help=True)
 
-app = typer.Typer()
-
+#: The repository's deploy/ folder, relative to a checkout.
 DEFAULT_DEPLOY_DIR = Path("deploy")
 
+# '--' separates submit's own options from the job's; anything else left over is a mistake.
+_SUBMIT_CONTEXT: dict[str, Any] = {"allow_extra_args": False}
 
-@app.command(context_settings={"allow_extra_args": False})
+
+@app.command("submit", context_settings=_SUBMIT_CONTEXT)
 def submit(
     app_args: Annotated[list[str], typer.Argument(
         metavar="-- COMMAND...",
         help="The cipherspark command the driver runs, after '--', e.g. "
              "'-- query simple --input /data/people.csv.cspk --output /data/dev.cspk "
              "--key simple'. Paths are on the data volume (/data).")],
-    master: Annotated[str, typer.Option(
-        "--master", envvar="CIPHERSPARK_MASTER", show_envvar=True,
-        help="Kubernetes API server: k8s://https://HOST:PORT.")],
     image: Annotated[str, typer.Option(
         "--image", envvar="CIPHERSPARK_IMAGE", show_envvar=True,
         help="The cipherspark runtime image (deploy/Dockerfile) for driver and executors.")],
+    master: MasterOpt = DEFAULT_MASTER,
     namespace: Annotated[str, typer.Option(help="Namespace of the deployment.")] = "cipherspark",
     overlay: Annotated[str, typer.Option(
         help="Pod templates to use: sgx (Gramine enclaves), tdx (confidential VMs) or "
@@ -55,7 +59,10 @@ def submit(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Print the spark-submit command instead of running it.")] = False,
 ) -> None:
-    """Submit a cipherspark job to Spark on Kubernetes (secure confs, pod templates, secrets)."""
+    """Submit a cipherspark job to Spark on Kubernetes (secure confs, pod templates, secrets).
+
+    --master must name the Kubernetes API server, k8s://https://HOST:PORT.
+    """
     from cipherspark.deploy import (
         SubmitRequest,
         build_submit_command,
@@ -89,7 +96,7 @@ def gramine_manifest(
         help="Gramine's library folder (holds libsysdb.so); found if installed.")] = None,
     enclave_size: Annotated[str, typer.Option(help="sgx.enclave_size, e.g. 16G.")] = "16G",
     max_threads: Annotated[int, typer.Option(help="sgx.max_threads.")] = 512,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT.")] = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Write the Gramine manifest measuring this environment's Python, JRE, Spark, cipherspark."""
     from cipherspark.deploy import discover_manifest_paths, render_manifest
@@ -107,15 +114,15 @@ def gramine_manifest(
 @app.command("attestation-policy")
 def attestation_policy(
     out: Annotated[Path, typer.Argument(help="Policy file to write (JSON).")],
+    # Not the shared --key: the enclave may unwrap several keys, and none defaults from
+    # CIPHERSPARK_KEY (a policy should name its keys on purpose).
     key: Annotated[list[str], typer.Option("--key", help="Key the enclave may unwrap; "
                                            "repeatable.")],
-    app_id: Annotated[str | None, typer.Option(
-        "--app-id", envvar="CIPHERSPARK_APP_ID", show_envvar=True,
-        help="APP ID whose keys are released.")] = None,
+    app_id: AppIdOpt = None,
     sigstruct: Annotated[Path | None, typer.Option(
         help="The .sig file gramine-sgx-sign wrote; without it MRENCLAVE is a placeholder.")
     ] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT.")] = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Write a KMS key-release policy for SGX enclaves (MRENCLAVE from gramine-sgx-sign)."""
     from cipherspark.deploy import MRENCLAVE_PLACEHOLDER, policy_document, read_sigstruct
@@ -130,12 +137,20 @@ def attestation_policy(
     _out.print(f"wrote {out}")
     if measurement is None:
         _out.print(f"MRENCLAVE is the placeholder {MRENCLAVE_PLACEHOLDER!r}. To fill it in:")
-        _out.print("  1. cipherspark gramine-manifest cipherspark.manifest   (inside the image)")
+        _out.print("  1. cipherspark deploy gramine-manifest cipherspark.manifest   "
+                   "(inside the image)")
         _out.print("  2. gramine-sgx-sign --manifest cipherspark.manifest "
                    "--output cipherspark.manifest.sgx   (prints mr_enclave)")
-        _out.print("  3. cipherspark attestation-policy "
+        _out.print("  3. cipherspark deploy attestation-policy "
                    f"{out} --sigstruct cipherspark.sig --overwrite ...   "
                    "(or gramine-sgx-sigstruct-view cipherspark.sig)")
     else:
         _out.print(f"MRENCLAVE {measurement.mr_enclave}")
         _out.print(f"MRSIGNER  {measurement.mr_signer}")
+
+
+def add_aliases(root: typer.Typer) -> None:
+    """Register the deploy commands under their old top-level names on ``root``, hidden."""
+    root.command("submit", hidden=True, context_settings=_SUBMIT_CONTEXT)(submit)
+    root.command("gramine-manifest", hidden=True)(gramine_manifest)
+    root.command("attestation-policy", hidden=True)(attestation_policy)

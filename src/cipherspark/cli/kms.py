@@ -1,4 +1,8 @@
-"""``cipherspark kms ...``: run and administer the KMS server (a thin layer over the library)."""
+"""``cipherspark kms ...``: run and administer the KMS server (a thin layer over the library).
+
+The admin commands reach the server named by the shared ``--kms`` / ``--kms-ca`` options with
+the operator's ``--admin-token``; the others work on the server's data directory (``--data``).
+"""
 
 from __future__ import annotations
 
@@ -7,39 +11,37 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-__all__ = ["app"]
+from cipherspark.cli._io import out as _out
+from cipherspark.cli._options import (
+    AdminTokenOpt,
+    DataDirOpt,
+    JsonOpt,
+    KmsCaOpt,
+    KmsOpt,
+    PccsCaOpt,
+    PccsUrlOpt,
+)
+from cipherspark.cli._services import open_admin
+from cipherspark.errors import KmsUnavailableError
 
-_out = Console(highlight=False, markup=False, soft_wrap=True)
+__all__ = ["app", "app_app", "audit_app", "platform_app"]
 
 app = typer.Typer(help="Run and administer the cipherspark KMS server.", no_args_is_help=True)
-app_app = typer.Typer(help="Register applications at the KMS server.", no_args_is_help=True)
+app_app = typer.Typer(help="Register applications at the KMS server (--kms https://HOST:PORT).",
+                      no_args_is_help=True)
 audit_app = typer.Typer(help="Check the KMS server's audit log.", no_args_is_help=True)
 platform_app = typer.Typer(
-    help="Register the simulated TEE platforms the KMS server trusts (operator, admin token). "
-         "Development only: simulated evidence protects nothing.", no_args_is_help=True)
+    help="Register the simulated TEE platforms the KMS server (--kms https://HOST:PORT) trusts "
+         "(operator, admin token). Development only: simulated evidence protects nothing.",
+    no_args_is_help=True)
 app.add_typer(app_app, name="app")
 app.add_typer(audit_app, name="audit")
 app.add_typer(platform_app, name="simulated-platform")
 
-DataOpt = Annotated[Path, typer.Option(
-    "--data", envvar="CIPHERSPARK_KMS_DATA", show_envvar=True,
-    help="The server's data directory (root key, database, audit log, TLS files).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
-ServerOpt = Annotated[str, typer.Option(
-    "--kms", envvar="CIPHERSPARK_KMS", show_envvar=True,
-    help="KMS server URL, e.g. https://127.0.0.1:8443.")]
-CaOpt = Annotated[Path | None, typer.Option(
-    "--kms-ca", envvar="CIPHERSPARK_KMS_CA", show_envvar=True,
-    help="CA (or self-signed certificate) the KMS server's TLS certificate must chain to.")]
-AdminTokenOpt = Annotated[str | None, typer.Option(
-    "--admin-token", envvar="CIPHERSPARK_KMS_ADMIN_TOKEN", show_envvar=True,
-    help="The admin token 'kms init' printed (prefer the environment variable).")]
-
 
 @app.command("init")
-def init(data: DataOpt, as_json: JsonOpt = False) -> None:
+def init(data: DataDirOpt, as_json: JsonOpt = False) -> None:
     """Create the data directory: root key (0600), database and admin token (printed once)."""
     from cipherspark.kms.server import init_data_dir
 
@@ -55,7 +57,7 @@ def init(data: DataOpt, as_json: JsonOpt = False) -> None:
 
 @app.command("serve")
 def serve(
-    data: DataOpt,
+    data: DataDirOpt,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8443,
     tls_cert: Annotated[Path | None, typer.Option(
@@ -64,19 +66,13 @@ def serve(
     unsafe_plaintext: Annotated[bool, typer.Option(
         "--unsafe-plaintext",
         help="Serve plain HTTP: API keys and data keys travel in the clear. Tests only.")] = False,
-    pccs_url: Annotated[str | None, typer.Option(
-        envvar="CIPHERSPARK_PCCS_URL", show_envvar=True,
-        help="PCCS (https) the server fetches DCAP collateral from, cached until each part's "
-             "nextUpdate (re-fetched daily), e.g. https://pccs.example:8081/sgx/certification/v4"
-             ". Without it, SGX/TDX workers must send collateral with their evidence.")] = None,
-    pccs_ca: Annotated[Path | None, typer.Option(
-        envvar="CIPHERSPARK_PCCS_CA", show_envvar=True,
-        help="CA bundle the PCCS's TLS certificate must chain to (default: system roots).")
-    ] = None,
+    pccs_url: PccsUrlOpt = None,
+    pccs_ca: PccsCaOpt = None,
 ) -> None:
     """Serve the KMS API (TLS) until interrupted."""
     from cipherspark.kms.server import plan_server, run_server
 
+    _require_server_extra()
     plan = plan_server(data, host=host, port=port, tls_cert=tls_cert, tls_key=tls_key,
                        unsafe_plaintext=unsafe_plaintext, pccs_url=pccs_url, pccs_ca=pccs_ca)
     if plan.cert_file is None:
@@ -93,22 +89,35 @@ def serve(
     run_server(plan)
 
 
+#: The packages of the 'server' extra that ``kms serve`` imports (the other kms commands,
+#: and every other command, work without them: executor and enclave images leave them out).
+_SERVER_PACKAGES = ("fastapi", "starlette", "uvicorn")
+
+
+def _require_server_extra() -> None:
+    """One clear line, before anything is planned or created, if the extra is not installed."""
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in _SERVER_PACKAGES:
+            raise
+        raise KmsUnavailableError(
+            "the KMS server needs the 'server' extra: pip install 'cipherspark[server]'"
+        ) from exc
+
+
 @app_app.command("create")
 def app_create(
     name: Annotated[str, typer.Argument(help="A name for the application (free text).")],
-    kms: ServerOpt = "https://127.0.0.1:8443",
-    kms_ca: CaOpt = None,
+    kms: KmsOpt = None,
+    kms_ca: KmsCaOpt = None,
     admin_token: AdminTokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Register an application; prints its APP ID and API KEY (shown only once)."""
-    from cipherspark.kms.remote import KmsAdmin
-
-    admin = KmsAdmin(kms, admin_token or "", ca_file=kms_ca)
-    try:
+    with open_admin(kms, kms_ca, admin_token) as admin:
         new = admin.create_app(name)
-    finally:
-        admin.close()
     # The one place an API key is shown: to the operator who just created it, once (the server
     # keeps only its salted hash). It is never logged.
     if as_json:
@@ -121,7 +130,7 @@ def app_create(
     _out.print("The API KEY is shown only once; set CIPHERSPARK_APP_ID and CIPHERSPARK_API_KEY.")
 
 
-PlatformKeyArg = Annotated[str, typer.Argument(
+_PlatformKeyArg = Annotated[str, typer.Argument(
     metavar="KEY",
     help="The simulated platform's public key: 64 hex digits, the 'platform_key' that "
          "'cipherspark attest platform-key' prints on the installation whose workers attest.")]
@@ -129,19 +138,17 @@ PlatformKeyArg = Annotated[str, typer.Argument(
 
 @platform_app.command("add")
 def platform_add(
-    key: PlatformKeyArg,
+    key: _PlatformKeyArg,
     label: Annotated[str, typer.Option(
         "--label", help="Whose platform this is (free text, up to 128 characters).")] = "",
-    kms: ServerOpt = "https://127.0.0.1:8443",
-    kms_ca: CaOpt = None,
+    kms: KmsOpt = None,
+    kms_ca: KmsCaOpt = None,
     admin_token: AdminTokenOpt = None,
 ) -> None:
     """Trust a simulated platform: keys whose policy names 'simulated' and lists KEY release
     data keys to evidence it signs. Get KEY with 'cipherspark attest platform-key' on the
     worker's installation. Adding a registered KEY again only replaces its label."""
-    from cipherspark.kms.remote import KmsAdmin
-
-    with KmsAdmin(kms, admin_token or "", ca_file=kms_ca) as admin:
+    with open_admin(kms, kms_ca, admin_token) as admin:
         platform = admin.register_simulated_platform(key, label)
     named = f" ({platform.label})" if platform.label else ""
     _out.print(f"simulated platform {platform.public_key}{named} is registered at {kms} "
@@ -152,15 +159,13 @@ def platform_add(
 
 @platform_app.command("list")
 def platform_list(
-    kms: ServerOpt = "https://127.0.0.1:8443",
-    kms_ca: CaOpt = None,
+    kms: KmsOpt = None,
+    kms_ca: KmsCaOpt = None,
     admin_token: AdminTokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List the simulated platforms the KMS server trusts, oldest first."""
-    from cipherspark.kms.remote import KmsAdmin
-
-    with KmsAdmin(kms, admin_token or "", ca_file=kms_ca) as admin:
+    with open_admin(kms, kms_ca, admin_token) as admin:
         platforms = admin.simulated_platforms()
     if as_json:
         _out.print(json.dumps([{"public_key": p.public_key, "label": p.label,
@@ -175,22 +180,20 @@ def platform_list(
 
 @platform_app.command("remove")
 def platform_remove(
-    key: PlatformKeyArg,
-    kms: ServerOpt = "https://127.0.0.1:8443",
-    kms_ca: CaOpt = None,
+    key: _PlatformKeyArg,
+    kms: KmsOpt = None,
+    kms_ca: KmsCaOpt = None,
     admin_token: AdminTokenOpt = None,
 ) -> None:
     """Stop trusting a simulated platform: evidence it signs is denied from the next request."""
-    from cipherspark.kms.remote import KmsAdmin
-
-    with KmsAdmin(kms, admin_token or "", ca_file=kms_ca) as admin:
+    with open_admin(kms, kms_ca, admin_token) as admin:
         platform = admin.remove_simulated_platform(key)
     named = f" ({platform.label})" if platform.label else ""
     _out.print(f"removed the simulated platform {platform.public_key}{named} from {kms}")
 
 
 @audit_app.command("verify")
-def audit_verify(data: DataOpt) -> None:
+def audit_verify(data: DataDirOpt) -> None:
     """Verify the audit log's HMAC chain (exit 1 naming the first bad line)."""
     from cipherspark.kms.server import verify_audit
 
@@ -202,7 +205,7 @@ def audit_verify(data: DataOpt) -> None:
 
 @app.command("backup")
 def backup(
-    data: DataOpt,
+    data: DataDirOpt,
     out: Annotated[Path, typer.Argument(help="File to write the database copy to.")],
 ) -> None:
     """Write a consistent copy of the database (safe while serving; the root key is separate)."""
@@ -214,7 +217,7 @@ def backup(
 
 @app.command("restore")
 def restore(
-    data: DataOpt,
+    data: DataDirOpt,
     backup_file: Annotated[Path, typer.Option(
         "--from", help="A database copy written by 'kms backup'.")],
 ) -> None:

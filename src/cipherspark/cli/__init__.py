@@ -1,0 +1,107 @@
+"""The ``cipherspark`` command: a thin layer over the library.
+
+Every flag that names a place or a credential defaults from a ``CIPHERSPARK_*`` environment
+variable; the flags several commands share are defined once, in :mod:`cipherspark.cli._options`.
+Errors are one line on stderr and a non-zero exit code; set ``CIPHERSPARK_DEBUG=1`` to see
+tracebacks. Nothing below this package prints or exits.
+
+The command groups live in their own modules: :mod:`~cipherspark.cli.data` (generate, encrypt,
+decrypt, query, sql, demo), :mod:`~cipherspark.cli.keys` (key, key policy),
+:mod:`~cipherspark.cli.kms`, :mod:`~cipherspark.cli.attest`, :mod:`~cipherspark.cli.cluster` and
+:mod:`~cipherspark.cli.deploy`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated
+
+import typer
+
+from cipherspark.cli import attest, cluster, data, deploy, keys, kms
+from cipherspark.cli._io import out as _out
+from cipherspark.cli._spark import spark_logs, stop_spark
+from cipherspark.errors import CipherSparkError, JobError
+
+__all__ = ["app", "main", "run"]
+
+app = typer.Typer(
+    name="cipherspark",
+    help="Run Apache Spark analytics end to end on encrypted data.\n\n"
+    "Quick start: 'cipherspark demo' runs generate -> key -> encrypt -> query -> decrypt "
+    "on a laptop and verifies the result.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(data.app)
+app.add_typer(keys.app, name="key")
+app.add_typer(kms.app, name="kms")
+app.add_typer(attest.app, name="attest")
+app.add_typer(cluster.app, name="cluster")
+app.add_typer(deploy.app, name="deploy")
+deploy.add_aliases(app)
+
+
+def _version() -> str:
+    # The installed distribution's metadata, which comes from pyproject.toml's version: the
+    # one place the version is written.
+    try:
+        return version("cipherspark")
+    except PackageNotFoundError:
+        return "unknown (cipherspark is not installed)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        _out.print(f"cipherspark {_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print cipherspark's version and exit.")] = False,
+) -> None:
+    # Only for --version: a callback is Typer's place for options of the command itself.
+    pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        # Standalone mode: Typer reports usage errors itself and exits with code 2.
+        app(args=args, prog_name="cipherspark", standalone_mode=True)
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except KeyboardInterrupt:
+        print("cipherspark: interrupted", file=sys.stderr)
+        return 130
+    except CipherSparkError as exc:
+        if os.environ.get("CIPHERSPARK_DEBUG"):
+            raise
+        hint = f" (Spark's log: {spark_logs[-1]})" if spark_logs and isinstance(exc, JobError) \
+            else ""
+        print(f"cipherspark: error: {exc}{hint}", file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:
+        if os.environ.get("CIPHERSPARK_DEBUG"):
+            raise
+        print(f"cipherspark: internal error ({type(exc).__name__}): {exc}\n"
+              "  set CIPHERSPARK_DEBUG=1 for the traceback", file=sys.stderr)
+        return 70
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point: :func:`main`, then an orderly Spark shutdown, then exit."""
+    code = main()
+    stop_spark()
+    sys.exit(code)

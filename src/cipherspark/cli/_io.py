@@ -1,0 +1,27 @@
+"""The CLI's input and output: results on stdout, progress on stderr, input files read whole.
+
+Markup and highlighting are off: file names, key names and SQL are printed as they are (a ``[``
+in a path must not be eaten as Rich markup). Rich looks ``sys.stdout`` up at each write, so one
+console per stream serves every command (and pytest's capture).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from cipherspark.errors import InputError
+
+__all__ = ["err", "out", "read_input"]
+
+out = Console(highlight=False, markup=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
+
+
+def read_input(path: Path) -> bytes:
+    """The bytes of a small input file (a policy, a quote); :class:`InputError` naming it."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from exc

@@ -1,0 +1,111 @@
+"""The options several commands share, each defined once: one flag, one meaning, one default.
+
+Every option that names a place or a credential defaults from a ``CIPHERSPARK_*`` environment
+variable. With ``Annotated`` options Typer takes the default from the parameter, not from the
+option, so each shared default is a constant here and commands write ``= DEFAULT_...``.
+
+The KMS and Spark options show in their own help panels, the way sigstore-python groups its
+shared arguments: a reader sees at a glance which options connect to what.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = [
+    "DEFAULT_CLUSTER_DIR",
+    "DEFAULT_MASTER",
+    "AdminTokenOpt",
+    "ApiKeyOpt",
+    "AppIdOpt",
+    "ClusterDirOpt",
+    "DataDirOpt",
+    "JsonOpt",
+    "KeyOpt",
+    "KmsCaOpt",
+    "KmsOpt",
+    "MasterOpt",
+    "OutputFolderOpt",
+    "OverwriteOpt",
+    "PccsCaOpt",
+    "PccsUrlOpt",
+    "SeedOpt",
+    "SimulatedKeyOpt",
+    "SparkPropertiesOpt",
+]
+
+_KMS_PANEL = "KMS"
+_SPARK_PANEL = "Spark"
+
+DEFAULT_MASTER = "local[*]"
+DEFAULT_CLUSTER_DIR = Path(".cipherspark/cluster")
+
+# -- the KMS a command talks to ---------------------------------------------------------------
+
+# None means the embedded keystore .cipherspark/kms (cipherspark.kms.open_kms decides that).
+KmsOpt = Annotated[str | None, typer.Option(
+    "--kms", envvar="CIPHERSPARK_KMS", show_envvar=True, rich_help_panel=_KMS_PANEL,
+    help="KMS URL: https://HOST:PORT for a KMS server, or file://DIR for the embedded keystore "
+         "(default: .cipherspark/kms).")]
+KmsCaOpt = Annotated[Path | None, typer.Option(
+    "--kms-ca", envvar="CIPHERSPARK_KMS_CA", show_envvar=True, rich_help_panel=_KMS_PANEL,
+    help="CA (or self-signed certificate) the KMS server's TLS certificate must chain to "
+         "(https:// KMS URLs; default: the system CAs).")]
+AppIdOpt = Annotated[str | None, typer.Option(
+    "--app-id", envvar="CIPHERSPARK_APP_ID", show_envvar=True, rich_help_panel=_KMS_PANEL,
+    help="APP ID of your application at the KMS.")]
+ApiKeyOpt = Annotated[str | None, typer.Option(
+    "--api-key", envvar="CIPHERSPARK_API_KEY", show_envvar=True, rich_help_panel=_KMS_PANEL,
+    help="API KEY of your application (prefer the environment variable: flags show in ps).")]
+AdminTokenOpt = Annotated[str | None, typer.Option(
+    "--admin-token", envvar="CIPHERSPARK_KMS_ADMIN_TOKEN", show_envvar=True,
+    rich_help_panel=_KMS_PANEL,
+    help="The admin token 'kms init' printed (prefer the environment variable).")]
+KeyOpt = Annotated[str, typer.Option(
+    "--key", envvar="CIPHERSPARK_KEY", show_envvar=True,
+    help="Name of the primary key that wraps the data key.")]
+
+# -- the Spark a job runs on ------------------------------------------------------------------
+
+MasterOpt = Annotated[str, typer.Option(
+    "--master", envvar="CIPHERSPARK_MASTER", show_envvar=True, rich_help_panel=_SPARK_PANEL,
+    help="Spark master URL (local[*], spark://HOST:PORT, k8s://https://HOST:PORT).")]
+SparkPropertiesOpt = Annotated[Path | None, typer.Option(
+    "--spark-properties", envvar="CIPHERSPARK_SPARK_PROPERTIES", show_envvar=True,
+    rich_help_panel=_SPARK_PANEL,
+    help="Spark properties file of a standalone cluster (holds its secret; printed by "
+         "'cipherspark cluster start').")]
+ClusterDirOpt = Annotated[Path, typer.Option(
+    "--dir", envvar="CIPHERSPARK_CLUSTER_DIR", show_envvar=True,
+    help="Folder for the cluster's conf (with its secret), logs and work dirs.")]
+
+# -- outputs and data -------------------------------------------------------------------------
+
+OverwriteOpt = Annotated[bool, typer.Option(
+    "--overwrite", help="Replace the output if it exists.")]
+OutputFolderOpt = Annotated[Path, typer.Option(
+    "--output", "-o", help="Folder for the encrypted result.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+SeedOpt = Annotated[int | None, typer.Option(
+    "--seed", help="Random seed for the data: same seed, same bytes.")]
+DataDirOpt = Annotated[Path, typer.Option(
+    "--data", envvar="CIPHERSPARK_KMS_DATA", show_envvar=True,
+    help="The KMS server's data directory (root key, database, audit log, TLS files).")]
+
+# -- attestation ------------------------------------------------------------------------------
+
+SimulatedKeyOpt = Annotated[Path | None, typer.Option(
+    "--simulated-key", envvar="CIPHERSPARK_SIMULATED_TEE_KEY", show_envvar=True,
+    help="The simulated-platform key file (default ~/.cipherspark/simulated-tee/platform.key).")]
+PccsUrlOpt = Annotated[str | None, typer.Option(
+    "--pccs-url", envvar="CIPHERSPARK_PCCS_URL", show_envvar=True,
+    help="PCCS (https) to fetch DCAP collateral from, e.g. "
+         "https://pccs.example:8081/sgx/certification/v4 (the KMS server caches it until each "
+         "part's nextUpdate, re-fetched daily). Without it, SGX/TDX evidence must come with "
+         "its collateral.")]
+PccsCaOpt = Annotated[Path | None, typer.Option(
+    "--pccs-ca", envvar="CIPHERSPARK_PCCS_CA", show_envvar=True,
+    help="CA bundle the PCCS's TLS certificate must chain to (default: system roots).")]

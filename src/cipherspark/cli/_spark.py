@@ -1,0 +1,71 @@
+"""The Spark session the job commands run on, where its console output goes, and its shutdown."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cipherspark.kms import Credentials
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+__all__ = ["session", "spark_log", "spark_logs", "stop_spark"]
+
+#: The Spark logs this process started, newest last (a failed job's error line names it).
+spark_logs: list[Path] = []
+
+
+def spark_log(folder: Path) -> Path:
+    """Where this run's Spark console output goes (the terminal shows only cipherspark's).
+
+    PySpark's own Python loggers print every failed query's JVM stack as JSON on stderr;
+    the user gets the one-line error instead, and the log path with it.
+    """
+    from pyspark.logger import PySparkLogger
+
+    for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
+        PySparkLogger.getLogger(name).disabled = True
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = folder.absolute() / "logs" / f"spark-{stamp}-{os.getpid()}.log"
+    spark_logs.append(path)
+    return path
+
+
+def session(master: str, credentials: Credentials, app_name: str,
+            properties: Path | None, kms_ca: Path | None) -> SparkSession:
+    """A secure session for a job command, its log under ``.cipherspark/logs``.
+
+    ``kms_ca`` (``--kms-ca``) must reach the Python workers that unwrap data keys: they get only
+    the KMS URL and find the CA in ``CIPHERSPARK_KMS_CA``
+    (:func:`cipherspark.kms.remote.ca_from_environment`). It is exported before the JVM starts,
+    as :func:`~cipherspark.spark.secure_session` does with the credentials, so a flag given
+    on the command line works like the variable (workers of a standalone cluster inherit the
+    environment of 'cluster start' instead).
+    """
+    from cipherspark.spark import secure_session
+
+    if kms_ca is not None:
+        # Absolute, so it names the same file whatever working directory a worker runs in.
+        os.environ["CIPHERSPARK_KMS_CA"] = str(kms_ca.absolute())
+    return secure_session(master=master, app_name=app_name, credentials=credentials,
+                          properties_file=properties, log_file=spark_log(Path(".cipherspark")))
+
+
+def stop_spark() -> None:
+    """Stop a SparkSession this process started, so the JVM and its Python workers shut down
+    in order (killed at interpreter exit instead, PySpark's workers print broken-pipe
+    tracebacks after a successful run)."""
+    if "pyspark.sql" not in sys.modules:
+        return
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        try:
+            active.stop()
+        except Exception:
+            pass

@@ -1,0 +1,98 @@
+"""``cipherspark key ...``: primary keys and their release policies, at a server or a keystore.
+
+A thin layer over the :class:`~cipherspark.kms.KeyManagementService` that ``--kms`` names: a
+KMS server (https://) or the embedded keystore (file://), whose policies allow only the
+simulated TEE.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cipherspark.cli._io import out as _out
+from cipherspark.cli._io import read_input
+from cipherspark.cli._options import ApiKeyOpt, AppIdOpt, KmsCaOpt, KmsOpt
+from cipherspark.cli._services import credentials, open_service
+from cipherspark.errors import KmsUnavailableError
+
+__all__ = ["app", "key_create", "key_list", "policy_app", "policy_set", "policy_show"]
+
+app = typer.Typer(help="Create and list primary keys in the KMS.", no_args_is_help=True)
+policy_app = typer.Typer(help="Set and show a primary key's release policy (server or keystore).",
+                         no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+
+@app.command("create")
+def key_create(
+    name: Annotated[str, typer.Argument(help="Key name (letters, digits, . _ -).")],
+    kms: KmsOpt = None, kms_ca: KmsCaOpt = None, app_id: AppIdOpt = None,
+    api_key: ApiKeyOpt = None,
+) -> None:
+    """Create a 256-bit primary key (and the local keystore, if it does not exist)."""
+    from cipherspark.kms import validate_key_name
+
+    validate_key_name(name)
+    with open_service(kms, kms_ca, credentials(app_id, api_key), create=True) as service:
+        info = service.create_key(name)
+        _out.print(f"created primary key {info.name!r} (version {info.version}) in "
+                   f"{service.url}")
+        try:
+            policy = service.get_policy(info.name)
+        except KmsUnavailableError:
+            # A backend without release policies; the key exists, and the note is only a note.
+            policy = None
+    # The embedded keystore gives new keys a policy that allows the simulated TEE: say so.
+    if policy is not None and "simulated" in policy.tee_types:
+        _out.print("its release policy allows the simulated TEE (development only: it "
+                   "protects nothing; see 'cipherspark key policy show')")
+
+
+@app.command("list")
+def key_list(
+    kms: KmsOpt = None, kms_ca: KmsCaOpt = None, app_id: AppIdOpt = None,
+    api_key: ApiKeyOpt = None,
+) -> None:
+    """List the primary keys your credentials can use."""
+    with open_service(kms, kms_ca, credentials(app_id, api_key)) as service:
+        keys = service.list_keys()
+        url = service.url
+    if not keys:
+        _out.print(f"no keys in {url}")
+    for info in keys:
+        _out.print(f"{info.name}\tversion {info.version}\tcreated {info.created}")
+
+
+@policy_app.command("set")
+def policy_set(
+    name: Annotated[str, typer.Argument(help="Primary key name.")],
+    file: Annotated[Path, typer.Argument(help="Policy JSON (see docs/attestation.md).")],
+    kms: KmsOpt = None, kms_ca: KmsCaOpt = None, app_id: AppIdOpt = None,
+    api_key: ApiKeyOpt = None,
+) -> None:
+    """Set NAME's release policy from FILE; prints the stored (normalised) policy."""
+    from cipherspark.attestation import AttestationPolicy
+
+    rules = AttestationPolicy.from_json(read_input(file))
+    with open_service(kms, kms_ca, credentials(app_id, api_key)) as service:
+        stored = service.set_policy(name, rules)
+    _out.print(json.dumps(stored.to_dict(), indent=2, sort_keys=True))
+    if stored.empty:
+        _out.print("note: this policy is empty and denies every attested unwrap")
+
+
+@policy_app.command("show")
+def policy_show(
+    name: Annotated[str, typer.Argument(help="Primary key name.")],
+    kms: KmsOpt = None, kms_ca: KmsCaOpt = None, app_id: AppIdOpt = None,
+    api_key: ApiKeyOpt = None,
+) -> None:
+    """Print NAME's release policy (``null``: none, every attested unwrap is denied)."""
+    with open_service(kms, kms_ca, credentials(app_id, api_key)) as service:
+        stored = service.get_policy(name)
+    _out.print(json.dumps(None if stored is None else stored.to_dict(), indent=2,
+                          sort_keys=True))

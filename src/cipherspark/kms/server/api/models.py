@@ -1,0 +1,248 @@
+"""Request and response bodies of the KMS server's HTTP API (pydantic), in one place.
+
+Request bodies are strict and closed (unknown fields, wrong types: 422) except the Vault Transit
+ones, which ignore what Vault clients send and we do not use. Size limits are on every string a
+client sends, so nothing unbounded is parsed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cipherspark.kms.server.service import KeyView, SimulatedPlatformRecord
+
+__all__ = [
+    "MAX_WRAPPED",
+    "AppResponse",
+    "AttestedUnwrapRequest",
+    "AttestedUnwrapResponse",
+    "ConfigRequest",
+    "CreateAppRequest",
+    "CreateKeyRequest",
+    "DataKeyResponse",
+    "DeletionRequest",
+    "KeyListResponse",
+    "KeyResponse",
+    "NonceResponse",
+    "PolicyRequest",
+    "PolicyResponse",
+    "RewrapResponse",
+    "SimulatedPlatformListResponse",
+    "SimulatedPlatformRequest",
+    "SimulatedPlatformResponse",
+    "TransitBody",
+    "TransitCiphertextRequest",
+    "TransitDataKeyRequest",
+    "TransitEncryptRequest",
+    "UnwrapResponse",
+    "WrappedRequest",
+]
+
+#: Longest base64 wrapped data key a request may carry (the lean route checks it too).
+MAX_WRAPPED = 8192
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# -- keys -----------------------------------------------------------------------------------------
+
+
+class CreateKeyRequest(_Body):
+    """``POST /v1/keys``."""
+
+    name: str = Field(max_length=256)
+
+
+class ConfigRequest(_Body):
+    """``POST /v1/keys/{name}/config``."""
+
+    min_decryption_version: int
+
+
+class DeletionRequest(_Body):
+    """``POST /v1/keys/{name}/schedule-deletion``."""
+
+    pending_days: int = 7
+
+
+class KeyResponse(BaseModel):
+    """A key's public description."""
+
+    name: str
+    version: int
+    created: str
+    min_decryption_version: int
+    enabled: bool
+    deletion_date: str | None
+
+    @classmethod
+    def of(cls, view: KeyView) -> KeyResponse:
+        """The answer describing ``view``."""
+        return cls(name=view.name, version=view.version, created=view.created,
+                   min_decryption_version=view.min_decryption_version, enabled=view.enabled,
+                   deletion_date=view.deletion_date)
+
+
+class KeyListResponse(BaseModel):
+    """``GET /v1/keys``."""
+
+    keys: list[KeyResponse]
+
+
+# -- data keys ------------------------------------------------------------------------------------
+
+
+class WrappedRequest(_Body):
+    """A wrapped data key (base64), for unwrap and rewrap."""
+
+    wrapped: str = Field(max_length=MAX_WRAPPED)
+
+
+class DataKeyResponse(BaseModel):
+    """A data key: ``plaintext`` (base64, absent for the wrapped-only variant) and ``wrapped``."""
+
+    key_id: str
+    version: int
+    plaintext: str | None = None
+    wrapped: str
+
+
+class UnwrapResponse(BaseModel):
+    """An unwrapped data key (base64) and the version that wrapped it."""
+
+    version: int
+    plaintext: str
+
+
+class RewrapResponse(BaseModel):
+    """A data key re-wrapped under the current version."""
+
+    version: int
+    wrapped: str
+
+
+# -- attested key release -------------------------------------------------------------------------
+
+
+class PolicyRequest(_Body):
+    """``PUT /v1/keys/{name}/policy``: the release policy (see docs/attestation.md)."""
+
+    policy: dict[str, Any]
+
+
+class PolicyResponse(BaseModel):
+    """A key's release policy (normalised), or ``null`` when it has none (which denies)."""
+
+    name: str
+    policy: dict[str, Any] | None
+
+
+class NonceResponse(BaseModel):
+    """A single-use nonce (base64) and how many seconds it stays valid."""
+
+    nonce: str
+    expires_in: int
+
+
+class AttestedUnwrapRequest(_Body):
+    """``POST /v1/keys/{name}/attest/unwrap``: evidence bound to a nonce and a public key."""
+
+    nonce: str = Field(max_length=128)
+    tee: str = Field(max_length=32)
+    evidence: str = Field(max_length=24 * 1024)
+    public_key: str = Field(max_length=256)
+    wrapped: str = Field(max_length=MAX_WRAPPED)
+    collateral: str | None = Field(default=None, max_length=32 * 1024)
+
+
+class AttestedUnwrapResponse(BaseModel):
+    """The data key as a compact JWE (``ECDH-ES+A256KW``, ``A256GCM``) to the public key."""
+
+    version: int
+    jwe: str
+
+
+# -- admin ----------------------------------------------------------------------------------------
+
+
+class CreateAppRequest(_Body):
+    """``POST /v1/apps`` (admin)."""
+
+    name: str = Field(max_length=1024)
+
+
+class AppResponse(BaseModel):
+    """A new app's credentials (shown once)."""
+
+    app_id: str
+    api_key: str
+    vault_token: str
+
+
+class SimulatedPlatformRequest(_Body):
+    """``POST /v1/admin/simulated-platforms`` (admin): trust a simulated TEE platform.
+
+    The limits are generous on purpose: a malformed key or label is refused by the service
+    with 400 and a message saying what a valid one looks like, not with a schema error.
+    """
+
+    public_key: str = Field(max_length=256)
+    label: str = Field(default="", max_length=1024)
+
+
+class SimulatedPlatformResponse(BaseModel):
+    """A registered simulated platform: public key (hex), label, first registration time."""
+
+    public_key: str
+    label: str
+    created: str
+
+    @classmethod
+    def of(cls, record: SimulatedPlatformRecord) -> SimulatedPlatformResponse:
+        """The answer describing ``record``."""
+        return cls(public_key=record.public_key, label=record.label, created=record.created)
+
+
+class SimulatedPlatformListResponse(BaseModel):
+    """``GET /v1/admin/simulated-platforms``: the registered platforms, oldest first."""
+
+    platforms: list[SimulatedPlatformResponse]
+
+
+# -- Vault Transit --------------------------------------------------------------------------------
+
+
+class TransitBody(BaseModel):
+    """Fields every Transit request may carry; the routes refuse the ones set that we do not
+    support (see :func:`cipherspark.kms.server.api.routes.transit.check_supported`)."""
+
+    # Vault clients send fields we ignore (type, convergent_encryption...); reject only those
+    # whose meaning we would silently change (context, nonce, batches).
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    context: str | None = None
+    nonce: str | None = None
+    batch_input: list[Any] | None = None
+
+
+class TransitEncryptRequest(TransitBody):
+    """``POST /v1/transit/encrypt/{name}``."""
+
+    plaintext: str = Field(max_length=48 * 1024)
+    key_version: int | None = None
+
+
+class TransitCiphertextRequest(TransitBody):
+    """``POST /v1/transit/decrypt/{name}`` and ``/v1/transit/rewrap/{name}``."""
+
+    ciphertext: str = Field(max_length=64 * 1024)
+    key_version: int | None = None
+
+
+class TransitDataKeyRequest(TransitBody):
+    """``POST /v1/transit/datakey/{plaintext|wrapped}/{name}``."""
+
+    bits: int = 256

@@ -1,0 +1,28 @@
+"""Operations: ``/healthz`` (liveness) and ``/metrics`` (Prometheus text). No credentials."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
+
+from cipherspark.kms.server.api.deps import Service
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Liveness: the server answers."""
+    return {"status": "ok"}
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def metrics(service: Service) -> str:
+    """Prometheus text: operations by kind and result."""
+    lines = ["# TYPE cipherspark_kms_operations_total counter"]
+    for (op, result), count in sorted(service.metrics.items()):
+        lines.append(f'cipherspark_kms_operations_total{{op="{op}",result="{result}"}} '
+                     f"{count}")
+    return "\n".join(lines) + "\n"
