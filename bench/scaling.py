@@ -35,9 +35,9 @@ import psutil
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.functions import col
 
-from cipherspark.datagen import generate_people
 from cipherspark.files import encrypt_path
 from cipherspark.jobs import PEOPLE_SCHEMA
+from cipherspark.jobs.datagen import generate_people
 from cipherspark.kms import Credentials, open_kms
 from cipherspark.spark import read_encrypted_csv, secure_session, write_encrypted_csv
 

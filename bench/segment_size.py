@@ -19,9 +19,9 @@ from pathlib import Path
 
 from pyspark.sql.functions import col
 
-from cipherspark.datagen import generate_people
 from cipherspark.files import encrypt_path
 from cipherspark.jobs import PEOPLE_SCHEMA
+from cipherspark.jobs.datagen import generate_people
 from cipherspark.kms import Credentials, open_kms
 from cipherspark.spark import read_encrypted_csv, secure_session
 

@@ -34,9 +34,9 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.functions import col
 
-from cipherspark.datagen import generate_people
 from cipherspark.files import encrypt_path
 from cipherspark.jobs import PEOPLE_SCHEMA, simple_query
+from cipherspark.jobs.datagen import generate_people
 from cipherspark.kms import Credentials, open_kms
 from cipherspark.spark import read_encrypted_csv, secure_session
 from cipherspark.spark.cluster import start_cluster, stop_cluster

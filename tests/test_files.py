@@ -20,7 +20,7 @@ from cipherspark.crypto import (
     read_header,
 )
 from cipherspark.crypto._streaming import BODY_HEADER_SIZE, TAG_SIZE
-from cipherspark.dataset import Manifest, describe_part, write_manifest
+from cipherspark.crypto.manifest import Manifest, describe_part, write_manifest
 from cipherspark.errors import (
     InputError,
     IntegrityError,
@@ -396,7 +396,7 @@ def test_folder_without_manifest_is_refused(tmp_path: Path, kms: LocalKms) -> No
 
 
 def test_encrypted_folder_manifest_counts_records(tmp_path: Path, kms: LocalKms) -> None:
-    from cipherspark.dataset import read_manifest
+    from cipherspark.crypto.manifest import read_manifest
 
     _, parts = make_csv_parts(tmp_path / "plain")
     enc = tmp_path / "enc"

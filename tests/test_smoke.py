@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cipherspark.datagen import generate_people
 from cipherspark.files import decrypt_path, encrypt_path
 from cipherspark.jobs import simple_query
+from cipherspark.jobs.datagen import generate_people
 from cipherspark.kms import LocalKms
 from tests.conftest import TEST_KEY
 

@@ -11,8 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from cipherspark._files import atomic_output, atomic_output_dir, check_output
-from cipherspark._records import count_records
+from cipherspark._atomic import atomic_output, atomic_output_dir, check_output
 from cipherspark.crypto import (
     CONTENT_TYPE_BINARY,
     CONTENT_TYPE_CSV_HEADER,
@@ -22,7 +21,14 @@ from cipherspark.crypto import (
     decrypt_stream,
     read_header,
 )
-from cipherspark.dataset import Manifest, describe_part, require_manifest, write_manifest
+from cipherspark.crypto._records import count_records
+from cipherspark.crypto.manifest import (
+    Manifest,
+    describe_part,
+    list_parts,
+    require_manifest,
+    write_manifest,
+)
 from cipherspark.errors import FormatError, InputError, IntegrityError
 from cipherspark.kms import KeyManagementService
 
@@ -32,7 +38,6 @@ __all__ = [
     "decrypt_path",
     "encrypt_path",
     "guess_content_type",
-    "list_parts",
 ]
 
 Progress = Callable[[int], None]
@@ -59,15 +64,6 @@ class DecryptResult:
 def guess_content_type(path: Path) -> str:
     """CSV with a header for ``*.csv`` files, opaque bytes otherwise."""
     return CONTENT_TYPE_CSV_HEADER if path.suffix.lower() == ".csv" else CONTENT_TYPE_BINARY
-
-
-def list_parts(directory: Path) -> list[Path]:
-    """The data files of a directory, as Spark and Hadoop see them: no ``_`` or ``.`` names."""
-    try:
-        entries = sorted(directory.iterdir())
-    except OSError as exc:
-        raise InputError(f"cannot read folder {directory}: {exc.strerror}") from exc
-    return [p for p in entries if p.is_file() and not p.name.startswith(("_", "."))]
 
 
 def _input_files(src: Path) -> list[Path]:
@@ -107,7 +103,7 @@ def encrypt_path(
 
     A file gets a fresh data key from ``kms`` wrapped under primary key ``key_id``. A folder is
     a dataset: one fresh data key for all its parts (each with its own salt) and an encrypted
-    manifest (:mod:`cipherspark.dataset`) so that a removed or swapped part is detected.
+    manifest (:mod:`cipherspark.crypto.manifest`) so that a removed or swapped part is detected.
     ``progress`` receives plaintext byte counts as they are read.
     """
     src_path, dst_path = Path(src), Path(dst)

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from cipherspark.crypto import read_header
-from cipherspark.datagen import generate_people
+from cipherspark.jobs.datagen import generate_people
 from cipherspark.kms import Credentials
 from cipherspark.kms.remote import RemoteKms
 from cipherspark.spark.cluster import start_cluster, stop_cluster

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from cipherspark.datagen import generate_people
 from cipherspark.files import decrypt_path, encrypt_path
+from cipherspark.jobs.datagen import generate_people
 from cipherspark.kms import LocalKms, open_kms
 from cipherspark.spark.cluster import Cluster, start_cluster, stop_cluster
 from tests.conftest import TEST_CREDENTIALS, TEST_KEY

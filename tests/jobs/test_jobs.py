@@ -13,10 +13,10 @@ import pytest
 from pyspark.sql import SparkSession
 
 from cipherspark.cli import main
-from cipherspark.datagen import GeneratedPeople, generate_people
 from cipherspark.errors import JobError
 from cipherspark.files import decrypt_path, encrypt_path
 from cipherspark.jobs import SimpleQueryResult, run_sql, simple_query
+from cipherspark.jobs.datagen import GeneratedPeople, generate_people
 from cipherspark.kms import LocalKms, open_kms
 from tests.conftest import TEST_CREDENTIALS, TEST_KEY
 

@@ -15,9 +15,14 @@ from pyspark.sql.functions import col
 from pyspark.sql.types import IntegerType, StringType, StructField, StructType
 
 from cipherspark.crypto import read_header
-from cipherspark.dataset import MANIFEST_CONTENT_TYPE, MANIFEST_NAME, read_manifest
+from cipherspark.crypto.manifest import (
+    MANIFEST_CONTENT_TYPE,
+    MANIFEST_NAME,
+    list_parts,
+    read_manifest,
+)
 from cipherspark.errors import InputError, IntegrityError
-from cipherspark.files import decrypt_path, encrypt_path, list_parts
+from cipherspark.files import decrypt_path, encrypt_path
 from cipherspark.kms import LocalKms, open_kms
 from cipherspark.spark import (
     cipherspark_errors,
@@ -26,7 +31,7 @@ from cipherspark.spark import (
     written_rows,
 )
 from tests.conftest import TEST_CREDENTIALS, TEST_KEY
-from tests.test_dataset import TAMPERS, flip_bit
+from tests.crypto.test_manifest import TAMPERS, flip_bit
 
 pytestmark = pytest.mark.spark
 

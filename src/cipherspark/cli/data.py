@@ -1,6 +1,6 @@
 """The data commands: ``generate``, ``encrypt``, ``decrypt``, ``query simple``, ``sql``, ``demo``.
 
-A thin layer over :mod:`cipherspark.datagen`, :mod:`cipherspark.files` and
+A thin layer over :mod:`cipherspark.jobs.datagen`, :mod:`cipherspark.files` and
 :mod:`cipherspark.jobs`. This Typer app has no name: its commands sit at the top of the
 ``cipherspark`` command.
 """
@@ -82,7 +82,7 @@ def generate(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Generate the reference people.csv (name,age,job) and print the Simple Query's answer."""
-    from cipherspark.datagen import generate_people
+    from cipherspark.jobs.datagen import generate_people
 
     with _progress("generating", rows * 19) as advance:
         result = generate_people(out, rows, seed=seed, overwrite=overwrite,
@@ -146,7 +146,7 @@ def query_simple(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """The reference Simple Query: count names, select Developers aged 20-40, write encrypted."""
-    from cipherspark._files import check_output
+    from cipherspark._atomic import check_output
     from cipherspark.jobs import simple_query
 
     if not input.exists():
@@ -182,7 +182,7 @@ def sql(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Run any Spark SQL over encrypted CSV tables; the result is written encrypted."""
-    from cipherspark._files import check_output
+    from cipherspark._atomic import check_output
     from cipherspark.jobs import run_sql
 
     tables: dict[str, str] = {}

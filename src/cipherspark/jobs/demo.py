@@ -21,10 +21,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from cipherspark.datagen import QUERY_MAX_AGE, QUERY_MIN_AGE, generate_people
 from cipherspark.errors import KeyExistsError, KmsError, VerificationError
 from cipherspark.files import decrypt_path, encrypt_path
-from cipherspark.jobs.simple_query import simple_query
+from cipherspark.jobs._simple_query import simple_query
+from cipherspark.jobs.datagen import QUERY_MAX_AGE, QUERY_MIN_AGE, generate_people
 from cipherspark.kms import Credentials, KeyManagementService, open_kms
 from cipherspark.spark import secure_session
 

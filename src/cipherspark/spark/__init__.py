@@ -18,7 +18,7 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
-from cipherspark.dataset import read_manifest
+from cipherspark.crypto.manifest import read_manifest
 from cipherspark.errors import InputError, UsageError
 from cipherspark.spark._conf import conf_bytes
 from cipherspark.spark._errors import cipherspark_errors, spark_error

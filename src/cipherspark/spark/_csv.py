@@ -24,8 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from cipherspark._records import count_records
 from cipherspark.crypto import ContainerFile
+from cipherspark.crypto._records import count_records
 from cipherspark.errors import InputError
 
 __all__ = [

@@ -49,7 +49,7 @@ from pyspark.sql.datasource import (
 from pyspark.sql.pandas.types import from_arrow_type, to_arrow_schema
 from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
 
-from cipherspark._files import remove_path
+from cipherspark._atomic import publish, remove_path
 from cipherspark.crypto import (
     CONTENT_TYPE_CSV_HEADER,
     CONTENT_TYPE_CSV_NO_HEADER,
@@ -59,15 +59,15 @@ from cipherspark.crypto import (
     EncryptingWriter,
     read_header,
 )
-from cipherspark.dataset import (
+from cipherspark.crypto.manifest import (
     Manifest,
     PartEntry,
     describe_part,
+    list_parts,
     require_manifest,
     write_manifest,
 )
 from cipherspark.errors import InputError, OutputExistsError, UsageError
-from cipherspark.files import list_parts
 from cipherspark.spark._csv import (
     MODES,
     FileSlice,
@@ -359,16 +359,11 @@ class _Writer(DataSourceArrowWriter):
                 remove_path(entry)
         write_manifest(self.staging, Manifest(tuple(parts)), self._container_header(),
                        executor_data_key(self.kms_url, self.key_id, self.wrapped_key))
-        if self.path.exists():
-            if not self.overwrite:
-                shutil.rmtree(self.staging, ignore_errors=True)
-                raise OutputExistsError(f"{self.path} appeared while the job ran")
-            old = self.path.with_name(f".{self.path.name}.cipherspark-{uuid.uuid4().hex[:12]}.old")
-            os.replace(self.path, old)
-            os.replace(self.staging, self.path)
-            remove_path(old)
-        else:
-            os.replace(self.staging, self.path)
+        try:
+            publish(self.staging, self.path, self.overwrite)
+        except OutputExistsError:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            raise
 
     def abort(self, messages: list[WriterCommitMessage | None]) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from cipherspark import datagen
-from cipherspark.datagen import HEADER, JOBS, generate_people
 from cipherspark.errors import InputError, OutputExistsError
+from cipherspark.jobs import datagen
+from cipherspark.jobs.datagen import HEADER, JOBS, generate_people
 
 ROW = re.compile(rb"[a-z]{3,7},(1[89]|[2-5][0-9]|60),(Developer|Engineer|Researcher)\n")
 SEED = 20240611

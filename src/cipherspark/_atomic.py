@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 from cipherspark.errors import InputError, OutputExistsError
 
-__all__ = ["atomic_output", "atomic_output_dir", "check_output", "remove_path"]
+__all__ = ["atomic_output", "atomic_output_dir", "check_output", "publish", "remove_path"]
 
 
 def check_output(path: Path, overwrite: bool) -> None:
@@ -35,14 +35,17 @@ def _staging_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.cipherspark-{uuid.uuid4().hex[:12]}.tmp")
 
 
-def _publish(staging: Path, path: Path, overwrite: bool) -> None:
+def publish(staging: Path, path: Path, overwrite: bool) -> None:
+    """Rename the complete ``staging`` file or folder to ``path`` (replacing it only with
+    ``overwrite``): the one place outputs appear, for the CLI and the Spark writer alike."""
     if path.exists():
         if not overwrite:
             raise OutputExistsError(
                 f"{path} appeared while writing (pass --overwrite to replace it)"
             )
-        if path.is_dir() and not path.is_symlink():
-            # os.replace cannot replace a non-empty directory: move it aside first.
+        if (path.is_dir() and not path.is_symlink()) or staging.is_dir():
+            # os.replace cannot replace a non-empty directory, nor a file by a directory:
+            # move the old one aside first.
             old = _staging_name(path)
             os.replace(path, old)
             os.replace(staging, path)
@@ -61,7 +64,7 @@ def atomic_output(path: Path, *, overwrite: bool) -> Iterator[BinaryIO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        _publish(staging, path, overwrite)
+        publish(staging, path, overwrite)
     except BaseException:
         staging.unlink(missing_ok=True)
         raise
@@ -75,7 +78,7 @@ def atomic_output_dir(path: Path, *, overwrite: bool) -> Iterator[Path]:
     staging.mkdir()
     try:
         yield staging
-        _publish(staging, path, overwrite)
+        publish(staging, path, overwrite)
     except BaseException:
         remove_path(staging)
         raise

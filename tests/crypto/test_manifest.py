@@ -20,12 +20,13 @@ from cipherspark.crypto import (
     EncryptingWriter,
     read_header,
 )
-from cipherspark.dataset import (
+from cipherspark.crypto.manifest import (
     MANIFEST_CONTENT_TYPE,
     MANIFEST_NAME,
     Manifest,
     PartEntry,
     describe_part,
+    list_parts,
     read_manifest,
     verify_listing,
     write_manifest,
@@ -36,7 +37,7 @@ from cipherspark.errors import (
     IntegrityError,
     NotEncryptedError,
 )
-from cipherspark.files import decrypt_path, encrypt_path, list_parts
+from cipherspark.files import decrypt_path, encrypt_path
 from cipherspark.kms import LocalKms
 from tests.conftest import TEST_KEY
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cipherspark._files import atomic_output
+from cipherspark._atomic import atomic_output
 
 __all__ = ["HEADER", "JOBS", "GeneratedPeople", "generate_people"]
 

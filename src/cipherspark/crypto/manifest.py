@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cipherspark.crypto import (
-    BODY_HEADER_SIZE,
+from cipherspark.crypto._streaming import BODY_HEADER_SIZE
+from cipherspark.crypto.container import (
     ContainerHeader,
     EncryptingWriter,
     decrypt_stream,
@@ -32,6 +32,7 @@ __all__ = [
     "Manifest",
     "PartEntry",
     "describe_part",
+    "list_parts",
     "read_manifest",
     "require_manifest",
     "verify_listing",
@@ -84,6 +85,15 @@ class Manifest:
         except (ValueError, KeyError, TypeError) as exc:
             raise FormatError("the dataset manifest is malformed") from exc
         return cls(parts)
+
+
+def list_parts(directory: Path) -> list[Path]:
+    """The data files of a directory, as Spark and Hadoop see them: no ``_`` or ``.`` names."""
+    try:
+        entries = sorted(directory.iterdir())
+    except OSError as exc:
+        raise InputError(f"cannot read folder {directory}: {exc.strerror}") from exc
+    return [p for p in entries if p.is_file() and not p.name.startswith(("_", "."))]
 
 
 def describe_part(path: Path, rows: int) -> PartEntry:
