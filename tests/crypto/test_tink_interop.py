@@ -1,7 +1,7 @@
 """The container body is Tink's AES256_GCM_HKDF streaming AEAD: Tink is the oracle, both ways.
 
-Also the known-answer vectors of ``data/kat_v1.json`` (produced by ``data/make_kat.py``, an
-independent implementation of docs/format.md checked against Tink).
+Also the known-answer vectors of ``docs/vectors/container-v1/kat_v1.json`` (produced by
+``make_kat.py`` beside it, an independent implementation of docs/format.md checked against Tink).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from cipherspark.errors import IntegrityError
 
 streaming_aead.register()
 
-KAT_FILE = Path(__file__).parent / "data" / "kat_v1.json"
+KAT_FILE = Path(__file__).parents[2] / "docs" / "vectors" / "container-v1" / "kat_v1.json"
 MIB = 1 << 20
 SEGMENT_SIZES = [57, 64, 100, 4096, MIB]
 
