@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from cipherspark import settings
 from cipherspark.attestation import AttestationPolicy, SimulatedProvider
 from cipherspark.errors import KmsUnavailableError
 from cipherspark.kms import DataKey, KeyInfo, KeyManagementService, LocalKms
@@ -84,10 +85,10 @@ def test_the_local_keystore_refuses_real_tees_before_any_evidence(kms: LocalKms)
 def test_executor_lets_the_backend_refuse(executor_with: dict[str, KeyManagementService],
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     executor_with["minimal://"] = Minimal()
-    monkeypatch.setenv(_executor.ENV_TEE, "simulated")
+    monkeypatch.setenv(settings.ENV_TEE, "simulated")
     with pytest.raises(KmsUnavailableError,
                        match=r"CIPHERSPARK_TEE=simulated: attested key release needs a KMS "
                              r"server \(https://\)"):
         _executor.executor_data_key("minimal://", "k", b"w" * 32)
-    monkeypatch.setenv(_executor.ENV_TEE, "none")
+    monkeypatch.setenv(settings.ENV_TEE, "none")
     assert _executor.executor_data_key("minimal://", "k", b"w" * 32) == b"w" * 32

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from cipherspark.attestation.evidence import Evidence, VerifiedReport
 from cipherspark.errors import AttestationError, InputError, UsageError
+from cipherspark.settings import ENV_SIMULATED_TEE_KEY, default_simulated_key_path
 
 __all__ = [
     "ENV_SIMULATED_TEE_KEY",
@@ -50,23 +51,6 @@ _CLOCK_SKEW = 30
 _PLATFORM_KEY = re.compile(r"[0-9a-fA-F]{64}")
 # How a KMS operator registers a simulated platform (quoted in the denials that need it).
 _ADD_HINT = "the operator runs 'cipherspark kms simulated-platform add KEY'"
-
-
-#: Names the simulated-platform key file (the CLI's ``--simulated-key`` and executors read it).
-ENV_SIMULATED_TEE_KEY = "CIPHERSPARK_SIMULATED_TEE_KEY"
-
-
-def default_simulated_key_path() -> Path:
-    """Where this installation's simulated-platform key lives by default.
-
-    ``CIPHERSPARK_SIMULATED_TEE_KEY`` if set, else ``~/.cipherspark/simulated-tee/platform.key``:
-    the embedded keystore registers this key in the policies it writes, and executors sign with
-    it, so both must resolve the same file.
-    """
-    configured = os.environ.get(ENV_SIMULATED_TEE_KEY)
-    if configured:
-        return Path(configured)
-    return Path.home() / ".cipherspark" / "simulated-tee" / "platform.key"
 
 
 def code_measurement(package_dir: Path | None = None) -> str:

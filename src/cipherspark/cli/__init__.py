@@ -13,7 +13,6 @@ decrypt, query, sql, demo), :mod:`~cipherspark.cli.keys` (key, key policy),
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -21,6 +20,7 @@ from typing import Annotated
 
 import typer
 
+from cipherspark import settings
 from cipherspark.cli import attest, cluster, data, deploy, keys, kms
 from cipherspark.cli._io import out as _out
 from cipherspark.cli._spark import spark_logs, stop_spark
@@ -85,14 +85,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("cipherspark: interrupted", file=sys.stderr)
         return 130
     except CipherSparkError as exc:
-        if os.environ.get("CIPHERSPARK_DEBUG"):
+        if settings.debug_enabled():
             raise
         hint = f" (Spark's log: {spark_logs[-1]})" if spark_logs and isinstance(exc, JobError) \
             else ""
         print(f"cipherspark: error: {exc}{hint}", file=sys.stderr)
         return exc.exit_code
     except Exception as exc:
-        if os.environ.get("CIPHERSPARK_DEBUG"):
+        if settings.debug_enabled():
             raise
         print(f"cipherspark: internal error ({type(exc).__name__}): {exc}\n"
               "  set CIPHERSPARK_DEBUG=1 for the traceback", file=sys.stderr)

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cipherspark import settings
 from cipherspark.errors import UsageError
 from cipherspark.kms import Credentials, KeyManagementService, open_kms
 
@@ -36,10 +37,11 @@ def open_service(url: str | None, ca_file: Path | None, creds: Credentials, *,
                  create: bool = False) -> Iterator[KeyManagementService]:
     """The KMS at ``url`` (``None``: the embedded keystore), closed when the block ends.
 
-    ``ca_file`` pins an https:// server's CA; :func:`cipherspark.kms.open_kms` falls back to
-    ``CIPHERSPARK_KMS_CA`` itself, which the option reads anyway.
+    ``ca_file`` pins an https:// server's CA (``--kms-ca``, or ``CIPHERSPARK_KMS_CA`` which the
+    option reads); ``http://`` needs ``CIPHERSPARK_KMS_UNSAFE_PLAINTEXT=1``.
     """
-    with open_kms(url, creds, create=create, ca_file=ca_file) as service:
+    with open_kms(url, creds, create=create, ca_file=ca_file,
+                  unsafe_plaintext=settings.kms_unsafe_plaintext()) as service:
         yield service
 
 

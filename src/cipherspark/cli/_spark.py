@@ -39,20 +39,22 @@ def session(master: str, credentials: Credentials, app_name: str,
             properties: Path | None, kms_ca: Path | None) -> SparkSession:
     """A secure session for a job command, its log under ``.cipherspark/logs``.
 
-    ``kms_ca`` (``--kms-ca``) must reach the Python workers that unwrap data keys: they get only
-    the KMS URL and find the CA in ``CIPHERSPARK_KMS_CA``
-    (:func:`cipherspark.kms.remote.ca_from_environment`). It is exported before the JVM starts,
-    as :func:`~cipherspark.spark.secure_session` does with the credentials, so a flag given
-    on the command line works like the variable (workers of a standalone cluster inherit the
-    environment of 'cluster start' instead).
+    ``kms_ca`` (``--kms-ca``) must reach the Python workers that unwrap data keys: it goes into
+    their :class:`~cipherspark.settings.ExecutorConfig` (with the TEE and credential-file
+    settings of this environment), made absolute so it names the same file whatever folder a
+    worker runs in.
     """
+    import dataclasses
+
+    from cipherspark.settings import ExecutorConfig
     from cipherspark.spark import secure_session
 
+    executor = ExecutorConfig.from_environ(os.environ)
     if kms_ca is not None:
-        # Absolute, so it names the same file whatever working directory a worker runs in.
-        os.environ["CIPHERSPARK_KMS_CA"] = str(kms_ca.absolute())
+        executor = dataclasses.replace(executor, kms_ca=kms_ca.absolute())
     return secure_session(master=master, app_name=app_name, credentials=credentials,
-                          properties_file=properties, log_file=spark_log(Path(".cipherspark")))
+                          properties_file=properties, log_file=spark_log(Path(".cipherspark")),
+                          executor=executor)
 
 
 def stop_spark() -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from cipherspark import settings
 from cipherspark.cli._io import out as _out
 from cipherspark.cli._io import read_input
 from cipherspark.cli._options import PccsCaOpt, PccsUrlOpt, SimulatedKeyOpt
@@ -29,7 +30,7 @@ app = typer.Typer(help="Produce and verify TEE evidence (attested key release)."
                   no_args_is_help=True)
 
 _TeeOpt = Annotated[str, typer.Option(
-    "--tee", envvar="CIPHERSPARK_TEE", show_envvar=True,
+    "--tee", envvar=settings.ENV_TEE, show_envvar=True,
     help="gramine-sgx, tdx, auto (never falls back to simulated) or simulated (insecure).")]
 
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
+from cipherspark import settings
 from cipherspark.cli._io import out as _out
 from cipherspark.cli._options import DEFAULT_MASTER, AppIdOpt, MasterOpt, OverwriteOpt
 from cipherspark.errors import OutputExistsError, UsageError
@@ -40,7 +41,7 @@ def submit(
              "'-- query simple --input /data/people.csv.cspk --output /data/dev.cspk "
              "--key simple'. Paths are on the data volume (/data).")],
     image: Annotated[str, typer.Option(
-        "--image", envvar="CIPHERSPARK_IMAGE", show_envvar=True,
+        "--image", envvar=settings.ENV_IMAGE, show_envvar=True,
         help="The cipherspark runtime image (deploy/Dockerfile) for driver and executors.")],
     master: MasterOpt = DEFAULT_MASTER,
     namespace: Annotated[str, typer.Option(help="Namespace of the deployment.")] = "cipherspark",
@@ -48,7 +49,7 @@ def submit(
         help="Pod templates to use: sgx (Gramine enclaves), tdx (confidential VMs) or "
              "simulated (no TEE; development clusters only).")] = "sgx",
     deploy_dir: Annotated[Path, typer.Option(
-        "--deploy-dir", envvar="CIPHERSPARK_DEPLOY_DIR", show_envvar=True,
+        "--deploy-dir", envvar=settings.ENV_DEPLOY_DIR, show_envvar=True,
         help="The repository's deploy/ folder (holds overlays/*/pod-templates).")
     ] = DEFAULT_DEPLOY_DIR,
     executors: Annotated[int, typer.Option(min=1, help="Executor pods.")] = 2,

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+from cipherspark import settings
 from cipherspark.errors import InputError, UsageError
 
 __all__ = [
@@ -55,8 +56,8 @@ PASSTHROUGH_ENV = (
     "SPARK_EXECUTOR_POD_IP", "SPARK_EXECUTOR_POD_NAME", "SPARK_LOCAL_DIRS",
     "SPARK_RESOURCE_PROFILE_ID", "SPARK_USER", "SPARK_EXTRA_CLASSPATH",
     *(f"SPARK_JAVA_OPT_{i}" for i in range(32)),
-    "CIPHERSPARK_KMS", "CIPHERSPARK_KMS_CA", "CIPHERSPARK_APP_ID_FILE",
-    "CIPHERSPARK_API_KEY_FILE", "CIPHERSPARK_TEE",
+    settings.ENV_KMS, settings.ENV_KMS_CA, settings.ENV_APP_ID_FILE, settings.ENV_API_KEY_FILE,
+    settings.ENV_TEE,
     "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT",
 )
 

@@ -26,6 +26,7 @@ from cipherspark.files import decrypt_path, encrypt_path
 from cipherspark.jobs._simple_query import simple_query
 from cipherspark.jobs.datagen import QUERY_MAX_AGE, QUERY_MIN_AGE, generate_people
 from cipherspark.kms import Credentials, KeyManagementService, open_kms
+from cipherspark.settings import ExecutorConfig
 from cipherspark.spark import secure_session
 
 __all__ = ["DEMO_KEY", "DemoReport", "DemoStep", "demo_credentials", "run_demo"]
@@ -86,13 +87,13 @@ def _private_json(path: Path, doc: dict[str, str]) -> None:
         json.dump(doc, f)
 
 
-def _server_kms(workdir: Path, stack: ExitStack) -> tuple[Credentials, KeyManagementService]:
+def _server_kms(workdir: Path,
+                stack: ExitStack) -> tuple[Credentials, KeyManagementService, Path]:
     """Start the demo's KMS server (stopped when ``stack`` closes); its app and key.
 
     The admin token (from the first start) and the app's credentials are kept in the work folder
     (0600 files), so a second run reuses the same server data. Executors find the server's
-    self-signed certificate through ``CIPHERSPARK_KMS_CA``, set here for this process (and so
-    for the Spark session it starts) until ``stack`` closes.
+    self-signed certificate (returned third) in the session's executor configuration.
     """
     from cipherspark.kms.remote import KmsAdmin, RemoteKms
     from cipherspark.kms.server.launch import local_server
@@ -117,23 +118,13 @@ def _server_kms(workdir: Path, stack: ExitStack) -> tuple[Credentials, KeyManage
         _private_json(creds_file, {"app_id": new.app_id, "api_key": new.api_key})
     doc = json.loads(creds_file.read_text())
     credentials = Credentials(doc["app_id"], doc["api_key"])
-    previous = os.environ.get("CIPHERSPARK_KMS_CA")
-    os.environ["CIPHERSPARK_KMS_CA"] = str(server.ca_file)
-
-    def restore_ca() -> None:
-        if previous is None:
-            os.environ.pop("CIPHERSPARK_KMS_CA", None)
-        else:
-            os.environ["CIPHERSPARK_KMS_CA"] = previous
-
-    stack.callback(restore_ca)
     kms = RemoteKms(server.url, credentials, ca_file=server.ca_file)
     stack.callback(kms.close)
     try:
         kms.create_key(DEMO_KEY)
     except KeyExistsError:
         pass
-    return credentials, kms
+    return credentials, kms, Path(server.ca_file)
 
 
 def _long_names(path: Path, limit: int) -> list[bytes]:
@@ -211,11 +202,13 @@ def run_demo(
             detail.append(f"Developers aged 20-40: {generated.developers_20_40:,}")
         with step("start KMS server" if kms_server else "create primary key") as detail:
             if kms_server:
-                credentials, kms = _server_kms(workdir, stack)
+                credentials, kms, ca_file = _server_kms(workdir, stack)
+                executor = ExecutorConfig(kms_ca=ca_file.absolute())
                 detail.append(f"TLS on {kms.url}; key {DEMO_KEY!r}")
             else:
                 credentials = demo_credentials(workdir)
                 kms = _demo_kms(workdir, credentials)
+                executor = ExecutorConfig()
                 detail.append(f"key {DEMO_KEY!r} in {kms.url}")
         with step("encrypt") as detail:
             enc = encrypt_path(plain, encrypted, kms, DEMO_KEY, overwrite=True)
@@ -223,7 +216,7 @@ def run_demo(
         with step("start Spark (secure session)") as detail:
             spark = secure_session(master=master, app_name="cipherspark-demo",
                                    credentials=credentials, properties_file=properties_file,
-                                   log_file=spark_log)
+                                   log_file=spark_log, executor=executor)
             detail.append(master)
         with step("Simple Query on encrypted data") as detail:
             answer = simple_query(spark, str(encrypted), str(result), kms_url=kms.url,

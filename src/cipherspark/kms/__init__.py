@@ -46,9 +46,8 @@ def open_kms(url: str | None, credentials: Credentials | None, *,
     """Open the KMS at ``url`` (``None``: ``.cipherspark/kms`` under the working directory).
 
     A plain path is taken as a keystore directory. ``create`` initialises an absent local keystore.
-    For ``https://`` servers, ``ca_file`` pins the server's CA (default: ``CIPHERSPARK_KMS_CA``,
-    so Spark executors that only get the URL find it too). ``http://`` needs ``unsafe_plaintext``
-    (or ``CIPHERSPARK_KMS_UNSAFE_PLAINTEXT=1``).
+    For ``https://`` servers, ``ca_file`` pins the server's CA (Spark's workers get it from their
+    :class:`~cipherspark.settings.ExecutorConfig`). ``http://`` needs ``unsafe_plaintext``.
     """
     if url is None:
         url = kms_url_for_directory(DEFAULT_KMS_DIR)
@@ -64,16 +63,14 @@ def open_kms(url: str | None, credentials: Credentials | None, *,
         path = unquote(parsed.path) if parsed.scheme == "file" else url
         return LocalKms(path, credentials, create=create)
     if parsed.scheme in ("https", "http"):
-        from cipherspark.kms.remote import RemoteKms, ca_from_environment
+        from cipherspark.kms.remote import RemoteKms
 
         if credentials is None:
             raise CredentialsError(
                 "the KMS server needs an APP ID and API KEY "
                 "(--app-id/--api-key or CIPHERSPARK_APP_ID/CIPHERSPARK_API_KEY)"
             )
-        unsafe = unsafe_plaintext or os.environ.get("CIPHERSPARK_KMS_UNSAFE_PLAINTEXT") == "1"
-        remote = RemoteKms(url, credentials, ca_file=ca_file or ca_from_environment(),
-                           unsafe_plaintext=unsafe)
+        remote = RemoteKms(url, credentials, ca_file=ca_file, unsafe_plaintext=unsafe_plaintext)
         # Fail at open, like the local keystore does, rather than at the first key operation.
         try:
             remote.ping()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import ssl
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlparse
 
@@ -44,7 +43,6 @@ __all__ = [
     "NewApp",
     "RemoteKms",
     "SimulatedPlatform",
-    "ca_from_environment",
 ]
 
 _RETRIES = 3
@@ -383,9 +381,3 @@ class KmsAdmin:
         return _wire.simulated_platform(self._http.request(
             "DELETE", f"/v1/admin/simulated-platforms/{key}",
             what=f"removing the simulated platform {key}"))
-
-
-def ca_from_environment() -> Path | None:
-    """``CIPHERSPARK_KMS_CA`` as a path, if set (how executors find the pinned CA)."""
-    value = os.environ.get("CIPHERSPARK_KMS_CA")
-    return Path(value) if value else None

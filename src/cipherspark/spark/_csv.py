@@ -14,7 +14,7 @@ import csv
 import io
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -185,7 +185,7 @@ def _has_spaced_values(text: bytes, names: list[str], arrow_schema: pa.Schema) -
 
 
 def parse_csv(text: bytes, arrow_schema: pa.Schema, mode: str,
-              file_columns: list[str] | None = None) -> pa.Table:
+              file_columns: Sequence[str] | None = None) -> pa.Table:
     """Parse complete CSV lines into a table of exactly ``arrow_schema``, as Spark's CSV source
     parses them (the differential tests hold the two side by side).
 
@@ -199,7 +199,7 @@ def parse_csv(text: bytes, arrow_schema: pa.Schema, mode: str,
     that PERMISSIVE would have repaired; FAILFAST raises :class:`MalformedRecord` for the first.
     Invalid UTF-8 becomes U+FFFD, as Java's decoder makes it.
     """
-    names = file_columns if file_columns is not None else arrow_schema.names
+    names = list(file_columns) if file_columns is not None else list(arrow_schema.names)
     if not text.strip():
         return arrow_schema.empty_table()
     read, parse, convert = _options(names, arrow_schema)

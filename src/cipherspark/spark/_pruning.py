@@ -24,6 +24,7 @@ The plans are read through Py4J (classic PySpark; Spark Connect sessions get the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Iterator, Mapping
@@ -57,8 +58,8 @@ from pyspark.sql.functions import broadcast
 from pyspark.sql.types import DataType, DecimalType, StructType
 
 from cipherspark.spark._conf import conf_bytes
-from cipherspark.spark._filters import And, Or, filters_to_json
-from cipherspark.spark.datasource import FORMAT_NAME
+from cipherspark.spark._filters import And, Or, filters_from_json, filters_to_json
+from cipherspark.spark._options import FORMAT_NAME, ReadOptions
 
 __all__ = ["ScanPlan", "encrypted_sql", "plan_scans", "scans"]
 
@@ -265,22 +266,15 @@ def _scan_options(df: DataFrame) -> dict[str, str] | None:
 
 def _reread(spark: SparkSession, options: dict[str, str], schema: StructType,
             columns: list[str], filters: tuple[str, ...]) -> DataFrame:
-    file_columns = options.get("fileColumns")
-    all_columns = json.loads(file_columns) if file_columns else schema.fieldNames()
-    reader = spark.read.format(FORMAT_NAME)
-    for name, value in options.items():
-        if name not in ("path", "fileColumns", "pushedFilters"):
-            reader = reader.option(name, value)
-    reader = reader.option("fileColumns", json.dumps(all_columns))
-    if filters:
-        # Each entry is a one-filter list: join them into one list.
-        merged = [item for wire in filters for item in json.loads(wire)]
-        if options.get("pushedFilters"):
-            merged = json.loads(options["pushedFilters"]) + merged
-        reader = reader.option("pushedFilters", json.dumps(merged, separators=(",", ":")))
-    elif options.get("pushedFilters"):
-        reader = reader.option("pushedFilters", options["pushedFilters"])
-    return reader.schema(StructType([schema[c] for c in columns])).load(options["path"])
+    """A new relation over the same files, reading ``columns`` of ``schema`` and only rows
+    that pass ``filters`` (wire forms) besides those the table already had."""
+    parsed = ReadOptions.parse(options)
+    extra = tuple(f for wire in filters for f in filters_from_json(wire))
+    narrowed = dataclasses.replace(
+        parsed, file_columns=parsed.file_columns or tuple(schema.fieldNames()),
+        filters=parsed.filters + extra)
+    reader = spark.read.format(FORMAT_NAME).options(**narrowed.to_options())
+    return reader.schema(StructType([schema[c] for c in columns])).load(parsed.path)
 
 
 def _default_size(kind: DataType) -> int:

@@ -5,33 +5,17 @@ large file spreads over many partitions. Writing encrypts each task's part file 
 whole output directory with one rename at commit: a failed job or a failed or retried task leaves
 no visible part, and the directory appears complete or not at all.
 
-Options (all strings, as Spark passes them):
-
-=================  ======================================================================
-``path``           file or folder to read, folder to write (``load(path)`` / ``save(path)``)
-``kms``            KMS URL (``file://...``); credentials come from the worker environment
-``key``            (write) primary key that wraps the output's data key
-``header``         ``true`` / ``false``; when reading, defaults to what the container says
-``inferSchema``    (read) ``true`` to infer column types from the first segment
-``mode``           (read) ``PERMISSIVE`` (default) / ``DROPMALFORMED`` / ``FAILFAST``
-``fileColumns``    (read) JSON list of all the file's columns, when the schema selects some
-``partitionBytes`` (read) target plaintext bytes per partition, default 128 MiB
-``minPartitions``  (read) the session's cores: partitions come in whole waves of this many
-``countRows``      (read) ``true``: yield record counts (schema ``rows bigint``), not records
-``pushedFilters`` (read) JSON filters rows must pass (set by ``encrypted_sql``; see ``_filters``)
-``segmentSize``    (write) ciphertext segment size, default 1 MiB
-=================  ======================================================================
+Options are described and parsed in ``_options`` (:class:`ReadOptions`, :class:`WriteOptions`).
 """
 
 from __future__ import annotations
 
 import csv
 import itertools
-import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +37,6 @@ from cipherspark._atomic import publish, remove_path
 from cipherspark.crypto import (
     CONTENT_TYPE_CSV_HEADER,
     CONTENT_TYPE_CSV_NO_HEADER,
-    DEFAULT_SEGMENT_SIZE,
     ContainerFile,
     ContainerHeader,
     EncryptingWriter,
@@ -69,7 +52,6 @@ from cipherspark.crypto.manifest import (
 )
 from cipherspark.errors import InputError, OutputExistsError, UsageError
 from cipherspark.spark._csv import (
-    MODES,
     FileSlice,
     MalformedRecord,
     count_records,
@@ -81,55 +63,12 @@ from cipherspark.spark._csv import (
     plan_slices,
 )
 from cipherspark.spark._executor import executor_data_key, executor_kms
-from cipherspark.spark._filters import apply_filters, combine, filters_from_json
+from cipherspark.spark._filters import apply_filters, combine
+from cipherspark.spark._options import FORMAT_NAME, ReadOptions, WriteOptions
 
 __all__ = ["FORMAT_NAME", "EncryptedCsvDataSource"]
 
-FORMAT_NAME = "cipherspark_csv"
-# Spark's own spark.sql.files.maxPartitionBytes default. A task streams its split a few segments
-# at a time, so memory does not grow with it, while every task has a fixed cost (measured).
-DEFAULT_PARTITION_BYTES = 128 << 20
 _BATCH_ROWS = 1 << 17
-
-
-def _flag(options: Mapping[str, str], name: str) -> bool | None:
-    value = options.get(name)
-    if value is None:
-        return None
-    lowered = value.strip().lower()
-    if lowered not in ("true", "false"):
-        raise UsageError(f"option {name} must be true or false, not {value!r}")
-    return lowered == "true"
-
-
-def _int_option(options: Mapping[str, str], name: str, default: int) -> int:
-    value = options.get(name)
-    if value is None:
-        return default
-    try:
-        number = int(value)
-    except ValueError as exc:
-        raise UsageError(f"option {name} must be an integer, not {value!r}") from exc
-    if number <= 0:
-        raise UsageError(f"option {name} must be positive")
-    return number
-
-
-def _column_list(value: str) -> list[str]:
-    try:
-        names = json.loads(value)
-    except ValueError as exc:
-        raise UsageError("option fileColumns must be a JSON list of column names") from exc
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise UsageError("option fileColumns must be a JSON list of column names")
-    return names
-
-
-def _required(options: Mapping[str, str], name: str) -> str:
-    value = options.get(name)
-    if not value:
-        raise UsageError(f"the {FORMAT_NAME} source needs the option {name!r}")
-    return value
 
 
 def _input_files(path: str, kms_url: str) -> list[str]:
@@ -176,28 +115,21 @@ class _Partition(InputPartition):
 
 
 class _Reader(DataSourceReader):
-    def __init__(self, options: Mapping[str, str], schema: StructType) -> None:
-        self.path = _required(options, "path")
-        self.kms_url = _required(options, "kms")
-        self.header = _flag(options, "header")
-        self.mode = options.get("mode", "PERMISSIVE").upper()
-        if self.mode not in MODES:
-            raise UsageError(f"option mode must be one of {', '.join(MODES)}")
-        self.partition_bytes = _int_option(options, "partitionBytes", DEFAULT_PARTITION_BYTES)
-        self.min_partitions = _int_option(options, "minPartitions", 1)
+    def __init__(self, options: ReadOptions, schema: StructType) -> None:
+        self.path = options.path
+        self.kms_url = options.kms_url
+        self.header = options.header
+        self.mode = options.mode
+        self.partition_bytes = options.partition_bytes
+        self.min_partitions = options.min_partitions
+        # Filters are options, so they belong to this relation alone: nothing a query pushes can
+        # stick to a DataFrame and change the rows of the next query (see _filters' docstring).
+        self.filters = options.filters
+        self.file_columns = options.file_columns
         self.arrow_schema = to_arrow_schema(schema)
         if not self.arrow_schema.names:
             # parse_csv cannot carry a row count without columns (it would return no rows).
             raise UsageError("the schema must select at least one column")
-        # Filters are options, so they belong to this relation alone: nothing a query pushes can
-        # stick to a DataFrame and change the rows of the next query (see _filters' docstring).
-        pushed = options.get("pushedFilters")
-        try:
-            self.filters = () if pushed is None else filters_from_json(pushed)
-        except ValueError as exc:
-            raise UsageError(f"option pushedFilters: {exc}") from exc
-        columns = options.get("fileColumns")
-        self.file_columns = None if columns is None else _column_list(columns)
         if self.file_columns is not None:
             unknown = [n for n in self.arrow_schema.names if n not in self.file_columns]
             if unknown:
@@ -292,13 +224,12 @@ class _Committed(WriterCommitMessage):
 
 
 class _Writer(DataSourceArrowWriter):
-    def __init__(self, options: Mapping[str, str], schema: StructType, overwrite: bool) -> None:
-        self.path = Path(_required(options, "path")).absolute()
-        self.kms_url = _required(options, "kms")
-        self.key_id = _required(options, "key")
-        header = _flag(options, "header")
-        self.header = True if header is None else header
-        self.segment_size = _int_option(options, "segmentSize", DEFAULT_SEGMENT_SIZE)
+    def __init__(self, options: WriteOptions, schema: StructType, overwrite: bool) -> None:
+        self.path = Path(options.path).absolute()
+        self.kms_url = options.kms_url
+        self.key_id = options.key_id
+        self.header = options.header
+        self.segment_size = options.segment_size
         self.overwrite = overwrite
         self.arrow_schema = to_arrow_schema(schema)
         if self.path.exists() and not overwrite:
@@ -384,13 +315,11 @@ class EncryptedCsvDataSource(DataSource):
 
     def schema(self) -> StructType:
         """Column names from the header line (or ``_c0``...), types strings or inferred."""
-        options = self.options
-        path = _required(options, "path")
-        kms_url = _required(options, "kms")
-        first = _input_files(path, kms_url)[0]
-        container = _open(first, kms_url)
+        options = ReadOptions.parse(self.options)
+        first = _input_files(options.path, options.kms_url)[0]
+        container = _open(first, options.kms_url)
         text = owned_text(container, 0, 1)
-        header = _flag(options, "header")
+        header = options.header
         if header is None:
             header = container.header.csv_has_header
         first_line = text.split(b"\n", 1)[0].rstrip(b"\r")
@@ -401,7 +330,7 @@ class EncryptedCsvDataSource(DataSource):
         names = fields if header else [f"_c{i}" for i in range(len(fields))]
         if not names:
             raise InputError(f"{first}: no CSV header or first line to take columns from")
-        if not _flag(options, "inferSchema"):
+        if not options.infer_schema:
             return StructType([StructField(n, StringType(), True) for n in names])
         body = text.split(b"\n", 1)[1] if header and b"\n" in text else text
         body = body[: body.rfind(b"\n") + 1]
@@ -425,12 +354,13 @@ class EncryptedCsvDataSource(DataSource):
         It keeps no state between queries: whatever it filters or projects comes from this
         relation's options (``pushedFilters``, ``fileColumns``), never from a query.
         """
-        if _flag(self.options, "countRows"):
+        options = ReadOptions.parse(self.options)
+        if options.count_rows:
             if schema != COUNT_SCHEMA:
                 raise UsageError("option countRows needs the schema 'rows bigint not null'")
-            return _CountingReader(self.options, schema)
-        return _Reader(self.options, schema)
+            return _CountingReader(options, schema)
+        return _Reader(options, schema)
 
     def writer(self, schema: StructType, overwrite: bool) -> DataSourceArrowWriter:
         """A writer that encrypts each task's part file."""
-        return _Writer(self.options, schema, overwrite)
+        return _Writer(WriteOptions.parse(self.options), schema, overwrite)

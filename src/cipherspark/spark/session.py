@@ -31,7 +31,7 @@ from pyspark.sql import SparkSession
 
 from cipherspark.errors import UsageError
 from cipherspark.kms import Credentials
-from cipherspark.spark._executor import ENV_API_KEY, ENV_APP_ID
+from cipherspark.settings import ENV_API_KEY, ENV_APP_ID, ExecutorConfig
 from cipherspark.spark.datasource import EncryptedCsvDataSource
 
 __all__ = ["SECURE_CONF", "secure_conf", "secure_session"]
@@ -111,6 +111,7 @@ def secure_session(
     properties_file: str | os.PathLike[str] | None = None,
     unsafe_without_security: bool = False,
     log_file: str | os.PathLike[str] | None = None,
+    executor: ExecutorConfig | None = None,
 ) -> SparkSession:
     """Start (or join) a SparkSession with :data:`SECURE_CONF` and the encrypted data sources.
 
@@ -120,7 +121,10 @@ def secure_session(
     shared secret; see :mod:`cipherspark.spark.cluster`), read by spark-submit from the file.
     ``log_file`` receives the driver JVM's console output (Spark's log lines, and anything its
     Python workers print) instead of this process's terminal; it applies when this call starts
-    the JVM.
+    the JVM. ``executor`` is what the Python workers need besides the credentials (the KMS's
+    CA, the TEE for attested release, credential files): written into the environment the JVM
+    passes to the workers it starts, and, for a standalone cluster, into
+    ``spark.executorEnv.*`` (none of it is secret), so its executors get it too.
     """
     if properties_file is not None:
         props = Path(properties_file)
@@ -138,6 +142,8 @@ def secure_session(
     if credentials is not None:
         os.environ[ENV_APP_ID] = credentials.app_id
         os.environ[ENV_API_KEY] = credentials.api_key
+    executor_env = executor.environ() if executor is not None else {}
+    os.environ.update(executor_env)
     # Python workers must run this interpreter (the one cipherspark is installed in), not the
     # first "python3" on PATH; Spark's data source planner reads only the environment variable.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -146,6 +152,9 @@ def secure_session(
     builder = SparkSession.builder.master(master).appName(app_name)
     conf = {**secure_conf(master=master, ui=ui, unsafe_without_security=unsafe_without_security),
             **(extra_conf or {})}
+    if master.startswith("spark://"):
+        # Executors of a standalone cluster are children of its workers, not of this process.
+        conf.update({f"spark.executorEnv.{name}": value for name, value in executor_env.items()})
     if log_file is not None and SparkContext._gateway is None:
         _launch_jvm_logging_to(Path(log_file), conf)
     for key, value in conf.items():

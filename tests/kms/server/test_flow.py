@@ -174,10 +174,20 @@ def test_wrong_api_key_through_the_client(setup: KmsSetup) -> None:
         kms.list_keys()
 
 
-def test_ca_from_environment(setup: KmsSetup, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ca_from_the_executor_config(setup: KmsSetup, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The library takes the CA as an argument; Spark's workers get it from their
+    # ExecutorConfig, which CIPHERSPARK_KMS_CA carries into their environment.
+    from cipherspark.errors import KmsUnavailableError
+    from cipherspark.spark import _executor
+
+    monkeypatch.setattr(_executor, "_kms", {})
+    monkeypatch.setenv("CIPHERSPARK_APP_ID", setup.app_a["app_id"])
+    monkeypatch.setenv("CIPHERSPARK_API_KEY", setup.app_a["api_key"])
+    monkeypatch.delenv("CIPHERSPARK_KMS_CA", raising=False)
+    with pytest.raises(KmsUnavailableError):
+        _executor.executor_kms(setup.server.url)  # the self-signed server is not trusted
     monkeypatch.setenv("CIPHERSPARK_KMS_CA", os.fspath(setup.server.ca))
-    creds = Credentials(setup.app_a["app_id"], setup.app_a["api_key"])
-    kms = open_kms(setup.server.url, creds)
+    kms = _executor.executor_kms(setup.server.url)
     assert isinstance(kms, RemoteKms)
     assert kms.url == setup.server.url
     kms.close()

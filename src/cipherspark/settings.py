@@ -1,0 +1,176 @@
+"""Every ``CIPHERSPARK_*`` setting: its name, and the one module that reads the environment.
+
+The library takes explicit arguments. Two places turn the environment into those arguments, both
+through this module: the CLI (its options name these variables as their ``envvar``) and the
+process boundary of Spark's Python workers, which the JVM starts with only an environment. What
+those workers need crosses as one typed value, :class:`ExecutorConfig`:
+:func:`~cipherspark.spark.secure_session` writes it into the environment the JVM passes on
+(:meth:`ExecutorConfig.environ`), and :func:`executor_config` reads it back in the worker. The
+credentials are the one secret among them: they never enter Spark's conf, plans or command
+lines, only the worker's environment or files mounted for it (Kubernetes secrets).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from cipherspark.errors import CredentialsError
+
+__all__ = [
+    "ENV_API_KEY",
+    "ENV_API_KEY_FILE",
+    "ENV_APP_ID",
+    "ENV_APP_ID_FILE",
+    "ENV_CLUSTER_DIR",
+    "ENV_DEBUG",
+    "ENV_DEPLOY_DIR",
+    "ENV_IMAGE",
+    "ENV_KEY",
+    "ENV_KMS",
+    "ENV_KMS_ADMIN_TOKEN",
+    "ENV_KMS_CA",
+    "ENV_KMS_DATA",
+    "ENV_KMS_UNSAFE_PLAINTEXT",
+    "ENV_MASTER",
+    "ENV_PCCS_CA",
+    "ENV_PCCS_URL",
+    "ENV_SIMULATED_TEE_KEY",
+    "ENV_SPARK_PROPERTIES",
+    "ENV_TEE",
+    "ExecutorConfig",
+    "debug_enabled",
+    "default_simulated_key_path",
+    "executor_config",
+    "kms_unsafe_plaintext",
+    "worker_credentials",
+]
+
+# -- the KMS and credentials ----------------------------------------------------------------------
+ENV_KMS = "CIPHERSPARK_KMS"
+ENV_KMS_CA = "CIPHERSPARK_KMS_CA"
+#: ``1`` allows ``http://`` KMS URLs (tests and loopback demos only).
+ENV_KMS_UNSAFE_PLAINTEXT = "CIPHERSPARK_KMS_UNSAFE_PLAINTEXT"
+ENV_KMS_ADMIN_TOKEN = "CIPHERSPARK_KMS_ADMIN_TOKEN"
+ENV_KMS_DATA = "CIPHERSPARK_KMS_DATA"
+ENV_APP_ID = "CIPHERSPARK_APP_ID"
+ENV_API_KEY = "CIPHERSPARK_API_KEY"
+# Kubernetes mounts secrets as files: these name files holding the values instead.
+ENV_APP_ID_FILE = "CIPHERSPARK_APP_ID_FILE"
+ENV_API_KEY_FILE = "CIPHERSPARK_API_KEY_FILE"
+ENV_KEY = "CIPHERSPARK_KEY"
+# -- attestation ----------------------------------------------------------------------------------
+#: The evidence provider of attested key release (unset or ``none``: the plain unwrap).
+ENV_TEE = "CIPHERSPARK_TEE"
+ENV_SIMULATED_TEE_KEY = "CIPHERSPARK_SIMULATED_TEE_KEY"
+ENV_PCCS_URL = "CIPHERSPARK_PCCS_URL"
+ENV_PCCS_CA = "CIPHERSPARK_PCCS_CA"
+# -- Spark, clusters, deployment ------------------------------------------------------------------
+ENV_MASTER = "CIPHERSPARK_MASTER"
+ENV_SPARK_PROPERTIES = "CIPHERSPARK_SPARK_PROPERTIES"
+ENV_CLUSTER_DIR = "CIPHERSPARK_CLUSTER_DIR"
+ENV_DEPLOY_DIR = "CIPHERSPARK_DEPLOY_DIR"
+ENV_IMAGE = "CIPHERSPARK_IMAGE"
+#: Any value: the CLI prints tracebacks.
+ENV_DEBUG = "CIPHERSPARK_DEBUG"
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """What Spark's Python workers need to reach the KMS, besides the URL each scan carries.
+
+    ``kms_ca`` pins a KMS server's CA; ``tee`` names the evidence provider for attested release
+    (``None``: the plain unwrap); ``simulated_tee_key`` is the simulated platform's key file;
+    ``app_id_file`` / ``api_key_file`` name mounted credential files; ``unsafe_plaintext_kms``
+    allows an ``http://`` KMS. Paths should be absolute: workers run in their own folders.
+    """
+
+    kms_ca: Path | None = None
+    tee: str | None = None
+    simulated_tee_key: Path | None = None
+    app_id_file: Path | None = None
+    api_key_file: Path | None = None
+    unsafe_plaintext_kms: bool = False
+
+    def environ(self) -> dict[str, str]:
+        """The environment entries that carry this configuration (unset fields are left out)."""
+        entries = {
+            ENV_KMS_CA: self.kms_ca, ENV_TEE: self.tee,
+            ENV_SIMULATED_TEE_KEY: self.simulated_tee_key,
+            ENV_APP_ID_FILE: self.app_id_file, ENV_API_KEY_FILE: self.api_key_file,
+            ENV_KMS_UNSAFE_PLAINTEXT: "1" if self.unsafe_plaintext_kms else None,
+        }
+        return {name: str(value) for name, value in entries.items() if value is not None}
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> ExecutorConfig:
+        """The configuration that ``environ`` carries (see :meth:`environ`)."""
+        tee = environ.get(ENV_TEE, "").strip()
+        return cls(
+            kms_ca=_path(environ.get(ENV_KMS_CA)),
+            tee=tee if tee and tee != "none" else None,
+            simulated_tee_key=_path(environ.get(ENV_SIMULATED_TEE_KEY)),
+            app_id_file=_path(environ.get(ENV_APP_ID_FILE)),
+            api_key_file=_path(environ.get(ENV_API_KEY_FILE)),
+            unsafe_plaintext_kms=environ.get(ENV_KMS_UNSAFE_PLAINTEXT) == "1",
+        )
+
+
+def executor_config() -> ExecutorConfig:
+    """This process's :class:`ExecutorConfig`, from its environment.
+
+    Read on every call (it is a handful of lookups): a long-lived worker sees what its
+    environment says now, and tests can change it.
+    """
+    return ExecutorConfig.from_environ(os.environ)
+
+
+def _value_or_file(name: str, file: Path | None, file_variable: str) -> str | None:
+    value = os.environ.get(name)
+    if value:
+        return value
+    if file is not None:
+        try:
+            return file.read_text().strip() or None
+        except OSError as exc:
+            raise CredentialsError(
+                f"cannot read {file_variable} ({file}): {exc.strerror}") from exc
+    return None
+
+
+def worker_credentials(config: ExecutorConfig) -> tuple[str, str] | None:
+    """``(APP ID, API KEY)`` for a Spark worker: from ``CIPHERSPARK_APP_ID`` /
+    ``CIPHERSPARK_API_KEY``, else from the files ``config`` names; ``None`` if either is
+    missing."""
+    app_id = _value_or_file(ENV_APP_ID, config.app_id_file, ENV_APP_ID_FILE)
+    api_key = _value_or_file(ENV_API_KEY, config.api_key_file, ENV_API_KEY_FILE)
+    return (app_id, api_key) if app_id and api_key else None
+
+
+def default_simulated_key_path() -> Path:
+    """Where this installation's simulated-platform key lives by default.
+
+    ``CIPHERSPARK_SIMULATED_TEE_KEY`` if set, else ``~/.cipherspark/simulated-tee/platform.key``:
+    the embedded keystore registers this key in the policies it writes, and executors sign with
+    it, so both must resolve the same file.
+    """
+    configured = os.environ.get(ENV_SIMULATED_TEE_KEY)
+    if configured:
+        return Path(configured)
+    return Path.home() / ".cipherspark" / "simulated-tee" / "platform.key"
+
+
+def kms_unsafe_plaintext() -> bool:
+    """``CIPHERSPARK_KMS_UNSAFE_PLAINTEXT=1``: the CLI may talk to an ``http://`` KMS."""
+    return os.environ.get(ENV_KMS_UNSAFE_PLAINTEXT) == "1"
+
+
+def debug_enabled() -> bool:
+    """``CIPHERSPARK_DEBUG`` is set: the CLI shows tracebacks."""
+    return bool(os.environ.get(ENV_DEBUG))

@@ -1,0 +1,168 @@
+"""The ``cipherspark_csv`` source's options, parsed once into typed values.
+
+Spark hands a data source its options as strings. :class:`ReadOptions` and :class:`WriteOptions`
+are what those strings mean, validated in one place: the readers, the writer, the schema
+inference and :func:`~cipherspark.spark.encrypted_sql` (which re-reads a table with narrower
+options) all work from these values, and :meth:`ReadOptions.to_options` is the one way back
+to strings.
+
+=================  ======================================================================
+``path``           file or folder to read, folder to write (``load(path)`` / ``save(path)``)
+``kms``            KMS URL (``file://...``); credentials come from the worker environment
+``key``            (write) primary key that wraps the output's data key
+``header``         ``true`` / ``false``; when reading, defaults to what the container says
+``inferSchema``    (read) ``true`` to infer column types from the first segment
+``mode``           (read) ``PERMISSIVE`` (default) / ``DROPMALFORMED`` / ``FAILFAST``
+``fileColumns``    (read) JSON list of all the file's columns, when the schema selects some
+``partitionBytes`` (read) target plaintext bytes per partition, default 128 MiB
+``minPartitions``  (read) the session's cores: partitions come in whole waves of this many
+``countRows``      (read) ``true``: yield record counts (schema ``rows bigint``), not records
+``pushedFilters``  (read) JSON filters rows must pass (set by ``encrypted_sql``; ``_filters``)
+``segmentSize``    (write) ciphertext segment size, default 1 MiB
+=================  ======================================================================
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pyspark.sql.datasource import Filter
+
+from cipherspark.crypto import DEFAULT_SEGMENT_SIZE
+from cipherspark.errors import UsageError
+from cipherspark.spark._csv import MODES
+from cipherspark.spark._filters import filters_from_json, filters_to_json
+
+__all__ = ["DEFAULT_PARTITION_BYTES", "FORMAT_NAME", "ReadOptions", "WriteOptions"]
+
+FORMAT_NAME = "cipherspark_csv"
+# Spark's own spark.sql.files.maxPartitionBytes default. A task streams its split a few segments
+# at a time, so memory does not grow with it, while every task has a fixed cost (measured).
+DEFAULT_PARTITION_BYTES = 128 << 20
+
+
+def _flag(options: Mapping[str, str], name: str) -> bool | None:
+    value = options.get(name)
+    if value is None:
+        return None
+    lowered = value.strip().lower()
+    if lowered not in ("true", "false"):
+        raise UsageError(f"option {name} must be true or false, not {value!r}")
+    return lowered == "true"
+
+
+def _int_option(options: Mapping[str, str], name: str, default: int) -> int:
+    value = options.get(name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError as exc:
+        raise UsageError(f"option {name} must be an integer, not {value!r}") from exc
+    if number <= 0:
+        raise UsageError(f"option {name} must be positive")
+    return number
+
+
+def _column_list(value: str) -> tuple[str, ...]:
+    try:
+        names = json.loads(value)
+    except ValueError as exc:
+        raise UsageError("option fileColumns must be a JSON list of column names") from exc
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise UsageError("option fileColumns must be a JSON list of column names")
+    return tuple(names)
+
+
+def _required(options: Mapping[str, str], name: str) -> str:
+    value = options.get(name)
+    if not value:
+        raise UsageError(f"the {FORMAT_NAME} source needs the option {name!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read one encrypted CSV relation. Everything a reader does comes from here (never
+    from a query), which is why no state can pass from one query to the next."""
+
+    path: str
+    kms_url: str
+    header: bool | None = None
+    infer_schema: bool = False
+    mode: str = "PERMISSIVE"
+    file_columns: tuple[str, ...] | None = None
+    partition_bytes: int = DEFAULT_PARTITION_BYTES
+    min_partitions: int = 1
+    count_rows: bool = False
+    filters: tuple[Filter, ...] = ()
+
+    @classmethod
+    def parse(cls, options: Mapping[str, str]) -> ReadOptions:
+        """The options Spark passed, validated; :class:`UsageError` names a bad one."""
+        mode = options.get("mode", "PERMISSIVE").upper()
+        if mode not in MODES:
+            raise UsageError(f"option mode must be one of {', '.join(MODES)}")
+        columns = options.get("fileColumns")
+        pushed = options.get("pushedFilters")
+        try:
+            filters = () if pushed is None else filters_from_json(pushed)
+        except ValueError as exc:
+            raise UsageError(f"option pushedFilters: {exc}") from exc
+        return cls(
+            path=_required(options, "path"),
+            kms_url=_required(options, "kms"),
+            header=_flag(options, "header"),
+            infer_schema=bool(_flag(options, "inferSchema")),
+            mode=mode,
+            file_columns=None if columns is None else _column_list(columns),
+            partition_bytes=_int_option(options, "partitionBytes", DEFAULT_PARTITION_BYTES),
+            min_partitions=_int_option(options, "minPartitions", 1),
+            count_rows=bool(_flag(options, "countRows")),
+            filters=filters,
+        )
+
+    def to_options(self) -> dict[str, str]:
+        """The string options that :meth:`parse` reads back as this value (without ``path``,
+        which ``load(path)`` sets)."""
+        options = {
+            "kms": self.kms_url,
+            "inferSchema": str(self.infer_schema).lower(),
+            "mode": self.mode,
+            "partitionBytes": str(self.partition_bytes),
+            "minPartitions": str(self.min_partitions),
+        }
+        if self.header is not None:
+            options["header"] = str(self.header).lower()
+        if self.file_columns is not None:
+            options["fileColumns"] = json.dumps(list(self.file_columns))
+        if self.count_rows:
+            options["countRows"] = "true"
+        if self.filters:
+            options["pushedFilters"] = filters_to_json(self.filters)
+        return options
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """How to write one encrypted CSV dataset."""
+
+    path: str
+    kms_url: str
+    key_id: str
+    header: bool = True
+    segment_size: int = DEFAULT_SEGMENT_SIZE
+
+    @classmethod
+    def parse(cls, options: Mapping[str, str]) -> WriteOptions:
+        """The options Spark passed, validated; :class:`UsageError` names a bad one."""
+        header = _flag(options, "header")
+        return cls(
+            path=_required(options, "path"),
+            kms_url=_required(options, "kms"),
+            key_id=_required(options, "key"),
+            header=True if header is None else header,
+            segment_size=_int_option(options, "segmentSize", DEFAULT_SEGMENT_SIZE),
+        )
