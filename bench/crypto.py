@@ -47,8 +47,9 @@ def openssl_speed(cores: int = 1, seconds: int = 1) -> float | None:
     command = ["openssl", "speed", "-seconds", str(seconds), "-bytes", "16384"]
     if cores > 1:
         command += ["-multi", str(cores)]
-    out = subprocess.run([*command, "-evp", "aes-256-gcm"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [*command, "-evp", "aes-256-gcm"], capture_output=True, text=True, check=True
+    ).stdout
     lines = [ln for ln in out.splitlines() if ln.lower().startswith(("aes-256-gcm", "evp"))]
     kbytes = float(re.findall(r"([\d.]+)k", lines[-1])[-1])
     return kbytes * 1000 / 1e6
@@ -117,8 +118,10 @@ def _all_cores(size: int, cores: int) -> tuple[float, float]:
     with multiprocessing.get_context("spawn").Pool(cores) as pool:
         results = pool.map(_core_job, [(size, DEFAULT_SEGMENT, 2)] * cores)
     # Each process times its own work; the aggregate is the sum of per-process rates.
-    return (sum(size / enc for enc, _ in results) / 1e6,
-            sum(size / dec for _, dec in results) / 1e6)
+    return (
+        sum(size / enc for enc, _ in results) / 1e6,
+        sum(size / dec for _, dec in results) / 1e6,
+    )
 
 
 def _median_rate(times: list[float], size: int) -> float:
@@ -166,10 +169,12 @@ def main() -> None:
         openssl: list[float] = []
         measures: dict[str, Callable[[], float]] = {}
         for s in SEGMENT_SIZES:
-            measures[f"encrypt memory {s >> 10} KiB"] = (
-                lambda s=s: _encrypt_memory(plaintext, key, s))  # type: ignore[misc]
-            measures[f"decrypt memory {s >> 10} KiB"] = (
-                lambda s=s: _decrypt_memory(containers[s], key, size))  # type: ignore[misc]
+            measures[f"encrypt memory {s >> 10} KiB"] = lambda s=s: _encrypt_memory(
+                plaintext, key, s
+            )  # type: ignore[misc]
+            measures[f"decrypt memory {s >> 10} KiB"] = lambda s=s: _decrypt_memory(
+                containers[s], key, size
+            )  # type: ignore[misc]
         measures["read_segments file 1024 KiB"] = lambda: _read_segments(seg_file, key, size)
         measures["encrypt file to file"] = file_encrypt
         measures["decrypt file to file"] = file_decrypt
@@ -194,10 +199,15 @@ def main() -> None:
         rate = _median_rate(times, size)
         ratio = f"  /openssl: {rate / one:.2f}" if one else ""
         print(f"{name:<30} {rate:8.0f} MB/s{ratio}")
-    ratio_all = f"  /openssl: enc {enc_all / limit_all:.2f} dec {dec_all / limit_all:.2f}" \
-        if limit_all else ""
-    print(f"all {cores} cores (processes): encrypt {enc_all:.0f} MB/s  "
-          f"decrypt {dec_all:.0f} MB/s{ratio_all}")
+    ratio_all = (
+        f"  /openssl: enc {enc_all / limit_all:.2f} dec {dec_all / limit_all:.2f}"
+        if limit_all
+        else ""
+    )
+    print(
+        f"all {cores} cores (processes): encrypt {enc_all:.0f} MB/s  "
+        f"decrypt {dec_all:.0f} MB/s{ratio_all}"
+    )
     decrypt = _median_rate(timings[f"decrypt memory {DEFAULT_SEGMENT >> 10} KiB"], size)
     encrypt = _median_rate(timings[f"encrypt memory {DEFAULT_SEGMENT >> 10} KiB"], size)
     if one is None:

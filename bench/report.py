@@ -26,13 +26,23 @@ PY = ".venv/bin/python"
 
 
 def _machine() -> list[str]:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text()
-                .splitlines() if ln.startswith("model name")), platform.processor())
-    mem = next(int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines()
-               if ln.startswith("MemTotal"))
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem = next(
+        int(ln.split()[1])
+        for ln in Path("/proc/meminfo").read_text().splitlines()
+        if ln.startswith("MemTotal")
+    )
     import cryptography
     import pyarrow
     import pyspark
+
     java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr
     openssl = subprocess.run(["openssl", "version"], capture_output=True, text=True).stdout
     load = os.getloadavg()
@@ -61,9 +71,11 @@ def _run(args: list[str], json_path: Path | None) -> tuple[str, Any]:
     return "\n".join(lines), data
 
 
-def _plots(img: Path, simple: dict[str, Any], scaling: dict[str, Any],
-           tpch: dict[str, Any]) -> None:
+def _plots(
+    img: Path, simple: dict[str, Any], scaling: dict[str, Any], tpch: dict[str, Any]
+) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -118,8 +130,11 @@ def main() -> None:
     parser.add_argument("--scaling-rows", nargs="+", default=["1000000", "5000000", "10000000"])
     parser.add_argument("--scale", default="0.1", help="TPC-H scale factor")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
-    parser.add_argument("--full", action="store_true",
-                        help="the issue's sizes: 20M rows, TPC-H SF 1 (about 40 minutes)")
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="the issue's sizes: 20M rows, TPC-H SF 1 (about 40 minutes)",
+    )
     args = parser.parse_args()
     if args.full:
         args.rows = ["1000000", "5000000", "20000000"]
@@ -135,19 +150,36 @@ def main() -> None:
         return data
 
     bench("Container crypto vs openssl", ["bench/crypto.py", "--mib", "128", "--runs", "3"], None)
-    simple = bench("Simple Query, local[*]",
-                   ["bench/simple_query.py", "--rows", *args.rows, "--runs", "3"], "simple")
-    cluster = bench("Simple Query, 2-worker standalone cluster",
-                    ["bench/simple_query.py", "--rows", args.rows[0], "--runs", "3",
-                     "--cluster"], "cluster")
-    scaling = bench("Scaling: time and executor memory vs rows",
-                    ["bench/scaling.py", "--rows", *args.scaling_rows, "--runs",
-                     "3" if args.full else "1"], "scaling")
-    tpch = bench(f"TPC-H SF {args.scale}",
-                 ["bench/tpch.py", "--scale", args.scale, "--runs", "3",
-                  *(["--unpruned"] if args.full else [])], "tpch")
-    bench("KMS unwrap load", ["bench/kms_load.py", "--requests", "2000", "--concurrency", "4"],
-          None)
+    simple = bench(
+        "Simple Query, local[*]",
+        ["bench/simple_query.py", "--rows", *args.rows, "--runs", "3"],
+        "simple",
+    )
+    cluster = bench(
+        "Simple Query, 2-worker standalone cluster",
+        ["bench/simple_query.py", "--rows", args.rows[0], "--runs", "3", "--cluster"],
+        "cluster",
+    )
+    scaling = bench(
+        "Scaling: time and executor memory vs rows",
+        ["bench/scaling.py", "--rows", *args.scaling_rows, "--runs", "3" if args.full else "1"],
+        "scaling",
+    )
+    tpch = bench(
+        f"TPC-H SF {args.scale}",
+        [
+            "bench/tpch.py",
+            "--scale",
+            args.scale,
+            "--runs",
+            "3",
+            *(["--unpruned"] if args.full else []),
+        ],
+        "tpch",
+    )
+    bench(
+        "KMS unwrap load", ["bench/kms_load.py", "--requests", "2000", "--concurrency", "4"], None
+    )
     _plots(args.out.parent / "img", simple, scaling, tpch)
 
     def target(text: str) -> str:
@@ -157,10 +189,12 @@ def main() -> None:
     summary = [
         "| figure | measured | target |",
         "| --- | --- | --- |",
-        *(f"| Simple Query read / full job with encrypted write, {int(r['rows']):,} rows, "
-          f"local[*] | {r['read_ratio']:.2f} / {r['write_ratio']:.2f} | "
-          + ("<= 0.80 / <= 1.05 |" if int(r["rows"]) == 5_000_000 else "|")
-          for r in simple["results"]),
+        *(
+            f"| Simple Query read / full job with encrypted write, {int(r['rows']):,} rows, "
+            f"local[*] | {r['read_ratio']:.2f} / {r['write_ratio']:.2f} | "
+            + ("<= 0.80 / <= 1.05 |" if int(r["rows"]) == 5_000_000 else "|")
+            for r in simple["results"]
+        ),
         f"| Simple Query read / write, {int(cluster['results'][-1]['rows']):,} rows, cluster | "
         f"{cluster['results'][-1]['read_ratio']:.2f} / "
         f"{cluster['results'][-1]['write_ratio']:.2f} | |",
@@ -168,20 +202,28 @@ def main() -> None:
         f"{tpch['geomean']:.2f} | {target('<= 1.10 (at SF 1)')} |",
     ]
     if "unpruned_geomean" in tpch:
-        summary.append(f"| TPC-H SF {args.scale} geomean, plain `spark.sql` over the encrypted "
-                       f"views (every column parsed) | {tpch['unpruned_geomean']:.2f} | |")
+        summary.append(
+            f"| TPC-H SF {args.scale} geomean, plain `spark.sql` over the encrypted "
+            f"views (every column parsed) | {tpch['unpruned_geomean']:.2f} | |"
+        )
     reads = [r for r in scaling["results"] if r["path"] == "read"]
     span = f"{reads[0]['rows'] / 1e6:g}M to {reads[-1]['rows'] / 1e6:g}M rows"
-    for key, label in (("worker_rss", "largest Python worker (decrypt, parse)"),
-                       ("jvm_rss", "JVM (Spark's own heap sizing)")):
+    for key, label in (
+        ("worker_rss", "largest Python worker (decrypt, parse)"),
+        ("jvm_rss", "JVM (Spark's own heap sizing)"),
+    ):
         values = [r[key] for r in reads]
-        summary.append(f"| executor peak RSS max/min, {label}, {span} | "
-                       f"{max(values) / min(values):.2f} | "
-                       f"{target('<= 1.10 (1M to 20M rows, medians of 3)')} |")
+        summary.append(
+            f"| executor peak RSS max/min, {label}, {span} | "
+            f"{max(values) / min(values):.2f} | "
+            f"{target('<= 1.10 (1M to 20M rows, medians of 3)')} |"
+        )
     if all("jvm_warm_rss" in r for r in reads):
         growth = " / ".join(f"{(r['jvm_rss'] - r['jvm_warm_rss']) / 1e6:+.0f}" for r in reads)
-        summary.append(f"| JVM RSS growth during the read above its warmed-up RSS, MB, {span} "
-                       f"| {growth} | flat |")
+        summary.append(
+            f"| JVM RSS growth during the read above its warmed-up RSS, MB, {span} "
+            f"| {growth} | flat |"
+        )
     lines = [
         "# Benchmarks",
         "",
@@ -195,8 +237,11 @@ def main() -> None:
         "",
         *machine,
         f"* generated {time.strftime('%Y-%m-%d %H:%M %Z')} by "
-        + ("`.venv/bin/python bench/report.py --full`" if args.full else
-           "`make bench` (`.venv/bin/python bench/report.py`)"),
+        + (
+            "`.venv/bin/python bench/report.py --full`"
+            if args.full
+            else "`make bench` (`.venv/bin/python bench/report.py`)"
+        ),
         "",
         "## Summary",
         "",
@@ -208,8 +253,18 @@ def main() -> None:
         "",
     ]
     for title, cmd, out in sections:
-        lines += [f"## {title}", "", "```sh", " ".join([PY, *cmd]), "```", "", "```", out, "```",
-                  ""]
+        lines += [
+            f"## {title}",
+            "",
+            "```sh",
+            " ".join([PY, *cmd]),
+            "```",
+            "",
+            "```",
+            out,
+            "```",
+            "",
+        ]
     args.out.write_text("\n".join(lines))
     print(f"wrote {args.out}")
 

@@ -99,11 +99,14 @@ def _jvm_rss() -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, nargs="+",
-                        default=[1_000_000, 5_000_000, 20_000_000])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 5_000_000, 20_000_000])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--warmup-rows", type=int, default=5_000_000,
-                        help="rows of the file every session reads once before measuring")
+    parser.add_argument(
+        "--warmup-rows",
+        type=int,
+        default=5_000_000,
+        help="rows of the file every session reads once before measuring",
+    )
     parser.add_argument("--master", default="local[*]")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = parser.parse_args()
@@ -120,9 +123,11 @@ def main() -> None:
             files[rows] = (workdir / f"people-{rows}.cspk", people.developers_20_40)
             encrypt_path(plain, files[rows][0], kms, KEY)
             plain.unlink()
+
         def developers(spark: SparkSession, rows: int) -> DataFrame:
-            df = read_encrypted_csv(spark, str(files[rows][0]), kms_url=kms.url,
-                                    schema=PEOPLE_SCHEMA)
+            df = read_encrypted_csv(
+                spark, str(files[rows][0]), kms_url=kms.url, schema=PEOPLE_SCHEMA
+            )
             return df.filter((col("job") == "Developer") & col("age").between(20, 40))
 
         def read(spark: SparkSession, rows: int) -> None:
@@ -131,14 +136,20 @@ def main() -> None:
                 raise SystemExit(f"{rows} rows: counted {count}, expected {files[rows][1]}")
 
         def write(spark: SparkSession, rows: int) -> None:
-            write_encrypted_csv(developers(spark, rows), str(workdir / "out"),
-                                kms_url=kms.url, key=KEY, overwrite=True)
+            write_encrypted_csv(
+                developers(spark, rows),
+                str(workdir / "out"),
+                kms_url=kms.url,
+                key=KEY,
+                overwrite=True,
+            )
 
         samples: dict[tuple[int, str], list[tuple[float, int, int, int, int]]] = {}
         for _ in range(max(1, args.runs)):
             for rows in args.rows:
-                spark = secure_session(master=args.master, app_name="cipherspark-scaling",
-                                       credentials=credentials)
+                spark = secure_session(
+                    master=args.master, app_name="cipherspark-scaling", credentials=credentials
+                )
                 try:
                     read(spark, args.warmup_rows)  # the same warm-up for every size
                     warm = _jvm_rss()
@@ -149,7 +160,8 @@ def main() -> None:
                             job(spark, rows)
                             elapsed = time.perf_counter() - start
                         samples.setdefault((rows, path), []).append(
-                            (elapsed, peak.jvm, peak.worker, peak.workers_total, warm))
+                            (elapsed, peak.jvm, peak.worker, peak.workers_total, warm)
+                        )
                 finally:
                     spark.stop()
     finally:
@@ -157,18 +169,35 @@ def main() -> None:
 
     print(f"cores: {os.cpu_count()}  master: {args.master}  runs: {args.runs} (medians)")
     print(f"warm-up: one read of {args.warmup_rows:,} rows per session; JVM warm = its RSS after")
-    print(f"{'rows':>12} {'path':>6} {'time s':>8} {'s/M rows':>9} {'JVM warm':>9} "
-          f"{'JVM MB':>8} {'worker MB':>10} {'workers MB':>11}")
+    print(
+        f"{'rows':>12} {'path':>6} {'time s':>8} {'s/M rows':>9} {'JVM warm':>9} "
+        f"{'JVM MB':>8} {'worker MB':>10} {'workers MB':>11}"
+    )
     for (rows, path), values in samples.items():
-        elapsed, jvm, worker, total, warm = (statistics.median(v)
-                                             for v in zip(*values, strict=True))
-        results.append({"rows": rows, "path": path, "seconds": elapsed, "jvm_rss": jvm,
-                        "worker_rss": worker, "workers_rss": total, "jvm_warm_rss": warm})
-        print(f"{rows:>12,} {path:>6} {elapsed:8.2f} {elapsed / rows * 1e6:9.2f} "
-              f"{warm / 1e6:9.0f} {jvm / 1e6:8.0f} {worker / 1e6:10.0f} {total / 1e6:11.0f}")
+        elapsed, jvm, worker, total, warm = (
+            statistics.median(v) for v in zip(*values, strict=True)
+        )
+        results.append(
+            {
+                "rows": rows,
+                "path": path,
+                "seconds": elapsed,
+                "jvm_rss": jvm,
+                "worker_rss": worker,
+                "workers_rss": total,
+                "jvm_warm_rss": warm,
+            }
+        )
+        print(
+            f"{rows:>12,} {path:>6} {elapsed:8.2f} {elapsed / rows * 1e6:9.2f} "
+            f"{warm / 1e6:9.0f} {jvm / 1e6:8.0f} {worker / 1e6:10.0f} {total / 1e6:11.0f}"
+        )
     if args.json is not None:
-        args.json.write_text(json.dumps({"master": args.master, "cores": os.cpu_count(),
-                                         "results": results}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {"master": args.master, "cores": os.cpu_count(), "results": results}, indent=1
+            )
+        )
     reads = [r for r in results if r["path"] == "read"]
     jvm_ratio = max(r["jvm_rss"] for r in reads) / min(r["jvm_rss"] for r in reads)
     worker_ratio = max(r["worker_rss"] for r in reads) / min(r["worker_rss"] for r in reads)

@@ -61,8 +61,10 @@ def main() -> None:
     base = statistics.median(times[1 << 20])
     for size in SIZES:
         median = statistics.median(times[size])
-        print(f"segment {size >> 10:5d} KiB: median {median:.2f} s  "
-              f"relative to 1 MiB: {median / base:.2f}")
+        print(
+            f"segment {size >> 10:5d} KiB: median {median:.2f} s  "
+            f"relative to 1 MiB: {median / base:.2f}"
+        )
 
 
 if __name__ == "__main__":

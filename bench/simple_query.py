@@ -54,23 +54,38 @@ def _timed(fn: Callable[[], int]) -> tuple[float, int]:
     return time.perf_counter() - start, value
 
 
-def _measure(spark: SparkSession, workdir: Path, kms_url: str, rows: int, runs: int,
-             partition_bytes: int | None, kms: object) -> dict[str, float]:
+def _measure(
+    spark: SparkSession,
+    workdir: Path,
+    kms_url: str,
+    rows: int,
+    runs: int,
+    partition_bytes: int | None,
+    kms: object,
+) -> dict[str, float]:
     plain = workdir / f"people-{rows}.csv"
     encrypted = workdir / f"people-{rows}.csv.cspk"
     people = generate_people(plain, rows, seed=42, overwrite=True)
     encrypt_path(plain, encrypted, kms, KEY, overwrite=True)  # type: ignore[arg-type]
-    print(f"rows: {rows:,}  plaintext: {people.size / 1e6:.1f} MB  "
-          f"encrypted: {encrypted.stat().st_size / 1e6:.1f} MB  "
-          f"expected Developers aged 20-40: {people.developers_20_40:,}", flush=True)
+    print(
+        f"rows: {rows:,}  plaintext: {people.size / 1e6:.1f} MB  "
+        f"encrypted: {encrypted.stat().st_size / 1e6:.1f} MB  "
+        f"expected Developers aged 20-40: {people.developers_20_40:,}",
+        flush=True,
+    )
 
     def read_plain() -> int:
         df = spark.read.option("header", "true").schema(PEOPLE_SCHEMA).csv(str(plain))
         return _developers(df).count()
 
     def read_encrypted() -> int:
-        df = read_encrypted_csv(spark, str(encrypted), kms_url=kms_url, schema=PEOPLE_SCHEMA,
-                                partition_bytes=partition_bytes)
+        df = read_encrypted_csv(
+            spark,
+            str(encrypted),
+            kms_url=kms_url,
+            schema=PEOPLE_SCHEMA,
+            partition_bytes=partition_bytes,
+        )
         return _developers(df).count()
 
     def job_plain() -> int:
@@ -82,13 +97,18 @@ def _measure(spark: SparkSession, workdir: Path, kms_url: str, rows: int, runs: 
 
     def job_encrypted() -> int:
         out = workdir / "out-encrypted"
-        result = simple_query(spark, str(encrypted), str(out), kms_url=kms_url, key=KEY,
-                              overwrite=True)
+        result = simple_query(
+            spark, str(encrypted), str(out), kms_url=kms_url, key=KEY, overwrite=True
+        )
         return result.developers_20_40
 
     timings: dict[str, list[float]] = {}
-    for name, fn in (("read plain", read_plain), ("read encrypted", read_encrypted),
-                     ("job plain", job_plain), ("job encrypted", job_encrypted)):
+    for name, fn in (
+        ("read plain", read_plain),
+        ("read encrypted", read_encrypted),
+        ("job plain", job_plain),
+        ("job encrypted", job_encrypted),
+    ):
         _, value = _timed(fn)  # warm-up, and a correctness check
         if value != people.developers_20_40:
             raise SystemExit(f"{name}: got {value}, expected {people.developers_20_40}")
@@ -107,8 +127,12 @@ def _measure(spark: SparkSession, workdir: Path, kms_url: str, rows: int, runs: 
     print(f"rows {rows:,}: read ratio {read_ratio:.2f}  write ratio {write_ratio:.2f}", flush=True)
     plain.unlink()
     encrypted.unlink()
-    return {"rows": rows, **{k.replace(" ", "_"): v for k, v in medians.items()},
-            "read_ratio": read_ratio, "write_ratio": write_ratio}
+    return {
+        "rows": rows,
+        **{k.replace(" ", "_"): v for k, v in medians.items()},
+        "read_ratio": read_ratio,
+        "write_ratio": write_ratio,
+    }
 
 
 def main() -> None:
@@ -116,12 +140,20 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[5_000_000])
     parser.add_argument("--runs", type=int, default=3, help="timed runs per side")
     parser.add_argument("--master", default="local[*]")
-    parser.add_argument("--cluster", action="store_true",
-                        help="start a local 2-worker standalone cluster and run against it")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="keep data here (default: a temporary folder)")
-    parser.add_argument("--partition-mib", type=int, default=None,
-                        help="cipherspark partition size in MiB (default: the library's)")
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="start a local 2-worker standalone cluster and run against it",
+    )
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="keep data here (default: a temporary folder)"
+    )
+    parser.add_argument(
+        "--partition-mib",
+        type=int,
+        default=None,
+        help="cipherspark partition size in MiB (default: the library's)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = parser.parse_args()
     runs = max(1, args.runs)
@@ -143,13 +175,19 @@ def main() -> None:
             cluster = start_cluster(workdir / "cluster", workers=2, cores=1, memory="2g")
             master = "2-worker standalone cluster"
             spark: SparkSession = secure_session(
-                master=cluster.master_url, properties_file=cluster.properties,
-                app_name="cipherspark-bench", credentials=credentials)
+                master=cluster.master_url,
+                properties_file=cluster.properties,
+                app_name="cipherspark-bench",
+                credentials=credentials,
+            )
         else:
-            spark = secure_session(master=master, app_name="cipherspark-bench",
-                                   credentials=credentials)
-        results = [_measure(spark, workdir, kms.url, rows, runs, partition_bytes, kms)
-                   for rows in args.rows]
+            spark = secure_session(
+                master=master, app_name="cipherspark-bench", credentials=credentials
+            )
+        results = [
+            _measure(spark, workdir, kms.url, rows, runs, partition_bytes, kms)
+            for rows in args.rows
+        ]
         spark.stop()
     finally:
         if cluster is not None:
@@ -157,8 +195,9 @@ def main() -> None:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     if args.json is not None:
-        args.json.write_text(json.dumps({"master": master, "cores": os.cpu_count(),
-                                         "results": results}, indent=1))
+        args.json.write_text(
+            json.dumps({"master": master, "cores": os.cpu_count(), "results": results}, indent=1)
+        )
     print(f"cores: {os.cpu_count()}  master: {master}")
     print(f"write ratio encrypted/plaintext: {results[-1]['write_ratio']:.2f}")
     print(f"ratio encrypted/plaintext: {results[-1]['read_ratio']:.2f}")

@@ -38,16 +38,16 @@ KEY = "bench"
 M = "decimal(15,2)"
 SCHEMAS = {
     "lineitem": f"l_orderkey long, l_partkey long, l_suppkey long, l_linenumber int, "
-                f"l_quantity {M}, l_extendedprice {M}, l_discount {M}, l_tax {M}, "
-                "l_returnflag string, l_linestatus string, l_shipdate date, l_commitdate date, "
-                "l_receiptdate date, l_shipinstruct string, l_shipmode string, l_comment string",
+    f"l_quantity {M}, l_extendedprice {M}, l_discount {M}, l_tax {M}, "
+    "l_returnflag string, l_linestatus string, l_shipdate date, l_commitdate date, "
+    "l_receiptdate date, l_shipinstruct string, l_shipmode string, l_comment string",
     "orders": f"o_orderkey long, o_custkey long, o_orderstatus string, o_totalprice {M}, "
-              "o_orderdate date, o_orderpriority string, o_clerk string, o_shippriority int, "
-              "o_comment string",
+    "o_orderdate date, o_orderpriority string, o_clerk string, o_shippriority int, "
+    "o_comment string",
     "customer": "c_custkey long, c_name string, c_address string, c_nationkey long, "
-                f"c_phone string, c_acctbal {M}, c_mktsegment string, c_comment string",
+    f"c_phone string, c_acctbal {M}, c_mktsegment string, c_comment string",
     "supplier": "s_suppkey long, s_name string, s_address string, s_nationkey long, "
-                f"s_phone string, s_acctbal {M}, s_comment string",
+    f"s_phone string, s_acctbal {M}, s_comment string",
     "nation": "n_nationkey long, n_name string, n_regionkey long, n_comment string",
     "region": "r_regionkey long, r_name string, r_comment string",
 }
@@ -106,8 +106,11 @@ def generate(scale: float, folder: Path) -> None:
     command = str(exe) if exe.exists() else shutil.which("tpchgen-cli")
     if command is None:
         raise SystemExit("tpchgen-cli is not installed (pip install -e '.[bench]')")
-    subprocess.run([command, "csv", "-s", str(scale), "-o", str(folder),
-                    "--tables", ",".join(SCHEMAS)], check=True, capture_output=True)
+    subprocess.run(
+        [command, "csv", "-s", str(scale), "-o", str(folder), "--tables", ",".join(SCHEMAS)],
+        check=True,
+        capture_output=True,
+    )
 
 
 def main() -> None:
@@ -117,8 +120,11 @@ def main() -> None:
     parser.add_argument("--master", default="local[*]")
     parser.add_argument("--queries", nargs="+", default=list(QUERIES), choices=list(QUERIES))
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
-    parser.add_argument("--unpruned", action="store_true",
-                        help="also time spark.sql over the encrypted views (no column pruning)")
+    parser.add_argument(
+        "--unpruned",
+        action="store_true",
+        help="also time spark.sql over the encrypted views (no column pruning)",
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="cipherspark-tpch-"))
     try:
@@ -134,21 +140,28 @@ def main() -> None:
             src = plain_dir / f"{table}.csv"
             encrypt_path(src, enc_dir / f"{table}.csv.cspk", kms, KEY)
             sizes[table] = src.stat().st_size
-        print(f"scale factor {args.scale:g}: {sum(sizes.values()) / 1e6:.0f} MB of CSV, "
-              f"generated and encrypted in {time.perf_counter() - started:.1f} s", flush=True)
-        spark: SparkSession = secure_session(master=args.master, app_name="cipherspark-tpch",
-                                             credentials=credentials)
+        print(
+            f"scale factor {args.scale:g}: {sum(sizes.values()) / 1e6:.0f} MB of CSV, "
+            f"generated and encrypted in {time.perf_counter() - started:.1f} s",
+            flush=True,
+        )
+        spark: SparkSession = secure_session(
+            master=args.master, app_name="cipherspark-tpch", credentials=credentials
+        )
 
         def tables(encrypted: bool) -> dict[str, DataFrame]:
             frames = {}
             for table, schema in SCHEMAS.items():
                 if encrypted:
                     frames[table] = read_encrypted_csv(
-                        spark, str(enc_dir / f"{table}.csv.cspk"), kms_url=kms.url,
-                        schema=schema)
+                        spark, str(enc_dir / f"{table}.csv.cspk"), kms_url=kms.url, schema=schema
+                    )
                 else:
-                    frames[table] = spark.read.option("header", "true").schema(schema).csv(
-                        str(plain_dir / f"{table}.csv"))
+                    frames[table] = (
+                        spark.read.option("header", "true")
+                        .schema(schema)
+                        .csv(str(plain_dir / f"{table}.csv"))
+                    )
             return frames
 
         def run(query: str, side: str) -> tuple[float, list[tuple[object, ...]]]:
@@ -170,8 +183,10 @@ def main() -> None:
             for side in sides[1:]:
                 _, rows = run(query, side)
                 if rows != plain_rows or not plain_rows:
-                    raise SystemExit(f"{query}: {side} result differs from plaintext "
-                                     f"({len(rows)} vs {len(plain_rows)} rows)")
+                    raise SystemExit(
+                        f"{query}: {side} result differs from plaintext "
+                        f"({len(rows)} vs {len(plain_rows)} rows)"
+                    )
         for _ in range(max(1, args.runs)):
             for query in args.queries:
                 for side in sides:
@@ -180,14 +195,17 @@ def main() -> None:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     results = []
-    print(f"cores: {os.cpu_count()}  master: {args.master}  runs: {args.runs} (medians; times "
-          "include planning, and encrypted_sql's pruning pass)")
+    print(
+        f"cores: {os.cpu_count()}  master: {args.master}  runs: {args.runs} (medians; times "
+        "include planning, and encrypted_sql's pruning pass)"
+    )
     for query in args.queries:
         plain = statistics.median(times[(query, "plaintext")])
         enc = statistics.median(times[(query, "encrypted")])
         result = {"query": query, "plaintext": plain, "encrypted": enc, "ratio": enc / plain}
-        line = (f"{query:<4} plaintext {plain:6.2f} s  encrypted {enc:6.2f} s  "
-                f"ratio {enc / plain:.2f}")
+        line = (
+            f"{query:<4} plaintext {plain:6.2f} s  encrypted {enc:6.2f} s  ratio {enc / plain:.2f}"
+        )
         if args.unpruned:
             unpruned = statistics.median(times[(query, "unpruned")])
             result["unpruned"] = unpruned
@@ -195,11 +213,19 @@ def main() -> None:
         results.append(result)
         print(line + "  results equal")
     geomean = _geomean([float(r["ratio"]) for r in results])  # type: ignore[arg-type]
-    figures: dict[str, object] = {"scale": args.scale, "master": args.master,
-                                  "results": results, "geomean": geomean}
+    figures: dict[str, object] = {
+        "scale": args.scale,
+        "master": args.master,
+        "results": results,
+        "geomean": geomean,
+    }
     if args.unpruned:
-        unpruned_geomean = _geomean([float(r["unpruned"]) / float(r["plaintext"])  # type: ignore[arg-type]
-                                     for r in results])
+        unpruned_geomean = _geomean(
+            [
+                float(r["unpruned"]) / float(r["plaintext"])  # type: ignore[arg-type]
+                for r in results
+            ]
+        )
         figures["unpruned_geomean"] = unpruned_geomean
         print(f"tpch unpruned encrypted/plaintext geomean: {unpruned_geomean:.2f}")
     if args.json is not None:

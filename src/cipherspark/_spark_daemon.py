@@ -77,8 +77,11 @@ def prefer_installed_packages(path: list[str]) -> list[str]:
         others = [p for p in kept if p != entry]
         spec = importlib.machinery.PathFinder.find_spec(package, others)
         locations = list(spec.submodule_search_locations or []) if spec else []
-        if locations and not locations[0].endswith(".zip") and \
-                _same_version(entry, package, locations[0]):
+        if (
+            locations
+            and not locations[0].endswith(".zip")
+            and _same_version(entry, package, locations[0])
+        ):
             kept = others
     return kept
 
@@ -88,8 +91,9 @@ if __name__ == "__main__":
     for _entry in set(sys.path) - set(_kept):
         # Importers already cached for the entry, or for packages inside it, go too: they are
         # what invalidate_caches() would re-read.
-        for _cached in [k for k in sys.path_importer_cache
-                        if k == _entry or k.startswith(_entry + os.sep)]:
+        for _cached in [
+            k for k in sys.path_importer_cache if k == _entry or k.startswith(_entry + os.sep)
+        ]:
             del sys.path_importer_cache[_cached]
     sys.path[:] = _kept
 

@@ -117,23 +117,29 @@ def encrypt_path(
             for part in files:
                 target = staging / (part.name + ".cspk")
                 header = _header(part, key_id, data_key.wrapped, content_type, segment_size)
-                p, c, rows = _encrypt_one(part, target, header, data_key.plaintext, progress,
-                                          overwrite=False)
+                p, c, rows = _encrypt_one(
+                    part, target, header, data_key.plaintext, progress, overwrite=False
+                )
                 entries.append(describe_part(target, rows))
                 plain += p
                 cipher += c
-            write_manifest(staging, Manifest(tuple(entries)),
-                           _header(files[0], key_id, data_key.wrapped, None, segment_size),
-                           data_key.plaintext)
+            write_manifest(
+                staging,
+                Manifest(tuple(entries)),
+                _header(files[0], key_id, data_key.wrapped, None, segment_size),
+                data_key.plaintext,
+            )
     else:
         header = _header(src_path, key_id, data_key.wrapped, content_type, segment_size)
-        plain, cipher, _ = _encrypt_one(src_path, dst_path, header, data_key.plaintext,
-                                        progress, overwrite=overwrite)
+        plain, cipher, _ = _encrypt_one(
+            src_path, dst_path, header, data_key.plaintext, progress, overwrite=overwrite
+        )
     return EncryptResult(len(files), plain, cipher)
 
 
-def _header(src: Path, key_id: str, wrapped: bytes, content_type: str | None,
-            segment_size: int) -> ContainerHeader:
+def _header(
+    src: Path, key_id: str, wrapped: bytes, content_type: str | None, segment_size: int
+) -> ContainerHeader:
     return ContainerHeader(
         key_id=key_id,
         wrapped_key=wrapped,
@@ -143,8 +149,13 @@ def _header(src: Path, key_id: str, wrapped: bytes, content_type: str | None,
 
 
 def _encrypt_one(
-    src: Path, dst: Path, header: ContainerHeader, data_key: bytes, progress: Progress | None,
-    *, overwrite: bool,
+    src: Path,
+    dst: Path,
+    header: ContainerHeader,
+    data_key: bytes,
+    progress: Progress | None,
+    *,
+    overwrite: bool,
 ) -> tuple[int, int, int]:
     """Encrypt ``src`` to ``dst``; return plaintext bytes, ciphertext bytes and CSV records."""
     plain = records = 0
@@ -223,8 +234,9 @@ def decrypt_path(
             with stream:
                 try:
                     header, raw = read_header(stream)
-                    chunks: Iterable[bytes] = decrypt_stream(stream, data_key_for,
-                                                             header=(header, raw))
+                    chunks: Iterable[bytes] = decrypt_stream(
+                        stream, data_key_for, header=(header, raw)
+                    )
                     if csv_header_written and header.csv_has_header:
                         chunks = _skip_first_line(chunks)
                     for chunk in chunks:

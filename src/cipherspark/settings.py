@@ -101,9 +101,11 @@ class ExecutorConfig:
     def environ(self) -> dict[str, str]:
         """The environment entries that carry this configuration (unset fields are left out)."""
         entries = {
-            ENV_KMS_CA: self.kms_ca, ENV_TEE: self.tee,
+            ENV_KMS_CA: self.kms_ca,
+            ENV_TEE: self.tee,
             ENV_SIMULATED_TEE_KEY: self.simulated_tee_key,
-            ENV_APP_ID_FILE: self.app_id_file, ENV_API_KEY_FILE: self.api_key_file,
+            ENV_APP_ID_FILE: self.app_id_file,
+            ENV_API_KEY_FILE: self.api_key_file,
             ENV_KMS_UNSAFE_PLAINTEXT: "1" if self.unsafe_plaintext_kms else None,
         }
         return {name: str(value) for name, value in entries.items() if value is not None}
@@ -139,8 +141,7 @@ def _value_or_file(name: str, file: Path | None, file_variable: str) -> str | No
         try:
             return file.read_text().strip() or None
         except OSError as exc:
-            raise CredentialsError(
-                f"cannot read {file_variable} ({file}): {exc.strerror}") from exc
+            raise CredentialsError(f"cannot read {file_variable} ({file}): {exc.strerror}") from exc
     return None
 
 

@@ -67,8 +67,9 @@ def verify_dcap_quote(quote: bytes, collateral: str, now: int) -> VerifiedReport
         doc: dict[str, Any] = json.loads(verified.to_json())
     except (ValueError, TypeError) as exc:
         message = str(exc)
-        raise AttestationError(f"the {'TDX' if tdx else 'SGX'} quote does not verify: "
-                               f"{message}", _reason(message)) from exc
+        raise AttestationError(
+            f"the {'TDX' if tdx else 'SGX'} quote does not verify: {message}", _reason(message)
+        ) from exc
     return _report(doc, tdx)
 
 
@@ -79,17 +80,26 @@ def _report(doc: dict[str, Any], tdx: bool) -> VerifiedReport:
     if not tdx:
         attributes = bytes.fromhex(body["attributes"])
         return VerifiedReport(
-            tee="sgx", tcb_status=status, advisory_ids=advisories,
+            tee="sgx",
+            tcb_status=status,
+            advisory_ids=advisories,
             report_data=bytes.fromhex(body["report_data"]),
             debug=bool(attributes[0] & _SGX_DEBUG),
-            mr_enclave=str(body["mr_enclave"]).lower(), mr_signer=str(body["mr_signer"]).lower(),
-            isv_prod_id=int(body["isv_prod_id"]), isv_svn=int(body["isv_svn"]))
+            mr_enclave=str(body["mr_enclave"]).lower(),
+            mr_signer=str(body["mr_signer"]).lower(),
+            isv_prod_id=int(body["isv_prod_id"]),
+            isv_svn=int(body["isv_svn"]),
+        )
     td_attributes = bytes.fromhex(body["td_attributes"])
     return VerifiedReport(
-        tee="tdx", tcb_status=status, advisory_ids=advisories,
+        tee="tdx",
+        tcb_status=status,
+        advisory_ids=advisories,
         report_data=bytes.fromhex(body["report_data"]),
-        debug=bool(td_attributes[0] & _TD_DEBUG), mr_td=str(body["mr_td"]).lower(),
-        rtmr=tuple(str(body[f"rt_mr{i}"]).lower() for i in range(4)))
+        debug=bool(td_attributes[0] & _TD_DEBUG),
+        mr_td=str(body["mr_td"]).lower(),
+        rtmr=tuple(str(body[f"rt_mr{i}"]).lower() for i in range(4)),
+    )
 
 
 def collateral_next_update(collateral: str) -> float:
@@ -103,8 +113,9 @@ def collateral_next_update(collateral: str) -> float:
             moments.append(datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp())
         return min(moments)
     except (ValueError, KeyError, TypeError) as exc:
-        raise AttestationError("the DCAP collateral has no readable nextUpdate",
-                               "signature") from exc
+        raise AttestationError(
+            "the DCAP collateral has no readable nextUpdate", "signature"
+        ) from exc
 
 
 class CollateralSource(ABC):
@@ -134,8 +145,9 @@ class DcapVerifier:
     expired one from before a TCB recovery. Handed-in collateral is used only without a source.
     """
 
-    def __init__(self, source: CollateralSource | None = None, *,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, source: CollateralSource | None = None, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self._source = source
         self._clock = clock
 
@@ -144,13 +156,14 @@ class DcapVerifier:
         """Where collateral comes from when the caller does not (or may not) supply it."""
         return self._source
 
-    def verify(self, quote: bytes, *, collateral: str | None = None,
-               now: int | None = None) -> VerifiedReport:
+    def verify(
+        self, quote: bytes, *, collateral: str | None = None, now: int | None = None
+    ) -> VerifiedReport:
         """Verify ``quote`` with the source's collateral, else with ``collateral``."""
         if self._source is not None:
             collateral = self._source.collateral(quote)
         elif collateral is None:
-            raise AttestationError("no DCAP collateral: pass it, or configure a PCCS",
-                                   "unavailable")
-        return verify_dcap_quote(quote, collateral,
-                                 int(self._clock()) if now is None else int(now))
+            raise AttestationError(
+                "no DCAP collateral: pass it, or configure a PCCS", "unavailable"
+            )
+        return verify_dcap_quote(quote, collateral, int(self._clock()) if now is None else int(now))

@@ -25,15 +25,27 @@ __all__ = [
 TEE_TYPES = ("sgx", "tdx", "simulated")
 
 #: Reason codes carried by :class:`~cipherspark.errors.AttestationError` and its subclass.
-REASONS = ("measurement", "tcb_status", "debug", "svn", "nonce", "binding", "tee_type",
-           "signature", "expired", "no_policy", "unavailable")
+REASONS = (
+    "measurement",
+    "tcb_status",
+    "debug",
+    "svn",
+    "nonce",
+    "binding",
+    "tee_type",
+    "signature",
+    "expired",
+    "no_policy",
+    "unavailable",
+)
 
 
 def check_tee_type(tee: str) -> str:
     """Return ``tee`` if it is a known TEE type, else raise ``AttestationError(tee_type)``."""
     if tee not in TEE_TYPES:
-        raise AttestationError(f"unknown TEE type {tee!r} (known: {', '.join(TEE_TYPES)})",
-                               "tee_type")
+        raise AttestationError(
+            f"unknown TEE type {tee!r} (known: {', '.join(TEE_TYPES)})", "tee_type"
+        )
     return tee
 
 
@@ -76,17 +88,31 @@ class VerifiedReport:
     def measurements(self) -> dict[str, Any]:
         """The measurement fields that apply to this TEE type."""
         if self.tee == "sgx":
-            return {"mr_enclave": self.mr_enclave, "mr_signer": self.mr_signer,
-                    "isv_prod_id": self.isv_prod_id, "isv_svn": self.isv_svn,
-                    "debug": self.debug}
+            return {
+                "mr_enclave": self.mr_enclave,
+                "mr_signer": self.mr_signer,
+                "isv_prod_id": self.isv_prod_id,
+                "isv_svn": self.isv_svn,
+                "debug": self.debug,
+            }
         if self.tee == "tdx":
-            return {"mr_td": self.mr_td, **{f"rtmr{i}": v for i, v in enumerate(self.rtmr)},
-                    "debug": self.debug}
-        return {"measurement": self.measurement, "platform_key": self.platform_key,
-                "timestamp": self.timestamp}
+            return {
+                "mr_td": self.mr_td,
+                **{f"rtmr{i}": v for i, v in enumerate(self.rtmr)},
+                "debug": self.debug,
+            }
+        return {
+            "measurement": self.measurement,
+            "platform_key": self.platform_key,
+            "timestamp": self.timestamp,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready description (what ``cipherspark attest verify`` prints)."""
-        return {"tee": self.tee, "tcb_status": self.tcb_status,
-                "advisory_ids": list(self.advisory_ids), "measurements": self.measurements(),
-                "report_data": self.report_data.hex()}
+        return {
+            "tee": self.tee,
+            "tcb_status": self.tcb_status,
+            "advisory_ids": list(self.advisory_ids),
+            "measurements": self.measurements(),
+            "report_data": self.report_data.hex(),
+        }

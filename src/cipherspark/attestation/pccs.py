@@ -145,8 +145,9 @@ def _signed_part(text: str, member: str, what: str) -> tuple[str, str, float]:
         value = json.loads(body)["nextUpdate"]
         next_update = datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
     except (KeyError, TypeError, ValueError) as exc:
-        raise _Unavailable(f"the {what} lacks a readable {member}, signature or "
-                           "nextUpdate") from exc
+        raise _Unavailable(
+            f"the {what} lacks a readable {member}, signature or nextUpdate"
+        ) from exc
     return body, signature, next_update
 
 
@@ -162,8 +163,7 @@ def _crl_url(chain_pem: str) -> str | None:
     """The CRL distribution point of the last (root) certificate of a PEM chain."""
     try:
         certs = x509.load_pem_x509_certificates(chain_pem.encode())
-        points = certs[-1].extensions.get_extension_for_class(
-            x509.CRLDistributionPoints).value
+        points = certs[-1].extensions.get_extension_for_class(x509.CRLDistributionPoints).value
     except (ValueError, IndexError, x509.ExtensionNotFound):
         return None
     for point in points:
@@ -182,17 +182,24 @@ class PccsCollateral(CollateralSource):
     cached collateral still inside its validity keeps serving while the PCCS is unreachable.
     """
 
-    def __init__(self, url: str, *, ca_file: str | Path | None = None, timeout: float = 10.0,
-                 refresh_after: float = DEFAULT_REFRESH_SECONDS,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        ca_file: str | Path | None = None,
+        timeout: float = 10.0,
+        refresh_after: float = DEFAULT_REFRESH_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._base = _base_url(url)
         self.url = url
         if ca_file is not None:
             try:
                 verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_file))
             except (OSError, ssl.SSLError) as exc:
-                raise AttestationError(f"cannot load the PCCS CA file {ca_file}: {exc}",
-                                       "unavailable") from exc
+                raise AttestationError(
+                    f"cannot load the PCCS CA file {ca_file}: {exc}", "unavailable"
+                ) from exc
         else:
             verify = True
         self._verify = verify
@@ -222,8 +229,9 @@ class PccsCollateral(CollateralSource):
         except _Unavailable as exc:
             if hit is not None and now < hit.valid_until:
                 return hit.collateral  # stale by our refresh rule, still valid by Intel's
-            raise AttestationError(f"cannot fetch DCAP collateral from the PCCS {self.url}: "
-                                   f"{exc}", "unavailable") from exc
+            raise AttestationError(
+                f"cannot fetch DCAP collateral from the PCCS {self.url}: {exc}", "unavailable"
+            ) from exc
         if valid_until > now:
             with self._lock:
                 if len(self._cache) >= _MAX_ENTRIES and key not in self._cache:
@@ -236,16 +244,16 @@ class PccsCollateral(CollateralSource):
         self.fetches += 1
         sgx, own = f"{self._base}/sgx/certification/v4", f"{self._base}/{tee}/certification/v4"
         try:
-            with httpx.Client(verify=self._verify, timeout=self._timeout,
-                              follow_redirects=False) as client:
-                pck = self._get(client, f"{sgx}/pckcrl", {"ca": ca, "encoding": "der"},
-                                "PCK CRL")
+            with httpx.Client(
+                verify=self._verify, timeout=self._timeout, follow_redirects=False
+            ) as client:
+                pck = self._get(client, f"{sgx}/pckcrl", {"ca": ca, "encoding": "der"}, "PCK CRL")
                 tcb = self._get(client, f"{own}/tcb", {"fmspc": fmspc}, "TCB info")
-                qe = self._get(client, f"{own}/qe/identity", {"update": "standard"},
-                               "QE identity")
+                qe = self._get(client, f"{own}/qe/identity", {"update": "standard"}, "QE identity")
                 pck_chain = _header(pck, ("SGX-PCK-CRL-Issuer-Chain",), "PCK CRL")
-                tcb_chain = _header(tcb, ("TCB-Info-Issuer-Chain", "SGX-TCB-Info-Issuer-Chain"),
-                                    "TCB info")
+                tcb_chain = _header(
+                    tcb, ("TCB-Info-Issuer-Chain", "SGX-TCB-Info-Issuer-Chain"), "TCB info"
+                )
                 qe_chain = _header(qe, ("SGX-Enclave-Identity-Issuer-Chain",), "QE identity")
                 root_body = self._root_ca_crl(client, sgx, qe_chain)
         except httpx.HTTPError as exc:
@@ -254,17 +262,19 @@ class PccsCollateral(CollateralSource):
         root_der, root_next = _crl_der(root_body, "root CA CRL")
         tcb_info, tcb_sig, tcb_next = _signed_part(tcb.text, "tcbInfo", "TCB info")
         qe_identity, qe_sig, qe_next = _signed_part(qe.text, "enclaveIdentity", "QE identity")
-        collateral = json.dumps({
-            "pck_crl_issuer_chain": pck_chain,
-            "root_ca_crl": root_der.hex(),
-            "pck_crl": pck_der.hex(),
-            "tcb_info_issuer_chain": tcb_chain,
-            "tcb_info": tcb_info,
-            "tcb_info_signature": tcb_sig,
-            "qe_identity_issuer_chain": qe_chain,
-            "qe_identity": qe_identity,
-            "qe_identity_signature": qe_sig,
-        })
+        collateral = json.dumps(
+            {
+                "pck_crl_issuer_chain": pck_chain,
+                "root_ca_crl": root_der.hex(),
+                "pck_crl": pck_der.hex(),
+                "tcb_info_issuer_chain": tcb_chain,
+                "tcb_info": tcb_info,
+                "tcb_info_signature": tcb_sig,
+                "qe_identity_issuer_chain": qe_chain,
+                "qe_identity": qe_identity,
+                "qe_identity_signature": qe_sig,
+            }
+        )
         try:
             dcap_qvl.QuoteCollateralV3.from_json(collateral)
         except (ValueError, TypeError) as exc:
@@ -283,8 +293,7 @@ class PccsCollateral(CollateralSource):
             return self._get(client, url, {}, "root CA CRL").body
 
     @staticmethod
-    def _get(client: httpx.Client, url: str, params: dict[str, str],
-             what: str) -> _Answer:
+    def _get(client: httpx.Client, url: str, params: dict[str, str], what: str) -> _Answer:
         with client.stream("GET", url, params=params) as response:
             if response.status_code != 200:
                 raise _Unavailable(f"{what}: HTTP {response.status_code} from {url}")

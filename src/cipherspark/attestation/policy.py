@@ -45,10 +45,17 @@ POLICY_VERSION = 1
 DEFAULT_TCB_STATUSES = ("UpToDate",)
 DEFAULT_MAX_EVIDENCE_AGE = 60
 MAX_EVIDENCE_AGE_LIMIT = 300
-_TCB_STATUSES = frozenset({
-    "UpToDate", "SWHardeningNeeded", "ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded",
-    "OutOfDate", "OutOfDateConfigurationNeeded", "Revoked",
-})
+_TCB_STATUSES = frozenset(
+    {
+        "UpToDate",
+        "SWHardeningNeeded",
+        "ConfigurationNeeded",
+        "ConfigurationAndSWHardeningNeeded",
+        "OutOfDate",
+        "OutOfDateConfigurationNeeded",
+        "Revoked",
+    }
+)
 _INFORMATIONAL = frozenset({"app_id", "keys", "operations"})
 
 
@@ -61,14 +68,17 @@ def _hexes(value: Any, where: str, nbytes: int) -> tuple[str, ...]:
     out = []
     for item in items:
         if not isinstance(item, str) or not re.fullmatch(f"[0-9a-fA-F]{{{2 * nbytes}}}", item):
-            raise UsageError(f"policy {where}: {item!r} is not {nbytes} bytes of hex (a "
-                             "placeholder must be replaced by the real measurement)")
+            raise UsageError(
+                f"policy {where}: {item!r} is not {nbytes} bytes of hex (a "
+                "placeholder must be replaced by the real measurement)"
+            )
         out.append(item.lower())
     return tuple(out)
 
 
-def _int(value: Any, where: str, default: int | None, low: int = 0,
-         high: int = 0xFFFF) -> int | None:
+def _int(
+    value: Any, where: str, default: int | None, low: int = 0, high: int = 0xFFFF
+) -> int | None:
     if value is None:
         return default
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
@@ -91,8 +101,10 @@ def _statuses(value: Any, where: str) -> tuple[str, ...] | None:
         raise UsageError(f"policy {where} must be a list of TCB status names")
     unknown = sorted(set(value) - _TCB_STATUSES)
     if unknown:
-        raise UsageError(f"policy {where}: unknown TCB status {unknown[0]!r} (known: "
-                         f"{', '.join(sorted(_TCB_STATUSES))})")
+        raise UsageError(
+            f"policy {where}: unknown TCB status {unknown[0]!r} (known: "
+            f"{', '.join(sorted(_TCB_STATUSES))})"
+        )
     return tuple(value)
 
 
@@ -130,21 +142,29 @@ class SgxPolicy:
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> SgxPolicy:
         """Parse the ``sgx`` section."""
-        s = _section(doc, "sgx", {"mr_enclave", "mr_signer", "isv_prod_id", "min_isv_svn",
-                                  "allow_debug", "tcb_status"})
-        return cls(mr_enclave=_hexes(s.get("mr_enclave"), "sgx.mr_enclave", 32),
-                   mr_signer=_hexes(s.get("mr_signer"), "sgx.mr_signer", 32),
-                   isv_prod_id=_int(s.get("isv_prod_id"), "sgx.isv_prod_id", None),
-                   min_isv_svn=_int(s.get("min_isv_svn"), "sgx.min_isv_svn", 0) or 0,
-                   allow_debug=_bool(s.get("allow_debug"), "sgx.allow_debug"),
-                   tcb_status=_statuses(s.get("tcb_status"), "sgx.tcb_status"))
+        s = _section(
+            doc,
+            "sgx",
+            {"mr_enclave", "mr_signer", "isv_prod_id", "min_isv_svn", "allow_debug", "tcb_status"},
+        )
+        return cls(
+            mr_enclave=_hexes(s.get("mr_enclave"), "sgx.mr_enclave", 32),
+            mr_signer=_hexes(s.get("mr_signer"), "sgx.mr_signer", 32),
+            isv_prod_id=_int(s.get("isv_prod_id"), "sgx.isv_prod_id", None),
+            min_isv_svn=_int(s.get("min_isv_svn"), "sgx.min_isv_svn", 0) or 0,
+            allow_debug=_bool(s.get("allow_debug"), "sgx.allow_debug"),
+            tcb_status=_statuses(s.get("tcb_status"), "sgx.tcb_status"),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""
-        doc: dict[str, Any] = {"mr_enclave": list(self.mr_enclave),
-                               "mr_signer": list(self.mr_signer),
-                               "isv_prod_id": self.isv_prod_id, "min_isv_svn": self.min_isv_svn,
-                               "allow_debug": self.allow_debug}
+        doc: dict[str, Any] = {
+            "mr_enclave": list(self.mr_enclave),
+            "mr_signer": list(self.mr_signer),
+            "isv_prod_id": self.isv_prod_id,
+            "min_isv_svn": self.min_isv_svn,
+            "allow_debug": self.allow_debug,
+        }
         if self.tcb_status is not None:
             doc["tcb_status"] = list(self.tcb_status)
         return doc
@@ -158,11 +178,11 @@ class SgxPolicy:
         if self.mr_signer and report.mr_signer not in self.mr_signer:
             raise _deny(f"MRSIGNER {report.mr_signer} is not allowed", "measurement")
         if self.isv_prod_id is not None and report.isv_prod_id != self.isv_prod_id:
-            raise _deny(f"ISV product id {report.isv_prod_id} is not {self.isv_prod_id}",
-                        "measurement")
+            raise _deny(
+                f"ISV product id {report.isv_prod_id} is not {self.isv_prod_id}", "measurement"
+            )
         if (report.isv_svn or 0) < self.min_isv_svn:
-            raise _deny(f"ISV SVN {report.isv_svn} is below the minimum {self.min_isv_svn}",
-                        "svn")
+            raise _deny(f"ISV SVN {report.isv_svn} is below the minimum {self.min_isv_svn}", "svn")
 
 
 @dataclass(frozen=True)
@@ -183,12 +203,15 @@ class TdxPolicy:
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> TdxPolicy:
         """Parse the ``tdx`` section."""
-        s = _section(doc, "tdx", {"mr_td", "rtmr0", "rtmr1", "rtmr2", "rtmr3", "allow_debug",
-                                  "tcb_status"})
-        return cls(mr_td=_hexes(s.get("mr_td"), "tdx.mr_td", 48),
-                   rtmr=tuple(_hexes(s.get(f"rtmr{i}"), f"tdx.rtmr{i}", 48) for i in range(4)),
-                   allow_debug=_bool(s.get("allow_debug"), "tdx.allow_debug"),
-                   tcb_status=_statuses(s.get("tcb_status"), "tdx.tcb_status"))
+        s = _section(
+            doc, "tdx", {"mr_td", "rtmr0", "rtmr1", "rtmr2", "rtmr3", "allow_debug", "tcb_status"}
+        )
+        return cls(
+            mr_td=_hexes(s.get("mr_td"), "tdx.mr_td", 48),
+            rtmr=tuple(_hexes(s.get(f"rtmr{i}"), f"tdx.rtmr{i}", 48) for i in range(4)),
+            allow_debug=_bool(s.get("allow_debug"), "tdx.allow_debug"),
+            tcb_status=_statuses(s.get("tcb_status"), "tdx.tcb_status"),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""
@@ -225,13 +248,14 @@ class SimulatedPolicy:
     def from_dict(cls, doc: dict[str, Any]) -> SimulatedPolicy:
         """Parse the ``simulated`` section."""
         s = _section(doc, "simulated", {"platform_keys", "measurements"})
-        return cls(platform_keys=_hexes(s.get("platform_keys"), "simulated.platform_keys", 32),
-                   measurements=_hexes(s.get("measurements"), "simulated.measurements", 32))
+        return cls(
+            platform_keys=_hexes(s.get("platform_keys"), "simulated.platform_keys", 32),
+            measurements=_hexes(s.get("measurements"), "simulated.measurements", 32),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""
-        return {"platform_keys": list(self.platform_keys),
-                "measurements": list(self.measurements)}
+        return {"platform_keys": list(self.platform_keys), "measurements": list(self.measurements)}
 
     def check(self, report: VerifiedReport) -> None:
         """Raise :class:`PolicyDeniedError` unless the code measurement is listed."""
@@ -260,8 +284,9 @@ class AttestationPolicy:
             if getattr(self, tee) is None:
                 raise UsageError(f"policy allows {tee!r} but has no {tee!r} section")
         if not 1 <= self.max_evidence_age_seconds <= MAX_EVIDENCE_AGE_LIMIT:
-            raise UsageError(f"policy max_evidence_age_seconds must be 1 to "
-                             f"{MAX_EVIDENCE_AGE_LIMIT}")
+            raise UsageError(
+                f"policy max_evidence_age_seconds must be 1 to {MAX_EVIDENCE_AGE_LIMIT}"
+            )
 
     @property
     def empty(self) -> bool:
@@ -289,15 +314,22 @@ class AttestationPolicy:
         return cls(
             tee_types=tuple(dict.fromkeys(tee_types)),
             tcb_status=_statuses(doc.get("tcb_status"), "tcb_status") or DEFAULT_TCB_STATUSES,
-            max_evidence_age_seconds=_int(doc.get("max_evidence_age_seconds"),
-                                          "max_evidence_age_seconds", DEFAULT_MAX_EVIDENCE_AGE,
-                                          1, MAX_EVIDENCE_AGE_LIMIT) or DEFAULT_MAX_EVIDENCE_AGE,
+            max_evidence_age_seconds=_int(
+                doc.get("max_evidence_age_seconds"),
+                "max_evidence_age_seconds",
+                DEFAULT_MAX_EVIDENCE_AGE,
+                1,
+                MAX_EVIDENCE_AGE_LIMIT,
+            )
+            or DEFAULT_MAX_EVIDENCE_AGE,
             sgx=SgxPolicy.from_dict(doc) if doc.get("sgx") is not None else None,
             tdx=TdxPolicy.from_dict(doc) if doc.get("tdx") is not None else None,
-            simulated=(SimulatedPolicy.from_dict(doc) if doc.get("simulated") is not None
-                       else None),
-            informational=tuple((k, json.dumps(doc[k], sort_keys=True))
-                                for k in sorted(_INFORMATIONAL & set(doc))),
+            simulated=(
+                SimulatedPolicy.from_dict(doc) if doc.get("simulated") is not None else None
+            ),
+            informational=tuple(
+                (k, json.dumps(doc[k], sort_keys=True)) for k in sorted(_INFORMATIONAL & set(doc))
+            ),
         )
 
     @classmethod
@@ -311,9 +343,12 @@ class AttestationPolicy:
 
     def to_dict(self) -> dict[str, Any]:
         """The normalised JSON form (what the KMS stores)."""
-        doc: dict[str, Any] = {"version": POLICY_VERSION, "tee_types": list(self.tee_types),
-                               "tcb_status": list(self.tcb_status),
-                               "max_evidence_age_seconds": self.max_evidence_age_seconds}
+        doc: dict[str, Any] = {
+            "version": POLICY_VERSION,
+            "tee_types": list(self.tee_types),
+            "tcb_status": list(self.tcb_status),
+            "max_evidence_age_seconds": self.max_evidence_age_seconds,
+        }
         for name in TEE_TYPES:
             section = getattr(self, name)
             if section is not None:
@@ -331,8 +366,11 @@ class AttestationPolicy:
         if self.empty:
             raise _deny("the key has no release policy (an empty policy denies)", "no_policy")
         if tee not in self.tee_types:
-            raise _deny(f"the policy does not accept {tee!r} evidence (accepts: "
-                        f"{', '.join(self.tee_types)})", "tee_type")
+            raise _deny(
+                f"the policy does not accept {tee!r} evidence (accepts: "
+                f"{', '.join(self.tee_types)})",
+                "tee_type",
+            )
 
     def check(self, report: VerifiedReport) -> None:
         """Raise :class:`PolicyDeniedError` (with its reason) unless ``report`` is accepted."""
@@ -343,8 +381,11 @@ class AttestationPolicy:
         if report.tee in ("sgx", "tdx"):
             accepted = getattr(section, "tcb_status", None) or self.tcb_status
             if report.tcb_status not in accepted:
-                raise _deny(f"TCB status {report.tcb_status} is not accepted (accepted: "
-                            f"{', '.join(accepted)})", "tcb_status")
+                raise _deny(
+                    f"TCB status {report.tcb_status} is not accepted (accepted: "
+                    f"{', '.join(accepted)})",
+                    "tcb_status",
+                )
 
 
 def check_policy(policy: AttestationPolicy | None, report: VerifiedReport) -> None:

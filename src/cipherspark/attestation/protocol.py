@@ -44,19 +44,18 @@ def bind(nonce: bytes, public_key: bytes) -> bytes:
 def check_binding(report_data: bytes, nonce: bytes, public_key: bytes) -> None:
     """Raise ``AttestationError(binding)`` unless ``report_data`` binds nonce and key."""
     if not hmac.compare_digest(report_data, bind(nonce, public_key)):
-        raise AttestationError("the evidence is not bound to this nonce and public key",
-                               "binding")
+        raise AttestationError("the evidence is not bound to this nonce and public key", "binding")
 
 
 def _public_key(public_key: bytes) -> ec.EllipticCurvePublicKey:
     if len(public_key) != _PUBLIC_KEY_BYTES:
-        raise AttestationError("the ephemeral public key must be an uncompressed P-256 point",
-                               "binding")
+        raise AttestationError(
+            "the ephemeral public key must be an uncompressed P-256 point", "binding"
+        )
     try:
         return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), public_key)
     except ValueError as exc:
-        raise AttestationError("the ephemeral public key is not a P-256 point",
-                               "binding") from exc
+        raise AttestationError("the ephemeral public key is not a P-256 point", "binding") from exc
 
 
 def seal_to(public_key: bytes, plaintext: bytes) -> str:
@@ -82,7 +81,8 @@ class EphemeralKey:
     def public_bytes(self) -> bytes:
         """The public key as an uncompressed SEC1 point (65 bytes)."""
         return self.private.public_key().public_bytes(
-            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
 
     def open(self, token: str) -> bytes:
         """Decrypt a compact JWE sealed to this key (only ``ECDH-ES+A256KW`` / ``A256GCM``)."""
@@ -92,5 +92,6 @@ class EphemeralKey:
             message.deserialize(token, key=jwk.JWK.from_pyca(self.private))
             return bytes(message.payload)
         except (JWException, ValueError, TypeError, KeyError) as exc:
-            raise AttestationError("the KMS answer does not open with this ephemeral key",
-                                   "signature") from exc
+            raise AttestationError(
+                "the KMS answer does not open with this ephemeral key", "signature"
+            ) from exc

@@ -73,8 +73,10 @@ class GramineSgxProvider(EvidenceProvider):
             (self._root / "user_report_data").write_bytes(report_data)
             quote = (self._root / "quote").read_bytes()
         except OSError as exc:
-            raise AttestationError(f"Gramine attestation through {self._root} failed: "
-                                   f"{exc.strerror or exc}", "unavailable") from exc
+            raise AttestationError(
+                f"Gramine attestation through {self._root} failed: {exc.strerror or exc}",
+                "unavailable",
+            ) from exc
         if not quote:
             raise AttestationError("Gramine returned an empty quote", "unavailable")
         return Evidence("sgx", quote)
@@ -98,14 +100,16 @@ class TdxProvider(EvidenceProvider):
                 (entry / "inblob").write_bytes(report_data)
                 provider = (entry / "provider").read_text().strip()
                 if provider != "tdx_guest":
-                    raise AttestationError(f"configfs-tsm provider is {provider!r}, not "
-                                           "tdx_guest", "tee_type")
+                    raise AttestationError(
+                        f"configfs-tsm provider is {provider!r}, not tdx_guest", "tee_type"
+                    )
                 quote = (entry / "outblob").read_bytes()
             finally:
                 entry.rmdir()
         except OSError as exc:
-            raise AttestationError(f"TDX attestation through {self._root} failed: "
-                                   f"{exc.strerror or exc}", "unavailable") from exc
+            raise AttestationError(
+                f"TDX attestation through {self._root} failed: {exc.strerror or exc}", "unavailable"
+            ) from exc
         return Evidence("tdx", quote)
 
 
@@ -114,20 +118,28 @@ class SimulatedProvider(EvidenceProvider):
 
     tee = "simulated"
 
-    def __init__(self, key: Ed25519PrivateKey | None = None, *,
-                 key_path: Path | None = None, measurement: str | None = None) -> None:
+    def __init__(
+        self,
+        key: Ed25519PrivateKey | None = None,
+        *,
+        key_path: Path | None = None,
+        measurement: str | None = None,
+    ) -> None:
         self._key = key or load_simulated_platform_key(key_path)
         self._measurement = measurement
 
     def evidence(self, report_data: bytes) -> Evidence:
         """A signed simulated statement over ``report_data``."""
-        return simulated_evidence(self._key, _check(report_data),
-                                  measurement=self._measurement)
+        return simulated_evidence(self._key, _check(report_data), measurement=self._measurement)
 
 
-def evidence_provider(name: str, *, simulated_key_path: Path | None = None,
-                      gramine_dir: Path = GRAMINE_DIR,
-                      tsm_dir: Path = TSM_REPORT_DIR) -> EvidenceProvider:
+def evidence_provider(
+    name: str,
+    *,
+    simulated_key_path: Path | None = None,
+    gramine_dir: Path = GRAMINE_DIR,
+    tsm_dir: Path = TSM_REPORT_DIR,
+) -> EvidenceProvider:
     """The provider called ``name`` (``gramine-sgx``, ``tdx``, ``simulated`` or ``auto``)."""
     if name == "gramine-sgx":
         return GramineSgxProvider(gramine_dir)
@@ -142,6 +154,9 @@ def evidence_provider(name: str, *, simulated_key_path: Path | None = None,
             return TdxProvider(tsm_dir)
         raise AttestationError(
             f"no TEE found (neither {gramine_dir} nor {tsm_dir} exists); 'auto' never falls "
-            "back to the insecure 'simulated' TEE: ask for it by name", "unavailable")
-    raise AttestationError(f"unknown TEE {name!r}; choose one of {', '.join(PROVIDER_NAMES)}",
-                           "tee_type")
+            "back to the insecure 'simulated' TEE: ask for it by name",
+            "unavailable",
+        )
+    raise AttestationError(
+        f"unknown TEE {name!r}; choose one of {', '.join(PROVIDER_NAMES)}", "tee_type"
+    )

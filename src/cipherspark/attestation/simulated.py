@@ -66,8 +66,9 @@ def code_measurement(package_dir: Path | None = None) -> str:
     return digest.hexdigest()
 
 
-def load_simulated_platform_key(path: Path | None = None, *,
-                                create: bool = True) -> Ed25519PrivateKey:
+def load_simulated_platform_key(
+    path: Path | None = None, *, create: bool = True
+) -> Ed25519PrivateKey:
     """The simulated-platform private key at ``path``, created (mode 0600) if absent."""
     path = path or default_simulated_key_path()
     try:
@@ -76,8 +77,10 @@ def load_simulated_platform_key(path: Path | None = None, *,
                 raise InputError(f"no simulated-platform key at {path}")
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             raw = Ed25519PrivateKey.generate().private_bytes(
-                serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                serialization.NoEncryption())
+                serialization.Encoding.Raw,
+                serialization.PrivateFormat.Raw,
+                serialization.NoEncryption(),
+            )
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
                 os.write(fd, raw.hex().encode() + b"\n")
@@ -94,8 +97,11 @@ def load_simulated_platform_key(path: Path | None = None, *,
 
 def simulated_platform_public_key(key: Ed25519PrivateKey) -> str:
     """The platform's public key (hex), which a policy lists to accept its evidence."""
-    return key.public_key().public_bytes(serialization.Encoding.Raw,
-                                         serialization.PublicFormat.Raw).hex()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        .hex()
+    )
 
 
 def validate_platform_key(value: str) -> str:
@@ -103,33 +109,46 @@ def validate_platform_key(value: str) -> str:
     else :class:`UsageError` saying what a platform key looks like."""
     if not isinstance(value, str) or not _PLATFORM_KEY.fullmatch(value):
         shown = value if isinstance(value, str) and len(value) <= 80 else "the value given"
-        raise UsageError(f"{shown!r} is not a simulated-platform public key (64 hex digits, "
-                         "as 'cipherspark attest platform-key' prints it)")
+        raise UsageError(
+            f"{shown!r} is not a simulated-platform public key (64 hex digits, "
+            "as 'cipherspark attest platform-key' prints it)"
+        )
     return value.lower()
 
 
-def simulated_evidence(key: Ed25519PrivateKey, report_data: bytes, *,
-                       measurement: str | None = None, timestamp: int | None = None) -> Evidence:
+def simulated_evidence(
+    key: Ed25519PrivateKey,
+    report_data: bytes,
+    *,
+    measurement: str | None = None,
+    timestamp: int | None = None,
+) -> Evidence:
     """A signed ``simulated`` statement over ``report_data`` (64 bytes)."""
     if len(report_data) != 64:
         raise AttestationError("report data must be 64 bytes", "binding")
     statement = {
-        "format": SIMULATED_FORMAT, "tee": "simulated",
+        "format": SIMULATED_FORMAT,
+        "tee": "simulated",
         "measurement": measurement or code_measurement(),
         "report_data": report_data.hex(),
         "timestamp": int(time.time()) if timestamp is None else timestamp,
         "platform_key": simulated_platform_public_key(key),
     }
     body = json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()
-    quote = json.dumps({"statement": base64.b64encode(body).decode(),
-                        "signature": key.sign(body).hex()}).encode()
+    quote = json.dumps(
+        {"statement": base64.b64encode(body).decode(), "signature": key.sign(body).hex()}
+    ).encode()
     return Evidence("simulated", quote)
 
 
-def verify_simulated(quote: bytes, trusted_platform_keys: Collection[str], *,
-                     max_age: int | None = None,
-                     clock: Callable[[], float] = time.time,
-                     operator_keys: Collection[str] | None = None) -> VerifiedReport:
+def verify_simulated(
+    quote: bytes,
+    trusted_platform_keys: Collection[str],
+    *,
+    max_age: int | None = None,
+    clock: Callable[[], float] = time.time,
+    operator_keys: Collection[str] | None = None,
+) -> VerifiedReport:
     """Check a ``simulated`` statement's signature against ``trusted_platform_keys`` (hex).
 
     ``operator_keys`` (the KMS server passes it): the platform keys the verifier's operator
@@ -143,8 +162,9 @@ def verify_simulated(quote: bytes, trusted_platform_keys: Collection[str], *,
     """
     if operator_keys is not None and not operator_keys:
         # Checked first: whatever the statement holds, the fix is the operator's.
-        raise AttestationError("no simulated platform is registered at this KMS: " + _ADD_HINT,
-                               "signature")
+        raise AttestationError(
+            "no simulated platform is registered at this KMS: " + _ADD_HINT, "signature"
+        )
     try:
         outer = json.loads(quote)
         body = base64.b64decode(outer["statement"], validate=True)
@@ -159,22 +179,37 @@ def verify_simulated(quote: bytes, trusted_platform_keys: Collection[str], *,
     except (ValueError, KeyError, TypeError) as exc:
         raise AttestationError("not a valid simulated-TEE statement", "signature") from exc
     if platform not in {k.lower() for k in trusted_platform_keys}:
-        raise AttestationError(f"the simulated evidence is signed by platform key {platform}, "
-                               "which is not among the trusted ones (a policy's "
-                               "simulated.platform_keys)", "signature")
+        raise AttestationError(
+            f"the simulated evidence is signed by platform key {platform}, "
+            "which is not among the trusted ones (a policy's "
+            "simulated.platform_keys)",
+            "signature",
+        )
     if operator_keys is not None and platform not in {k.lower() for k in operator_keys}:
         # The key's owner listed this platform, but only the KMS operator decides which
         # simulated platforms the server trusts at all.
-        raise AttestationError(f"the simulated platform {platform} is not registered at this "
-                               "KMS: " + _ADD_HINT.replace("KEY", platform), "signature")
+        raise AttestationError(
+            f"the simulated platform {platform} is not registered at this "
+            "KMS: " + _ADD_HINT.replace("KEY", platform),
+            "signature",
+        )
     try:
         Ed25519PublicKey.from_public_bytes(bytes.fromhex(platform)).verify(signature, body)
     except (InvalidSignature, ValueError) as exc:
-        raise AttestationError("the simulated evidence's signature does not verify",
-                               "signature") from exc
+        raise AttestationError(
+            "the simulated evidence's signature does not verify", "signature"
+        ) from exc
     now = clock()
     if timestamp > now + _CLOCK_SKEW or (max_age is not None and now - timestamp > max_age):
-        raise AttestationError(f"the simulated evidence is from {timestamp}, outside the "
-                               f"accepted age of {max_age} s", "expired")
-    return VerifiedReport(tee="simulated", tcb_status="NotApplicable", report_data=report_data,
-                          measurement=measurement, platform_key=platform, timestamp=timestamp)
+        raise AttestationError(
+            f"the simulated evidence is from {timestamp}, outside the accepted age of {max_age} s",
+            "expired",
+        )
+    return VerifiedReport(
+        tee="simulated",
+        tcb_status="NotApplicable",
+        report_data=report_data,
+        measurement=measurement,
+        platform_key=platform,
+        timestamp=timestamp,
+    )

@@ -14,12 +14,17 @@ from cipherspark.errors import AttestationError
 __all__ = ["verify_evidence"]
 
 
-def verify_evidence(evidence: Evidence, *, policy: AttestationPolicy | None = None,
-                    dcap: DcapVerifier | None = None, collateral: str | None = None,
-                    now: int | None = None,
-                    simulated_platform_keys: Collection[str] = (),
-                    clock: Callable[[], float] = time.time,
-                    operator_platform_keys: Collection[str] | None = None) -> VerifiedReport:
+def verify_evidence(
+    evidence: Evidence,
+    *,
+    policy: AttestationPolicy | None = None,
+    dcap: DcapVerifier | None = None,
+    collateral: str | None = None,
+    now: int | None = None,
+    simulated_platform_keys: Collection[str] = (),
+    clock: Callable[[], float] = time.time,
+    operator_platform_keys: Collection[str] | None = None,
+) -> VerifiedReport:
     """Verify ``evidence``; with ``policy``, also apply it. Raises, never returns a verdict.
 
     DCAP evidence is verified at ``now`` (default: ``clock()``) with ``collateral`` or the
@@ -37,12 +42,19 @@ def verify_evidence(evidence: Evidence, *, policy: AttestationPolicy | None = No
         if report.tee != evidence.tee:
             raise AttestationError(f"the quote is {report.tee}, not {evidence.tee}", "tee_type")
     else:
-        keys = (policy.simulated.platform_keys if policy is not None and policy.simulated
-                else simulated_platform_keys)
+        keys = (
+            policy.simulated.platform_keys
+            if policy is not None and policy.simulated
+            else simulated_platform_keys
+        )
         max_age = policy.max_evidence_age_seconds if policy is not None else None
-        report = verify_simulated(evidence.quote, keys, max_age=max_age,
-                                  clock=lambda: float(moment),
-                                  operator_keys=operator_platform_keys)
+        report = verify_simulated(
+            evidence.quote,
+            keys,
+            max_age=max_age,
+            clock=lambda: float(moment),
+            operator_keys=operator_platform_keys,
+        )
     if policy is not None:
         policy.check(report)
     return report

@@ -64,9 +64,15 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    show_version: Annotated[bool, typer.Option(
-        "--version", callback=_print_version, is_eager=True,
-        help="Print cipherspark's version and exit.")] = False,
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print cipherspark's version and exit.",
+        ),
+    ] = False,
 ) -> None:
     # Only for --version: a callback is Typer's place for options of the command itself.
     pass
@@ -87,15 +93,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CipherSparkError as exc:
         if settings.debug_enabled():
             raise
-        hint = f" (Spark's log: {spark_logs[-1]})" if spark_logs and isinstance(exc, JobError) \
-            else ""
+        hint = (
+            f" (Spark's log: {spark_logs[-1]})" if spark_logs and isinstance(exc, JobError) else ""
+        )
         print(f"cipherspark: error: {exc}{hint}", file=sys.stderr)
         return exc.exit_code
     except Exception as exc:
         if settings.debug_enabled():
             raise
-        print(f"cipherspark: internal error ({type(exc).__name__}): {exc}\n"
-              "  set CIPHERSPARK_DEBUG=1 for the traceback", file=sys.stderr)
+        print(
+            f"cipherspark: internal error ({type(exc).__name__}): {exc}\n"
+            "  set CIPHERSPARK_DEBUG=1 for the traceback",
+            file=sys.stderr,
+        )
         return 70
     return 0
 

@@ -48,66 +48,150 @@ DEFAULT_CLUSTER_DIR = Path(".cipherspark/cluster")
 # -- the KMS a command talks to ---------------------------------------------------------------
 
 # None means the embedded keystore .cipherspark/kms (cipherspark.kms.open_kms decides that).
-KmsOpt = Annotated[str | None, typer.Option(
-    "--kms", envvar=settings.ENV_KMS, show_envvar=True, rich_help_panel=_KMS_PANEL,
-    help="KMS URL: https://HOST:PORT for a KMS server, or file://DIR for the embedded keystore "
-         "(default: .cipherspark/kms).")]
-KmsCaOpt = Annotated[Path | None, typer.Option(
-    "--kms-ca", envvar=settings.ENV_KMS_CA, show_envvar=True, rich_help_panel=_KMS_PANEL,
-    help="CA (or self-signed certificate) the KMS server's TLS certificate must chain to "
-         "(https:// KMS URLs; default: the system CAs).")]
-AppIdOpt = Annotated[str | None, typer.Option(
-    "--app-id", envvar=settings.ENV_APP_ID, show_envvar=True, rich_help_panel=_KMS_PANEL,
-    help="APP ID of your application at the KMS.")]
-ApiKeyOpt = Annotated[str | None, typer.Option(
-    "--api-key", envvar=settings.ENV_API_KEY, show_envvar=True, rich_help_panel=_KMS_PANEL,
-    help="API KEY of your application (prefer the environment variable: flags show in ps).")]
-AdminTokenOpt = Annotated[str | None, typer.Option(
-    "--admin-token", envvar=settings.ENV_KMS_ADMIN_TOKEN, show_envvar=True,
-    rich_help_panel=_KMS_PANEL,
-    help="The admin token 'kms init' printed (prefer the environment variable).")]
-KeyOpt = Annotated[str, typer.Option(
-    "--key", envvar=settings.ENV_KEY, show_envvar=True,
-    help="Name of the primary key that wraps the data key.")]
+KmsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--kms",
+        envvar=settings.ENV_KMS,
+        show_envvar=True,
+        rich_help_panel=_KMS_PANEL,
+        help="KMS URL: https://HOST:PORT for a KMS server, or file://DIR for the embedded keystore "
+        "(default: .cipherspark/kms).",
+    ),
+]
+KmsCaOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--kms-ca",
+        envvar=settings.ENV_KMS_CA,
+        show_envvar=True,
+        rich_help_panel=_KMS_PANEL,
+        help="CA (or self-signed certificate) the KMS server's TLS certificate must chain to "
+        "(https:// KMS URLs; default: the system CAs).",
+    ),
+]
+AppIdOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--app-id",
+        envvar=settings.ENV_APP_ID,
+        show_envvar=True,
+        rich_help_panel=_KMS_PANEL,
+        help="APP ID of your application at the KMS.",
+    ),
+]
+ApiKeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        envvar=settings.ENV_API_KEY,
+        show_envvar=True,
+        rich_help_panel=_KMS_PANEL,
+        help="API KEY of your application (prefer the environment variable: flags show in ps).",
+    ),
+]
+AdminTokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--admin-token",
+        envvar=settings.ENV_KMS_ADMIN_TOKEN,
+        show_envvar=True,
+        rich_help_panel=_KMS_PANEL,
+        help="The admin token 'kms init' printed (prefer the environment variable).",
+    ),
+]
+KeyOpt = Annotated[
+    str,
+    typer.Option(
+        "--key",
+        envvar=settings.ENV_KEY,
+        show_envvar=True,
+        help="Name of the primary key that wraps the data key.",
+    ),
+]
 
 # -- the Spark a job runs on ------------------------------------------------------------------
 
-MasterOpt = Annotated[str, typer.Option(
-    "--master", envvar=settings.ENV_MASTER, show_envvar=True, rich_help_panel=_SPARK_PANEL,
-    help="Spark master URL (local[*], spark://HOST:PORT, k8s://https://HOST:PORT).")]
-SparkPropertiesOpt = Annotated[Path | None, typer.Option(
-    "--spark-properties", envvar=settings.ENV_SPARK_PROPERTIES, show_envvar=True,
-    rich_help_panel=_SPARK_PANEL,
-    help="Spark properties file of a standalone cluster (holds its secret; printed by "
-         "'cipherspark cluster start').")]
-ClusterDirOpt = Annotated[Path, typer.Option(
-    "--dir", envvar=settings.ENV_CLUSTER_DIR, show_envvar=True,
-    help="Folder for the cluster's conf (with its secret), logs and work dirs.")]
+MasterOpt = Annotated[
+    str,
+    typer.Option(
+        "--master",
+        envvar=settings.ENV_MASTER,
+        show_envvar=True,
+        rich_help_panel=_SPARK_PANEL,
+        help="Spark master URL (local[*], spark://HOST:PORT, k8s://https://HOST:PORT).",
+    ),
+]
+SparkPropertiesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--spark-properties",
+        envvar=settings.ENV_SPARK_PROPERTIES,
+        show_envvar=True,
+        rich_help_panel=_SPARK_PANEL,
+        help="Spark properties file of a standalone cluster (holds its secret; printed by "
+        "'cipherspark cluster start').",
+    ),
+]
+ClusterDirOpt = Annotated[
+    Path,
+    typer.Option(
+        "--dir",
+        envvar=settings.ENV_CLUSTER_DIR,
+        show_envvar=True,
+        help="Folder for the cluster's conf (with its secret), logs and work dirs.",
+    ),
+]
 
 # -- outputs and data -------------------------------------------------------------------------
 
-OverwriteOpt = Annotated[bool, typer.Option(
-    "--overwrite", help="Replace the output if it exists.")]
-OutputFolderOpt = Annotated[Path, typer.Option(
-    "--output", "-o", help="Folder for the encrypted result.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace the output if it exists.")]
+OutputFolderOpt = Annotated[
+    Path, typer.Option("--output", "-o", help="Folder for the encrypted result.")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
-SeedOpt = Annotated[int | None, typer.Option(
-    "--seed", help="Random seed for the data: same seed, same bytes.")]
-DataDirOpt = Annotated[Path, typer.Option(
-    "--data", envvar=settings.ENV_KMS_DATA, show_envvar=True,
-    help="The KMS server's data directory (root key, database, audit log, TLS files).")]
+SeedOpt = Annotated[
+    int | None, typer.Option("--seed", help="Random seed for the data: same seed, same bytes.")
+]
+DataDirOpt = Annotated[
+    Path,
+    typer.Option(
+        "--data",
+        envvar=settings.ENV_KMS_DATA,
+        show_envvar=True,
+        help="The KMS server's data directory (root key, database, audit log, TLS files).",
+    ),
+]
 
 # -- attestation ------------------------------------------------------------------------------
 
-SimulatedKeyOpt = Annotated[Path | None, typer.Option(
-    "--simulated-key", envvar=settings.ENV_SIMULATED_TEE_KEY, show_envvar=True,
-    help="The simulated-platform key file (default ~/.cipherspark/simulated-tee/platform.key).")]
-PccsUrlOpt = Annotated[str | None, typer.Option(
-    "--pccs-url", envvar=settings.ENV_PCCS_URL, show_envvar=True,
-    help="PCCS (https) to fetch DCAP collateral from, e.g. "
-         "https://pccs.example:8081/sgx/certification/v4 (the KMS server caches it until each "
-         "part's nextUpdate, re-fetched daily). Without it, SGX/TDX evidence must come with "
-         "its collateral.")]
-PccsCaOpt = Annotated[Path | None, typer.Option(
-    "--pccs-ca", envvar=settings.ENV_PCCS_CA, show_envvar=True,
-    help="CA bundle the PCCS's TLS certificate must chain to (default: system roots).")]
+SimulatedKeyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--simulated-key",
+        envvar=settings.ENV_SIMULATED_TEE_KEY,
+        show_envvar=True,
+        help="The simulated-platform key file (default ~/.cipherspark/simulated-tee/platform.key).",
+    ),
+]
+PccsUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--pccs-url",
+        envvar=settings.ENV_PCCS_URL,
+        show_envvar=True,
+        help="PCCS (https) to fetch DCAP collateral from, e.g. "
+        "https://pccs.example:8081/sgx/certification/v4 (the KMS server caches it until each "
+        "part's nextUpdate, re-fetched daily). Without it, SGX/TDX evidence must come with "
+        "its collateral.",
+    ),
+]
+PccsCaOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--pccs-ca",
+        envvar=settings.ENV_PCCS_CA,
+        show_envvar=True,
+        help="CA bundle the PCCS's TLS certificate must chain to (default: system roots).",
+    ),
+]

@@ -33,21 +33,24 @@ def credentials(app_id: str | None, api_key: str | None) -> Credentials:
 
 
 @contextmanager
-def open_service(url: str | None, ca_file: Path | None, creds: Credentials, *,
-                 create: bool = False) -> Iterator[KeyManagementService]:
+def open_service(
+    url: str | None, ca_file: Path | None, creds: Credentials, *, create: bool = False
+) -> Iterator[KeyManagementService]:
     """The KMS at ``url`` (``None``: the embedded keystore), closed when the block ends.
 
     ``ca_file`` pins an https:// server's CA (``--kms-ca``, or ``CIPHERSPARK_KMS_CA`` which the
     option reads); ``http://`` needs ``CIPHERSPARK_KMS_UNSAFE_PLAINTEXT=1``.
     """
-    with open_kms(url, creds, create=create, ca_file=ca_file,
-                  unsafe_plaintext=settings.kms_unsafe_plaintext()) as service:
+    with open_kms(
+        url, creds, create=create, ca_file=ca_file, unsafe_plaintext=settings.kms_unsafe_plaintext()
+    ) as service:
         yield service
 
 
 @contextmanager
-def open_admin(url: str | None, ca_file: Path | None,
-               admin_token: str | None) -> Iterator[KmsAdmin]:
+def open_admin(
+    url: str | None, ca_file: Path | None, admin_token: str | None
+) -> Iterator[KmsAdmin]:
     """The KMS server's admin API at ``url``, closed when the block ends.
 
     Only a server has one: without ``--kms`` (which means the embedded keystore) this is a
@@ -56,7 +59,9 @@ def open_admin(url: str | None, ca_file: Path | None,
     from cipherspark.kms.remote import KmsAdmin
 
     if url is None:
-        raise UsageError("the kms admin commands need the KMS server's URL: pass --kms "
-                         "https://HOST:PORT or set CIPHERSPARK_KMS")
+        raise UsageError(
+            "the kms admin commands need the KMS server's URL: pass --kms "
+            "https://HOST:PORT or set CIPHERSPARK_KMS"
+        )
     with KmsAdmin(url, admin_token or "", ca_file=ca_file) as admin:
         yield admin

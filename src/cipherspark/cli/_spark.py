@@ -35,8 +35,13 @@ def spark_log(folder: Path) -> Path:
     return path
 
 
-def session(master: str, credentials: Credentials, app_name: str,
-            properties: Path | None, kms_ca: Path | None) -> SparkSession:
+def session(
+    master: str,
+    credentials: Credentials,
+    app_name: str,
+    properties: Path | None,
+    kms_ca: Path | None,
+) -> SparkSession:
     """A secure session for a job command, its log under ``.cipherspark/logs``.
 
     ``kms_ca`` (``--kms-ca``) must reach the Python workers that unwrap data keys: it goes into
@@ -52,9 +57,14 @@ def session(master: str, credentials: Credentials, app_name: str,
     executor = ExecutorConfig.from_environ(os.environ)
     if kms_ca is not None:
         executor = dataclasses.replace(executor, kms_ca=kms_ca.absolute())
-    return secure_session(master=master, app_name=app_name, credentials=credentials,
-                          properties_file=properties, log_file=spark_log(Path(".cipherspark")),
-                          executor=executor)
+    return secure_session(
+        master=master,
+        app_name=app_name,
+        credentials=credentials,
+        properties_file=properties,
+        log_file=spark_log(Path(".cipherspark")),
+        executor=executor,
+    )
 
 
 def stop_spark() -> None:

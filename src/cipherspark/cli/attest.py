@@ -26,12 +26,19 @@ if TYPE_CHECKING:
 
 __all__ = ["app", "evidence", "platform_key", "verify"]
 
-app = typer.Typer(help="Produce and verify TEE evidence (attested key release).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Produce and verify TEE evidence (attested key release).", no_args_is_help=True
+)
 
-_TeeOpt = Annotated[str, typer.Option(
-    "--tee", envvar=settings.ENV_TEE, show_envvar=True,
-    help="gramine-sgx, tdx, auto (never falls back to simulated) or simulated (insecure).")]
+_TeeOpt = Annotated[
+    str,
+    typer.Option(
+        "--tee",
+        envvar=settings.ENV_TEE,
+        show_envvar=True,
+        help="gramine-sgx, tdx, auto (never falls back to simulated) or simulated (insecure).",
+    ),
+]
 
 
 def _fail(exc: AttestationError) -> typer.Exit:
@@ -44,10 +51,12 @@ def _fail(exc: AttestationError) -> typer.Exit:
 @app.command("evidence")
 def evidence(
     tee: _TeeOpt = "auto",
-    report_data: Annotated[str, typer.Option(
-        help="64 bytes of report data, hex (default: zeros).")] = "00" * 64,
-    out: Annotated[Path | None, typer.Option(
-        help="Write the raw quote here instead of printing JSON.")] = None,
+    report_data: Annotated[
+        str, typer.Option(help="64 bytes of report data, hex (default: zeros).")
+    ] = "00" * 64,
+    out: Annotated[
+        Path | None, typer.Option(help="Write the raw quote here instead of printing JSON.")
+    ] = None,
     simulated_key: SimulatedKeyOpt = None,
 ) -> None:
     """Produce evidence in this TEE over REPORT_DATA and print it (JSON: tee, quote base64)."""
@@ -65,8 +74,15 @@ def evidence(
         out.write_bytes(produced.quote)
         _out.print(f"wrote {produced.tee} evidence ({len(produced.quote)} bytes) to {out}")
         return
-    _out.print(json.dumps({"tee": produced.tee, "report_data": data.hex(),
-                           "quote": base64.b64encode(produced.quote).decode()}))
+    _out.print(
+        json.dumps(
+            {
+                "tee": produced.tee,
+                "report_data": data.hex(),
+                "quote": base64.b64encode(produced.quote).decode(),
+            }
+        )
+    )
 
 
 def _load_evidence(raw: bytes) -> Evidence:
@@ -90,16 +106,22 @@ def _load_evidence(raw: bytes) -> Evidence:
 @app.command("verify")
 def verify(
     quote: Annotated[Path, typer.Option("--quote", help="Raw DCAP quote, or evidence JSON.")],
-    collateral: Annotated[Path | None, typer.Option(
-        help="DCAP collateral JSON (QuoteCollateralV3).")] = None,
+    collateral: Annotated[
+        Path | None, typer.Option(help="DCAP collateral JSON (QuoteCollateralV3).")
+    ] = None,
     pccs_url: PccsUrlOpt = None,
     pccs_ca: PccsCaOpt = None,
-    at: Annotated[int | None, typer.Option(
-        "--at", help="Verify at this UNIX time (default: now).")] = None,
-    policy: Annotated[Path | None, typer.Option(
-        help="Also apply this release policy (JSON).")] = None,
-    simulated_platform_key: Annotated[list[str] | None, typer.Option(
-        help="Trusted simulated-platform public key (hex), when no --policy names them.")
+    at: Annotated[
+        int | None, typer.Option("--at", help="Verify at this UNIX time (default: now).")
+    ] = None,
+    policy: Annotated[
+        Path | None, typer.Option(help="Also apply this release policy (JSON).")
+    ] = None,
+    simulated_platform_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Trusted simulated-platform public key (hex), when no --policy names them."
+        ),
     ] = None,
 ) -> None:
     """Verify evidence and print the report as JSON; exit 1 with the reason on failure."""
@@ -119,8 +141,14 @@ def verify(
     coll = read_input(collateral).decode() if collateral is not None else None
     try:
         dcap = DcapVerifier(PccsCollateral(pccs_url, ca_file=pccs_ca)) if pccs_url else None
-        report = verify_evidence(loaded, policy=rules, collateral=coll, now=at, dcap=dcap,
-                                 simulated_platform_keys=simulated_platform_key or ())
+        report = verify_evidence(
+            loaded,
+            policy=rules,
+            collateral=coll,
+            now=at,
+            dcap=dcap,
+            simulated_platform_keys=simulated_platform_key or (),
+        )
     except AttestationError as exc:
         raise _fail(exc) from exc
     doc = report.to_dict()
@@ -142,6 +170,12 @@ def platform_key(simulated_key: SimulatedKeyOpt = None) -> None:
     )
 
     key = load_simulated_platform_key(simulated_key)
-    _out.print(json.dumps({"tee": "simulated",
-                           "platform_key": simulated_platform_public_key(key),
-                           "measurement": code_measurement()}))
+    _out.print(
+        json.dumps(
+            {
+                "tee": "simulated",
+                "platform_key": simulated_platform_public_key(key),
+                "measurement": code_measurement(),
+            }
+        )
+    )

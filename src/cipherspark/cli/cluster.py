@@ -11,8 +11,9 @@ from cipherspark.cli._options import DEFAULT_CLUSTER_DIR, ClusterDirOpt
 
 __all__ = ["app", "start", "status", "stop"]
 
-app = typer.Typer(help="A Spark standalone cluster on this machine (127.0.0.1), secured.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="A Spark standalone cluster on this machine (127.0.0.1), secured.", no_args_is_help=True
+)
 
 
 @app.command()

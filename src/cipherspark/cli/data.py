@@ -44,8 +44,7 @@ from cipherspark.errors import UsageError
 __all__ = ["app", "decrypt", "demo", "encrypt", "generate", "query_app", "query_simple", "sql"]
 
 app = typer.Typer()
-query_app = typer.Typer(help="Run the reference queries on encrypted data.",
-                        no_args_is_help=True)
+query_app = typer.Typer(help="Run the reference queries on encrypted data.", no_args_is_help=True)
 app.add_typer(query_app, name="query")
 
 # One default for the --rows of generate and demo; two options, because the demo's keeps its
@@ -60,8 +59,13 @@ def _progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
         yield lambda _n: None
         return
     with Progress(
-        "[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-        TransferSpeedColumn(), TimeRemainingColumn(), console=_err, transient=True,
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=_err,
+        transient=True,
     ) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n: bar.advance(task, n)
@@ -76,8 +80,9 @@ def _size(path: Path) -> int:
 @app.command()
 def generate(
     out: Annotated[Path, typer.Argument(help="CSV file to write, e.g. people.csv.")],
-    rows: Annotated[int, typer.Option("--rows", "-n", min=0,
-                                      help="Number of people.")] = _DEFAULT_ROWS,
+    rows: Annotated[
+        int, typer.Option("--rows", "-n", min=0, help="Number of people.")
+    ] = _DEFAULT_ROWS,
     seed: SeedOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -85,8 +90,9 @@ def generate(
     from cipherspark.jobs.datagen import generate_people
 
     with _progress("generating", rows * 19) as advance:
-        result = generate_people(out, rows, seed=seed, overwrite=overwrite,
-                                 progress=lambda n: advance(n * 19))
+        result = generate_people(
+            out, rows, seed=seed, overwrite=overwrite, progress=lambda n: advance(n * 19)
+        )
     _out.print(f"wrote {result.rows:,} rows ({result.size / 1e6:.1f} MB) to {out}")
     _out.print(f"Developers aged 20-40: {result.developers_20_40}")
 
@@ -96,20 +102,28 @@ def encrypt(
     src: Annotated[Path, typer.Argument(help="Plaintext file, or folder of files.")],
     dst: Annotated[Path, typer.Argument(help="Encrypted file (or folder) to write.")],
     key: KeyOpt,
-    kms: KmsOpt = None, kms_ca: KmsCaOpt = None, app_id: AppIdOpt = None,
+    kms: KmsOpt = None,
+    kms_ca: KmsCaOpt = None,
+    app_id: AppIdOpt = None,
     api_key: ApiKeyOpt = None,
-    segment_size: Annotated[int, typer.Option(
-        min=57, max=64 << 20,
-        help="Ciphertext segment size in bytes (splits align to it).")] = 1 << 20,
+    segment_size: Annotated[
+        int,
+        typer.Option(
+            min=57, max=64 << 20, help="Ciphertext segment size in bytes (splits align to it)."
+        ),
+    ] = 1 << 20,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Encrypt a file or folder under a fresh data key wrapped by primary key --key."""
     from cipherspark.files import encrypt_path
 
-    with open_service(kms, kms_ca, credentials(app_id, api_key)) as service, \
-            _progress("encrypting", _size(src)) as advance:
-        result = encrypt_path(src, dst, service, key, segment_size=segment_size,
-                              overwrite=overwrite, progress=advance)
+    with (
+        open_service(kms, kms_ca, credentials(app_id, api_key)) as service,
+        _progress("encrypting", _size(src)) as advance,
+    ):
+        result = encrypt_path(
+            src, dst, service, key, segment_size=segment_size, overwrite=overwrite, progress=advance
+        )
     _out.print(f"encrypted {result.files} file(s), {result.plaintext_bytes:,} bytes -> {dst}")
 
 
@@ -117,32 +131,44 @@ def encrypt(
 def decrypt(
     src: Annotated[Path, typer.Argument(help="Encrypted file, or folder of encrypted parts.")],
     dst: Annotated[Path, typer.Argument(help="Plaintext file to write.")],
-    kms: KmsOpt = None, kms_ca: KmsCaOpt = None, app_id: AppIdOpt = None,
+    kms: KmsOpt = None,
+    kms_ca: KmsCaOpt = None,
+    app_id: AppIdOpt = None,
     api_key: ApiKeyOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Decrypt a file, or a folder of Spark parts into one file (CSV header written once)."""
     from cipherspark.files import decrypt_path
 
-    with open_service(kms, kms_ca, credentials(app_id, api_key)) as service, \
-            _progress("decrypting", _size(src)) as advance:
+    with (
+        open_service(kms, kms_ca, credentials(app_id, api_key)) as service,
+        _progress("decrypting", _size(src)) as advance,
+    ):
         result = decrypt_path(src, dst, service, overwrite=overwrite, progress=advance)
     _out.print(f"decrypted {result.files} file(s), {result.plaintext_bytes:,} bytes -> {dst}")
 
 
 @query_app.command("simple")
 def query_simple(
-    input: Annotated[Path, typer.Option("--input", "-i",
-                                        help="Encrypted people.csv (file or folder).")],
+    input: Annotated[
+        Path, typer.Option("--input", "-i", help="Encrypted people.csv (file or folder).")
+    ],
     output: OutputFolderOpt,
     key: KeyOpt,
-    kms: KmsOpt = None, kms_ca: KmsCaOpt = None, app_id: AppIdOpt = None,
+    kms: KmsOpt = None,
+    kms_ca: KmsCaOpt = None,
+    app_id: AppIdOpt = None,
     api_key: ApiKeyOpt = None,
     master: MasterOpt = DEFAULT_MASTER,
     spark_properties: SparkPropertiesOpt = None,
-    show: Annotated[int, typer.Option(
-        min=0, help="Print N rows of (name, age+1). Off by default: printed plaintext "
-        "ends up in logs outside the TEE.")] = 0,
+    show: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Print N rows of (name, age+1). Off by default: printed plaintext "
+            "ends up in logs outside the TEE.",
+        ),
+    ] = 0,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """The reference Simple Query: count names, select Developers aged 20-40, write encrypted."""
@@ -158,8 +184,9 @@ def query_simple(
         service.describe_key(key)
         kms_url = service.url
     spark = session(master, creds, "cipherspark-simple-query", spark_properties, kms_ca)
-    result = simple_query(spark, str(input), str(output), kms_url=kms_url, key=key,
-                          show=show, overwrite=overwrite)
+    result = simple_query(
+        spark, str(input), str(output), kms_url=kms_url, key=key, show=show, overwrite=overwrite
+    )
     _out.print(f"names: {result.names}")
     for name, age in result.shown:
         _out.print(f"{name}\t{age}")
@@ -169,13 +196,18 @@ def query_simple(
 
 @app.command()
 def sql(
-    query: Annotated[str, typer.Argument(help="Spark SQL, e.g. \"SELECT job, count(*) FROM "
-                                              "people GROUP BY job\".")],
-    table: Annotated[list[str], typer.Option(
-        "--table", "-t", help="NAME=PATH of an encrypted CSV table; repeatable.")],
+    query: Annotated[
+        str, typer.Argument(help='Spark SQL, e.g. "SELECT job, count(*) FROM people GROUP BY job".')
+    ],
+    table: Annotated[
+        list[str],
+        typer.Option("--table", "-t", help="NAME=PATH of an encrypted CSV table; repeatable."),
+    ],
     output: OutputFolderOpt,
     key: KeyOpt,
-    kms: KmsOpt = None, kms_ca: KmsCaOpt = None, app_id: AppIdOpt = None,
+    kms: KmsOpt = None,
+    kms_ca: KmsCaOpt = None,
+    app_id: AppIdOpt = None,
     api_key: ApiKeyOpt = None,
     master: MasterOpt = DEFAULT_MASTER,
     spark_properties: SparkPropertiesOpt = None,
@@ -199,25 +231,31 @@ def sql(
         service.describe_key(key)
         kms_url = service.url
     spark = session(master, creds, "cipherspark-sql", spark_properties, kms_ca)
-    result = run_sql(spark, query, tables, str(output), kms_url=kms_url, key=key,
-                     overwrite=overwrite)
-    _out.print(f"wrote {result.rows} row(s) of ({', '.join(result.columns)}) encrypted to "
-              f"{output}")
+    result = run_sql(
+        spark, query, tables, str(output), kms_url=kms_url, key=key, overwrite=overwrite
+    )
+    _out.print(f"wrote {result.rows} row(s) of ({', '.join(result.columns)}) encrypted to {output}")
 
 
 @app.command()
 def demo(
-    rows: Annotated[int, typer.Option("--rows", "-n", min=1000,
-                                      help="People to generate.")] = _DEFAULT_ROWS,
-    workdir: Annotated[Path, typer.Option(
-        help="Folder for the demo's files, keystore and credentials.")] = Path("demo"),
+    rows: Annotated[
+        int, typer.Option("--rows", "-n", min=1000, help="People to generate.")
+    ] = _DEFAULT_ROWS,
+    workdir: Annotated[
+        Path, typer.Option(help="Folder for the demo's files, keystore and credentials.")
+    ] = Path("demo"),
     seed: SeedOpt = None,
     master: MasterOpt = DEFAULT_MASTER,
     spark_properties: SparkPropertiesOpt = None,
-    kms_server: Annotated[bool, typer.Option(
-        "--kms-server",
-        help="Run the flow through a real KMS server (TLS, 127.0.0.1) that the demo starts "
-             "and stops, instead of the embedded keystore.")] = False,
+    kms_server: Annotated[
+        bool,
+        typer.Option(
+            "--kms-server",
+            help="Run the flow through a real KMS server (TLS, 127.0.0.1) that the demo starts "
+            "and stops, instead of the embedded keystore.",
+        ),
+    ] = False,
 ) -> None:
     """Run the whole encrypted flow on a laptop and verify it (exit 0 only if verified)."""
     from cipherspark.jobs.demo import DemoStep, run_demo
@@ -228,11 +266,20 @@ def demo(
     def show(step: DemoStep) -> None:
         _out.print(f"  {step.name:<34} {step.seconds:7.2f} s   {step.detail}")
 
-    report = run_demo(workdir, rows=rows, seed=seed, master=master, on_step=show,
-                      kms_server=kms_server, properties_file=spark_properties,
-                      spark_log=spark_log(workdir))
+    report = run_demo(
+        workdir,
+        rows=rows,
+        seed=seed,
+        master=master,
+        on_step=show,
+        kms_server=kms_server,
+        properties_file=spark_properties,
+        spark_log=spark_log(workdir),
+    )
     _out.print(f"  Spark's log: {spark_logs[-1]}")
     for name, ok in report.checks:
         _out.print(f"  [{'ok' if ok else 'FAILED'}] {name}")
-    _out.print(f"verified in {time.perf_counter() - started:.1f} s: the encrypted Simple Query "
-              f"found {report.found:,} Developers aged 20-40, as generated.")
+    _out.print(
+        f"verified in {time.perf_counter() - started:.1f} s: the encrypted Simple Query "
+        f"found {report.found:,} Developers aged 20-40, as generated."
+    )

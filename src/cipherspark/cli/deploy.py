@@ -20,11 +20,20 @@ from cipherspark.cli._io import out as _out
 from cipherspark.cli._options import DEFAULT_MASTER, AppIdOpt, MasterOpt, OverwriteOpt
 from cipherspark.errors import OutputExistsError, UsageError
 
-__all__ = ["DEFAULT_DEPLOY_DIR", "add_aliases", "app", "attestation_policy", "gramine_manifest",
-           "submit"]
+__all__ = [
+    "DEFAULT_DEPLOY_DIR",
+    "add_aliases",
+    "app",
+    "attestation_policy",
+    "gramine_manifest",
+    "submit",
+]
 
-app = typer.Typer(help="Deploy to Kubernetes: submit jobs, write the Gramine manifest and the "
-                       "SGX key-release policy.", no_args_is_help=True)
+app = typer.Typer(
+    help="Deploy to Kubernetes: submit jobs, write the Gramine manifest and the "
+    "SGX key-release policy.",
+    no_args_is_help=True,
+)
 
 #: The repository's deploy/ folder, relative to a checkout.
 DEFAULT_DEPLOY_DIR = Path("deploy")
@@ -35,30 +44,51 @@ _SUBMIT_CONTEXT: dict[str, Any] = {"allow_extra_args": False}
 
 @app.command("submit", context_settings=_SUBMIT_CONTEXT)
 def submit(
-    app_args: Annotated[list[str], typer.Argument(
-        metavar="-- COMMAND...",
-        help="The cipherspark command the driver runs, after '--', e.g. "
-             "'-- query simple --input /data/people.csv.cspk --output /data/dev.cspk "
-             "--key simple'. Paths are on the data volume (/data).")],
-    image: Annotated[str, typer.Option(
-        "--image", envvar=settings.ENV_IMAGE, show_envvar=True,
-        help="The cipherspark runtime image (deploy/Dockerfile) for driver and executors.")],
+    app_args: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="-- COMMAND...",
+            help="The cipherspark command the driver runs, after '--', e.g. "
+            "'-- query simple --input /data/people.csv.cspk --output /data/dev.cspk "
+            "--key simple'. Paths are on the data volume (/data).",
+        ),
+    ],
+    image: Annotated[
+        str,
+        typer.Option(
+            "--image",
+            envvar=settings.ENV_IMAGE,
+            show_envvar=True,
+            help="The cipherspark runtime image (deploy/Dockerfile) for driver and executors.",
+        ),
+    ],
     master: MasterOpt = DEFAULT_MASTER,
     namespace: Annotated[str, typer.Option(help="Namespace of the deployment.")] = "cipherspark",
-    overlay: Annotated[str, typer.Option(
-        help="Pod templates to use: sgx (Gramine enclaves), tdx (confidential VMs) or "
-             "simulated (no TEE; development clusters only).")] = "sgx",
-    deploy_dir: Annotated[Path, typer.Option(
-        "--deploy-dir", envvar=settings.ENV_DEPLOY_DIR, show_envvar=True,
-        help="The repository's deploy/ folder (holds overlays/*/pod-templates).")
+    overlay: Annotated[
+        str,
+        typer.Option(
+            help="Pod templates to use: sgx (Gramine enclaves), tdx (confidential VMs) or "
+            "simulated (no TEE; development clusters only)."
+        ),
+    ] = "sgx",
+    deploy_dir: Annotated[
+        Path,
+        typer.Option(
+            "--deploy-dir",
+            envvar=settings.ENV_DEPLOY_DIR,
+            show_envvar=True,
+            help="The repository's deploy/ folder (holds overlays/*/pod-templates).",
+        ),
     ] = DEFAULT_DEPLOY_DIR,
     executors: Annotated[int, typer.Option(min=1, help="Executor pods.")] = 2,
     executor_cores: Annotated[int, typer.Option(min=1, help="Cores per executor.")] = 1,
     executor_memory: Annotated[str, typer.Option(help="JVM heap per executor.")] = "4g",
     driver_memory: Annotated[str, typer.Option(help="JVM heap of the driver.")] = "2g",
     name: Annotated[str | None, typer.Option(help="Spark application name.")] = None,
-    dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="Print the spark-submit command instead of running it.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Print the spark-submit command instead of running it."),
+    ] = False,
 ) -> None:
     """Submit a cipherspark job to Spark on Kubernetes (secure confs, pod templates, secrets).
 
@@ -72,9 +102,16 @@ def submit(
     )
 
     request = SubmitRequest(
-        master=master, image=image, app_args=tuple(app_args), deploy_dir=deploy_dir,
-        namespace=namespace, overlay=overlay, name=name, executors=executors,
-        executor_cores=executor_cores, executor_memory=executor_memory,
+        master=master,
+        image=image,
+        app_args=tuple(app_args),
+        deploy_dir=deploy_dir,
+        namespace=namespace,
+        overlay=overlay,
+        name=name,
+        executors=executors,
+        executor_cores=executor_cores,
+        executor_memory=executor_memory,
         driver_memory=driver_memory,
         spark_submit="spark-submit" if dry_run else find_spark_submit(),
     )
@@ -90,11 +127,16 @@ def submit(
 @app.command("gramine-manifest")
 def gramine_manifest(
     out: Annotated[Path, typer.Argument(help="Manifest to write, e.g. cipherspark.manifest.")],
-    launcher_dir: Annotated[Path, typer.Option(
-        help="Folder with entrypoint.sh and main.py (in the image: /opt/cipherspark).")
+    launcher_dir: Annotated[
+        Path,
+        typer.Option(
+            help="Folder with entrypoint.sh and main.py (in the image: /opt/cipherspark)."
+        ),
     ] = Path("/opt/cipherspark"),
-    gramine_libdir: Annotated[Path | None, typer.Option(
-        help="Gramine's library folder (holds libsysdb.so); found if installed.")] = None,
+    gramine_libdir: Annotated[
+        Path | None,
+        typer.Option(help="Gramine's library folder (holds libsysdb.so); found if installed."),
+    ] = None,
     enclave_size: Annotated[str, typer.Option(help="sgx.enclave_size, e.g. 16G.")] = "16G",
     max_threads: Annotated[int, typer.Option(help="sgx.max_threads.")] = 512,
     overwrite: OverwriteOpt = False,
@@ -108,8 +150,10 @@ def gramine_manifest(
         raise UsageError(f"launcher folder {launcher_dir} does not exist")
     paths = discover_manifest_paths(launcher_dir=launcher_dir, gramine_libdir=gramine_libdir)
     out.write_text(render_manifest(paths, enclave_size=enclave_size, max_threads=max_threads))
-    _out.print(f"wrote {out}; next: gramine-sgx-sign --manifest {out} "
-               f"--output {out}.sgx (prints MRENCLAVE; keep the .sig)")
+    _out.print(
+        f"wrote {out}; next: gramine-sgx-sign --manifest {out} "
+        f"--output {out}.sgx (prints MRENCLAVE; keep the .sig)"
+    )
 
 
 @app.command("attestation-policy")
@@ -117,11 +161,15 @@ def attestation_policy(
     out: Annotated[Path, typer.Argument(help="Policy file to write (JSON).")],
     # Not the shared --key: the enclave may unwrap several keys, and none defaults from
     # CIPHERSPARK_KEY (a policy should name its keys on purpose).
-    key: Annotated[list[str], typer.Option("--key", help="Key the enclave may unwrap; "
-                                           "repeatable.")],
+    key: Annotated[
+        list[str], typer.Option("--key", help="Key the enclave may unwrap; repeatable.")
+    ],
     app_id: AppIdOpt = None,
-    sigstruct: Annotated[Path | None, typer.Option(
-        help="The .sig file gramine-sgx-sign wrote; without it MRENCLAVE is a placeholder.")
+    sigstruct: Annotated[
+        Path | None,
+        typer.Option(
+            help="The .sig file gramine-sgx-sign wrote; without it MRENCLAVE is a placeholder."
+        ),
     ] = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -138,13 +186,18 @@ def attestation_policy(
     _out.print(f"wrote {out}")
     if measurement is None:
         _out.print(f"MRENCLAVE is the placeholder {MRENCLAVE_PLACEHOLDER!r}. To fill it in:")
-        _out.print("  1. cipherspark deploy gramine-manifest cipherspark.manifest   "
-                   "(inside the image)")
-        _out.print("  2. gramine-sgx-sign --manifest cipherspark.manifest "
-                   "--output cipherspark.manifest.sgx   (prints mr_enclave)")
-        _out.print("  3. cipherspark deploy attestation-policy "
-                   f"{out} --sigstruct cipherspark.sig --overwrite ...   "
-                   "(or gramine-sgx-sigstruct-view cipherspark.sig)")
+        _out.print(
+            "  1. cipherspark deploy gramine-manifest cipherspark.manifest   (inside the image)"
+        )
+        _out.print(
+            "  2. gramine-sgx-sign --manifest cipherspark.manifest "
+            "--output cipherspark.manifest.sgx   (prints mr_enclave)"
+        )
+        _out.print(
+            "  3. cipherspark deploy attestation-policy "
+            f"{out} --sigstruct cipherspark.sig --overwrite ...   "
+            "(or gramine-sgx-sigstruct-view cipherspark.sig)"
+        )
     else:
         _out.print(f"MRENCLAVE {measurement.mr_enclave}")
         _out.print(f"MRSIGNER  {measurement.mr_signer}")

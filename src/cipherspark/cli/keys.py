@@ -22,15 +22,18 @@ from cipherspark.errors import KmsUnavailableError
 __all__ = ["app", "key_create", "key_list", "policy_app", "policy_set", "policy_show"]
 
 app = typer.Typer(help="Create and list primary keys in the KMS.", no_args_is_help=True)
-policy_app = typer.Typer(help="Set and show a primary key's release policy (server or keystore).",
-                         no_args_is_help=True)
+policy_app = typer.Typer(
+    help="Set and show a primary key's release policy (server or keystore).", no_args_is_help=True
+)
 app.add_typer(policy_app, name="policy")
 
 
 @app.command("create")
 def key_create(
     name: Annotated[str, typer.Argument(help="Key name (letters, digits, . _ -).")],
-    kms: KmsOpt = None, kms_ca: KmsCaOpt = None, app_id: AppIdOpt = None,
+    kms: KmsOpt = None,
+    kms_ca: KmsCaOpt = None,
+    app_id: AppIdOpt = None,
     api_key: ApiKeyOpt = None,
 ) -> None:
     """Create a 256-bit primary key (and the local keystore, if it does not exist)."""
@@ -39,8 +42,7 @@ def key_create(
     validate_key_name(name)
     with open_service(kms, kms_ca, credentials(app_id, api_key), create=True) as service:
         info = service.create_key(name)
-        _out.print(f"created primary key {info.name!r} (version {info.version}) in "
-                   f"{service.url}")
+        _out.print(f"created primary key {info.name!r} (version {info.version}) in {service.url}")
         try:
             policy = service.get_policy(info.name)
         except KmsUnavailableError:
@@ -48,13 +50,17 @@ def key_create(
             policy = None
     # The embedded keystore gives new keys a policy that allows the simulated TEE: say so.
     if policy is not None and "simulated" in policy.tee_types:
-        _out.print("its release policy allows the simulated TEE (development only: it "
-                   "protects nothing; see 'cipherspark key policy show')")
+        _out.print(
+            "its release policy allows the simulated TEE (development only: it "
+            "protects nothing; see 'cipherspark key policy show')"
+        )
 
 
 @app.command("list")
 def key_list(
-    kms: KmsOpt = None, kms_ca: KmsCaOpt = None, app_id: AppIdOpt = None,
+    kms: KmsOpt = None,
+    kms_ca: KmsCaOpt = None,
+    app_id: AppIdOpt = None,
     api_key: ApiKeyOpt = None,
 ) -> None:
     """List the primary keys your credentials can use."""
@@ -71,7 +77,9 @@ def key_list(
 def policy_set(
     name: Annotated[str, typer.Argument(help="Primary key name.")],
     file: Annotated[Path, typer.Argument(help="Policy JSON (see docs/attestation.md).")],
-    kms: KmsOpt = None, kms_ca: KmsCaOpt = None, app_id: AppIdOpt = None,
+    kms: KmsOpt = None,
+    kms_ca: KmsCaOpt = None,
+    app_id: AppIdOpt = None,
     api_key: ApiKeyOpt = None,
 ) -> None:
     """Set NAME's release policy from FILE; prints the stored (normalised) policy."""
@@ -88,11 +96,12 @@ def policy_set(
 @policy_app.command("show")
 def policy_show(
     name: Annotated[str, typer.Argument(help="Primary key name.")],
-    kms: KmsOpt = None, kms_ca: KmsCaOpt = None, app_id: AppIdOpt = None,
+    kms: KmsOpt = None,
+    kms_ca: KmsCaOpt = None,
+    app_id: AppIdOpt = None,
     api_key: ApiKeyOpt = None,
 ) -> None:
     """Print NAME's release policy (``null``: none, every attested unwrap is denied)."""
     with open_service(kms, kms_ca, credentials(app_id, api_key)) as service:
         stored = service.get_policy(name)
-    _out.print(json.dumps(None if stored is None else stored.to_dict(), indent=2,
-                          sort_keys=True))
+    _out.print(json.dumps(None if stored is None else stored.to_dict(), indent=2, sort_keys=True))

@@ -28,13 +28,15 @@ from cipherspark.errors import KmsUnavailableError
 __all__ = ["app", "app_app", "audit_app", "platform_app"]
 
 app = typer.Typer(help="Run and administer the cipherspark KMS server.", no_args_is_help=True)
-app_app = typer.Typer(help="Register applications at the KMS server (--kms https://HOST:PORT).",
-                      no_args_is_help=True)
+app_app = typer.Typer(
+    help="Register applications at the KMS server (--kms https://HOST:PORT).", no_args_is_help=True
+)
 audit_app = typer.Typer(help="Check the KMS server's audit log.", no_args_is_help=True)
 platform_app = typer.Typer(
     help="Register the simulated TEE platforms the KMS server (--kms https://HOST:PORT) trusts "
-         "(operator, admin token). Development only: simulated evidence protects nothing.",
-    no_args_is_help=True)
+    "(operator, admin token). Development only: simulated evidence protects nothing.",
+    no_args_is_help=True,
+)
 app.add_typer(app_app, name="app")
 app.add_typer(audit_app, name="audit")
 app.add_typer(platform_app, name="simulated-platform")
@@ -47,8 +49,9 @@ def init(data: DataDirOpt, as_json: JsonOpt = False) -> None:
 
     result = init_data_dir(data)
     if as_json:
-        _out.print(json.dumps({"data_dir": str(result.data_dir),
-                               "admin_token": result.admin_token}))
+        _out.print(
+            json.dumps({"data_dir": str(result.data_dir), "admin_token": result.admin_token})
+        )
         return
     _out.print(f"initialised the KMS data directory {result.data_dir}")
     _out.print(f"ADMIN TOKEN: {result.admin_token}")
@@ -60,12 +63,18 @@ def serve(
     data: DataDirOpt,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8443,
-    tls_cert: Annotated[Path | None, typer.Option(
-        help="PEM certificate (chain); default: a self-signed one in DATA/tls/.")] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(help="PEM certificate (chain); default: a self-signed one in DATA/tls/."),
+    ] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert.")] = None,
-    unsafe_plaintext: Annotated[bool, typer.Option(
-        "--unsafe-plaintext",
-        help="Serve plain HTTP: API keys and data keys travel in the clear. Tests only.")] = False,
+    unsafe_plaintext: Annotated[
+        bool,
+        typer.Option(
+            "--unsafe-plaintext",
+            help="Serve plain HTTP: API keys and data keys travel in the clear. Tests only.",
+        ),
+    ] = False,
     pccs_url: PccsUrlOpt = None,
     pccs_ca: PccsCaOpt = None,
 ) -> None:
@@ -73,11 +82,21 @@ def serve(
     from cipherspark.kms.server import plan_server, run_server
 
     _require_server_extra()
-    plan = plan_server(data, host=host, port=port, tls_cert=tls_cert, tls_key=tls_key,
-                       unsafe_plaintext=unsafe_plaintext, pccs_url=pccs_url, pccs_ca=pccs_ca)
+    plan = plan_server(
+        data,
+        host=host,
+        port=port,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        unsafe_plaintext=unsafe_plaintext,
+        pccs_url=pccs_url,
+        pccs_ca=pccs_ca,
+    )
     if plan.cert_file is None:
-        _out.print("WARNING: serving plain HTTP (--unsafe-plaintext): credentials and data keys "
-                   "are readable on the network")
+        _out.print(
+            "WARNING: serving plain HTTP (--unsafe-plaintext): credentials and data keys "
+            "are readable on the network"
+        )
     else:
         made = " (self-signed, just created)" if plan.created_certificate else ""
         _out.print(f"TLS certificate {plan.cert_file}{made}")
@@ -121,8 +140,11 @@ def app_create(
     # The one place an API key is shown: to the operator who just created it, once (the server
     # keeps only its salted hash). It is never logged.
     if as_json:
-        _out.print(json.dumps({"app_id": new.app_id, "api_key": new.api_key,
-                               "vault_token": new.vault_token}))
+        _out.print(
+            json.dumps(
+                {"app_id": new.app_id, "api_key": new.api_key, "vault_token": new.vault_token}
+            )
+        )
         return
     _out.print(f"APP ID: {new.app_id}")
     _out.print(f"API KEY: {new.api_key}")
@@ -130,17 +152,23 @@ def app_create(
     _out.print("The API KEY is shown only once; set CIPHERSPARK_APP_ID and CIPHERSPARK_API_KEY.")
 
 
-_PlatformKeyArg = Annotated[str, typer.Argument(
-    metavar="KEY",
-    help="The simulated platform's public key: 64 hex digits, the 'platform_key' that "
-         "'cipherspark attest platform-key' prints on the installation whose workers attest.")]
+_PlatformKeyArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="KEY",
+        help="The simulated platform's public key: 64 hex digits, the 'platform_key' that "
+        "'cipherspark attest platform-key' prints on the installation whose workers attest.",
+    ),
+]
 
 
 @platform_app.command("add")
 def platform_add(
     key: _PlatformKeyArg,
-    label: Annotated[str, typer.Option(
-        "--label", help="Whose platform this is (free text, up to 128 characters).")] = "",
+    label: Annotated[
+        str,
+        typer.Option("--label", help="Whose platform this is (free text, up to 128 characters)."),
+    ] = "",
     kms: KmsOpt = None,
     kms_ca: KmsCaOpt = None,
     admin_token: AdminTokenOpt = None,
@@ -151,10 +179,14 @@ def platform_add(
     with open_admin(kms, kms_ca, admin_token) as admin:
         platform = admin.register_simulated_platform(key, label)
     named = f" ({platform.label})" if platform.label else ""
-    _out.print(f"simulated platform {platform.public_key}{named} is registered at {kms} "
-               f"since {platform.created}")
-    _out.print("Development only: anyone who can read that platform's key file can release "
-               "the data keys of policies that list it.")
+    _out.print(
+        f"simulated platform {platform.public_key}{named} is registered at {kms} "
+        f"since {platform.created}"
+    )
+    _out.print(
+        "Development only: anyone who can read that platform's key file can release "
+        "the data keys of policies that list it."
+    )
 
 
 @platform_app.command("list")
@@ -168,8 +200,14 @@ def platform_list(
     with open_admin(kms, kms_ca, admin_token) as admin:
         platforms = admin.simulated_platforms()
     if as_json:
-        _out.print(json.dumps([{"public_key": p.public_key, "label": p.label,
-                                "created": p.created} for p in platforms]))
+        _out.print(
+            json.dumps(
+                [
+                    {"public_key": p.public_key, "label": p.label, "created": p.created}
+                    for p in platforms
+                ]
+            )
+        )
         return
     if not platforms:
         _out.print(f"no simulated platform is registered at {kms}")
@@ -199,8 +237,10 @@ def audit_verify(data: DataDirOpt) -> None:
 
     report = verify_audit(data)
     _out.print(f"audit log verified: {report.entries} entries")
-    _out.print(f"last seq {report.last_seq}, mac {report.last_mac} "
-               "(keep these elsewhere to detect truncation)")
+    _out.print(
+        f"last seq {report.last_seq}, mac {report.last_mac} "
+        "(keep these elsewhere to detect truncation)"
+    )
 
 
 @app.command("backup")
@@ -218,8 +258,9 @@ def backup(
 @app.command("restore")
 def restore(
     data: DataDirOpt,
-    backup_file: Annotated[Path, typer.Option(
-        "--from", help="A database copy written by 'kms backup'.")],
+    backup_file: Annotated[
+        Path, typer.Option("--from", help="A database copy written by 'kms backup'.")
+    ],
 ) -> None:
     """Replace the database with a backup (server stopped; the root key must match)."""
     from cipherspark.kms.server import restore_data_dir

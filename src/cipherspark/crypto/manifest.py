@@ -78,8 +78,7 @@ class Manifest:
             if not isinstance(doc, dict) or doc.get("version") != 1:
                 raise ValueError("not a version 1 manifest")
             parts = tuple(
-                PartEntry(str(p["name"]), int(p["size"]), int(p["rows"]),
-                          str(p["header_sha256"]))
+                PartEntry(str(p["name"]), int(p["size"]), int(p["rows"]), str(p["header_sha256"]))
                 for p in doc["parts"]
             )
         except (ValueError, KeyError, TypeError) as exc:
@@ -109,12 +108,15 @@ def describe_part(path: Path, rows: int) -> PartEntry:
     return PartEntry(path.name, size, rows, hashlib.sha256(raw + body_header).hexdigest())
 
 
-def write_manifest(folder: Path, manifest: Manifest, header: ContainerHeader,
-                   data_key: bytes) -> None:
+def write_manifest(
+    folder: Path, manifest: Manifest, header: ContainerHeader, data_key: bytes
+) -> None:
     """Encrypt ``manifest`` into ``folder/_manifest.cspk`` with the dataset's key."""
     manifest_header = ContainerHeader(
-        key_id=header.key_id, wrapped_key=header.wrapped_key,
-        segment_size=header.segment_size, content_type=MANIFEST_CONTENT_TYPE,
+        key_id=header.key_id,
+        wrapped_key=header.wrapped_key,
+        segment_size=header.segment_size,
+        content_type=MANIFEST_CONTENT_TYPE,
     )
     with open(folder / MANIFEST_NAME, "xb") as out:
         writer = EncryptingWriter(out, manifest_header, data_key)
@@ -124,8 +126,9 @@ def write_manifest(folder: Path, manifest: Manifest, header: ContainerHeader,
         os.fsync(out.fileno())
 
 
-def read_manifest(folder: Path,
-                  data_key_for: Callable[[ContainerHeader], bytes]) -> Manifest | None:
+def read_manifest(
+    folder: Path, data_key_for: Callable[[ContainerHeader], bytes]
+) -> Manifest | None:
     """The authenticated manifest of ``folder``, or None if it has none."""
     path = folder / MANIFEST_NAME
     if not path.exists():
@@ -140,8 +143,9 @@ def read_manifest(folder: Path,
     return Manifest.from_json(data)
 
 
-def require_manifest(folder: Path, data_key_for: Callable[[ContainerHeader], bytes],
-                     parts: Sequence[Path]) -> Manifest:
+def require_manifest(
+    folder: Path, data_key_for: Callable[[ContainerHeader], bytes], parts: Sequence[Path]
+) -> Manifest:
     """The folder's manifest, after checking ``parts`` against it.
 
     A folder without a manifest is refused: without one, a deleted part file would go unnoticed.
@@ -176,6 +180,9 @@ def verify_listing(folder: Path, manifest: Manifest, parts: Sequence[Path]) -> N
             actual: PartEntry | None = describe_part(present[name], entry.rows)
         except (FormatError, InputError):  # e.g. cut inside its header: not the committed part
             actual = None
-        if (actual is None or actual.size != entry.size
-                or actual.header_sha256 != entry.header_sha256):
+        if (
+            actual is None
+            or actual.size != entry.size
+            or actual.header_sha256 != entry.header_sha256
+        ):
             raise IntegrityError(f"{folder}: part file {name} is not the one committed")

@@ -51,14 +51,27 @@ GRAMINE_LIBDIRS = (
 #: Host environment variables the enclave accepts: Spark's executor launch variables and
 #: cipherspark's (non-secret) settings. Everything else in the host environment is dropped.
 PASSTHROUGH_ENV = (
-    "SPARK_APPLICATION_ID", "SPARK_CONF_DIR", "SPARK_DRIVER_BIND_ADDRESS", "SPARK_DRIVER_URL",
-    "SPARK_EXECUTOR_CORES", "SPARK_EXECUTOR_ID", "SPARK_EXECUTOR_MEMORY",
-    "SPARK_EXECUTOR_POD_IP", "SPARK_EXECUTOR_POD_NAME", "SPARK_LOCAL_DIRS",
-    "SPARK_RESOURCE_PROFILE_ID", "SPARK_USER", "SPARK_EXTRA_CLASSPATH",
+    "SPARK_APPLICATION_ID",
+    "SPARK_CONF_DIR",
+    "SPARK_DRIVER_BIND_ADDRESS",
+    "SPARK_DRIVER_URL",
+    "SPARK_EXECUTOR_CORES",
+    "SPARK_EXECUTOR_ID",
+    "SPARK_EXECUTOR_MEMORY",
+    "SPARK_EXECUTOR_POD_IP",
+    "SPARK_EXECUTOR_POD_NAME",
+    "SPARK_LOCAL_DIRS",
+    "SPARK_RESOURCE_PROFILE_ID",
+    "SPARK_USER",
+    "SPARK_EXTRA_CLASSPATH",
     *(f"SPARK_JAVA_OPT_{i}" for i in range(32)),
-    settings.ENV_KMS, settings.ENV_KMS_CA, settings.ENV_APP_ID_FILE, settings.ENV_API_KEY_FILE,
+    settings.ENV_KMS,
+    settings.ENV_KMS_CA,
+    settings.ENV_APP_ID_FILE,
+    settings.ENV_API_KEY_FILE,
     settings.ENV_TEE,
-    "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT",
+    "KUBERNETES_SERVICE_HOST",
+    "KUBERNETES_SERVICE_PORT",
 )
 
 MANIFEST_TEMPLATE = """\
@@ -113,12 +126,18 @@ ${allowed_files}
 """
 
 _ALLOWED = (
-    "/data/",                     # the encrypted data volume
-    "/var/data/",                 # Spark local dirs: shuffle / spill, encrypted by Spark
-    "/opt/spark/conf/",           # Spark's generated configuration (ConfigMap)
-    "/etc/cipherspark/",          # mounted KMS CA, credentials and Spark auth secret
-    "/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/etc/nsswitch.conf",
-    "/etc/passwd", "/etc/group", "/etc/localtime", "/etc/host.conf",
+    "/data/",  # the encrypted data volume
+    "/var/data/",  # Spark local dirs: shuffle / spill, encrypted by Spark
+    "/opt/spark/conf/",  # Spark's generated configuration (ConfigMap)
+    "/etc/cipherspark/",  # mounted KMS CA, credentials and Spark auth secret
+    "/etc/hosts",
+    "/etc/hostname",
+    "/etc/resolv.conf",
+    "/etc/nsswitch.conf",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/localtime",
+    "/etc/host.conf",
     "/etc/sgx_default_qcnl.conf",
 )
 _SIZE = re.compile(r"[1-9][0-9]*[KMG]")
@@ -147,8 +166,13 @@ def find_java_home(java: str = "java") -> Path:
     if os.environ.get("JAVA_HOME"):
         return Path(os.environ["JAVA_HOME"]).resolve()
     try:
-        done = subprocess.run([java, "-XshowSettings:properties", "-version"],
-                              capture_output=True, text=True, timeout=60, check=False)
+        done = subprocess.run(
+            [java, "-XshowSettings:properties", "-version"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise InputError(f"cannot run {java}: {exc}") from exc
     for line in done.stderr.splitlines():
@@ -163,12 +187,15 @@ def _gramine_libdir() -> Path:
         path = Path(candidate)
         if (path / "libsysdb.so").is_file():
             return path
-    raise UsageError("Gramine is not installed (no libsysdb.so in "
-                     f"{', '.join(GRAMINE_LIBDIRS)}); pass --gramine-libdir")
+    raise UsageError(
+        "Gramine is not installed (no libsysdb.so in "
+        f"{', '.join(GRAMINE_LIBDIRS)}); pass --gramine-libdir"
+    )
 
 
-def discover_manifest_paths(*, launcher_dir: Path, gramine_libdir: Path | None = None,
-                            java_home: Path | None = None) -> ManifestPaths:
+def discover_manifest_paths(
+    *, launcher_dir: Path, gramine_libdir: Path | None = None, java_home: Path | None = None
+) -> ManifestPaths:
     """The paths of this interpreter's environment: Python, site-packages, PySpark, the JRE."""
     import pyspark
 
@@ -211,36 +238,72 @@ def _uri(path: Path | str, directory: bool) -> str:
     return json.dumps("file:" + text)
 
 
-def render_manifest(paths: ManifestPaths, *, enclave_size: str = "16G", max_threads: int = 512,
-                    isvprodid: int = 1, isvsvn: int = 1) -> str:
+def render_manifest(
+    paths: ManifestPaths,
+    *,
+    enclave_size: str = "16G",
+    max_threads: int = 512,
+    isvprodid: int = 1,
+    isvsvn: int = 1,
+) -> str:
     """The manifest for ``paths`` (TOML), ready for ``gramine-sgx-sign``."""
     if not _SIZE.fullmatch(enclave_size):
         raise UsageError(f"enclave size must look like 16G or 512M, not {enclave_size!r}")
     if not 1 <= max_threads <= 65536:
         raise UsageError(f"max threads {max_threads} is out of range")
     files = [paths.python, paths.shell, *([paths.libpython] if paths.libpython else [])]
-    dirs = [paths.gramine_libdir, paths.arch_libdir, paths.bindir, paths.python_stdlib,
-            *paths.site_packages, paths.java_home, paths.spark_home / "jars",
-            paths.spark_home, paths.cipherspark_dir, paths.launcher_dir]
+    dirs = [
+        paths.gramine_libdir,
+        paths.arch_libdir,
+        paths.bindir,
+        paths.python_stdlib,
+        *paths.site_packages,
+        paths.java_home,
+        paths.spark_home / "jars",
+        paths.spark_home,
+        paths.cipherspark_dir,
+        paths.launcher_dir,
+    ]
     roots = _minimal_roots([*dirs, *files])
     dir_set = set(dirs)
     trusted = [f"  {{ uri = {_uri(p, p in dir_set)} }}," for p in roots]
-    mount_roots = _minimal_roots([paths.arch_libdir, Path("/usr"), Path("/etc"),
-                                  paths.python_stdlib, *paths.site_packages, paths.java_home,
-                                  paths.spark_home, paths.cipherspark_dir, paths.launcher_dir,
-                                  paths.python.parent,
-                                  *([paths.libpython.parent] if paths.libpython else []),
-                                  Path("/data"), Path("/var/data"),
-                                  Path("/opt/spark/conf")])
+    mount_roots = _minimal_roots(
+        [
+            paths.arch_libdir,
+            Path("/usr"),
+            Path("/etc"),
+            paths.python_stdlib,
+            *paths.site_packages,
+            paths.java_home,
+            paths.spark_home,
+            paths.cipherspark_dir,
+            paths.launcher_dir,
+            paths.python.parent,
+            *([paths.libpython.parent] if paths.libpython else []),
+            Path("/data"),
+            Path("/var/data"),
+            Path("/opt/spark/conf"),
+        ]
+    )
     mounts = [f"  {{ path = {json.dumps(str(p))}, uri = {_uri(p, False)} }}," for p in mount_roots]
     allowed = [f"  {json.dumps('file:' + p)}," for p in _ALLOWED]
     env = [f"loader.env.{name} = {{ passthrough = true }}" for name in PASSTHROUGH_ENV]
     return Template(MANIFEST_TEMPLATE).substitute(
-        gramine_libdir=paths.gramine_libdir, shell=paths.shell, arch_libdir=paths.arch_libdir,
-        python_bindir=paths.python.parent, java_home=paths.java_home, spark_home=paths.spark_home,
-        python=paths.python, passthrough_env="\n".join(env), mounts="\n".join(mounts),
-        enclave_size=enclave_size, max_threads=max_threads, isvprodid=isvprodid, isvsvn=isvsvn,
-        trusted_files="\n".join(trusted), allowed_files="\n".join(allowed),
+        gramine_libdir=paths.gramine_libdir,
+        shell=paths.shell,
+        arch_libdir=paths.arch_libdir,
+        python_bindir=paths.python.parent,
+        java_home=paths.java_home,
+        spark_home=paths.spark_home,
+        python=paths.python,
+        passthrough_env="\n".join(env),
+        mounts="\n".join(mounts),
+        enclave_size=enclave_size,
+        max_threads=max_threads,
+        isvprodid=isvprodid,
+        isvsvn=isvsvn,
+        trusted_files="\n".join(trusted),
+        allowed_files="\n".join(allowed),
     )
 
 
@@ -255,5 +318,5 @@ def trusted_paths(manifest: str) -> Sequence[str]:
         uri = entry["uri"] if isinstance(entry, dict) else entry
         if not isinstance(uri, str) or not uri.startswith("file:"):
             raise InputError(f"trusted file {uri!r} is not a file: URI")
-        out.append(uri[len("file:"):])
+        out.append(uri[len("file:") :])
     return out

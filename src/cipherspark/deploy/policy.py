@@ -72,8 +72,9 @@ def read_sigstruct(path: Path) -> SigstructMeasurement:
     )
 
 
-def policy_document(*, app_id: str, keys: Sequence[str],
-                    measurement: SigstructMeasurement | None = None) -> dict[str, Any]:
+def policy_document(
+    *, app_id: str, keys: Sequence[str], measurement: SigstructMeasurement | None = None
+) -> dict[str, Any]:
     """A KMS key-release policy for ``app_id``'s ``keys`` (a JSON-ready dict)."""
     from cipherspark.kms import validate_key_name
 
@@ -84,8 +85,10 @@ def policy_document(*, app_id: str, keys: Sequence[str],
     for key in keys:
         validate_key_name(key)
     if measurement is not None and measurement.debug:
-        raise UsageError("the enclave was signed as a debug enclave (its memory is readable): "
-                         "sign it with sgx.debug = false")
+        raise UsageError(
+            "the enclave was signed as a debug enclave (its memory is readable): "
+            "sign it with sgx.debug = false"
+        )
     sgx: dict[str, Any] = {
         "mr_enclave": [measurement.mr_enclave if measurement else MRENCLAVE_PLACEHOLDER],
         "mr_signer": measurement.mr_signer if measurement else None,

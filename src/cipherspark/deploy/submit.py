@@ -50,22 +50,27 @@ IMAGE_PYTHON = "/usr/local/bin/python3"
 #: Where the pod templates mount the Kubernetes Secret ``cipherspark-spark-auth`` (key ``secret``).
 SPARK_AUTH_SECRET_FILE = "/etc/cipherspark/spark-auth/secret"
 #: Secret (or ConfigMap) name -> mount path, as in every overlay's pod templates.
-SECRET_MOUNTS: Mapping[str, str] = MappingProxyType({
-    "cipherspark-spark-auth": "/etc/cipherspark/spark-auth",
-    "cipherspark-kms-credentials": "/etc/cipherspark/kms-credentials",
-    "cipherspark-kms-ca": "/etc/cipherspark/kms-ca",
-})
+SECRET_MOUNTS: Mapping[str, str] = MappingProxyType(
+    {
+        "cipherspark-spark-auth": "/etc/cipherspark/spark-auth",
+        "cipherspark-kms-credentials": "/etc/cipherspark/kms-credentials",
+        "cipherspark-kms-ca": "/etc/cipherspark/kms-ca",
+    }
+)
 #: The container Spark fills in each pod template.
-CONTAINER_NAMES: Mapping[str, str] = MappingProxyType({
-    "driver": "spark-kubernetes-driver",
-    "executor": "spark-kubernetes-executor",
-})
+CONTAINER_NAMES: Mapping[str, str] = MappingProxyType(
+    {
+        "driver": "spark-kubernetes-driver",
+        "executor": "spark-kubernetes-executor",
+    }
+)
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _MEMORY = re.compile(r"[1-9][0-9]*[kmgt]?", re.IGNORECASE)
 _SECRET_ARGS = ("--api-key", "--app-id", "--admin-token")
-_FORBIDDEN_CONF = re.compile(r"spark\.authenticate\.secret$|.*(password|token|api[._-]?key).*",
-                             re.IGNORECASE)
+_FORBIDDEN_CONF = re.compile(
+    r"spark\.authenticate\.secret$|.*(password|token|api[._-]?key).*", re.IGNORECASE
+)
 
 
 @dataclass(frozen=True)
@@ -100,12 +105,14 @@ class SubmitCommand:
 
 def _check_master(master: str) -> str:
     if not master.startswith("k8s://"):
-        raise UsageError(f"--master must be a Kubernetes API URL k8s://https://HOST:PORT, "
-                         f"not {master!r}")
-    api = urlparse(master[len("k8s://"):])
+        raise UsageError(
+            f"--master must be a Kubernetes API URL k8s://https://HOST:PORT, not {master!r}"
+        )
+    api = urlparse(master[len("k8s://") :])
     if api.scheme != "https" or not api.hostname:
-        raise UsageError(f"--master must be k8s://https://HOST[:PORT] (TLS to the API server), "
-                         f"not {master!r}")
+        raise UsageError(
+            f"--master must be k8s://https://HOST[:PORT] (TLS to the API server), not {master!r}"
+        )
     if api.username or api.password or api.query:
         raise UsageError("--master carries no credentials or query; kubectl's config is used")
     return master
@@ -113,15 +120,19 @@ def _check_master(master: str) -> str:
 
 def _check_app_args(args: Sequence[str]) -> None:
     if not args:
-        raise UsageError("name the cipherspark command to run after '--', e.g. "
-                         "'-- query simple --input /data/people.csv.cspk ...'")
+        raise UsageError(
+            "name the cipherspark command to run after '--', e.g. "
+            "'-- query simple --input /data/people.csv.cspk ...'"
+        )
     if args[0] not in ("query", "sql"):
         raise UsageError(f"only 'query ...' and 'sql ...' run on the cluster, not {args[0]!r}")
     for arg in args:
         option = arg.split("=", 1)[0]
         if option in _SECRET_ARGS:
-            raise UsageError(f"{option} would put a credential on the driver's command line; the "
-                             "pod templates mount the Secret cipherspark-kms-credentials instead")
+            raise UsageError(
+                f"{option} would put a credential on the driver's command line; the "
+                "pod templates mount the Secret cipherspark-kms-credentials instead"
+            )
         if option == "--kms":
             raise UsageError("--kms is set by the pod templates (CIPHERSPARK_KMS); do not pass it")
 
@@ -150,18 +161,21 @@ def build_submit_command(request: SubmitRequest) -> SubmitCommand:
     if not _DNS_LABEL.fullmatch(request.namespace):
         raise UsageError(f"--namespace {request.namespace!r} is not a Kubernetes namespace name")
     if request.overlay not in OVERLAYS:
-        raise UsageError(f"--overlay must be one of {', '.join(OVERLAYS)}, "
-                         f"not {request.overlay!r}")
+        raise UsageError(f"--overlay must be one of {', '.join(OVERLAYS)}, not {request.overlay!r}")
     if request.executors < 1 or request.executor_cores < 1:
         raise UsageError("--executors and --executor-cores must be at least 1")
-    for what, value in (("--executor-memory", request.executor_memory),
-                        ("--driver-memory", request.driver_memory)):
+    for what, value in (
+        ("--executor-memory", request.executor_memory),
+        ("--driver-memory", request.driver_memory),
+    ):
         if not _MEMORY.fullmatch(value):
             raise UsageError(f"{what} takes a JVM size such as 4g or 512m, not {value!r}")
     for key in request.extra_conf:
         if _FORBIDDEN_CONF.fullmatch(key):
-            raise UsageError(f"--conf {key}=... would put a secret on the command line; "
-                             "secrets are mounted from Kubernetes Secrets")
+            raise UsageError(
+                f"--conf {key}=... would put a secret on the command line; "
+                "secrets are mounted from Kubernetes Secrets"
+            )
     app_args = list(request.app_args)
     _check_app_args(app_args)
     job_master = _option_value(app_args, "--master")
@@ -175,47 +189,54 @@ def build_submit_command(request: SubmitRequest) -> SubmitCommand:
     executor_template = (templates / "executor.yaml").absolute()
     for template in (driver_template, executor_template):
         if not template.is_file():
-            raise UsageError(f"pod template {template} not found: pass --deploy-dir, the "
-                             "deploy/ folder of the cipherspark repository")
+            raise UsageError(
+                f"pod template {template} not found: pass --deploy-dir, the "
+                "deploy/ folder of the cipherspark repository"
+            )
 
     conf: dict[str, str] = dict(SECURE_CONF)
-    conf.update({
-        "spark.kubernetes.namespace": request.namespace,
-        "spark.kubernetes.container.image": request.image,
-        "spark.kubernetes.container.image.pullPolicy": "IfNotPresent",
-        "spark.kubernetes.authenticate.driver.serviceAccountName": "spark",
-        "spark.kubernetes.authenticate.executor.serviceAccountName": "spark-executor",
-        "spark.kubernetes.driver.podTemplateFile": str(driver_template),
-        "spark.kubernetes.executor.podTemplateFile": str(executor_template),
-        "spark.kubernetes.driver.podTemplateContainerName": CONTAINER_NAMES["driver"],
-        "spark.kubernetes.executor.podTemplateContainerName": CONTAINER_NAMES["executor"],
-        # The secret is read from the mounted file by the driver and every executor: it is
-        # neither on this command line nor in any pod's environment.
-        "spark.authenticate.secret.driver.file": SPARK_AUTH_SECRET_FILE,
-        "spark.authenticate.secret.executor.file": SPARK_AUTH_SECRET_FILE,
-        "spark.executor.instances": str(request.executors),
-        "spark.executor.cores": str(request.executor_cores),
-        "spark.executor.memory": request.executor_memory,
-        "spark.driver.memory": request.driver_memory,
-        "spark.kubernetes.executor.limit.cores": str(request.executor_cores),
-        "spark.kubernetes.driver.limit.cores": "1",
-        "spark.dynamicAllocation.enabled": "false",
-        "spark.pyspark.python": IMAGE_PYTHON,
-        "spark.pyspark.driver.python": IMAGE_PYTHON,
-        "spark.kubernetes.submission.waitAppCompletion": "true",
-        "spark.kubernetes.executor.deleteOnTermination": "true",
-    })
+    conf.update(
+        {
+            "spark.kubernetes.namespace": request.namespace,
+            "spark.kubernetes.container.image": request.image,
+            "spark.kubernetes.container.image.pullPolicy": "IfNotPresent",
+            "spark.kubernetes.authenticate.driver.serviceAccountName": "spark",
+            "spark.kubernetes.authenticate.executor.serviceAccountName": "spark-executor",
+            "spark.kubernetes.driver.podTemplateFile": str(driver_template),
+            "spark.kubernetes.executor.podTemplateFile": str(executor_template),
+            "spark.kubernetes.driver.podTemplateContainerName": CONTAINER_NAMES["driver"],
+            "spark.kubernetes.executor.podTemplateContainerName": CONTAINER_NAMES["executor"],
+            # The secret is read from the mounted file by the driver and every executor: it is
+            # neither on this command line nor in any pod's environment.
+            "spark.authenticate.secret.driver.file": SPARK_AUTH_SECRET_FILE,
+            "spark.authenticate.secret.executor.file": SPARK_AUTH_SECRET_FILE,
+            "spark.executor.instances": str(request.executors),
+            "spark.executor.cores": str(request.executor_cores),
+            "spark.executor.memory": request.executor_memory,
+            "spark.driver.memory": request.driver_memory,
+            "spark.kubernetes.executor.limit.cores": str(request.executor_cores),
+            "spark.kubernetes.driver.limit.cores": "1",
+            "spark.dynamicAllocation.enabled": "false",
+            "spark.pyspark.python": IMAGE_PYTHON,
+            "spark.pyspark.driver.python": IMAGE_PYTHON,
+            "spark.kubernetes.submission.waitAppCompletion": "true",
+            "spark.kubernetes.executor.deleteOnTermination": "true",
+        }
+    )
     conf.update(request.extra_conf)
 
     name = request.name or f"cipherspark-{'-'.join(request.app_args[:2])}"
-    argv = [request.spark_submit, "--master", master, "--deploy-mode", "cluster",
-            "--name", name]
+    argv = [request.spark_submit, "--master", master, "--deploy-mode", "cluster", "--name", name]
     for key, value in conf.items():
         argv += ["--conf", f"{key}={value}"]
     argv.append(request.app_resource)
     argv += app_args
-    return SubmitCommand(argv=tuple(argv), conf=MappingProxyType(conf),
-                         driver_template=driver_template, executor_template=executor_template)
+    return SubmitCommand(
+        argv=tuple(argv),
+        conf=MappingProxyType(conf),
+        driver_template=driver_template,
+        executor_template=executor_template,
+    )
 
 
 def format_command(argv: Sequence[str]) -> str:

@@ -24,11 +24,13 @@ from cipherspark.spark import (
 
 __all__ = ["PEOPLE_SCHEMA", "SimpleQueryResult", "simple_query"]
 
-PEOPLE_SCHEMA = StructType([
-    StructField("name", StringType(), True),
-    StructField("age", IntegerType(), True),
-    StructField("job", StringType(), True),
-])
+PEOPLE_SCHEMA = StructType(
+    [
+        StructField("name", StringType(), True),
+        StructField("age", IntegerType(), True),
+        StructField("job", StringType(), True),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,10 @@ def simple_query(
     people = read_encrypted_csv(spark, input_path, kms_url=kms_url, schema=PEOPLE_SCHEMA)
     # Through encrypted_sql, the filter is applied while decrypting (fewer rows into the JVM).
     selected = encrypted_sql(
-        spark, "SELECT * FROM people WHERE job = 'Developer' AND age BETWEEN 20 AND 40",
-        {"people": people})
+        spark,
+        "SELECT * FROM people WHERE job = 'Developer' AND age BETWEEN 20 AND 40",
+        {"people": people},
+    )
     with cipherspark_errors():
         # select("name").count() counts rows: the records are counted without parsing them.
         names = count_encrypted_csv(spark, input_path, kms_url=kms_url)

@@ -56,7 +56,7 @@ def _chunk(rng: np.random.Generator, rows: int) -> tuple[bytes, int]:
     matrix[:, _AGE_COL] = ord("0") + age // 10
     matrix[:, _AGE_COL + 1] = ord("0") + age % 10
     matrix[:, _AGE_COL + 2] = ord(",")
-    mask[:, MAX_NAME : _JOB_COL] = True
+    mask[:, MAX_NAME:_JOB_COL] = True
     job_bytes = np.zeros((len(JOBS), _WIDTH - 1 - _JOB_COL), dtype=np.uint8)
     job_len = np.array([len(j) for j in JOBS], dtype=np.int8)
     for i, name in enumerate(JOBS):
@@ -65,9 +65,7 @@ def _chunk(rng: np.random.Generator, rows: int) -> tuple[bytes, int]:
     mask[:, _JOB_COL:-1] = np.arange(_WIDTH - 1 - _JOB_COL) < job_len[job][:, None]
     matrix[:, -1] = ord("\n")
     mask[:, -1] = True
-    developers = int(np.count_nonzero(
-        (job == 0) & (age >= QUERY_MIN_AGE) & (age <= QUERY_MAX_AGE)
-    ))
+    developers = int(np.count_nonzero((job == 0) & (age >= QUERY_MIN_AGE) & (age <= QUERY_MAX_AGE)))
     return matrix[mask].tobytes(), developers
 
 

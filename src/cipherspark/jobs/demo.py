@@ -87,8 +87,7 @@ def _private_json(path: Path, doc: dict[str, str]) -> None:
         json.dump(doc, f)
 
 
-def _server_kms(workdir: Path,
-                stack: ExitStack) -> tuple[Credentials, KeyManagementService, Path]:
+def _server_kms(workdir: Path, stack: ExitStack) -> tuple[Credentials, KeyManagementService, Path]:
     """Start the demo's KMS server (stopped when ``stack`` closes); its app and key.
 
     The admin token (from the first start) and the app's credentials are kept in the work folder
@@ -107,8 +106,10 @@ def _server_kms(workdir: Path,
         _private_json(admin_file, {"admin_token": server.admin_token})
     if not creds_file.exists():
         if not admin_file.exists():
-            raise KmsError(f"{admin_file} is missing, so the demo cannot register its app at the "
-                           f"KMS server in {server.data_dir}; delete that folder to start over")
+            raise KmsError(
+                f"{admin_file} is missing, so the demo cannot register its app at the "
+                f"KMS server in {server.data_dir}; delete that folder to start over"
+            )
         token = json.loads(admin_file.read_text())["admin_token"]
         admin = KmsAdmin(server.url, token, ca_file=server.ca_file)
         try:
@@ -214,13 +215,19 @@ def run_demo(
             enc = encrypt_path(plain, encrypted, kms, DEMO_KEY, overwrite=True)
             detail.append(f"{enc.ciphertext_bytes / 1e6:.1f} MB -> {encrypted.name}")
         with step("start Spark (secure session)") as detail:
-            spark = secure_session(master=master, app_name="cipherspark-demo",
-                                   credentials=credentials, properties_file=properties_file,
-                                   log_file=spark_log, executor=executor)
+            spark = secure_session(
+                master=master,
+                app_name="cipherspark-demo",
+                credentials=credentials,
+                properties_file=properties_file,
+                log_file=spark_log,
+                executor=executor,
+            )
             detail.append(master)
         with step("Simple Query on encrypted data") as detail:
-            answer = simple_query(spark, str(encrypted), str(result), kms_url=kms.url,
-                                  key=DEMO_KEY, overwrite=True)
+            answer = simple_query(
+                spark, str(encrypted), str(result), kms_url=kms.url, key=DEMO_KEY, overwrite=True
+            )
             report.found = answer.developers_20_40
             detail.append(f"names: {answer.names:,}")
             detail.append(f"Developers aged 20-40: {answer.developers_20_40:,}")
@@ -229,20 +236,33 @@ def run_demo(
             detail.append(f"{dec.files} part(s) -> {decrypted.name}")
         with step("verify") as detail:
             got = _selection(decrypted)
-            everyone = pacsv.read_csv(plain, convert_options=pacsv.ConvertOptions(
-                column_types={"name": pa.string(), "age": pa.int32(), "job": pa.string()}))
-            mask = pc.and_(pc.equal(everyone["job"], "Developer"),
-                           pc.and_(pc.greater_equal(everyone["age"], QUERY_MIN_AGE),
-                                   pc.less_equal(everyone["age"], QUERY_MAX_AGE)))
+            everyone = pacsv.read_csv(
+                plain,
+                convert_options=pacsv.ConvertOptions(
+                    column_types={"name": pa.string(), "age": pa.int32(), "job": pa.string()}
+                ),
+            )
+            mask = pc.and_(
+                pc.equal(everyone["job"], "Developer"),
+                pc.and_(
+                    pc.greater_equal(everyone["age"], QUERY_MIN_AGE),
+                    pc.less_equal(everyone["age"], QUERY_MAX_AGE),
+                ),
+            )
             want = everyone.filter(mask).sort_by([("name", "ascending"), ("age", "ascending")])
             names = _long_names(plain, 200)
             report.checks = [
-                ("count printed by the query equals the generator's", answer.names == rows
-                 and report.found == report.expected),
+                (
+                    "count printed by the query equals the generator's",
+                    answer.names == rows and report.found == report.expected,
+                ),
                 ("decrypted result holds exactly the matching rows", got.equals(want)),
-                ("no plaintext name in the encrypted input or output",
-                 bool(names) and not _contains_any(encrypted, names)
-                 and not _contains_any(result, names)),
+                (
+                    "no plaintext name in the encrypted input or output",
+                    bool(names)
+                    and not _contains_any(encrypted, names)
+                    and not _contains_any(result, names),
+                ),
             ]
             passed = sum(ok for _, ok in report.checks)
             detail.append(f"{passed}/{len(report.checks)} checks passed")

@@ -40,9 +40,14 @@ def kms_url_for_directory(directory: str | os.PathLike[str]) -> str:
     return Path(directory).absolute().as_uri()
 
 
-def open_kms(url: str | None, credentials: Credentials | None, *,
-             create: bool = False, ca_file: str | os.PathLike[str] | None = None,
-             unsafe_plaintext: bool = False) -> KeyManagementService:
+def open_kms(
+    url: str | None,
+    credentials: Credentials | None,
+    *,
+    create: bool = False,
+    ca_file: str | os.PathLike[str] | None = None,
+    unsafe_plaintext: bool = False,
+) -> KeyManagementService:
     """Open the KMS at ``url`` (``None``: ``.cipherspark/kms`` under the working directory).
 
     A plain path is taken as a keystore directory. ``create`` initialises an absent local keystore.

@@ -175,8 +175,7 @@ def raise_for_answer(status: int, doc: Mapping[str, Any], *, url: str, what: str
     if 400 <= status < 500:
         detail = f": {message}" if message else ""
         raise KmsError(f"{what}: the KMS refused the request ({status}){detail}")
-    raise KmsServerError(f"the KMS at {url} failed ({status}) during {what}; "
-                         "see the server's log")
+    raise KmsServerError(f"the KMS at {url} failed ({status}) during {what}; see the server's log")
 
 
 def _reason(value: object) -> DenialReason:
@@ -247,8 +246,9 @@ class SimulatedPlatform:
 def key_info(doc: Mapping[str, Any]) -> KeyInfo:
     """A key's public facts from a key answer; :class:`KmsError` if it is malformed."""
     try:
-        return KeyInfo(name=str(doc["name"]), version=int(doc["version"]),
-                       created=str(doc["created"]))
+        return KeyInfo(
+            name=str(doc["name"]), version=int(doc["version"]), created=str(doc["created"])
+        )
     except (KeyError, TypeError, ValueError) as exc:
         raise KmsError("the KMS answered with a malformed key description") from exc
 
@@ -261,10 +261,14 @@ def key_description(doc: Mapping[str, Any]) -> KeyDescription:
         enabled = doc["enabled"]
         if not isinstance(enabled, bool):
             raise TypeError("enabled is not a boolean")
-        return KeyDescription(info.name, info.version, info.created,
-                              min_decryption_version=int(doc["min_decryption_version"]),
-                              enabled=enabled,
-                              deletion_date=None if deletion is None else str(deletion))
+        return KeyDescription(
+            info.name,
+            info.version,
+            info.created,
+            min_decryption_version=int(doc["min_decryption_version"]),
+            enabled=enabled,
+            deletion_date=None if deletion is None else str(deletion),
+        )
     except (KeyError, TypeError, ValueError) as exc:
         raise KmsError("the KMS answered with a malformed key description") from exc
 

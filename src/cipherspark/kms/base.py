@@ -133,8 +133,9 @@ class KeyManagementService(ABC):
     # -- optional capabilities: attested key release ------------------------------------------
 
     def _needs_server(self, what: str) -> KmsUnavailableError:
-        return KmsUnavailableError(f"{what} needs a KMS server (https://); {self.url} "
-                                   "does not support it")
+        return KmsUnavailableError(
+            f"{what} needs a KMS server (https://); {self.url} does not support it"
+        )
 
     def get_policy(self, key_id: str) -> AttestationPolicy | None:
         """``key_id``'s release policy, or ``None`` (none: attested unwraps are denied).
@@ -160,8 +161,14 @@ class KeyManagementService(ABC):
         """
         raise self._needs_server("attested key release")
 
-    def attested_unwrap(self, key_id: str, wrapped: bytes, provider: EvidenceProvider, *,
-                        collateral: str | None = None) -> bytes:
+    def attested_unwrap(
+        self,
+        key_id: str,
+        wrapped: bytes,
+        provider: EvidenceProvider,
+        *,
+        collateral: str | None = None,
+    ) -> bytes:
         """The data key in ``wrapped``, released only to TEE evidence ``key_id``'s policy accepts.
 
         ``provider`` makes the evidence, bound to a fresh nonce and ephemeral key; ``collateral``

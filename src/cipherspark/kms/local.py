@@ -105,8 +105,14 @@ class LocalKms(KeyManagementService):
     the directory must be an existing keystore.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], credentials: Credentials,
-                 *, create: bool = False, simulated_key_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        credentials: Credentials,
+        *,
+        create: bool = False,
+        simulated_key_path: Path | None = None,
+    ) -> None:
         self._dir = Path(directory).absolute()
         # None: CIPHERSPARK_SIMULATED_TEE_KEY or ~/.cipherspark/simulated-tee/platform.key.
         self._simulated_key_path = simulated_key_path
@@ -147,24 +153,37 @@ class LocalKms(KeyManagementService):
     def _open(self, credentials: Credentials) -> bytes:
         try:
             doc = json.loads(self._store_file.read_text())
-            if (not isinstance(doc, dict) or doc.get("format") != _STORE_FORMAT
-                    or doc.get("version") != _STORE_VERSION):
+            if (
+                not isinstance(doc, dict)
+                or doc.get("format") != _STORE_FORMAT
+                or doc.get("version") != _STORE_VERSION
+            ):
                 raise KmsError(f"{self._store_file} is not a keystore this version can read")
             kdf = doc["kdf"]
             params = {"n": int(kdf["n"]), "r": int(kdf["r"]), "p": int(kdf["p"])}
             # Bound the cost an edited keystore file can impose (memory = 128 * n * r bytes,
             # time ~ n * r * p): each bound alone still let 4 GiB and minutes of work through.
-            if not (2 <= params["n"] <= 1 << 20 and 1 <= params["r"] <= 32
-                    and 1 <= params["p"] <= 16
-                    and params["n"] * params["r"] * params["p"] <= _MAX_SCRYPT_WORK):
+            if not (
+                2 <= params["n"] <= 1 << 20
+                and 1 <= params["r"] <= 32
+                and 1 <= params["p"] <= 16
+                and params["n"] * params["r"] * params["p"] <= _MAX_SCRYPT_WORK
+            ):
                 raise ValueError("scrypt parameters out of range")
             salt = b64decode(kdf["salt"])
             check = b64decode(doc["check"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise KmsError(f"cannot read keystore {self._store_file}: it is damaged") from exc
         # The salt is part of the key: a keystore re-created at the same path has a new one.
-        cache_key = (str(self._dir), credentials.app_id, credentials.api_key, salt,
-                     params["n"], params["r"], params["p"])
+        cache_key = (
+            str(self._dir),
+            credentials.app_id,
+            credentials.api_key,
+            salt,
+            params["n"],
+            params["r"],
+            params["p"],
+        )
         with _sealing_lock:
             sealing = _sealing_keys.get(cache_key)
             if sealing is None:
@@ -205,8 +224,9 @@ class LocalKms(KeyManagementService):
     @staticmethod
     def _info(doc: dict[str, Any]) -> KeyInfo:
         try:
-            return KeyInfo(name=str(doc["name"]), version=int(doc["version"]),
-                           created=str(doc["created"]))
+            return KeyInfo(
+                name=str(doc["name"]), version=int(doc["version"]), created=str(doc["created"])
+            )
         except (KeyError, ValueError, TypeError) as exc:
             raise KmsError("a primary key file's metadata is damaged") from exc
 
@@ -221,8 +241,9 @@ class LocalKms(KeyManagementService):
         policy = simulated_development_policy(self._simulated_key_path)
         primary = os.urandom(_KEY)
         nonce = os.urandom(_NONCE)
-        sealed = nonce + AESGCM(self._sealing_key).encrypt(nonce, primary,
-                                                           _AAD_SEAL + name.encode())
+        sealed = nonce + AESGCM(self._sealing_key).encrypt(
+            nonce, primary, _AAD_SEAL + name.encode()
+        )
         doc = {
             "name": name,
             "version": 1,
@@ -256,8 +277,11 @@ class LocalKms(KeyManagementService):
         _, primary = self._load(key_id)
         plaintext = os.urandom(_KEY)
         nonce = os.urandom(_NONCE)
-        wrapped = (bytes([_WRAP_VERSION]) + nonce
-                   + AESGCM(primary).encrypt(nonce, plaintext, _AAD_WRAP + key_id.encode()))
+        wrapped = (
+            bytes([_WRAP_VERSION])
+            + nonce
+            + AESGCM(primary).encrypt(nonce, plaintext, _AAD_WRAP + key_id.encode())
+        )
         return DataKey(key_id=key_id, plaintext=plaintext, wrapped=wrapped)
 
     def unwrap_data_key(self, key_id: str, wrapped: bytes) -> bytes:
@@ -266,14 +290,14 @@ class LocalKms(KeyManagementService):
         if len(wrapped) != 1 + _NONCE + _KEY + 16 or wrapped[0] != _WRAP_VERSION:
             raise IntegrityError(f"the wrapped data key for {key_id!r} is malformed")
         try:
-            return AESGCM(primary).decrypt(wrapped[1 : 1 + _NONCE], wrapped[1 + _NONCE :],
-                                           _AAD_WRAP + key_id.encode())
+            return AESGCM(primary).decrypt(
+                wrapped[1 : 1 + _NONCE], wrapped[1 + _NONCE :], _AAD_WRAP + key_id.encode()
+            )
         except InvalidTag as exc:
             raise IntegrityError(
                 f"the data key does not unwrap under primary key {key_id!r}: the header was "
                 "modified or the key was replaced"
             ) from exc
-
 
     # -- attested release (simulated TEE only) --------------------------------------------------
 
@@ -312,10 +336,17 @@ class LocalKms(KeyManagementService):
         if tee != "simulated":
             raise KmsUnavailableError(
                 f"attested key release of {tee!r} evidence needs a KMS server (https://); the "
-                f"embedded keystore {self.url} verifies only the simulated TEE (development only)")
+                f"embedded keystore {self.url} verifies only the simulated TEE (development only)"
+            )
 
-    def attested_unwrap(self, key_id: str, wrapped: bytes, provider: EvidenceProvider, *,
-                        collateral: str | None = None) -> bytes:
+    def attested_unwrap(
+        self,
+        key_id: str,
+        wrapped: bytes,
+        provider: EvidenceProvider,
+        *,
+        collateral: str | None = None,
+    ) -> bytes:
         """The data key in ``wrapped``, released only to evidence ``key_id``'s policy accepts.
 
         The server's protocol, run in this process: a fresh nonce and ephemeral P-256 key,
@@ -339,8 +370,10 @@ class LocalKms(KeyManagementService):
         self.check_attested_release(provider.tee)
         policy = self.get_policy(key_id)
         if policy is None:
-            raise PolicyDeniedError(f"primary key {key_id!r} has no release policy; an absent "
-                                    "or empty policy denies", "no_policy")
+            raise PolicyDeniedError(
+                f"primary key {key_id!r} has no release policy; an absent or empty policy denies",
+                "no_policy",
+            )
         nonce = os.urandom(32)
         ephemeral = EphemeralKey.generate()
         evidence = provider.evidence(bind(nonce, ephemeral.public_bytes))
@@ -374,9 +407,12 @@ def simulated_development_policy(key_path: Path | None = None) -> AttestationPol
         public = simulated_platform_public_key(load_simulated_platform_key(key_path))
     except InputError as exc:
         raise KmsError(f"cannot set up the simulated-TEE policy: {exc}") from exc
-    return AttestationPolicy.from_dict({
-        "tee_types": ["simulated"],
-        "simulated": {"platform_keys": [public], "measurements": [code_measurement()]}})
+    return AttestationPolicy.from_dict(
+        {
+            "tee_types": ["simulated"],
+            "simulated": {"platform_keys": [public], "measurements": [code_measurement()]},
+        }
+    )
 
 
 def _derive(credentials: Credentials, salt: bytes, params: dict[str, int]) -> bytes:

@@ -64,8 +64,10 @@ def _check_url(url: str, unsafe_plaintext: bool) -> str:
     parsed = urlparse(url)
     if parsed.scheme == "http" and not unsafe_plaintext:
         # KmsUnavailableError: this transport is not available unless explicitly unlocked.
-        raise KmsUnavailableError("refusing plain http:// to the KMS (API keys and data keys would "
-                         "travel in the clear); use https://, or pass unsafe_plaintext")
+        raise KmsUnavailableError(
+            "refusing plain http:// to the KMS (API keys and data keys would "
+            "travel in the clear); use https://, or pass unsafe_plaintext"
+        )
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise UsageError(f"{url!r} is not an https:// KMS URL")
     if parsed.username or parsed.password or parsed.query:
@@ -85,12 +87,21 @@ def _is_tls_failure(exc: BaseException) -> bool:
 class _Http:
     """Shared transport: connection reuse, timeouts, connect retries, error mapping."""
 
-    def __init__(self, url: str, *, ca_file: str | os.PathLike[str] | None, timeout: float,
-                 unsafe_plaintext: bool, headers: dict[str, str]) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        ca_file: str | os.PathLike[str] | None,
+        timeout: float,
+        unsafe_plaintext: bool,
+        headers: dict[str, str],
+    ) -> None:
         self.url = _check_url(url, unsafe_plaintext)
         self._ca_file = ca_file
         self._client = httpx.Client(
-            base_url=self.url, verify=_tls_context(self.url, ca_file), headers=headers,
+            base_url=self.url,
+            verify=_tls_context(self.url, ca_file),
+            headers=headers,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
             limits=httpx.Limits(max_keepalive_connections=8, keepalive_expiry=30),
         )
@@ -98,8 +109,9 @@ class _Http:
     def close(self) -> None:
         self._client.close()
 
-    def request(self, method: str, path: str, body: dict[str, Any] | None = None,
-                *, what: str) -> dict[str, Any]:
+    def request(
+        self, method: str, path: str, body: dict[str, Any] | None = None, *, what: str
+    ) -> dict[str, Any]:
         """Send one request; the JSON answer, or the matching cipherspark error."""
         response: httpx.Response | None = None
         for attempt in range(_RETRIES + 1):
@@ -112,18 +124,22 @@ class _Http:
                     raise KmsTlsError(
                         f"TLS verification of the KMS at {self.url} failed: its certificate "
                         f"is not signed by {ca} (pin the server's certificate with --kms-ca / "
-                        "CIPHERSPARK_KMS_CA)") from exc
+                        "CIPHERSPARK_KMS_CA)"
+                    ) from exc
                 if attempt == _RETRIES:
                     raise KmsUnavailableError(
                         f"cannot reach the KMS at {self.url}: connection failed after "
-                        f"{_RETRIES + 1} attempts") from exc
-                time.sleep(_BACKOFF * (2 ** attempt))
+                        f"{_RETRIES + 1} attempts"
+                    ) from exc
+                time.sleep(_BACKOFF * (2**attempt))
             except httpx.TimeoutException as exc:
-                raise KmsUnavailableError(f"the KMS at {self.url} did not answer in time "
-                                          f"({what})") from exc
+                raise KmsUnavailableError(
+                    f"the KMS at {self.url} did not answer in time ({what})"
+                ) from exc
             except httpx.HTTPError as exc:
-                raise KmsUnavailableError(f"talking to the KMS at {self.url} failed ({what}): "
-                                          f"{type(exc).__name__}") from exc
+                raise KmsUnavailableError(
+                    f"talking to the KMS at {self.url} failed ({what}): {type(exc).__name__}"
+                ) from exc
         assert response is not None
         return self._answer(response, what)
 
@@ -152,13 +168,22 @@ class RemoteKms(KeyManagementService):
     CAs. ``http://`` URLs need ``unsafe_plaintext=True``.
     """
 
-    def __init__(self, url: str, credentials: Credentials, *,
-                 ca_file: str | os.PathLike[str] | None = None, timeout: float = 30.0,
-                 unsafe_plaintext: bool = False) -> None:
-        self._http = _Http(url, ca_file=ca_file, timeout=timeout,
-                           unsafe_plaintext=unsafe_plaintext,
-                           headers={"X-App-Id": credentials.app_id,
-                                    "X-Api-Key": credentials.api_key})
+    def __init__(
+        self,
+        url: str,
+        credentials: Credentials,
+        *,
+        ca_file: str | os.PathLike[str] | None = None,
+        timeout: float = 30.0,
+        unsafe_plaintext: bool = False,
+    ) -> None:
+        self._http = _Http(
+            url,
+            ca_file=ca_file,
+            timeout=timeout,
+            unsafe_plaintext=unsafe_plaintext,
+            headers={"X-App-Id": credentials.app_id, "X-Api-Key": credentials.api_key},
+        )
 
     @property
     def url(self) -> str:
@@ -173,8 +198,9 @@ class RemoteKms(KeyManagementService):
     def _path(name: str, suffix: str = "") -> str:
         return f"/v1/keys/{quote(validate_key_name(name), safe='')}{suffix}"
 
-    def _info(self, method: str, path: str, body: dict[str, Any] | None = None, *,
-              what: str) -> KeyInfo:
+    def _info(
+        self, method: str, path: str, body: dict[str, Any] | None = None, *, what: str
+    ) -> KeyInfo:
         return _wire.key_info(self._http.request(method, path, body, what=what))
 
     def create_key(self, name: str) -> KeyInfo:
@@ -197,34 +223,48 @@ class RemoteKms(KeyManagementService):
 
     def describe(self, name: str) -> KeyDescription:
         """The server's full description of a key (versions, state, deletion date)."""
-        return _wire.key_description(self._http.request("GET", self._path(name),
-                                                        what=f"key {name!r}"))
+        return _wire.key_description(
+            self._http.request("GET", self._path(name), what=f"key {name!r}")
+        )
 
     def generate_data_key(self, key_id: str) -> DataKey:
         """A fresh data key and its server-wrapped form."""
-        doc = self._http.request("POST", self._path(key_id, "/datakey/plaintext"),
-                                 what=f"generating a data key under {key_id!r}")
-        return DataKey(key_id=key_id, plaintext=_b64field(doc, "plaintext"),
-                       wrapped=_b64field(doc, "wrapped"))
+        doc = self._http.request(
+            "POST",
+            self._path(key_id, "/datakey/plaintext"),
+            what=f"generating a data key under {key_id!r}",
+        )
+        return DataKey(
+            key_id=key_id, plaintext=_b64field(doc, "plaintext"), wrapped=_b64field(doc, "wrapped")
+        )
 
     def generate_wrapped_data_key(self, key_id: str) -> bytes:
         """A fresh data key, wrapped only (the plaintext never leaves the server)."""
-        doc = self._http.request("POST", self._path(key_id, "/datakey/wrapped"),
-                                 what=f"generating a data key under {key_id!r}")
+        doc = self._http.request(
+            "POST",
+            self._path(key_id, "/datakey/wrapped"),
+            what=f"generating a data key under {key_id!r}",
+        )
         return _b64field(doc, "wrapped")
 
     def unwrap_data_key(self, key_id: str, wrapped: bytes) -> bytes:
         """The data key inside ``wrapped`` (unwrapped by the server)."""
-        doc = self._http.request("POST", self._path(key_id, "/unwrap"),
-                                 {"wrapped": _wire.b64encode(wrapped)},
-                                 what=f"unwrapping a data key under {key_id!r}")
+        doc = self._http.request(
+            "POST",
+            self._path(key_id, "/unwrap"),
+            {"wrapped": _wire.b64encode(wrapped)},
+            what=f"unwrapping a data key under {key_id!r}",
+        )
         return _b64field(doc, "plaintext")
 
     def rewrap_data_key(self, key_id: str, wrapped: bytes) -> bytes:
         """``wrapped`` re-wrapped under the key's current version."""
-        doc = self._http.request("POST", self._path(key_id, "/rewrap"),
-                                 {"wrapped": _wire.b64encode(wrapped)},
-                                 what=f"rewrapping a data key under {key_id!r}")
+        doc = self._http.request(
+            "POST",
+            self._path(key_id, "/rewrap"),
+            {"wrapped": _wire.b64encode(wrapped)},
+            what=f"rewrapping a data key under {key_id!r}",
+        )
         return _b64field(doc, "wrapped")
 
     def rotate_key(self, key_id: str) -> KeyInfo:
@@ -233,8 +273,12 @@ class RemoteKms(KeyManagementService):
 
     def set_min_decryption_version(self, key_id: str, version: int) -> KeyInfo:
         """Retire versions of ``key_id`` below ``version``."""
-        return self._info("POST", self._path(key_id, "/config"),
-                          {"min_decryption_version": version}, what=f"configuring {key_id!r}")
+        return self._info(
+            "POST",
+            self._path(key_id, "/config"),
+            {"min_decryption_version": version},
+            what=f"configuring {key_id!r}",
+        )
 
     def set_enabled(self, key_id: str, enabled: bool) -> KeyInfo:
         """Enable or disable ``key_id``."""
@@ -243,14 +287,22 @@ class RemoteKms(KeyManagementService):
 
     def schedule_deletion(self, key_id: str, pending_days: int = 7) -> KeyDescription:
         """Schedule ``key_id`` for deletion after ``pending_days``; unusable from now on."""
-        return _wire.key_description(self._http.request(
-            "POST", self._path(key_id, "/schedule-deletion"), {"pending_days": pending_days},
-            what=f"scheduling deletion of {key_id!r}"))
+        return _wire.key_description(
+            self._http.request(
+                "POST",
+                self._path(key_id, "/schedule-deletion"),
+                {"pending_days": pending_days},
+                what=f"scheduling deletion of {key_id!r}",
+            )
+        )
 
     def cancel_deletion(self, key_id: str) -> KeyInfo:
         """Cancel a scheduled deletion."""
-        return self._info("POST", self._path(key_id, "/cancel-deletion"),
-                          what=f"cancelling deletion of {key_id!r}")
+        return self._info(
+            "POST",
+            self._path(key_id, "/cancel-deletion"),
+            what=f"cancelling deletion of {key_id!r}",
+        )
 
     # -- attested key release ------------------------------------------------------------------
 
@@ -261,27 +313,40 @@ class RemoteKms(KeyManagementService):
         """Set ``key_id``'s release policy on the server; the server's normalised copy."""
         from cipherspark.attestation import AttestationPolicy
 
-        doc = self._http.request("PUT", self._path(key_id, "/policy"),
-                                 {"policy": policy.to_dict()},
-                                 what=f"setting the release policy of {key_id!r}")
+        doc = self._http.request(
+            "PUT",
+            self._path(key_id, "/policy"),
+            {"policy": policy.to_dict()},
+            what=f"setting the release policy of {key_id!r}",
+        )
         return AttestationPolicy.from_dict(doc.get("policy"))
 
     def get_policy(self, key_id: str) -> AttestationPolicy | None:
         """``key_id``'s release policy, or ``None`` (none: attested unwraps are denied)."""
         from cipherspark.attestation import AttestationPolicy
 
-        doc = self._http.request("GET", self._path(key_id, "/policy"),
-                                 what=f"reading the release policy of {key_id!r}")
+        doc = self._http.request(
+            "GET", self._path(key_id, "/policy"), what=f"reading the release policy of {key_id!r}"
+        )
         return None if doc.get("policy") is None else AttestationPolicy.from_dict(doc["policy"])
 
     def attestation_nonce(self, key_id: str) -> bytes:
         """A fresh single-use nonce for one attested unwrap under ``key_id``."""
-        doc = self._http.request("POST", self._path(key_id, "/attest/nonce"),
-                                 what=f"asking for an attestation nonce for {key_id!r}")
+        doc = self._http.request(
+            "POST",
+            self._path(key_id, "/attest/nonce"),
+            what=f"asking for an attestation nonce for {key_id!r}",
+        )
         return _b64field(doc, "nonce")
 
-    def attested_unwrap(self, key_id: str, wrapped: bytes, provider: EvidenceProvider, *,
-                        collateral: str | None = None) -> bytes:
+    def attested_unwrap(
+        self,
+        key_id: str,
+        wrapped: bytes,
+        provider: EvidenceProvider,
+        *,
+        collateral: str | None = None,
+    ) -> bytes:
         """The data key in ``wrapped``, released only to TEE evidence the key's policy accepts.
 
         Fetches a nonce, makes an ephemeral P-256 key pair, has ``provider`` produce evidence
@@ -295,15 +360,20 @@ class RemoteKms(KeyManagementService):
         ephemeral = EphemeralKey.generate()
         evidence = provider.evidence(bind(nonce, ephemeral.public_bytes))
         body: dict[str, Any] = {
-            "nonce": _wire.b64encode(nonce), "tee": evidence.tee,
+            "nonce": _wire.b64encode(nonce),
+            "tee": evidence.tee,
             "evidence": _wire.b64encode(evidence.quote),
             "public_key": _wire.b64encode(ephemeral.public_bytes),
             "wrapped": _wire.b64encode(wrapped),
         }
         if collateral is not None:
             body["collateral"] = collateral
-        doc = self._http.request("POST", self._path(key_id, "/attest/unwrap"), body,
-                                 what=f"attested unwrap under {key_id!r}")
+        doc = self._http.request(
+            "POST",
+            self._path(key_id, "/attest/unwrap"),
+            body,
+            what=f"attested unwrap under {key_id!r}",
+        )
         token = doc.get("jwe")
         if not isinstance(token, str):
             raise KmsError("the KMS answered an attested unwrap without a JWE")
@@ -324,15 +394,26 @@ class KmsAdmin:
     """Administrative calls (admin token): registering applications and the simulated TEE
     platforms the server trusts."""
 
-    def __init__(self, url: str, admin_token: str, *,
-                 ca_file: str | os.PathLike[str] | None = None, timeout: float = 30.0,
-                 unsafe_plaintext: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        admin_token: str,
+        *,
+        ca_file: str | os.PathLike[str] | None = None,
+        timeout: float = 30.0,
+        unsafe_plaintext: bool = False,
+    ) -> None:
         if not admin_token:
-            raise UsageError("the admin token is missing (--admin-token or "
-                             "CIPHERSPARK_KMS_ADMIN_TOKEN)")
-        self._http = _Http(url, ca_file=ca_file, timeout=timeout,
-                           unsafe_plaintext=unsafe_plaintext,
-                           headers={"X-Admin-Token": admin_token})
+            raise UsageError(
+                "the admin token is missing (--admin-token or CIPHERSPARK_KMS_ADMIN_TOKEN)"
+            )
+        self._http = _Http(
+            url,
+            ca_file=ca_file,
+            timeout=timeout,
+            unsafe_plaintext=unsafe_plaintext,
+            headers={"X-Admin-Token": admin_token},
+        )
 
     def close(self) -> None:
         """Close pooled connections."""
@@ -340,8 +421,7 @@ class KmsAdmin:
 
     def create_app(self, name: str) -> NewApp:
         """Register application ``name``; its API KEY is in the answer only."""
-        doc = self._http.request("POST", "/v1/apps", {"name": name},
-                                 what=f"creating app {name!r}")
+        doc = self._http.request("POST", "/v1/apps", {"name": name}, what=f"creating app {name!r}")
         return _wire.new_app(doc)
 
     def __enter__(self) -> KmsAdmin:
@@ -361,14 +441,20 @@ class KmsAdmin:
         from cipherspark.attestation.simulated import validate_platform_key
 
         key = validate_platform_key(public_key)
-        return _wire.simulated_platform(self._http.request(
-            "POST", "/v1/admin/simulated-platforms", {"public_key": key, "label": label},
-            what=f"registering the simulated platform {key}"))
+        return _wire.simulated_platform(
+            self._http.request(
+                "POST",
+                "/v1/admin/simulated-platforms",
+                {"public_key": key, "label": label},
+                what=f"registering the simulated platform {key}",
+            )
+        )
 
     def simulated_platforms(self) -> list[SimulatedPlatform]:
         """The simulated platforms the server trusts, oldest first."""
-        doc = self._http.request("GET", "/v1/admin/simulated-platforms",
-                                 what="listing the simulated platforms")
+        doc = self._http.request(
+            "GET", "/v1/admin/simulated-platforms", what="listing the simulated platforms"
+        )
         platforms = _list(doc, "platforms", "simulated platforms")
         return [_wire.simulated_platform(p) for p in platforms]
 
@@ -378,6 +464,10 @@ class KmsAdmin:
         from cipherspark.attestation.simulated import validate_platform_key
 
         key = validate_platform_key(public_key)
-        return _wire.simulated_platform(self._http.request(
-            "DELETE", f"/v1/admin/simulated-platforms/{key}",
-            what=f"removing the simulated platform {key}"))
+        return _wire.simulated_platform(
+            self._http.request(
+                "DELETE",
+                f"/v1/admin/simulated-platforms/{key}",
+                what=f"removing the simulated platform {key}",
+            )
+        )

@@ -6,8 +6,18 @@ from pyspark.sql import SparkSession
 
 __all__ = ["conf_bytes", "parse_bytes"]
 
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
-          "g": 1 << 30, "gb": 1 << 30, "t": 1 << 40, "tb": 1 << 40}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1 << 10,
+    "kb": 1 << 10,
+    "m": 1 << 20,
+    "mb": 1 << 20,
+    "g": 1 << 30,
+    "gb": 1 << 30,
+    "t": 1 << 40,
+    "tb": 1 << 40,
+}
 
 
 def parse_bytes(value: str) -> int:
@@ -15,7 +25,7 @@ def parse_bytes(value: str) -> int:
     a negative number stays negative (e.g. ``-1``: "disabled"). Raises ``ValueError``."""
     text = value.strip().lower()
     number = text.rstrip("bkmgt")
-    unit = text[len(number):]
+    unit = text[len(number) :]
     if unit not in _UNITS:
         raise ValueError(f"not a size: {value!r}")
     return int(number) * _UNITS[unit]

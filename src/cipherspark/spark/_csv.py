@@ -54,9 +54,7 @@ class FileSlice:
     segments: int
 
 
-def plan_slices(
-    files: list[tuple[str, int, int]], target_bytes: int
-) -> list[list[FileSlice]]:
+def plan_slices(files: list[tuple[str, int, int]], target_bytes: int) -> list[list[FileSlice]]:
     """Group ``(path, segment_count, segment_size)`` files into ~``target_bytes`` partitions.
 
     Large files are cut at segment boundaries; consecutive small files share a partition.
@@ -85,8 +83,9 @@ def plan_slices(
 CHUNK_SEGMENTS = 4
 
 
-def owned_chunks(container: ContainerFile, start: int, stop: int,
-                 chunk_segments: int = CHUNK_SEGMENTS) -> Iterator[bytes]:
+def owned_chunks(
+    container: ContainerFile, start: int, stop: int, chunk_segments: int = CHUNK_SEGMENTS
+) -> Iterator[bytes]:
     """The lines owned by segments ``[start, stop)`` (see module doc), a few segments at a time.
 
     Every chunk but the last ends with a newline, so each parses on its own; joined they are
@@ -131,13 +130,14 @@ def owned_text(container: ContainerFile, start: int, stop: int) -> bytes:
 _FAST_NULLS = [""]
 
 
-def _options(names: list[str], arrow_schema: pa.Schema) -> tuple[
-    pacsv.ReadOptions, pacsv.ParseOptions, pacsv.ConvertOptions
-]:
+def _options(
+    names: list[str], arrow_schema: pa.Schema
+) -> tuple[pacsv.ReadOptions, pacsv.ParseOptions, pacsv.ConvertOptions]:
     read = pacsv.ReadOptions(column_names=names, use_threads=False, block_size=64 << 20)
     # Only the schema's columns are converted (and sent to Spark): a projection of the file.
-    parse = pacsv.ParseOptions(delimiter=",", quote_char='"', double_quote=True,
-                               newlines_in_values=False)
+    parse = pacsv.ParseOptions(
+        delimiter=",", quote_char='"', double_quote=True, newlines_in_values=False
+    )
     # Spark reads an empty field as null (nullValue ""), for strings too.
     convert = pacsv.ConvertOptions(
         include_columns=arrow_schema.names,
@@ -168,8 +168,7 @@ _SPACED = (b" ,", b", ", b" \n", b" \r", b"\n ")
 
 
 def _strict(kind: pa.DataType) -> bool:
-    return bool(pa.types.is_integer(kind) or pa.types.is_decimal(kind)
-                or pa.types.is_boolean(kind))
+    return bool(pa.types.is_integer(kind) or pa.types.is_decimal(kind) or pa.types.is_boolean(kind))
 
 
 def _has_spaced_values(text: bytes, names: list[str], arrow_schema: pa.Schema) -> bool:
@@ -177,15 +176,27 @@ def _has_spaced_values(text: bytes, names: list[str], arrow_schema: pa.Schema) -
     if not strict or not (text[:1] == b" " or any(p in text for p in _SPACED)):
         return False
     read, parse, _ = _options(names, arrow_schema)
-    raw = pacsv.read_csv(pa.py_buffer(text), read, parse, pacsv.ConvertOptions(
-        include_columns=strict, column_types={n: pa.string() for n in strict},
-        null_values=_FAST_NULLS, strings_can_be_null=True, quoted_strings_can_be_null=True))
-    return any(pc.any(pc.not_equal(pc.utf8_trim_whitespace(col), col)).as_py() is True
-               for col in raw.columns)
+    raw = pacsv.read_csv(
+        pa.py_buffer(text),
+        read,
+        parse,
+        pacsv.ConvertOptions(
+            include_columns=strict,
+            column_types={n: pa.string() for n in strict},
+            null_values=_FAST_NULLS,
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=True,
+        ),
+    )
+    return any(
+        pc.any(pc.not_equal(pc.utf8_trim_whitespace(col), col)).as_py() is True
+        for col in raw.columns
+    )
 
 
-def parse_csv(text: bytes, arrow_schema: pa.Schema, mode: str,
-              file_columns: Sequence[str] | None = None) -> pa.Table:
+def parse_csv(
+    text: bytes, arrow_schema: pa.Schema, mode: str, file_columns: Sequence[str] | None = None
+) -> pa.Table:
     """Parse complete CSV lines into a table of exactly ``arrow_schema``, as Spark's CSV source
     parses them (the differential tests hold the two side by side).
 
@@ -233,8 +244,7 @@ _DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 _DOUBLE = re.compile(r"[+-]?(NaN|Infinity|([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?[fFdD]?)")
 # DateTimeUtils.stringToDate, Spark's fallback for dates: trimmed, a year of 4+ digits, then
 # optional -month and -day of 1-2 digits, then anything after a space or a 'T'.
-_DATE = re.compile(r"([+-]?)([0-9]{4,})(?:-([0-9]{1,2})(?:-([0-9]{1,2}))?)?(?:[ T].*)?",
-                   re.DOTALL)
+_DATE = re.compile(r"([+-]?)([0-9]{4,})(?:-([0-9]{1,2})(?:-([0-9]{1,2}))?)?(?:[ T].*)?", re.DOTALL)
 
 
 def _to_double(value: str) -> float:
@@ -293,8 +303,9 @@ def _converter(kind: pa.DataType) -> Callable[[str], Any]:
     return str
 
 
-def _parse_slow(text: bytes, arrow_schema: pa.Schema, file_columns: list[str],
-                mode: str) -> pa.Table:
+def _parse_slow(
+    text: bytes, arrow_schema: pa.Schema, file_columns: list[str], mode: str
+) -> pa.Table:
     drop_malformed = mode == "DROPMALFORMED"
     converters = [_converter(f.type) for f in arrow_schema]
     positions = [file_columns.index(name) for name in arrow_schema.names]
@@ -314,8 +325,11 @@ def _parse_slow(text: bytes, arrow_schema: pa.Schema, file_columns: list[str],
             try:
                 values.append(convert(raw))
             except (ValueError, OverflowError):
-                problem = problem or f"field {i + 1} ({file_columns[i]}) is not a valid " \
-                                     f"{arrow_schema.field(file_columns[i]).type}"
+                problem = (
+                    problem
+                    or f"field {i + 1} ({file_columns[i]}) is not a valid "
+                    f"{arrow_schema.field(file_columns[i]).type}"
+                )
                 values.append(None)
         if problem is not None:
             if mode == "FAILFAST":

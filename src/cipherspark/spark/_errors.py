@@ -18,8 +18,13 @@ __all__ = ["cipherspark_errors", "spark_error"]
 
 _OURS = re.compile(r"cipherspark\.errors\.(\w+): ([^\n]+)")
 _PYTHON_ERROR = re.compile(r"^(\w*(?:Error|Exception)): (.*)$", re.MULTILINE)
-_OS_ERRORS = {"FileNotFoundError", "PermissionError", "IsADirectoryError", "NotADirectoryError",
-              "OSError"}
+_OS_ERRORS = {
+    "FileNotFoundError",
+    "PermissionError",
+    "IsADirectoryError",
+    "NotADirectoryError",
+    "OSError",
+}
 _SPARK_CLASS = re.compile(r"\[([A-Z_]+(?:\.[A-Z_]+)?)\]\s*([^\n]+)")
 
 

@@ -38,8 +38,9 @@ def executor_kms(url: str) -> KeyManagementService:
         config = executor_config()
         found = worker_credentials(config)
         credentials = Credentials(*found) if found else None
-        kms = open_kms(url, credentials, ca_file=config.kms_ca,
-                       unsafe_plaintext=config.unsafe_plaintext_kms)
+        kms = open_kms(
+            url, credentials, ca_file=config.kms_ca, unsafe_plaintext=config.unsafe_plaintext_kms
+        )
         with _lock:
             _kms[url] = kms
     return kms

@@ -72,6 +72,7 @@ class Or(Filter):
     left: Filter
     right: Filter
 
+
 _SIMPLE = (bool, int, float, str)
 
 
@@ -186,8 +187,17 @@ def apply_filters(table: pa.Table, expression: pc.Expression | None) -> pa.Table
 
 _COMPARISONS: dict[str, type[Filter]] = {
     cls.__name__: cls
-    for cls in (EqualTo, EqualNullSafe, GreaterThan, GreaterThanOrEqual, LessThan,
-                LessThanOrEqual, StringStartsWith, StringEndsWith, StringContains)
+    for cls in (
+        EqualTo,
+        EqualNullSafe,
+        GreaterThan,
+        GreaterThanOrEqual,
+        LessThan,
+        LessThanOrEqual,
+        StringStartsWith,
+        StringEndsWith,
+        StringContains,
+    )
 }
 _UNARY: dict[str, type[Filter]] = {cls.__name__: cls for cls in (IsNull, IsNotNull)}
 
@@ -215,7 +225,13 @@ def _value_from_json(data: Any) -> Any:
     ((kind, value),) = data.items()
     value = value if isinstance(value, bool | int | float | str) else None
     checks: dict[str, type | tuple[type, ...]] = {
-        "bool": bool, "int": int, "float": (int, float), "str": str, "decimal": str, "date": str}
+        "bool": bool,
+        "int": int,
+        "float": (int, float),
+        "str": str,
+        "decimal": str,
+        "date": str,
+    }
     if kind not in checks or not isinstance(value, checks[kind]):
         raise ValueError(f"bad filter value {kind!r}")
     if kind in ("int", "float") and isinstance(value, bool):
@@ -241,8 +257,7 @@ def _filter_to_json(filter_: Filter) -> dict[str, Any]:
     if isinstance(filter_, In):
         return {"In": {"column": column, "values": [_value_to_json(v) for v in filter_.value]}}
     if name in _COMPARISONS:
-        return {name: {"column": column,
-                       "value": _value_to_json(filter_.value)}}  # type: ignore[attr-defined]
+        return {name: {"column": column, "value": _value_to_json(filter_.value)}}  # type: ignore[attr-defined]
     raise ValueError(f"no wire form for filter {name}")
 
 
@@ -260,8 +275,11 @@ def _filter_from_json(data: Any) -> Filter:
     if not isinstance(body, dict):
         raise ValueError("bad filter")
     column = body.get("column")
-    if not isinstance(column, list) or not column or \
-            not all(isinstance(part, str) for part in column):
+    if (
+        not isinstance(column, list)
+        or not column
+        or not all(isinstance(part, str) for part in column)
+    ):
         raise ValueError("a filter names its column as a non-empty list of strings")
     path = tuple(column)
     if name in _UNARY:
@@ -278,8 +296,7 @@ def _filter_from_json(data: Any) -> Filter:
 
 def filters_to_json(filters: Iterable[Filter]) -> str:
     """The reader option that carries ``filters`` (see :func:`filters_from_json`)."""
-    return json.dumps([_filter_to_json(f) for f in filters], separators=(",", ":"),
-                      sort_keys=True)
+    return json.dumps([_filter_to_json(f) for f in filters], separators=(",", ":"), sort_keys=True)
 
 
 def filters_from_json(text: str) -> tuple[Filter, ...]:

@@ -130,8 +130,17 @@ def _referenced_columns(analyzed: Any) -> dict[str, set[str]]:
 
 _COMPARISONS: dict[str, type[Filter]] = {
     cls.__name__: cls
-    for cls in (EqualTo, EqualNullSafe, GreaterThan, GreaterThanOrEqual, LessThan,
-                LessThanOrEqual, StringStartsWith, StringEndsWith, StringContains)
+    for cls in (
+        EqualTo,
+        EqualNullSafe,
+        GreaterThan,
+        GreaterThanOrEqual,
+        LessThan,
+        LessThanOrEqual,
+        StringStartsWith,
+        StringEndsWith,
+        StringContains,
+    )
 }
 
 
@@ -140,8 +149,10 @@ def _value(java: Any) -> Any:
     values; dates as Java objects. Anything else (timestamps, binary, ...) is not pushed."""
     if isinstance(java, bool | int | float | str | Decimal):
         return java
-    if java is not None and str(java.getClass().getName()) in ("java.sql.Date",
-                                                                "java.time.LocalDate"):
+    if java is not None and str(java.getClass().getName()) in (
+        "java.sql.Date",
+        "java.time.LocalDate",
+    ):
         return date.fromisoformat(str(java.toString()))
     raise ValueError("not a pushable value")
 
@@ -203,8 +214,9 @@ def _pushable_filters(spark: SparkSession, optimized: Any) -> dict[str, set[str]
     every one of its scans in ``optimized`` (as one-filter wire forms)."""
     jvm = spark.sparkContext._jvm
     assert jvm is not None
-    strategy = getattr(getattr(jvm.org.apache.spark.sql.execution.datasources,
-                               "DataSourceStrategy$"), "MODULE$")
+    strategy = getattr(
+        getattr(jvm.org.apache.spark.sql.execution.datasources, "DataSourceStrategy$"), "MODULE$"
+    )
     common: dict[str, set[str]] = {}
     for node in _nodes(optimized):
         is_filter = _simple_name(node) == "Filter"
@@ -226,6 +238,7 @@ def _pushable_filters(spark: SparkSession, optimized: Any) -> dict[str, set[str]
 
 # -- the rewrite ----------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class ScanPlan:
     """How :func:`encrypted_sql` reads one encrypted table: the columns, in the table's order,
@@ -242,8 +255,10 @@ def plan_scans(spark: SparkSession, planned: DataFrame) -> dict[str, ScanPlan]:
     execution = planned._jdf.queryExecution()
     needed = _referenced_columns(execution.analyzed())
     filters = _pushable_filters(spark, execution.optimizedPlan())
-    return {key: ScanPlan(tuple(sorted(columns)), tuple(sorted(filters.get(key, set()))))
-            for key, columns in needed.items()}
+    return {
+        key: ScanPlan(tuple(sorted(columns)), tuple(sorted(filters.get(key, set()))))
+        for key, columns in needed.items()
+    }
 
 
 def scans(df: DataFrame) -> list[tuple[str, list[str], dict[str, str]]]:
@@ -253,8 +268,7 @@ def scans(df: DataFrame) -> list[tuple[str, list[str], dict[str, str]]]:
     for node in _nodes(df._jdf.queryExecution().optimizedPlan()):
         options = _our_scan(node)
         if options is not None and "path" in options:
-            found.append((options["path"], [str(a.name()) for a in _seq(node.output())],
-                          options))
+            found.append((options["path"], [str(a.name()) for a in _seq(node.output())], options))
     return found
 
 
@@ -264,15 +278,22 @@ def _scan_options(df: DataFrame) -> dict[str, str] | None:
     return _our_scan(plan) if plan.children().length() == 0 else None
 
 
-def _reread(spark: SparkSession, options: dict[str, str], schema: StructType,
-            columns: list[str], filters: tuple[str, ...]) -> DataFrame:
+def _reread(
+    spark: SparkSession,
+    options: dict[str, str],
+    schema: StructType,
+    columns: list[str],
+    filters: tuple[str, ...],
+) -> DataFrame:
     """A new relation over the same files, reading ``columns`` of ``schema`` and only rows
     that pass ``filters`` (wire forms) besides those the table already had."""
     parsed = ReadOptions.parse(options)
     extra = tuple(f for wire in filters for f in filters_from_json(wire))
     narrowed = dataclasses.replace(
-        parsed, file_columns=parsed.file_columns or tuple(schema.fieldNames()),
-        filters=parsed.filters + extra)
+        parsed,
+        file_columns=parsed.file_columns or tuple(schema.fieldNames()),
+        filters=parsed.filters + extra,
+    )
     reader = spark.read.format(FORMAT_NAME).options(**narrowed.to_options())
     return reader.schema(StructType([schema[c] for c in columns])).load(parsed.path)
 
@@ -281,8 +302,19 @@ def _default_size(kind: DataType) -> int:
     """Spark's ``DataType.defaultSize``, which its size estimates use (bytes per value)."""
     if isinstance(kind, DecimalType):
         return 8 if kind.precision <= 18 else 16
-    sizes = {"byte": 1, "boolean": 1, "short": 2, "integer": 4, "float": 4, "date": 4,
-             "long": 8, "double": 8, "timestamp": 8, "timestamp_ntz": 8, "binary": 100}
+    sizes = {
+        "byte": 1,
+        "boolean": 1,
+        "short": 2,
+        "integer": 4,
+        "float": 4,
+        "date": 4,
+        "long": 8,
+        "double": 8,
+        "timestamp": 8,
+        "timestamp_ntz": 8,
+        "binary": 100,
+    }
     return sizes.get(kind.typeName(), 20)
 
 
@@ -290,8 +322,11 @@ def _estimated_bytes(path: str, full: StructType, kept: list[str]) -> int:
     """Spark's estimate for a pruned file scan: the files' size scaled by the kept columns'
     share of the row width (``SizeInBytesOnlyStatsPlanVisitor.visitProject``, without CBO)."""
     root = Path(path)
-    files = [root] if root.is_file() else [p for p in root.rglob("*")
-                                           if p.is_file() and not p.name.startswith(("_", "."))]
+    files = (
+        [root]
+        if root.is_file()
+        else [p for p in root.rglob("*") if p.is_file() and not p.name.startswith(("_", "."))]
+    )
     size = sum(p.stat().st_size for p in files)
     width = 8 + sum(_default_size(f.dataType) for f in full.fields)
     kept_width = 8 + sum(_default_size(full[c].dataType) for c in kept)
@@ -364,8 +399,10 @@ def encrypted_sql(spark: SparkSession, query: str, tables: Mapping[str, DataFram
         return pruned
     except (PySparkException, Py4JError) as exc:
         # Pruning is an optimisation: a query it cannot re-plan runs as written.
-        _log.debug("encrypted_sql: the pruned query failed to plan (%s); running it unpruned",
-                   type(exc).__name__)
+        _log.debug(
+            "encrypted_sql: the pruned query failed to plan (%s); running it unpruned",
+            type(exc).__name__,
+        )
         return planned
     finally:
         for name in replaced:

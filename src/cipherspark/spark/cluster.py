@@ -93,14 +93,16 @@ def _write_conf(directory: Path, conf: Mapping[str, str]) -> Path:
 
 def _daemon_env(directory: Path, extra_env: Mapping[str, str] | None) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({
-        "SPARK_HOME": str(_spark_home()),
-        "SPARK_CONF_DIR": str(properties_file(directory).parent),
-        "SPARK_LOCAL_IP": "127.0.0.1",
-        "SPARK_LOG_DIR": str(directory / "logs"),
-        "SPARK_LOCAL_DIRS": str(directory / "local"),
-        "PYSPARK_PYTHON": sys.executable,
-    })
+    env.update(
+        {
+            "SPARK_HOME": str(_spark_home()),
+            "SPARK_CONF_DIR": str(properties_file(directory).parent),
+            "SPARK_LOCAL_IP": "127.0.0.1",
+            "SPARK_LOG_DIR": str(directory / "logs"),
+            "SPARK_LOCAL_DIRS": str(directory / "local"),
+            "PYSPARK_PYTHON": sys.executable,
+        }
+    )
     env.update(extra_env or {})
     return env
 
@@ -110,8 +112,12 @@ def _launch(directory: Path, name: str, args: list[str], env: Mapping[str, str])
     log = open(directory / "logs" / f"{name}.log", "ab")
     with log:
         process = subprocess.Popen(
-            [str(spark_class), *args], stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, env=dict(env), start_new_session=True,
+            [str(spark_class), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=dict(env),
+            start_new_session=True,
         )
     return process.pid
 
@@ -158,8 +164,9 @@ def start_cluster(
     if state.exists():
         recorded = _load(folder)
         if _alive(recorded.master_pid, _MASTER_CLASS):
-            raise ClusterError(f"a cluster is already running from {folder} "
-                               f"({recorded.master_url}); stop it first")
+            raise ClusterError(
+                f"a cluster is already running from {folder} ({recorded.master_url}); stop it first"
+            )
     for sub in ("logs", "work", "local"):
         (folder / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
     conf: dict[str, str] = {}
@@ -173,10 +180,22 @@ def start_cluster(
     env = _daemon_env(folder, extra_env)
     port = port or _free_port()
     master_url = f"spark://127.0.0.1:{port}"
-    master_pid = _launch(folder, "master", [
-        _MASTER_CLASS, "--host", "127.0.0.1", "--port", str(port),
-        "--webui-port", str(_free_port()), "--properties-file", str(props),
-    ], env)
+    master_pid = _launch(
+        folder,
+        "master",
+        [
+            _MASTER_CLASS,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--webui-port",
+            str(_free_port()),
+            "--properties-file",
+            str(props),
+        ],
+        env,
+    )
     pids: list[int] = []
     try:
         if not _wait_for(folder / "logs" / "master.log", "Starting Spark master", 1, timeout):
@@ -184,11 +203,29 @@ def start_cluster(
         for number in range(workers):
             work = folder / "work" / f"worker-{number}"
             work.mkdir(mode=0o700, exist_ok=True)
-            pids.append(_launch(folder, f"worker-{number}", [
-                _WORKER_CLASS, "--host", "127.0.0.1", "--cores", str(cores),
-                "--memory", memory, "--work-dir", str(work),
-                "--webui-port", str(_free_port()), "--properties-file", str(props), master_url,
-            ], env))
+            pids.append(
+                _launch(
+                    folder,
+                    f"worker-{number}",
+                    [
+                        _WORKER_CLASS,
+                        "--host",
+                        "127.0.0.1",
+                        "--cores",
+                        str(cores),
+                        "--memory",
+                        memory,
+                        "--work-dir",
+                        str(work),
+                        "--webui-port",
+                        str(_free_port()),
+                        "--properties-file",
+                        str(props),
+                        master_url,
+                    ],
+                    env,
+                )
+            )
         if not _wait_for(folder / "logs" / "master.log", "Registering worker", workers, timeout):
             raise ClusterError(
                 f"the workers did not register with the master; see {folder / 'logs'}"
@@ -197,17 +234,27 @@ def start_cluster(
         _terminate([(master_pid, _MASTER_CLASS)] + [(p, _WORKER_CLASS) for p in pids])
         raise
     cluster = Cluster(folder, master_url, master_pid, tuple(pids))
-    state.write_text(json.dumps({
-        "master_url": master_url, "master_pid": master_pid, "worker_pids": pids,
-    }))
+    state.write_text(
+        json.dumps(
+            {
+                "master_url": master_url,
+                "master_pid": master_pid,
+                "worker_pids": pids,
+            }
+        )
+    )
     return cluster
 
 
 def _load(folder: Path) -> Cluster:
     try:
         doc = json.loads((folder / _STATE).read_text())
-        return Cluster(folder, str(doc["master_url"]), int(doc["master_pid"]),
-                       tuple(int(p) for p in doc["worker_pids"]))
+        return Cluster(
+            folder,
+            str(doc["master_url"]),
+            int(doc["master_pid"]),
+            tuple(int(p) for p in doc["worker_pids"]),
+        )
     except FileNotFoundError as exc:
         raise ClusterError(f"no cluster was started from {folder}") from exc
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -244,7 +291,8 @@ def stop_cluster(directory: str | os.PathLike[str]) -> Cluster:
     """Stop exactly the processes :func:`start_cluster` recorded in ``directory``."""
     folder = Path(directory).absolute()
     cluster = _load(folder)
-    _terminate([(p, _WORKER_CLASS) for p in cluster.worker_pids]
-               + [(cluster.master_pid, _MASTER_CLASS)])
+    _terminate(
+        [(p, _WORKER_CLASS) for p in cluster.worker_pids] + [(cluster.master_pid, _MASTER_CLASS)]
+    )
     (folder / _STATE).unlink(missing_ok=True)
     return cluster

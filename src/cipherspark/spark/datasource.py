@@ -186,8 +186,13 @@ class _Reader(DataSourceReader):
         lines = 0
         if piece.start > 0:
             # Segments before the split, plus the line the split skips (an earlier split's).
-            lines = sum(segment.count(b"\n") for segment in
-                        itertools.islice(container.iter_segments(0), piece.start)) + 1
+            lines = (
+                sum(
+                    segment.count(b"\n")
+                    for segment in itertools.islice(container.iter_segments(0), piece.start)
+                )
+                + 1
+            )
         header = self.header if self.header is not None else container.header.csv_has_header
         if piece.start == 0 and header:
             lines += 1
@@ -213,8 +218,9 @@ class _CountingReader(_Reader):
 
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
         assert isinstance(partition, _Partition)
-        total = sum(count_records(chunk) for piece in partition.slices
-                    for chunk in self._records(piece))
+        total = sum(
+            count_records(chunk) for piece in partition.slices for chunk in self._records(piece)
+        )
         yield pa.RecordBatch.from_arrays([pa.array([total], pa.int64())], names=["rows"])
 
 
@@ -281,15 +287,20 @@ class _Writer(DataSourceArrowWriter):
         return _Committed(describe_part(self.staging / name, rows))
 
     def commit(self, messages: list[WriterCommitMessage | None]) -> None:
-        parts = sorted((m.part for m in messages if isinstance(m, _Committed) and m.part),
-                       key=lambda p: p.name)
+        parts = sorted(
+            (m.part for m in messages if isinstance(m, _Committed) and m.part), key=lambda p: p.name
+        )
         keep = {p.name for p in parts}
         # Parts of failed or speculative attempts that did not win are removed before publishing.
         for entry in self.staging.iterdir():
             if entry.name not in keep:
                 remove_path(entry)
-        write_manifest(self.staging, Manifest(tuple(parts)), self._container_header(),
-                       executor_data_key(self.kms_url, self.key_id, self.wrapped_key))
+        write_manifest(
+            self.staging,
+            Manifest(tuple(parts)),
+            self._container_header(),
+            executor_data_key(self.kms_url, self.key_id, self.wrapped_key),
+        )
         try:
             publish(self.staging, self.path, self.overwrite)
         except OutputExistsError:
@@ -334,11 +345,15 @@ class EncryptedCsvDataSource(DataSource):
             return StructType([StructField(n, StringType(), True) for n in names])
         body = text.split(b"\n", 1)[1] if header and b"\n" in text else text
         body = body[: body.rfind(b"\n") + 1]
-        table = pacsv.read_csv(
-            pa.py_buffer(body),
-            pacsv.ReadOptions(column_names=names, use_threads=False),
-            convert_options=pacsv.ConvertOptions(null_values=[""], strings_can_be_null=True),
-        ) if body.strip() else None
+        table = (
+            pacsv.read_csv(
+                pa.py_buffer(body),
+                pacsv.ReadOptions(column_names=names, use_threads=False),
+                convert_options=pacsv.ConvertOptions(null_values=[""], strings_can_be_null=True),
+            )
+            if body.strip()
+            else None
+        )
         fields_out = []
         for i, name in enumerate(names):
             if table is None:

@@ -54,8 +54,9 @@ SECURE_CONF: Mapping[str, str] = {
 }
 
 
-def secure_conf(*, master: str, ui: bool = False,
-                unsafe_without_security: bool = False) -> dict[str, str]:
+def secure_conf(
+    *, master: str, ui: bool = False, unsafe_without_security: bool = False
+) -> dict[str, str]:
     """The session settings for ``master``: :data:`SECURE_CONF` plus logging and Python.
 
     The authentication secret is never among them: local masters generate one inside the JVM,
@@ -150,8 +151,10 @@ def secure_session(
     if master.startswith(("local", "spark://127.0.0.1", "spark://localhost")):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder.master(master).appName(app_name)
-    conf = {**secure_conf(master=master, ui=ui, unsafe_without_security=unsafe_without_security),
-            **(extra_conf or {})}
+    conf = {
+        **secure_conf(master=master, ui=ui, unsafe_without_security=unsafe_without_security),
+        **(extra_conf or {}),
+    }
     if master.startswith("spark://"):
         # Executors of a standalone cluster are children of its workers, not of this process.
         conf.update({f"spark.executorEnv.{name}": value for name, value in executor_env.items()})

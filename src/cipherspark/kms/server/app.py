@@ -26,8 +26,9 @@ __all__ = ["MAX_BODY_BYTES", "create_app"]
 MAX_BODY_BYTES = 64 * 1024
 
 
-def create_app(service: KeyService, *, max_body: int = MAX_BODY_BYTES,
-               lean: bool = True) -> ASGIApp:
+def create_app(
+    service: KeyService, *, max_body: int = MAX_BODY_BYTES, lean: bool = True
+) -> ASGIApp:
     """The ASGI application serving ``service``; ``lean=False`` sends the hot endpoints through
     FastAPI too (the reference the lean route is tested against)."""
     api = FastAPI(

@@ -78,17 +78,32 @@ class AuditLog:
                     self._seq, self._prev = int(doc["seq"]), str(doc["mac"])
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise KmsError(f"cannot open the audit log {path}: its last line is damaged "
-                           "(run 'cipherspark kms audit verify')") from exc
+            raise KmsError(
+                f"cannot open the audit log {path}: its last line is damaged "
+                "(run 'cipherspark kms audit verify')"
+            ) from exc
 
-    def record(self, *, request_id: str, app: str, op: str, key: str | None,
-               version: int | None, result: str) -> None:
+    def record(
+        self,
+        *,
+        request_id: str,
+        app: str,
+        op: str,
+        key: str | None,
+        version: int | None,
+        result: str,
+    ) -> None:
         """Append one entry; never pass key material in any field."""
         with self._lock:
             entry: dict[str, object] = {
                 "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                "seq": self._seq + 1, "request_id": request_id, "app": app, "op": op,
-                "key": key, "version": version, "result": result,
+                "seq": self._seq + 1,
+                "request_id": request_id,
+                "app": app,
+                "op": op,
+                "key": key,
+                "version": version,
+                "result": result,
             }
             mac = _mac(self._key, self._prev, entry)
             line = _canonical({**entry, "mac": mac}) + b"\n"
@@ -128,15 +143,18 @@ def verify_audit_log(path: Path, root: bytes) -> AuditReport:
                         raise ValueError("unexpected fields")
                 except (ValueError, KeyError, TypeError, AttributeError) as exc:
                     raise VerificationError(
-                        f"audit log {path} line {number} is not a valid entry") from exc
+                        f"audit log {path} line {number} is not a valid entry"
+                    ) from exc
                 if doc["seq"] != seq + 1:
                     raise VerificationError(
                         f"audit log {path} line {number}: sequence {doc['seq']} follows "
-                        f"{seq}: lines were deleted, inserted or reordered")
+                        f"{seq}: lines were deleted, inserted or reordered"
+                    )
                 if not hmac.compare_digest(str(mac), _mac(key, prev, doc)):
                     raise VerificationError(
                         f"audit log {path} line {number} (seq {seq + 1}) fails its MAC: it or a "
-                        "line before it was edited")
+                        "line before it was edited"
+                    )
                 prev, seq = str(mac), seq + 1
     except OSError as exc:
         raise KmsError(f"cannot read the audit log {path}: {exc.strerror}") from exc

@@ -68,8 +68,9 @@ def data_dir_lock(data_dir: Path, purpose: str) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
-            raise KmsError(f"a KMS server is running on {data_dir}; stop it before {purpose}"
-                           ) from exc
+            raise KmsError(
+                f"a KMS server is running on {data_dir}; stop it before {purpose}"
+            ) from exc
         yield
     finally:
         os.close(fd)
@@ -128,8 +129,9 @@ def init_data_dir(directory: str | os.PathLike[str]) -> InitResult:
     return InitResult(data_dir=data_dir, admin_token=token)
 
 
-def open_service(directory: str | os.PathLike[str], *,
-                 pccs: CollateralSource | None = None) -> OpenedService:
+def open_service(
+    directory: str | os.PathLike[str], *, pccs: CollateralSource | None = None
+) -> OpenedService:
     """Open an initialised data directory: the service, to be closed after use.
 
     With ``pccs``, DCAP quotes are verified with collateral from it (never from the request).
@@ -181,10 +183,11 @@ def _check_backup(backup: Path, root: bytes) -> None:
             if db.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
                 raise KmsError(f"{backup} fails SQLite's integrity check")
             version = db.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
-            sample = db.execute("SELECT key_name, version, sealed FROM key_versions "
-                                "ORDER BY key_name, version LIMIT 1").fetchone()
-            has_admin = db.execute("SELECT 1 FROM settings WHERE name = 'admin_token'"
-                                   ).fetchone()
+            sample = db.execute(
+                "SELECT key_name, version, sealed FROM key_versions "
+                "ORDER BY key_name, version LIMIT 1"
+            ).fetchone()
+            has_admin = db.execute("SELECT 1 FROM settings WHERE name = 'admin_token'").fetchone()
         finally:
             db.close()
     except sqlite3.Error as exc:
@@ -197,8 +200,10 @@ def _check_backup(backup: Path, root: bytes) -> None:
         try:
             keyring.unseal_primary(root, str(sample[0]), int(sample[1]), bytes(sample[2]))
         except KmsError as exc:
-            raise KmsError(f"{backup} was not sealed under this data directory's root key "
-                           "(restore the matching root.key first)") from exc
+            raise KmsError(
+                f"{backup} was not sealed under this data directory's root key "
+                "(restore the matching root.key first)"
+            ) from exc
 
 
 def restore_data_dir(directory: str | os.PathLike[str], backup: Path) -> Path | None:
@@ -212,8 +217,9 @@ def restore_data_dir(directory: str | os.PathLike[str], backup: Path) -> Path | 
     """
     data_dir = Path(directory).absolute()
     if not (data_dir / ROOT_KEY).exists():
-        raise KmsError(f"{data_dir} has no root key: put the root.key that matches the backup "
-                       "there first")
+        raise KmsError(
+            f"{data_dir} has no root key: put the root.key that matches the backup there first"
+        )
     if not backup.is_file():
         raise KmsError(f"{backup} does not exist")
     root = keyring.load_root_key(data_dir / ROOT_KEY)
@@ -246,8 +252,14 @@ def restore_data_dir(directory: str | os.PathLike[str], backup: Path) -> Path | 
             storage.close()
         audit = AuditLog(data_dir / AUDIT_LOG, root)
         try:
-            audit.record(request_id=f"restore-{int(time.time())}", app="admin",
-                         op="kms.restore", key=None, version=None, result="ok")
+            audit.record(
+                request_id=f"restore-{int(time.time())}",
+                app="admin",
+                op="kms.restore",
+                key=None,
+                version=None,
+                result="ok",
+            )
         finally:
             audit.close()
     return kept

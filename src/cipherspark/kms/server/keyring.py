@@ -102,8 +102,9 @@ def seal_primary(root: bytes, name: str, version: int, primary: bytes) -> bytes:
 def unseal_primary(root: bytes, name: str, version: int, sealed: bytes) -> bytes:
     """Decrypt a stored primary-key version; :class:`KmsError` if the row was altered."""
     try:
-        return AESGCM(root).decrypt(sealed[:_NONCE], sealed[_NONCE:],
-                                    _aad(_AAD_SEAL, name, version))
+        return AESGCM(root).decrypt(
+            sealed[:_NONCE], sealed[_NONCE:], _aad(_AAD_SEAL, name, version)
+        )
     except (InvalidTag, ValueError) as exc:
         raise KmsError(
             f"primary key {name!r} version {version} does not unseal: the database row was "
@@ -114,8 +115,11 @@ def unseal_primary(root: bytes, name: str, version: int, sealed: bytes) -> bytes
 def wrap(primary: bytes, name: str, version: int, data_key: bytes) -> bytes:
     """Wrap ``data_key`` under a primary-key version (the opaque blob clients store)."""
     nonce = os.urandom(_NONCE)
-    return (_WRAP_HEADER.pack(_WRAP_FORMAT, version) + nonce
-            + AESGCM(primary).encrypt(nonce, data_key, _aad(_AAD_WRAP, name, version)))
+    return (
+        _WRAP_HEADER.pack(_WRAP_FORMAT, version)
+        + nonce
+        + AESGCM(primary).encrypt(nonce, data_key, _aad(_AAD_WRAP, name, version))
+    )
 
 
 def wrapped_version(name: str, wrapped: bytes) -> int:
@@ -130,10 +134,9 @@ def wrapped_version(name: str, wrapped: bytes) -> int:
 
 def open_wrapped(primary: bytes, name: str, version: int, wrapped: bytes) -> bytes:
     """Unwrap a blob made by :func:`wrap`; :class:`IntegrityError` if it does not authenticate."""
-    body = wrapped[_WRAP_HEADER.size:]
+    body = wrapped[_WRAP_HEADER.size :]
     try:
-        return AESGCM(primary).decrypt(body[:_NONCE], body[_NONCE:],
-                                       _aad(_AAD_WRAP, name, version))
+        return AESGCM(primary).decrypt(body[:_NONCE], body[_NONCE:], _aad(_AAD_WRAP, name, version))
     except (InvalidTag, ValueError) as exc:
         raise IntegrityError(
             f"the wrapped data key does not authenticate under {name!r} version {version}"
@@ -161,8 +164,9 @@ def parse_vault_ciphertext(text: str) -> tuple[int, bytes]:
 def open_vault(primary: bytes, name: str, version: int, raw: bytes) -> bytes:
     """Decrypt the raw bytes of a Vault ciphertext; :class:`IntegrityError` if altered."""
     try:
-        return AESGCM(primary).decrypt(raw[:_NONCE], raw[_NONCE:],
-                                       _aad(_AAD_TRANSIT, name, version))
+        return AESGCM(primary).decrypt(
+            raw[:_NONCE], raw[_NONCE:], _aad(_AAD_TRANSIT, name, version)
+        )
     except (InvalidTag, ValueError) as exc:
         raise IntegrityError(f"the ciphertext does not authenticate under {name!r}") from exc
 

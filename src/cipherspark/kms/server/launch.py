@@ -75,8 +75,9 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float) -> None:
 
 
 @contextmanager
-def local_server(directory: str | os.PathLike[str], *,
-                 startup_timeout: float = 30.0) -> Iterator[LocalServer]:
+def local_server(
+    directory: str | os.PathLike[str], *, startup_timeout: float = 30.0
+) -> Iterator[LocalServer]:
     """Serve the KMS data directory ``directory`` (created if absent) on a loopback port."""
     from cipherspark.kms.server import ROOT_KEY, init_data_dir
 
@@ -90,19 +91,36 @@ def local_server(directory: str | os.PathLike[str], *,
     stderr_path = data_dir / "server.err"
     with open(data_dir / "server.out", "ab") as out, open(stderr_path, "ab") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cipherspark", "kms", "serve", "--data", str(data_dir),
-             "--host", _HOST, "--port", str(port)],
-            stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+            [
+                sys.executable,
+                "-m",
+                "cipherspark",
+                "kms",
+                "serve",
+                "--data",
+                str(data_dir),
+                "--host",
+                _HOST,
+                "--port",
+                str(port),
+            ],
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+        )
     try:
         deadline = time.monotonic() + startup_timeout
         while not _healthy(url, ca_file):
             if proc.poll() is not None:
                 tail = stderr_path.read_text(errors="replace").strip().splitlines()[-3:]
-                raise KmsError(f"the KMS server exited with code {proc.returncode}: "
-                               + " / ".join(tail))
+                raise KmsError(
+                    f"the KMS server exited with code {proc.returncode}: " + " / ".join(tail)
+                )
             if time.monotonic() > deadline:
-                raise KmsError(f"the KMS server did not answer on {url} within "
-                               f"{startup_timeout:.0f} s (see {stderr_path})")
+                raise KmsError(
+                    f"the KMS server did not answer on {url} within "
+                    f"{startup_timeout:.0f} s (see {stderr_path})"
+                )
             time.sleep(0.1)
         yield LocalServer(data_dir, url, ca_file, proc.pid, token)
     finally:

@@ -25,8 +25,13 @@ NONCE_BYTES = 32
 class NonceStore:
     """Issues nonces bound to (app, key) and takes each back at most once."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic,
-                 lifetime: float = MAX_EVIDENCE_AGE_LIMIT, limit: int = 100_000) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        lifetime: float = MAX_EVIDENCE_AGE_LIMIT,
+        limit: int = 100_000,
+    ) -> None:
         self._clock = clock
         self._lifetime = lifetime
         self._limit = limit

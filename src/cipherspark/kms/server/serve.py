@@ -40,10 +40,17 @@ class ServerPlan:
         return f"{scheme}://{host}:{self.port}"
 
 
-def plan_server(directory: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 8443,
-                tls_cert: Path | None = None, tls_key: Path | None = None,
-                unsafe_plaintext: bool = False, pccs_url: str | None = None,
-                pccs_ca: Path | None = None) -> ServerPlan:
+def plan_server(
+    directory: str | os.PathLike[str],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8443,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+    unsafe_plaintext: bool = False,
+    pccs_url: str | None = None,
+    pccs_ca: Path | None = None,
+) -> ServerPlan:
     """Check the data directory and settle TLS (creating a self-signed certificate if needed).
 
     ``pccs_url`` (https) names the PCCS DCAP collateral is fetched from, cached until it is due;
@@ -72,8 +79,9 @@ def plan_server(directory: str | os.PathLike[str], *, host: str = "127.0.0.1", p
     for path in (tls_cert, tls_key):
         if not path.is_file():
             raise UsageError(f"TLS file {path} does not exist")
-    return ServerPlan(data_dir, host, port, tls_cert, tls_key,
-                      certificate_fingerprint(tls_cert), created, pccs)
+    return ServerPlan(
+        data_dir, host, port, tls_cert, tls_key, certificate_fingerprint(tls_cert), created, pccs
+    )
 
 
 def run_server(plan: ServerPlan) -> None:
@@ -97,14 +105,20 @@ def _serve(plan: ServerPlan) -> None:
     with open_service(plan.data_dir, pccs=plan.pccs) as opened:
         opened.service.purge_due_keys()
         config = uvicorn.Config(
-            create_app(opened.service), host=plan.host, port=plan.port,
+            create_app(opened.service),
+            host=plan.host,
+            port=plan.port,
             ssl_certfile=None if plan.cert_file is None else str(plan.cert_file),
             ssl_keyfile=None if plan.key_file is None else str(plan.key_file),
             # The audit log is the record of key operations; access lines would only add
             # per-request cost (and URLs never carry secrets anyway).
-            access_log=False, server_header=False, timeout_graceful_shutdown=10,
-            log_level="info", timeout_keep_alive=30,
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=10,
+            log_level="info",
+            timeout_keep_alive=30,
             # Nothing uses the client address; do not trust or parse X-Forwarded-* headers.
-            proxy_headers=False, http=http_protocol(),
+            proxy_headers=False,
+            http=http_protocol(),
         )
         uvicorn.Server(config).run()

@@ -34,17 +34,19 @@ __all__ = [
 # Each entry is applied once, in order, inside one transaction; never edit a released entry,
 # append a new one instead.
 MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
-    (1, (
-        """CREATE TABLE settings (
+    (
+        1,
+        (
+            """CREATE TABLE settings (
                name TEXT PRIMARY KEY,
                value BLOB NOT NULL)""",
-        """CREATE TABLE apps (
+            """CREATE TABLE apps (
                app_id TEXT PRIMARY KEY,
                name TEXT NOT NULL,
                key_salt BLOB NOT NULL,
                key_hash BLOB NOT NULL,
                created TEXT NOT NULL)""",
-        """CREATE TABLE keys (
+            """CREATE TABLE keys (
                name TEXT PRIMARY KEY,
                app_id TEXT NOT NULL REFERENCES apps(app_id),
                created TEXT NOT NULL,
@@ -52,29 +54,36 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                min_decryption_version INTEGER NOT NULL DEFAULT 1,
                enabled INTEGER NOT NULL DEFAULT 1,
                deletion_date TEXT)""",
-        """CREATE TABLE key_versions (
+            """CREATE TABLE key_versions (
                key_name TEXT NOT NULL REFERENCES keys(name) ON DELETE CASCADE,
                version INTEGER NOT NULL,
                sealed BLOB NOT NULL,
                created TEXT NOT NULL,
                PRIMARY KEY (key_name, version))""",
-        "CREATE INDEX keys_by_app ON keys(app_id, name)",
-    )),
+            "CREATE INDEX keys_by_app ON keys(app_id, name)",
+        ),
+    ),
     # Attested key release: one JSON release policy per primary key (deleted with the key).
-    (2, (
-        """CREATE TABLE key_policies (
+    (
+        2,
+        (
+            """CREATE TABLE key_policies (
                key_name TEXT PRIMARY KEY REFERENCES keys(name) ON DELETE CASCADE,
                policy TEXT NOT NULL,
                updated TEXT NOT NULL)""",
-    )),
+        ),
+    ),
     # Simulated TEE platforms the operator trusts (admin token): a policy's
     # simulated.platform_keys only count where they are registered here too.
-    (3, (
-        """CREATE TABLE simulated_platforms (
+    (
+        3,
+        (
+            """CREATE TABLE simulated_platforms (
                public_key TEXT PRIMARY KEY CHECK (length(public_key) = 64),
                label TEXT NOT NULL,
                created TEXT NOT NULL)""",
-    )),
+        ),
+    ),
 )
 
 
@@ -156,9 +165,15 @@ class Storage(ABC):
         """Append ``version`` (must be current + 1) and make it current, atomically."""
 
     @abstractmethod
-    def update_key(self, name: str, *, enabled: bool | None = None,
-                   min_decryption_version: int | None = None,
-                   deletion_date: str | None = None, clear_deletion: bool = False) -> None:
+    def update_key(
+        self,
+        name: str,
+        *,
+        enabled: bool | None = None,
+        min_decryption_version: int | None = None,
+        deletion_date: str | None = None,
+        clear_deletion: bool = False,
+    ) -> None:
         """Change a key's state fields (``None`` leaves a field unchanged)."""
 
     @abstractmethod
@@ -174,8 +189,9 @@ class Storage(ABC):
         """Store key ``name``'s release policy (JSON), replacing any previous one."""
 
     @abstractmethod
-    def add_simulated_platform(self, platform: SimulatedPlatformRecord
-                               ) -> tuple[SimulatedPlatformRecord, bool]:
+    def add_simulated_platform(
+        self, platform: SimulatedPlatformRecord
+    ) -> tuple[SimulatedPlatformRecord, bool]:
         """Register a simulated platform; if its key is registered already, only the label
         changes. Answers the stored record (with the first registration's ``created``) and
         whether it is new."""
@@ -210,8 +226,7 @@ class SqliteStorage(Storage):
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves so each write is exactly one
             # explicit transaction.
-            self._db = sqlite3.connect(self._path, isolation_level=None,
-                                       check_same_thread=False)
+            self._db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: an acknowledged create or rotate survives a power cut, not just a crash.
             self._db.execute("PRAGMA synchronous=FULL")
@@ -276,27 +291,31 @@ class SqliteStorage(Storage):
     def get_setting(self, name: str) -> bytes | None:
         """A stored setting."""
         with self._lock:
-            row = self._db.execute("SELECT value FROM settings WHERE name = ?",
-                                   (name,)).fetchone()
+            row = self._db.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
         return None if row is None else bytes(row[0])
 
     def put_setting(self, name: str, value: bytes) -> None:
         """Insert or replace a setting."""
-        self._write("INSERT INTO settings(name, value) VALUES (?, ?) "
-                    "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))
+        self._write(
+            "INSERT INTO settings(name, value) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            (name, value),
+        )
 
     def create_app(self, app: AppRecord) -> None:
         """Insert an application."""
-        self._write("INSERT INTO apps(app_id, name, key_salt, key_hash, created) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (app.app_id, app.name, app.key_salt, app.key_hash, app.created))
+        self._write(
+            "INSERT INTO apps(app_id, name, key_salt, key_hash, created) VALUES (?, ?, ?, ?, ?)",
+            (app.app_id, app.name, app.key_salt, app.key_hash, app.created),
+        )
 
     def get_app(self, app_id: str) -> AppRecord | None:
         """One application."""
         with self._lock:
             row = self._db.execute(
                 "SELECT app_id, name, key_salt, key_hash, created FROM apps WHERE app_id = ?",
-                (app_id,)).fetchone()
+                (app_id,),
+            ).fetchone()
         if row is None:
             return None
         return AppRecord(str(row[0]), str(row[1]), bytes(row[2]), bytes(row[3]), str(row[4]))
@@ -304,40 +323,50 @@ class SqliteStorage(Storage):
     @staticmethod
     def _key(row: tuple[object, ...]) -> KeyRecord:
         return KeyRecord(
-            name=str(row[0]), app_id=str(row[1]), created=str(row[2]),
+            name=str(row[0]),
+            app_id=str(row[1]),
+            created=str(row[2]),
             current_version=int(row[3]),  # type: ignore[call-overload]
             min_decryption_version=int(row[4]),  # type: ignore[call-overload]
-            enabled=bool(row[5]), deletion_date=None if row[6] is None else str(row[6]),
+            enabled=bool(row[5]),
+            deletion_date=None if row[6] is None else str(row[6]),
         )
 
-    _KEY_COLUMNS = ("name, app_id, created, current_version, min_decryption_version, enabled, "
-                    "deletion_date")
+    _KEY_COLUMNS = (
+        "name, app_id, created, current_version, min_decryption_version, enabled, deletion_date"
+    )
 
     def create_key(self, key: KeyRecord, sealed_v1: bytes) -> None:
         """Insert a key and its version 1 in one transaction."""
         try:
             with self._transaction() as db:
-                db.execute("INSERT INTO keys(name, app_id, created, current_version, "
-                           "min_decryption_version, enabled) VALUES (?, ?, ?, 1, 1, 1)",
-                           (key.name, key.app_id, key.created))
-                db.execute("INSERT INTO key_versions(key_name, version, sealed, created) "
-                           "VALUES (?, 1, ?, ?)", (key.name, sealed_v1, key.created))
+                db.execute(
+                    "INSERT INTO keys(name, app_id, created, current_version, "
+                    "min_decryption_version, enabled) VALUES (?, ?, ?, 1, 1, 1)",
+                    (key.name, key.app_id, key.created),
+                )
+                db.execute(
+                    "INSERT INTO key_versions(key_name, version, sealed, created) "
+                    "VALUES (?, 1, ?, ?)",
+                    (key.name, sealed_v1, key.created),
+                )
         except sqlite3.IntegrityError as exc:
             raise KeyExistsError(f"a primary key named {key.name!r} exists already") from exc
 
     def get_key(self, name: str) -> KeyRecord | None:
         """One key's metadata."""
         with self._lock:
-            row = self._db.execute(f"SELECT {self._KEY_COLUMNS} FROM keys WHERE name = ?",
-                                   (name,)).fetchone()
+            row = self._db.execute(
+                f"SELECT {self._KEY_COLUMNS} FROM keys WHERE name = ?", (name,)
+            ).fetchone()
         return None if row is None else self._key(row)
 
     def list_keys(self, app_id: str) -> list[KeyRecord]:
         """An app's keys."""
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {self._KEY_COLUMNS} FROM keys WHERE app_id = ? ORDER BY name",
-                (app_id,)).fetchall()
+                f"SELECT {self._KEY_COLUMNS} FROM keys WHERE app_id = ? ORDER BY name", (app_id,)
+            ).fetchall()
         return [self._key(row) for row in rows]
 
     def get_version(self, name: str, version: int) -> bytes | None:
@@ -345,7 +374,8 @@ class SqliteStorage(Storage):
         with self._lock:
             row = self._db.execute(
                 "SELECT sealed FROM key_versions WHERE key_name = ? AND version = ?",
-                (name, version)).fetchone()
+                (name, version),
+            ).fetchone()
         return None if row is None else bytes(row[0])
 
     def add_version(self, name: str, version: int, sealed: bytes, created: str) -> None:
@@ -353,24 +383,34 @@ class SqliteStorage(Storage):
         with self._transaction() as db:
             changed = db.execute(
                 "UPDATE keys SET current_version = ? WHERE name = ? AND current_version = ?",
-                (version, name, version - 1)).rowcount
+                (version, name, version - 1),
+            ).rowcount
             if changed != 1:
                 raise KmsError(f"key {name!r} changed during rotation; try again")
-            db.execute("INSERT INTO key_versions(key_name, version, sealed, created) "
-                       "VALUES (?, ?, ?, ?)", (name, version, sealed, created))
+            db.execute(
+                "INSERT INTO key_versions(key_name, version, sealed, created) VALUES (?, ?, ?, ?)",
+                (name, version, sealed, created),
+            )
 
-    def update_key(self, name: str, *, enabled: bool | None = None,
-                   min_decryption_version: int | None = None,
-                   deletion_date: str | None = None, clear_deletion: bool = False) -> None:
+    def update_key(
+        self,
+        name: str,
+        *,
+        enabled: bool | None = None,
+        min_decryption_version: int | None = None,
+        deletion_date: str | None = None,
+        clear_deletion: bool = False,
+    ) -> None:
         """Update state fields; the column names are fixed here, only values are bound."""
         if enabled is not None:
             self._write("UPDATE keys SET enabled = ? WHERE name = ?", (int(enabled), name))
         if min_decryption_version is not None:
-            self._write("UPDATE keys SET min_decryption_version = ? WHERE name = ?",
-                        (min_decryption_version, name))
+            self._write(
+                "UPDATE keys SET min_decryption_version = ? WHERE name = ?",
+                (min_decryption_version, name),
+            )
         if deletion_date is not None:
-            self._write("UPDATE keys SET deletion_date = ? WHERE name = ?",
-                        (deletion_date, name))
+            self._write("UPDATE keys SET deletion_date = ? WHERE name = ?", (deletion_date, name))
         if clear_deletion:
             self._write("UPDATE keys SET deletion_date = NULL WHERE name = ?", (name,))
 
@@ -381,15 +421,19 @@ class SqliteStorage(Storage):
     def get_policy(self, name: str) -> str | None:
         """Key ``name``'s release policy (JSON), or ``None``."""
         with self._lock:
-            row = self._db.execute("SELECT policy FROM key_policies WHERE key_name = ?",
-                                   (name,)).fetchone()
+            row = self._db.execute(
+                "SELECT policy FROM key_policies WHERE key_name = ?", (name,)
+            ).fetchone()
         return None if row is None else str(row[0])
 
     def put_policy(self, name: str, policy: str, updated: str) -> None:
         """Insert or replace key ``name``'s release policy."""
-        self._write("INSERT INTO key_policies(key_name, policy, updated) VALUES (?, ?, ?) "
-                    "ON CONFLICT(key_name) DO UPDATE SET policy = excluded.policy, "
-                    "updated = excluded.updated", (name, policy, updated))
+        self._write(
+            "INSERT INTO key_policies(key_name, policy, updated) VALUES (?, ?, ?) "
+            "ON CONFLICT(key_name) DO UPDATE SET policy = excluded.policy, "
+            "updated = excluded.updated",
+            (name, policy, updated),
+        )
 
     _PLATFORM_COLUMNS = "public_key, label, created"
 
@@ -397,24 +441,32 @@ class SqliteStorage(Storage):
     def _platform(row: tuple[object, ...]) -> SimulatedPlatformRecord:
         return SimulatedPlatformRecord(str(row[0]), str(row[1]), str(row[2]))
 
-    def add_simulated_platform(self, platform: SimulatedPlatformRecord
-                               ) -> tuple[SimulatedPlatformRecord, bool]:
+    def add_simulated_platform(
+        self, platform: SimulatedPlatformRecord
+    ) -> tuple[SimulatedPlatformRecord, bool]:
         """Insert, or update the label of an existing registration, in one transaction."""
         try:
             with self._transaction() as db:
                 found = db.execute(
                     f"SELECT {self._PLATFORM_COLUMNS} FROM simulated_platforms "
-                    "WHERE public_key = ?", (platform.public_key,)).fetchone()
+                    "WHERE public_key = ?",
+                    (platform.public_key,),
+                ).fetchone()
                 if found is None:
-                    db.execute("INSERT INTO simulated_platforms(public_key, label, created) "
-                               "VALUES (?, ?, ?)",
-                               (platform.public_key, platform.label, platform.created))
+                    db.execute(
+                        "INSERT INTO simulated_platforms(public_key, label, created) "
+                        "VALUES (?, ?, ?)",
+                        (platform.public_key, platform.label, platform.created),
+                    )
                     stored = platform
                 else:
-                    db.execute("UPDATE simulated_platforms SET label = ? WHERE public_key = ?",
-                               (platform.label, platform.public_key))
-                    stored = SimulatedPlatformRecord(platform.public_key, platform.label,
-                                                     str(found[2]))
+                    db.execute(
+                        "UPDATE simulated_platforms SET label = ? WHERE public_key = ?",
+                        (platform.label, platform.public_key),
+                    )
+                    stored = SimulatedPlatformRecord(
+                        platform.public_key, platform.label, str(found[2])
+                    )
         except sqlite3.Error as exc:
             raise KmsError(f"the KMS database refused a write: {exc}") from exc
         return stored, found is None
@@ -424,7 +476,8 @@ class SqliteStorage(Storage):
         with self._lock:
             rows = self._db.execute(
                 f"SELECT {self._PLATFORM_COLUMNS} FROM simulated_platforms "
-                "ORDER BY created, public_key").fetchall()
+                "ORDER BY created, public_key"
+            ).fetchall()
         return [self._platform(row) for row in rows]
 
     def remove_simulated_platform(self, public_key: str) -> SimulatedPlatformRecord | None:
@@ -433,10 +486,13 @@ class SqliteStorage(Storage):
             with self._transaction() as db:
                 row = db.execute(
                     f"SELECT {self._PLATFORM_COLUMNS} FROM simulated_platforms "
-                    "WHERE public_key = ?", (public_key,)).fetchone()
+                    "WHERE public_key = ?",
+                    (public_key,),
+                ).fetchone()
                 if row is not None:
-                    db.execute("DELETE FROM simulated_platforms WHERE public_key = ?",
-                               (public_key,))
+                    db.execute(
+                        "DELETE FROM simulated_platforms WHERE public_key = ?", (public_key,)
+                    )
         except sqlite3.Error as exc:
             raise KmsError(f"the KMS database refused a write: {exc}") from exc
         return None if row is None else self._platform(row)
@@ -446,7 +502,8 @@ class SqliteStorage(Storage):
         with self._lock:
             rows = self._db.execute(
                 "SELECT name FROM keys WHERE deletion_date IS NOT NULL AND deletion_date <= ?",
-                (now,)).fetchall()
+                (now,),
+            ).fetchall()
         return [str(row[0]) for row in rows]
 
     def backup(self, destination: Path) -> None:

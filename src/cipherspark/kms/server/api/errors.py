@@ -61,9 +61,11 @@ def install_error_handlers(api: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
-            return error_response(request.url.path, _wire.MALFORMED_JSON,
-                                  "the request body is not valid JSON")
+            return error_response(
+                request.url.path, _wire.MALFORMED_JSON, "the request body is not valid JSON"
+            )
         first = errors[0] if errors else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
-        return error_response(request.url.path, _wire.INVALID_FIELD,
-                              f"{where}: {first.get('msg', 'invalid value')}")
+        return error_response(
+            request.url.path, _wire.INVALID_FIELD, f"{where}: {first.get('msg', 'invalid value')}"
+        )

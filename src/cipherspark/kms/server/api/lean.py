@@ -36,8 +36,9 @@ _log = logging.getLogger("cipherspark.kms.server")
 
 def _dumps(content: dict[str, Any]) -> bytes:
     # Byte for byte what FastAPI's JSONResponse renders.
-    return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None,
-                      separators=(",", ":")).encode("utf-8")
+    return json.dumps(
+        content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode("utf-8")
 
 
 def _json_content_type(value: str | None) -> bool:
@@ -45,8 +46,9 @@ def _json_content_type(value: str | None) -> bool:
     if value is None:
         return True
     main = value.split(";", 1)[0].strip().lower()
-    return main == "application/json" or (main.startswith("application/")
-                                          and main.endswith("+json"))
+    return main == "application/json" or (
+        main.startswith("application/") and main.endswith("+json")
+    )
 
 
 def _wrapped_field(body: bytes, content_type: str | None) -> str | None:
@@ -68,12 +70,19 @@ def _wrapped_field(body: bytes, content_type: str | None) -> str | None:
 def lean_routes(service: KeyService) -> FastPath:
     """The lean route over ``service``: answers a hot request, or ``False`` to pass it on."""
 
-    async def respond(send: Send, request_id: str, status: int,
-                      content: dict[str, Any]) -> None:
+    async def respond(send: Send, request_id: str, status: int, content: dict[str, Any]) -> None:
         body = _dumps(content)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-length", str(len(body)).encode()), *_JSON_HEADERS,
-                                (b"x-request-id", request_id.encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-length", str(len(body)).encode()),
+                    *_JSON_HEADERS,
+                    (b"x-request-id", request_id.encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     async def fast(scope: Scope, body: bytes, request_id: str, send: Send) -> bool:
@@ -105,15 +114,18 @@ def lean_routes(service: KeyService) -> FastPath:
                 wrapped = decode_field(field, "wrapped")
                 if action == "unwrap":
                     version, plaintext = service.unwrap(app, name, wrapped, request_id)
-                    content: dict[str, Any] = {"version": version,
-                                               "plaintext": _wire.b64encode(plaintext)}
+                    content: dict[str, Any] = {
+                        "version": version,
+                        "plaintext": _wire.b64encode(plaintext),
+                    }
                 else:
                     version, rewrapped = service.rewrap(app, name, wrapped, request_id)
                     content = {"version": version, "wrapped": _wire.b64encode(rewrapped)}
             else:
                 with_plaintext = action == "datakey/plaintext"
                 version, data_key, wrapped = service.generate_data_key(
-                    app, name, request_id, with_plaintext=with_plaintext)
+                    app, name, request_id, with_plaintext=with_plaintext
+                )
                 content = {"key_id": name, "version": version}
                 if data_key is not None:
                     content["plaintext"] = _wire.b64encode(data_key)

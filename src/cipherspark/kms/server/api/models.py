@@ -82,9 +82,14 @@ class KeyResponse(BaseModel):
     @classmethod
     def of(cls, view: KeyView) -> KeyResponse:
         """The answer describing ``view``."""
-        return cls(name=view.name, version=view.version, created=view.created,
-                   min_decryption_version=view.min_decryption_version, enabled=view.enabled,
-                   deletion_date=view.deletion_date)
+        return cls(
+            name=view.name,
+            version=view.version,
+            created=view.created,
+            min_decryption_version=view.min_decryption_version,
+            enabled=view.enabled,
+            deletion_date=view.deletion_date,
+        )
 
 
 class KeyListResponse(BaseModel):

@@ -21,18 +21,18 @@ router = APIRouter(tags=["admin"], dependencies=[Admin])
 
 
 @router.post("/v1/apps", status_code=201, response_model=AppResponse)
-async def create_app(body: CreateAppRequest, service: Service,
-                     request_id: RequestId) -> AppResponse:
+async def create_app(
+    body: CreateAppRequest, service: Service, request_id: RequestId
+) -> AppResponse:
     """Register an application; its API key is shown only in this response."""
     creds = await anyio.to_thread.run_sync(service.create_app, body.name, request_id)
-    return AppResponse(app_id=creds.app_id, api_key=creds.api_key,
-                       vault_token=creds.vault_token)
+    return AppResponse(app_id=creds.app_id, api_key=creds.api_key, vault_token=creds.vault_token)
 
 
 @router.post("/v1/admin/simulated-platforms", status_code=201)
-async def add_simulated_platform(body: SimulatedPlatformRequest, response: Response,
-                                 service: Service,
-                                 request_id: RequestId) -> SimulatedPlatformResponse:
+async def add_simulated_platform(
+    body: SimulatedPlatformRequest, response: Response, service: Service, request_id: RequestId
+) -> SimulatedPlatformResponse:
     """Trust a simulated TEE platform's public key for attested release (201; 200 if it was
     registered already, whose label is then replaced)."""
     record, new = service.register_simulated_platform(body.public_key, body.label, request_id)
@@ -45,12 +45,13 @@ async def add_simulated_platform(body: SimulatedPlatformRequest, response: Respo
 async def list_simulated_platforms(service: Service) -> SimulatedPlatformListResponse:
     """The simulated TEE platforms this KMS trusts, oldest first."""
     return SimulatedPlatformListResponse(
-        platforms=[SimulatedPlatformResponse.of(r) for r in service.simulated_platforms()])
+        platforms=[SimulatedPlatformResponse.of(r) for r in service.simulated_platforms()]
+    )
 
 
 @router.delete("/v1/admin/simulated-platforms/{public_key}")
-async def remove_simulated_platform(public_key: str, service: Service,
-                                    request_id: RequestId) -> SimulatedPlatformResponse:
+async def remove_simulated_platform(
+    public_key: str, service: Service, request_id: RequestId
+) -> SimulatedPlatformResponse:
     """Stop trusting a simulated platform (404 if it is not registered); the record removed."""
-    return SimulatedPlatformResponse.of(service.remove_simulated_platform(public_key,
-                                                                          request_id))
+    return SimulatedPlatformResponse.of(service.remove_simulated_platform(public_key, request_id))

@@ -23,8 +23,9 @@ router = APIRouter(prefix="/v1/keys", tags=["attestation"])
 
 
 @router.put("/{name}/policy")
-async def put_policy(name: str, body: PolicyRequest, service: Service, request_id: RequestId,
-                     app: Caller) -> PolicyResponse:
+async def put_policy(
+    name: str, body: PolicyRequest, service: Service, request_id: RequestId, app: Caller
+) -> PolicyResponse:
     """Set the key's release policy (which TEE evidence may receive its data keys)."""
     policy = service.set_policy(app, name, AttestationPolicy.from_dict(body.policy), request_id)
     return PolicyResponse(name=name, policy=policy.to_dict())
@@ -45,16 +46,24 @@ async def attest_nonce(name: str, service: Service, app: Caller) -> NonceRespons
 
 
 @router.post("/{name}/attest/unwrap")
-async def attest_unwrap(name: str, body: AttestedUnwrapRequest, service: Service,
-                        request_id: RequestId, app: Caller) -> AttestedUnwrapResponse:
+async def attest_unwrap(
+    name: str, body: AttestedUnwrapRequest, service: Service, request_id: RequestId, app: Caller
+) -> AttestedUnwrapResponse:
     """Verify evidence, policy, nonce and binding; answer the data key as a JWE."""
+
     def run() -> tuple[int, str]:
         return service.attested_unwrap(
-            app, name, nonce=decode_field(body.nonce, "nonce"),
-            tee=body.tee, quote=decode_field(body.evidence, "evidence"),
+            app,
+            name,
+            nonce=decode_field(body.nonce, "nonce"),
+            tee=body.tee,
+            quote=decode_field(body.evidence, "evidence"),
             public_key=decode_field(body.public_key, "public_key"),
-            wrapped=decode_field(body.wrapped, "wrapped"), collateral=body.collateral,
-            request_id=request_id)
+            wrapped=decode_field(body.wrapped, "wrapped"),
+            collateral=body.collateral,
+            request_id=request_id,
+        )
+
     # DCAP verification takes milliseconds of CPU: keep it off the event loop.
     version, token = await anyio.to_thread.run_sync(run)
     return AttestedUnwrapResponse(version=version, jwe=token)

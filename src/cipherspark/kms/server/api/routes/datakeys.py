@@ -23,41 +23,51 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v1/keys", tags=["data keys"])
 
 
-def _datakey(service: KeyService, name: str, request_id: str, app: str,
-             with_plaintext: bool) -> DataKeyResponse:
+def _datakey(
+    service: KeyService, name: str, request_id: str, app: str, with_plaintext: bool
+) -> DataKeyResponse:
     version, plaintext, wrapped = service.generate_data_key(
-        app, name, request_id, with_plaintext=with_plaintext)
-    return DataKeyResponse(key_id=name, version=version, wrapped=_wire.b64encode(wrapped),
-                           plaintext=None if plaintext is None else _wire.b64encode(plaintext))
+        app, name, request_id, with_plaintext=with_plaintext
+    )
+    return DataKeyResponse(
+        key_id=name,
+        version=version,
+        wrapped=_wire.b64encode(wrapped),
+        plaintext=None if plaintext is None else _wire.b64encode(plaintext),
+    )
 
 
 @router.post("/{name}/datakey/plaintext", response_model_exclude_none=True)
-async def datakey_plaintext(name: str, service: Service, request_id: RequestId,
-                            app: Caller) -> DataKeyResponse:
+async def datakey_plaintext(
+    name: str, service: Service, request_id: RequestId, app: Caller
+) -> DataKeyResponse:
     """A fresh data key: plaintext (base64) and wrapped (opaque, base64)."""
     return _datakey(service, name, request_id, app, True)
 
 
 @router.post("/{name}/datakey/wrapped", response_model_exclude_none=True)
-async def datakey_wrapped(name: str, service: Service, request_id: RequestId,
-                          app: Caller) -> DataKeyResponse:
+async def datakey_wrapped(
+    name: str, service: Service, request_id: RequestId, app: Caller
+) -> DataKeyResponse:
     """A fresh data key, wrapped only (for a writer that will unwrap it later)."""
     return _datakey(service, name, request_id, app, False)
 
 
 @router.post("/{name}/unwrap")
-async def unwrap(name: str, body: WrappedRequest, service: Service, request_id: RequestId,
-                 app: Caller) -> UnwrapResponse:
+async def unwrap(
+    name: str, body: WrappedRequest, service: Service, request_id: RequestId, app: Caller
+) -> UnwrapResponse:
     """The data key inside a wrapped blob."""
-    version, plaintext = service.unwrap(app, name, decode_field(body.wrapped, "wrapped"),
-                                        request_id)
+    version, plaintext = service.unwrap(
+        app, name, decode_field(body.wrapped, "wrapped"), request_id
+    )
     return UnwrapResponse(version=version, plaintext=_wire.b64encode(plaintext))
 
 
 @router.post("/{name}/rewrap")
-async def rewrap(name: str, body: WrappedRequest, service: Service, request_id: RequestId,
-                 app: Caller) -> RewrapResponse:
+async def rewrap(
+    name: str, body: WrappedRequest, service: Service, request_id: RequestId, app: Caller
+) -> RewrapResponse:
     """Re-wrap a data key under the key's current version."""
-    version, wrapped = service.rewrap(app, name, decode_field(body.wrapped, "wrapped"),
-                                      request_id)
+    version, wrapped = service.rewrap(app, name, decode_field(body.wrapped, "wrapped"), request_id)
     return RewrapResponse(version=version, wrapped=_wire.b64encode(wrapped))

@@ -20,8 +20,9 @@ router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
 
 @router.post("", status_code=201)
-async def create_key(body: CreateKeyRequest, service: Service, request_id: RequestId,
-                     app: Caller) -> KeyResponse:
+async def create_key(
+    body: CreateKeyRequest, service: Service, request_id: RequestId, app: Caller
+) -> KeyResponse:
     """Create a 256-bit primary key (version 1)."""
     return KeyResponse.of(service.create_key(app, body.name, request_id))
 
@@ -39,43 +40,44 @@ async def describe_key(name: str, service: Service, app: Caller) -> KeyResponse:
 
 
 @router.post("/{name}/rotate")
-async def rotate(name: str, service: Service, request_id: RequestId,
-                 app: Caller) -> KeyResponse:
+async def rotate(name: str, service: Service, request_id: RequestId, app: Caller) -> KeyResponse:
     """Add a new key version; older versions still unwrap."""
     return KeyResponse.of(service.rotate(app, name, request_id))
 
 
 @router.post("/{name}/config")
-async def configure(name: str, body: ConfigRequest, service: Service, request_id: RequestId,
-                    app: Caller) -> KeyResponse:
+async def configure(
+    name: str, body: ConfigRequest, service: Service, request_id: RequestId, app: Caller
+) -> KeyResponse:
     """Set the minimum version that may still unwrap (retires older versions)."""
-    return KeyResponse.of(service.set_min_decryption_version(
-        app, name, body.min_decryption_version, request_id))
+    return KeyResponse.of(
+        service.set_min_decryption_version(app, name, body.min_decryption_version, request_id)
+    )
 
 
 @router.post("/{name}/disable")
-async def disable(name: str, service: Service, request_id: RequestId,
-                  app: Caller) -> KeyResponse:
+async def disable(name: str, service: Service, request_id: RequestId, app: Caller) -> KeyResponse:
     """Refuse every operation with this key until it is enabled again."""
     return KeyResponse.of(service.set_enabled(app, name, False, request_id))
 
 
 @router.post("/{name}/enable")
-async def enable(name: str, service: Service, request_id: RequestId,
-                 app: Caller) -> KeyResponse:
+async def enable(name: str, service: Service, request_id: RequestId, app: Caller) -> KeyResponse:
     """Re-enable a disabled key."""
     return KeyResponse.of(service.set_enabled(app, name, True, request_id))
 
 
 @router.post("/{name}/schedule-deletion")
-async def schedule_deletion(name: str, body: DeletionRequest, service: Service,
-                            request_id: RequestId, app: Caller) -> KeyResponse:
+async def schedule_deletion(
+    name: str, body: DeletionRequest, service: Service, request_id: RequestId, app: Caller
+) -> KeyResponse:
     """Disable the key now and delete it after ``pending_days`` (1-30)."""
     return KeyResponse.of(service.schedule_deletion(app, name, body.pending_days, request_id))
 
 
 @router.post("/{name}/cancel-deletion")
-async def cancel_deletion(name: str, service: Service, request_id: RequestId,
-                          app: Caller) -> KeyResponse:
+async def cancel_deletion(
+    name: str, service: Service, request_id: RequestId, app: Caller
+) -> KeyResponse:
     """Cancel a scheduled deletion."""
     return KeyResponse.of(service.cancel_deletion(app, name, request_id))

@@ -23,6 +23,5 @@ async def metrics(service: Service) -> str:
     """Prometheus text: operations by kind and result."""
     lines = ["# TYPE cipherspark_kms_operations_total counter"]
     for (op, result), count in sorted(service.metrics.items()):
-        lines.append(f'cipherspark_kms_operations_total{{op="{op}",result="{result}"}} '
-                     f"{count}")
+        lines.append(f'cipherspark_kms_operations_total{{op="{op}",result="{result}"}} {count}')
     return "\n".join(lines) + "\n"

@@ -28,18 +28,33 @@ router = APIRouter(prefix="/v1/transit", tags=["vault transit"])
 
 
 def _vault(request_id: str, data: dict[str, Any]) -> dict[str, Any]:
-    return {"request_id": request_id, "lease_id": "", "renewable": False,
-            "lease_duration": 0, "data": data, "wrap_info": None, "warnings": None,
-            "auth": None}
+    return {
+        "request_id": request_id,
+        "lease_id": "",
+        "renewable": False,
+        "lease_duration": 0,
+        "data": data,
+        "wrap_info": None,
+        "warnings": None,
+        "auth": None,
+    }
 
 
 def _transit_key(view: KeyView) -> dict[str, Any]:
-    return {"name": view.name, "type": "aes256-gcm96", "latest_version": view.version,
-            "min_decryption_version": view.min_decryption_version,
-            "min_encryption_version": 0, "deletion_allowed": False, "derived": False,
-            "exportable": False, "supports_encryption": True,
-            "supports_decryption": True, "supports_derivation": False,
-            "keys": {str(v): 0 for v in range(1, view.version + 1)}}
+    return {
+        "name": view.name,
+        "type": "aes256-gcm96",
+        "latest_version": view.version,
+        "min_decryption_version": view.min_decryption_version,
+        "min_encryption_version": 0,
+        "deletion_allowed": False,
+        "derived": False,
+        "exportable": False,
+        "supports_encryption": True,
+        "supports_decryption": True,
+        "supports_derivation": False,
+        "keys": {str(v): 0 for v in range(1, view.version + 1)},
+    }
 
 
 def check_supported(body: TransitBody) -> None:
@@ -51,30 +66,34 @@ def check_supported(body: TransitBody) -> None:
 
 
 @router.post("/keys/{name}", status_code=204)
-async def transit_create(name: str, service: Service, request_id: RequestId,
-                         app: Caller) -> Response:
+async def transit_create(
+    name: str, service: Service, request_id: RequestId, app: Caller
+) -> Response:
     """Create a key (Vault answers 204)."""
     service.create_key(app, name, request_id)
     return Response(status_code=204)
 
 
 @router.get("/keys/{name}")
-async def transit_read(name: str, service: Service, request_id: RequestId,
-                       app: Caller) -> dict[str, Any]:
+async def transit_read(
+    name: str, service: Service, request_id: RequestId, app: Caller
+) -> dict[str, Any]:
     """A key's Vault description."""
     return _vault(request_id, _transit_key(service.describe_key(app, name)))
 
 
 @router.post("/keys/{name}/rotate")
-async def transit_rotate(name: str, service: Service, request_id: RequestId,
-                         app: Caller) -> dict[str, Any]:
+async def transit_rotate(
+    name: str, service: Service, request_id: RequestId, app: Caller
+) -> dict[str, Any]:
     """Rotate the key; answers with its new description."""
     return _vault(request_id, _transit_key(service.rotate(app, name, request_id)))
 
 
 @router.post("/encrypt/{name}")
-async def transit_encrypt(name: str, body: TransitEncryptRequest, service: Service,
-                          request_id: RequestId, app: Caller) -> dict[str, Any]:
+async def transit_encrypt(
+    name: str, body: TransitEncryptRequest, service: Service, request_id: RequestId, app: Caller
+) -> dict[str, Any]:
     """Encrypt base64 ``plaintext``; answers ``vault:vN:...``."""
     check_supported(body)
     if body.key_version not in (None, 0):
@@ -82,13 +101,15 @@ async def transit_encrypt(name: str, body: TransitEncryptRequest, service: Servi
         if body.key_version != current:
             raise UsageError("key_version: only the latest version encrypts")
     ciphertext, version = service.transit_encrypt(
-        app, name, decode_field(body.plaintext, "plaintext"), request_id)
+        app, name, decode_field(body.plaintext, "plaintext"), request_id
+    )
     return _vault(request_id, {"ciphertext": ciphertext, "key_version": version})
 
 
 @router.post("/decrypt/{name}")
-async def transit_decrypt(name: str, body: TransitCiphertextRequest, service: Service,
-                          request_id: RequestId, app: Caller) -> dict[str, Any]:
+async def transit_decrypt(
+    name: str, body: TransitCiphertextRequest, service: Service, request_id: RequestId, app: Caller
+) -> dict[str, Any]:
     """Decrypt a ``vault:vN:...`` ciphertext; answers base64 ``plaintext``."""
     check_supported(body)
     plaintext = service.transit_decrypt(app, name, body.ciphertext, request_id)
@@ -96,8 +117,9 @@ async def transit_decrypt(name: str, body: TransitCiphertextRequest, service: Se
 
 
 @router.post("/rewrap/{name}")
-async def transit_rewrap(name: str, body: TransitCiphertextRequest, service: Service,
-                         request_id: RequestId, app: Caller) -> dict[str, Any]:
+async def transit_rewrap(
+    name: str, body: TransitCiphertextRequest, service: Service, request_id: RequestId, app: Caller
+) -> dict[str, Any]:
     """Re-encrypt a ciphertext under the latest version."""
     check_supported(body)
     ciphertext, version = service.transit_rewrap(app, name, body.ciphertext, request_id)
@@ -105,9 +127,14 @@ async def transit_rewrap(name: str, body: TransitCiphertextRequest, service: Ser
 
 
 @router.post("/datakey/{kind}/{name}")
-async def transit_datakey(kind: Literal["plaintext", "wrapped"], name: str, service: Service,
-                          request_id: RequestId, app: Caller,
-                          body: TransitDataKeyRequest | None = None) -> dict[str, Any]:
+async def transit_datakey(
+    kind: Literal["plaintext", "wrapped"],
+    name: str,
+    service: Service,
+    request_id: RequestId,
+    app: Caller,
+    body: TransitDataKeyRequest | None = None,
+) -> dict[str, Any]:
     """A fresh data key: its ciphertext, and for ``plaintext`` also the key (base64)."""
     body = body or TransitDataKeyRequest()
     check_supported(body)
