@@ -4,8 +4,9 @@ Spark's own CSV source filters inside its parser (``spark.sql.csv.filterPushdown
 far fewer rows cross into the JVM. cipherspark does the same, but not through PySpark's
 ``DataSourceReader.pushFilters``: in PySpark 4.1 the reader state that pushdown produces is
 stored on the relation, shared by every later scan of the same DataFrame, so a filter pushed for
-one query silently dropped rows from the next (issue 11; fixed upstream only after 4.1, where
-the read info moved into the scan builder). Instead :func:`~cipherspark.spark.encrypted_sql`
+one query silently dropped rows from the next (issue 11). PySpark 4.3.0 is the same (its
+``PythonScanBuilder`` still calls ``ds.setReadInfo``, checked with javap); Spark's main branch
+has since moved the read info into the scan builder. Instead :func:`~cipherspark.spark.encrypted_sql`
 reads Spark's optimized plan, and each re-read scan carries its filters as a reader *option*
 (:func:`filters_to_json`): part of that relation's identity, never state shared between queries.
 
