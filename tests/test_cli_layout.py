@@ -150,21 +150,26 @@ def test_kms_admin_commands_need_the_server_url(capsys: pytest.CaptureFixture[st
 
 def test_job_commands_hand_the_ca_to_the_workers(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    """--kms-ca reaches Spark's Python workers the way the variable does (they get only the URL)."""
+    """--kms-ca reaches Spark's Python workers in their ExecutorConfig (they get only the URL)."""
     import cipherspark.spark
     from cipherspark.cli import _spark
     from cipherspark.kms import Credentials
+    from cipherspark.settings import ExecutorConfig
 
     started: list[dict[str, object]] = []
     monkeypatch.setattr(cipherspark.spark, "secure_session",
                         lambda **kwargs: started.append(kwargs))
     monkeypatch.setattr(_spark, "spark_logs", [])
+    monkeypatch.delenv("CIPHERSPARK_KMS_CA", raising=False)
     _spark.session("local[1]", Credentials("a", "b"), "test", None, Path("ca.pem"))
-    assert os.environ["CIPHERSPARK_KMS_CA"] == str(tmp_path / "ca.pem")
     assert started and started[0]["master"] == "local[1]"
-    monkeypatch.delenv("CIPHERSPARK_KMS_CA")
+    executor = started[0]["executor"]
+    assert isinstance(executor, ExecutorConfig)
+    assert executor.kms_ca == tmp_path / "ca.pem"  # absolute: workers run in other folders
+    assert executor.environ()["CIPHERSPARK_KMS_CA"] == str(tmp_path / "ca.pem")
     _spark.session("local[1]", Credentials("a", "b"), "test", None, None)
-    assert "CIPHERSPARK_KMS_CA" not in os.environ
+    executor = started[1]["executor"]
+    assert isinstance(executor, ExecutorConfig) and executor.kms_ca is None
 
 
 # -- the deploy group -----------------------------------------------------------------------------

@@ -206,6 +206,7 @@ class _Reader(DataSourceReader):
 
 
 COUNT_SCHEMA = StructType([StructField("rows", LongType(), False)])
+_COUNT_ARROW = pa.schema([pa.field("rows", pa.int64(), nullable=False)])
 
 
 class _CountingReader(_Reader):
@@ -221,7 +222,8 @@ class _CountingReader(_Reader):
         total = sum(
             count_records(chunk) for piece in partition.slices for chunk in self._records(piece)
         )
-        yield pa.RecordBatch.from_arrays([pa.array([total], pa.int64())], names=["rows"])
+        # Exactly COUNT_SCHEMA, nullability included: PySpark 4.3 checks it (4.1 did not).
+        yield pa.RecordBatch.from_arrays([pa.array([total], pa.int64())], schema=_COUNT_ARROW)
 
 
 @dataclass(frozen=True)
