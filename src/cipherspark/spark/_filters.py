@@ -6,8 +6,8 @@ far fewer rows cross into the JVM. cipherspark does the same, but not through Py
 stored on the relation, shared by every later scan of the same DataFrame, so a filter pushed for
 one query silently dropped rows from the next (issue 11). PySpark 4.3.0 is the same (its
 ``PythonScanBuilder`` still calls ``ds.setReadInfo``, checked with javap); Spark's main branch
-has since moved the read info into the scan builder. Instead :func:`~cipherspark.spark.encrypted_sql`
-reads Spark's optimized plan, and each re-read scan carries its filters as a reader *option*
+has since moved the read info into the scan builder.
+Instead :func:`~cipherspark.spark.encrypted_sql` reads Spark's optimized plan, and each re-read scan carries its filters as a reader *option*
 (:func:`filters_to_json`): part of that relation's identity, never state shared between queries.
 
 Filters are the ``pyspark.sql.datasource`` classes; each becomes a pyarrow compute expression with
@@ -46,6 +46,7 @@ from pyspark.sql.datasource import (
 )
 
 __all__ = [
+    "COMPARISONS",
     "And",
     "Or",
     "apply_filters",
@@ -186,7 +187,8 @@ def apply_filters(table: pa.Table, expression: pc.Expression | None) -> pa.Table
 
 # -- wire form: the reader option ``pushedFilters`` ----------------------------------------------
 
-_COMPARISONS: dict[str, type[Filter]] = {
+#: The comparison filters by class name (Spark's sources.Filter names them the same way).
+COMPARISONS: dict[str, type[Filter]] = {
     cls.__name__: cls
     for cls in (
         EqualTo,
@@ -257,7 +259,7 @@ def _filter_to_json(filter_: Filter) -> dict[str, Any]:
         return {name: {"column": column}}
     if isinstance(filter_, In):
         return {"In": {"column": column, "values": [_value_to_json(v) for v in filter_.value]}}
-    if name in _COMPARISONS:
+    if name in COMPARISONS:
         return {name: {"column": column, "value": _value_to_json(filter_.value)}}  # type: ignore[attr-defined]
     raise ValueError(f"no wire form for filter {name}")
 
@@ -290,8 +292,8 @@ def _filter_from_json(data: Any) -> Filter:
         if not isinstance(values, list):
             raise ValueError("In needs a list of values")
         return In(path, tuple(_value_from_json(v) for v in values))
-    if name in _COMPARISONS:
-        return _COMPARISONS[name](path, _value_from_json(body.get("value")))  # type: ignore[call-arg]
+    if name in COMPARISONS:
+        return COMPARISONS[name](path, _value_from_json(body.get("value")))  # type: ignore[call-arg]
     raise ValueError(f"unknown filter {name!r}")
 
 

@@ -39,26 +39,17 @@ from py4j.protocol import Py4JError
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.datasource import (
-    EqualNullSafe,
-    EqualTo,
     Filter,
-    GreaterThan,
-    GreaterThanOrEqual,
     In,
     IsNotNull,
     IsNull,
-    LessThan,
-    LessThanOrEqual,
     Not,
-    StringContains,
-    StringEndsWith,
-    StringStartsWith,
 )
 from pyspark.sql.functions import broadcast
 from pyspark.sql.types import DataType, DecimalType, StructType
 
 from cipherspark.spark._conf import conf_bytes
-from cipherspark.spark._filters import And, Or, filters_from_json, filters_to_json
+from cipherspark.spark._filters import COMPARISONS, And, Or, filters_from_json, filters_to_json
 from cipherspark.spark._options import FORMAT_NAME, ReadOptions
 
 __all__ = ["ScanPlan", "encrypted_sql", "plan_scans", "scans"]
@@ -128,21 +119,6 @@ def _referenced_columns(analyzed: Any) -> dict[str, set[str]]:
 
 # -- filters from Catalyst ------------------------------------------------------------------------
 
-_COMPARISONS: dict[str, type[Filter]] = {
-    cls.__name__: cls
-    for cls in (
-        EqualTo,
-        EqualNullSafe,
-        GreaterThan,
-        GreaterThanOrEqual,
-        LessThan,
-        LessThanOrEqual,
-        StringStartsWith,
-        StringEndsWith,
-        StringContains,
-    )
-}
-
 
 def _value(java: Any) -> Any:
     """A filter value from Py4J: numbers, strings, booleans and decimals arrive as Python
@@ -179,8 +155,8 @@ def _from_source_filter(java: Any, columns: set[str]) -> Filter | None:
             return IsNotNull((name,))
         if kind == "In":
             return In((name,), tuple(_value(v) for v in java.values()))
-        if kind in _COMPARISONS:
-            return _COMPARISONS[kind]((name,), _value(java.value()))  # type: ignore[call-arg]
+        if kind in COMPARISONS:
+            return COMPARISONS[kind]((name,), _value(java.value()))  # type: ignore[call-arg]
     except (ValueError, Py4JError):
         return None
     return None
