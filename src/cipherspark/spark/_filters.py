@@ -6,9 +6,10 @@ far fewer rows cross into the JVM. cipherspark does the same, but not through Py
 stored on the relation, shared by every later scan of the same DataFrame, so a filter pushed for
 one query silently dropped rows from the next (issue 11). PySpark 4.3.0 is the same (its
 ``PythonScanBuilder`` still calls ``ds.setReadInfo``, checked with javap); Spark's main branch
-has since moved the read info into the scan builder.
-Instead :func:`~cipherspark.spark.encrypted_sql` reads Spark's optimized plan, and each re-read scan carries its filters as a reader *option*
-(:func:`filters_to_json`): part of that relation's identity, never state shared between queries.
+has since moved the read info into the scan builder. Instead
+:func:`~cipherspark.spark.encrypted_sql` reads Spark's optimized plan, and each re-read scan
+carries its filters as a reader *option* (:func:`filters_to_json`): part of that relation's
+identity, never state shared between queries.
 
 Filters are the ``pyspark.sql.datasource`` classes; each becomes a pyarrow compute expression with
 SQL's three-valued logic (a comparison with null drops the row, as in Spark). The rule that keeps
