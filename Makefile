@@ -1,14 +1,21 @@
 # The two set-up commands of the README:
 #   make demo   the end-to-end encrypted Simple Query on a laptop, verified
 #   make test   lint (ruff), types (mypy --strict) and the whole test suite
-.PHONY: demo test lint bench clean
+# And for developers:
+#   make lint       ruff check, ruff format --check, mypy (src strict, tests relaxed)
+#   make test-fast  the tests that start no Spark session and no server process (about a minute)
+#   make nightly    the differential suite with 400 examples per property
+#   make bench      the quick benchmark set
+.PHONY: demo test test-fast nightly lint bench clean
 
+# The server extra too, so that the README's 'cipherspark kms serve' works in the same .venv.
 demo:
-	@scripts/ensure-venv
+	@scripts/ensure-venv server
 	@scripts/ensure-java
 	.venv/bin/cipherspark demo
 
-# The bench extra too: the smoke tests run every benchmark on tiny sizes.
+# The test extra includes the server extra; the bench extra too: the smoke tests run every
+# benchmark on tiny sizes.
 test:
 	@scripts/ensure-venv test,bench
 	@scripts/ensure-java
@@ -17,10 +24,26 @@ test:
 	.venv/bin/mypy
 	.venv/bin/pytest
 
+# mypy's files and settings are in pyproject.toml: src strictly, tests with relaxed settings.
+# 'ruff format --check' comes last so the other checks still report while the tree is not yet
+# formatted; make test does not run it.
 lint:
 	@scripts/ensure-venv test
 	.venv/bin/ruff check src tests bench
 	.venv/bin/mypy
+	.venv/bin/ruff format --check src tests bench
+
+# No Spark (marker spark) and no KMS server or benchmark child processes (marker servers).
+test-fast:
+	@scripts/ensure-venv test
+	.venv/bin/pytest -m "not spark and not servers"
+
+# The differential suite (reader vs Spark's own CSV reader) with ten times the generated
+# queries (about 5 minutes for them alone here); each test may take up to 30 minutes.
+nightly:
+	@scripts/ensure-venv test
+	@scripts/ensure-java
+	CIPHERSPARK_DIFFERENTIAL_EXAMPLES=400 .venv/bin/pytest --timeout=1800 tests/spark/test_differential.py
 
 # The quick benchmark set (minutes); writes docs/benchmarks.md and docs/img/*.png.
 bench:

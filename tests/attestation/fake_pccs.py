@@ -87,6 +87,7 @@ def _handler(pccs: FakePccs) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             parts = urllib.parse.urlsplit(self.path)
             pccs.requests.append(parts.path)
+            headers: dict[str, str]
             if pccs.status is not None:
                 status, headers, body = pccs.status, {}, b""
             else:

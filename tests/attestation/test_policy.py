@@ -71,8 +71,8 @@ def test_debug_enclave_is_denied_unless_allowed() -> None:
     with pytest.raises(PolicyDeniedError) as info:
         policy.check(report)
     assert info.value.reason == "debug"
-    dataclasses.replace(policy, sgx=dataclasses.replace(policy.sgx, allow_debug=True)
-                        ).check(report)  # type: ignore[arg-type]
+    dataclasses.replace(policy, sgx=dataclasses.replace(policy.sgx, allow_debug=True)  # type: ignore[type-var]
+                        ).check(report)
 
 
 def test_tdx_policy(tdx: Sample) -> None:

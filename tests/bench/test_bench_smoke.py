@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.servers
+
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 RATIO = r"\d+\.\d\d"
 

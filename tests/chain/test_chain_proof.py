@@ -77,7 +77,7 @@ class Capture:
     def stop(self) -> bytes:
         time.sleep(0.5)
         self.proc.send_signal(signal.SIGINT)
-        self.proc.wait(timeout=20)
+        self.proc.communicate(timeout=20)  # waits, and closes its stderr pipe
         return self.path.read_bytes()
 
 

@@ -108,7 +108,7 @@ def test_killed_job_leaves_no_partial_output(data: tuple[Path, LocalKms, int]) -
     assert staging, "the encrypted write should have started"
     time.sleep(0.5)
     os.killpg(job.pid, signal.SIGKILL)
-    job.wait(timeout=30)
+    job.communicate(timeout=30)  # waits, and closes its pipes
     time.sleep(2)
     if output.exists():
         # The commit won the race: then the output is complete and verifies.

@@ -20,7 +20,15 @@ from cipherspark.errors import (
     KmsUnavailableError,
     UsageError,
 )
-from cipherspark.kms import Credentials, KeyInfo, LocalKms, local, open_kms, validate_key_name
+from cipherspark.kms import (
+    Credentials,
+    KeyInfo,
+    KeyManagementService,
+    LocalKms,
+    local,
+    open_kms,
+    validate_key_name,
+)
 from tests.conftest import TEST_CREDENTIALS, TEST_KEY
 
 OTHER_KEY = "other-key"
@@ -40,7 +48,7 @@ def _keystore_files(kms: LocalKms) -> list[Path]:
     return files
 
 
-def _reopen(kms: LocalKms, credentials: Credentials = TEST_CREDENTIALS) -> LocalKms:
+def _reopen(kms: KeyManagementService, credentials: Credentials = TEST_CREDENTIALS) -> LocalKms:
     service = open_kms(kms.url, credentials)
     assert isinstance(service, LocalKms)
     return service

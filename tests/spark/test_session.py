@@ -60,7 +60,7 @@ def test_live_session_has_every_secure_setting(spark: SparkSession) -> None:
 
 @pytest.mark.spark
 def test_live_session_conf_holds_no_secret(spark: SparkSession) -> None:
-    assert spark.sparkContext.master.startswith("local")
+    assert spark.sparkContext.master.startswith("local")  # type: ignore[union-attr]
     conf = spark.sparkContext.getConf().getAll()
     assert "spark.authenticate.secret" not in dict(conf)
     api_key = os.environ["CIPHERSPARK_API_KEY"]

@@ -48,6 +48,12 @@ _STATE = "cluster.json"
 _MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 _WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
 
+# The daemons this process started, kept so that they can be reaped when stopped here (a
+# long-lived caller such as a test run would otherwise collect zombies) and so that CPython does
+# not warn "subprocess N is still running" when a dropped Popen of a live daemon is collected.
+# A CLI process that exits leaves them to init, which reaps them.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
 
 @dataclass(frozen=True)
 class Cluster:
@@ -119,6 +125,7 @@ def _launch(directory: Path, name: str, args: list[str], env: Mapping[str, str])
             env=dict(env),
             start_new_session=True,
         )
+    _CHILDREN[process.pid] = process
     return process.pid
 
 
@@ -285,6 +292,13 @@ def _terminate(processes: list[tuple[int, str]], timeout: float = 15.0) -> None:
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    for pid, _ in processes:
+        child = _CHILDREN.pop(pid, None)
+        if child is not None:
+            try:
+                child.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                _CHILDREN[pid] = child  # still exiting; reaped on a later call
 
 
 def stop_cluster(directory: str | os.PathLike[str]) -> Cluster:

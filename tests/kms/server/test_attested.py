@@ -32,6 +32,8 @@ from cipherspark.errors import PolicyDeniedError
 from cipherspark.kms.remote import RemoteKms
 from tests.kms.server.conftest import KmsSetup, cli, unique
 
+pytestmark = pytest.mark.servers
+
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
@@ -139,7 +141,7 @@ def test_a_replayed_nonce_is_denied(setup: KmsSetup, tmp_path: Path,
         wrapped = kms.generate_wrapped_data_key(name)
     nonce, ephemeral = nonce_for(setup, name), EphemeralKey.generate()
     quote = platform.evidence(bind(nonce, ephemeral.public_bytes)).quote
-    request = {"nonce": nonce, "tee": "simulated", "quote": quote,
+    request: dict[str, Any] = {"nonce": nonce, "tee": "simulated", "quote": quote,
                "public_key": ephemeral.public_bytes, "wrapped": wrapped}
     assert raw_unwrap(setup, name, **request)["status"] == 200
     replay = raw_unwrap(setup, name, **request)

@@ -15,6 +15,8 @@ from cipherspark.kms.server import keyring, verify_audit
 from cipherspark.kms.server.audit import verify_audit_log
 from tests.kms.server.conftest import KmsSetup, cli, unique
 
+pytestmark = pytest.mark.servers
+
 
 def _lines(setup: KmsSetup) -> list[dict[str, object]]:
     text = (setup.server.data / "audit.log").read_text()

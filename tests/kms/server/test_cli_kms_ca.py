@@ -12,6 +12,8 @@ import pytest
 
 from tests.kms.server.conftest import KmsSetup, cli, unique
 
+pytestmark = pytest.mark.servers
+
 
 @pytest.fixture
 def env(setup: KmsSetup, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:

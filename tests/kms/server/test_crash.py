@@ -9,11 +9,15 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from cipherspark.errors import KmsError
 from cipherspark.kms import Credentials
 from cipherspark.kms.remote import KmsAdmin, RemoteKms
 from cipherspark.kms.server import verify_audit
 from tests.kms.server.conftest import cli, free_port, start_server, stop_server
+
+pytestmark = pytest.mark.servers
 
 
 def test_sigkill_keeps_every_acknowledged_key_and_version(tmp_path: Path) -> None:

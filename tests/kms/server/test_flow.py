@@ -23,6 +23,8 @@ from cipherspark.kms.remote import RemoteKms
 from cipherspark.kms.server.tls import ensure_self_signed
 from tests.kms.server.conftest import KmsSetup, cli, free_port, unique
 
+pytestmark = pytest.mark.servers
+
 
 def test_full_flow_with_rotation_and_rewrap(setup: KmsSetup) -> None:
     name = unique("flow")

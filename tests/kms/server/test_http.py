@@ -10,6 +10,8 @@ import pytest
 
 from tests.kms.server.conftest import KmsSetup, unique
 
+pytestmark = pytest.mark.servers
+
 
 @pytest.fixture(scope="module")
 def owned_key(setup: KmsSetup) -> str:

@@ -38,6 +38,8 @@ from tests.attestation.conftest import VALID_AT, Sample, sgx  # noqa: F401 (fixt
 from tests.attestation.fake_pccs import FakePccs, fake_pccs, sample_pairs
 from tests.kms.server.conftest import cli, free_port
 
+pytestmark = pytest.mark.servers
+
 ACCEPTED = ["UpToDate", "ConfigurationAndSWHardeningNeeded"]
 
 
@@ -110,7 +112,8 @@ def test_kms_serve_fetches_collateral_from_its_pccs(pccs: FakePccs, sgx: Sample,
     (gramine / "quote").write_bytes(sgx.quote)
     env = {"CIPHERSPARK_PCCS_URL": pccs.url, "CIPHERSPARK_PCCS_CA": str(pccs.ca_file)}
     with running_server(tmp_path / "kms", env) as (url, ca, token, out):
-        new = KmsAdmin(url, token, ca_file=ca).create_app("worker")
+        with KmsAdmin(url, token, ca_file=ca) as admin:
+            new = admin.create_app("worker")
         kms = RemoteKms(url, Credentials(new.app_id, new.api_key), ca_file=ca)
         try:
             kms.create_key("k")

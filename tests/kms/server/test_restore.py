@@ -21,7 +21,7 @@ from cipherspark.kms.server import (
 
 from .conftest import cli, free_port, pinned, start_server, stop_server
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.servers, pytest.mark.timeout(180)]
 
 
 def test_restore_brings_back_the_backed_up_state(tmp_path: Path) -> None:

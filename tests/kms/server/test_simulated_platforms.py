@@ -28,6 +28,8 @@ from cipherspark.kms.remote import RemoteKms
 from cipherspark.kms.server import verify_audit
 from tests.kms.server.conftest import KmsSetup, cli, serving, unique
 
+pytestmark = pytest.mark.servers
+
 ADMIN_PATH = "/v1/admin/simulated-platforms"
 
 

@@ -10,6 +10,8 @@ import pytest
 
 from tests.kms.server.conftest import KmsSetup, unique
 
+pytestmark = pytest.mark.servers
+
 
 def _client(setup: KmsSetup, token: str) -> hvac.Client:
     return hvac.Client(url=setup.server.url, token=token, verify=str(setup.server.ca))
