@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from cipherspark.attestation import AttestationPolicy
 from cipherspark.cli import main
 from cipherspark.deploy import MRENCLAVE_PLACEHOLDER, policy_document, read_sigstruct
 from cipherspark.errors import FormatError, UsageError
@@ -48,32 +49,39 @@ def test_debug_enclaves_are_refused(tmp_path: Path) -> None:
     sig = tmp_path / "debug.sig"
     sig.write_bytes(sigstruct(mrenclave=b"\1" * 32, modulus=b"\2" * 384, debug=True))
     with pytest.raises(UsageError, match="debug"):
-        policy_document(app_id="app", keys=["simple"], measurement=read_sigstruct(sig))
+        policy_document(read_sigstruct(sig))
 
 
 def test_cli_skeleton_has_the_placeholder_and_explains(tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "policy.json"
-    assert main(["attestation-policy", str(out), "--key", "simple", "--app-id", "app1"]) == 0
+    assert main(["attestation-policy", str(out), "--key", "simple"]) == 0
     doc = json.loads(out.read_text())
     assert doc["sgx"]["mr_enclave"] == [MRENCLAVE_PLACEHOLDER]
     assert doc["sgx"]["allow_debug"] is False
-    assert (doc["app_id"], doc["keys"]) == ("app1", ["simple"])
+    # The one policy format: nothing but what AttestationPolicy reads and writes.
+    assert set(doc) == {"version", "tee_types", "tcb_status", "max_evidence_age_seconds", "sgx"}
     text = capsys.readouterr().out
     assert "gramine-sgx-sign" in text and "--sigstruct" in text
 
 
-def test_cli_fills_in_the_measurement(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CIPHERSPARK_APP_ID", raising=False)
+def test_cli_fills_in_the_measurement(tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
     sig = tmp_path / "cipherspark.sig"
     sig.write_bytes(sigstruct(mrenclave=bytes.fromhex("cd" * 32), modulus=b"\5" * 384))
     out = tmp_path / "policy.json"
-    assert main(["attestation-policy", str(out), "--key", "simple", "--app-id", "app1",
+    assert main(["deploy", "attestation-policy", str(out), "--key", "simple",
                  "--sigstruct", str(sig)]) == 0
     doc = json.loads(out.read_text())
     assert doc["sgx"]["mr_enclave"] == ["cd" * 32]
-    assert doc["sgx"]["mr_signer"] == hashlib.sha256(b"\5" * 384).hexdigest()
-    assert ("cd" * 32) in capsys.readouterr().out
-    assert main(["attestation-policy", str(out), "--key", "simple", "--app-id", "a"]) == 1
-    assert main(["attestation-policy", str(tmp_path / "p2.json"), "--key", "simple"]) == 2
+    assert doc["sgx"]["mr_signer"] == [hashlib.sha256(b"\5" * 384).hexdigest()]
+    assert (doc["sgx"]["isv_prod_id"], doc["sgx"]["min_isv_svn"]) == (7, 3)
+    # Exactly what the KMS stores: the document is AttestationPolicy's normal form.
+    assert AttestationPolicy.from_dict(doc).to_dict() == doc
+    printed = capsys.readouterr().out
+    assert ("cd" * 32) in printed
+    assert f"cipherspark key policy set simple {out}" in printed
+    assert main(["deploy", "attestation-policy", str(out), "--key", "simple"]) == 1
+    assert main(["deploy", "attestation-policy", str(tmp_path / "p2.json"),
+                 "--key", "no/such name"]) == 2
+    assert not (tmp_path / "p2.json").exists()

@@ -1,5 +1,5 @@
-"""`cipherspark submit --dry-run`: the exact security confs, file-based secrets, no secret on the
-command line."""
+"""`cipherspark deploy submit --dry-run`: the exact security confs, file-based secrets, no secret on
+the command line."""
 
 from __future__ import annotations
 

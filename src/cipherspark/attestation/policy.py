@@ -12,9 +12,10 @@ A policy is JSON (see ``docs/attestation.md``)::
              "allow_debug": false},
      "simulated": {"platform_keys": ["<hex>"], "measurements": ["<hex>"]}}
 
-It also reads the document of :func:`cipherspark.deploy.policy_document` (its ``app_id``,
-``keys`` and ``operations`` are informational; ``tee_types`` defaults to the sections present,
-and ``sgx.tcb_status`` / ``sgx.mr_signer`` as a single string are accepted). An empty or
+:func:`cipherspark.deploy.policy_document` writes this format. Documents of 0.1.0's
+``attestation-policy`` are still read: their ``app_id``, ``keys`` and ``operations`` are kept as
+information, ``tee_types`` defaults to the sections present, and ``sgx.tcb_status`` /
+``sgx.mr_signer`` as a single string are accepted. An empty or
 missing policy denies everything. :meth:`AttestationPolicy.check` raises
 :class:`~cipherspark.errors.PolicyDeniedError` with a reason code; it never returns a verdict.
 """

@@ -2,7 +2,7 @@
 
 A thin layer over :mod:`cipherspark.deploy`. The three commands were top-level commands before
 they became one group; :func:`add_aliases` keeps those names working (hidden from ``--help``),
-for scripts and images that call them (deploy/Dockerfile runs ``cipherspark gramine-manifest``).
+for scripts and images built from 0.1.0's Dockerfile, which ran ``cipherspark gramine-manifest``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import typer
 
 from cipherspark import settings
 from cipherspark.cli._io import out as _out
-from cipherspark.cli._options import DEFAULT_MASTER, AppIdOpt, MasterOpt, OverwriteOpt
+from cipherspark.cli._options import DEFAULT_MASTER, MasterOpt, OverwriteOpt
 from cipherspark.errors import OutputExistsError, UsageError
 
 __all__ = [
@@ -159,12 +159,14 @@ def gramine_manifest(
 @app.command("attestation-policy")
 def attestation_policy(
     out: Annotated[Path, typer.Argument(help="Policy file to write (JSON).")],
-    # Not the shared --key: the enclave may unwrap several keys, and none defaults from
-    # CIPHERSPARK_KEY (a policy should name its keys on purpose).
+    # Not the shared --key: a policy belongs to each key it is set on, and none defaults from
+    # CIPHERSPARK_KEY (a policy should be attached on purpose).
     key: Annotated[
-        list[str], typer.Option("--key", help="Key the enclave may unwrap; repeatable.")
-    ],
-    app_id: AppIdOpt = None,
+        list[str] | None,
+        typer.Option(
+            "--key", help="Key the policy is for: prints its 'key policy set' line; repeatable."
+        ),
+    ] = None,
     sigstruct: Annotated[
         Path | None,
         typer.Option(
@@ -173,13 +175,20 @@ def attestation_policy(
     ] = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Write a KMS key-release policy for SGX enclaves (MRENCLAVE from gramine-sgx-sign)."""
-    from cipherspark.deploy import MRENCLAVE_PLACEHOLDER, policy_document, read_sigstruct
+    """Write a KMS key-release policy for SGX enclaves (MRENCLAVE from gramine-sgx-sign).
 
+    Example: cipherspark deploy attestation-policy policy.json --sigstruct cipherspark.sig
+    --key simple, then cipherspark key policy set simple policy.json.
+    """
+    from cipherspark.deploy import MRENCLAVE_PLACEHOLDER, policy_document, read_sigstruct
+    from cipherspark.kms import validate_key_name
+
+    for name in key or ():
+        validate_key_name(name)
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
     measurement = read_sigstruct(sigstruct) if sigstruct is not None else None
-    document = policy_document(app_id=app_id or "", keys=key, measurement=measurement)
+    document = policy_document(measurement)
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     with os.fdopen(fd, "w") as handle:
         handle.write(json.dumps(document, indent=2) + "\n")
@@ -195,12 +204,14 @@ def attestation_policy(
         )
         _out.print(
             "  3. cipherspark deploy attestation-policy "
-            f"{out} --sigstruct cipherspark.sig --overwrite ...   "
+            f"{out} --sigstruct cipherspark.sig --overwrite   "
             "(or gramine-sgx-sigstruct-view cipherspark.sig)"
         )
-    else:
-        _out.print(f"MRENCLAVE {measurement.mr_enclave}")
-        _out.print(f"MRSIGNER  {measurement.mr_signer}")
+        return
+    _out.print(f"MRENCLAVE {measurement.mr_enclave}")
+    _out.print(f"MRSIGNER  {measurement.mr_signer}")
+    for name in key or ():
+        _out.print(f"next: cipherspark key policy set {name} {out}")
 
 
 def add_aliases(root: typer.Typer) -> None:

@@ -76,7 +76,7 @@ PASSTHROUGH_ENV = (
 
 MANIFEST_TEMPLATE = """\
 # cipherspark: Spark driver / executor inside an SGX enclave (Gramine).
-# Rendered by `cipherspark gramine-manifest`; sign with
+# Rendered by `cipherspark deploy gramine-manifest`; sign with
 #   gramine-sgx-sign --manifest cipherspark.manifest --output cipherspark.manifest.sgx
 # and read MRENCLAVE with `gramine-sgx-sigstruct-view cipherspark.sig`.
 # Trusted files are measured into MRENCLAVE; allowed files are not (encrypted or public data only).

@@ -8,18 +8,24 @@ cipherspark.sig`` shows it again, and :func:`read_sigstruct` reads it from the `
 (Intel SDM SIGSTRUCT layout). Without a ``.sig``, the policy carries
 :data:`MRENCLAVE_PLACEHOLDER`, which no enclave can match.
 
-The document is a valid :class:`cipherspark.attestation.AttestationPolicy` (which the KMS enforces,
-see ``docs/attestation.md``) once the real MRENCLAVE is in it; the placeholder is refused there.
+The document is in the one policy format, :class:`cipherspark.attestation.AttestationPolicy`'s
+(which the KMS enforces, see ``docs/attestation.md``); a policy belongs to a key, so the document
+names no app or key (``cipherspark key policy set KEY FILE`` attaches it). The placeholder
+is refused there until the real MRENCLAVE replaces it.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cipherspark.attestation.policy import (
+    DEFAULT_MAX_EVIDENCE_AGE,
+    POLICY_VERSION,
+    SgxPolicy,
+)
 from cipherspark.errors import FormatError, InputError, UsageError
 
 __all__ = [
@@ -31,7 +37,6 @@ __all__ = [
     "read_sigstruct",
 ]
 
-POLICY_VERSION = 1
 MRENCLAVE_PLACEHOLDER = "<MRENCLAVE: 64 hex digits printed by gramine-sgx-sign>"
 SIGSTRUCT_SIZE = 1808
 _HEADER = bytes.fromhex("06000000e10000000000010000000000")
@@ -72,35 +77,45 @@ def read_sigstruct(path: Path) -> SigstructMeasurement:
     )
 
 
-def policy_document(
-    *, app_id: str, keys: Sequence[str], measurement: SigstructMeasurement | None = None
-) -> dict[str, Any]:
-    """A KMS key-release policy for ``app_id``'s ``keys`` (a JSON-ready dict)."""
-    from cipherspark.kms import validate_key_name
+def policy_document(measurement: SigstructMeasurement | None = None) -> dict[str, Any]:
+    """The release policy for enclaves signed as ``measurement`` (a JSON-ready dict).
 
-    if not app_id:
-        raise UsageError("the policy needs the APP ID it releases keys to")
-    if not keys:
-        raise UsageError("name at least one key the policy releases (--key)")
-    for key in keys:
-        validate_key_name(key)
+    The document is in the one policy format, :meth:`AttestationPolicy.to_dict`'s: it pins
+    MRENCLAVE and MRSIGNER, the product id and the signed SVN as the minimum, refuses debug
+    enclaves and accepts only an ``UpToDate`` TCB. Without ``measurement`` it holds
+    :data:`MRENCLAVE_PLACEHOLDER` (and no MRSIGNER), which the KMS refuses until it is replaced.
+    """
+    from cipherspark.attestation.policy import AttestationPolicy
+
     if measurement is not None and measurement.debug:
         raise UsageError(
             "the enclave was signed as a debug enclave (its memory is readable): "
             "sign it with sgx.debug = false"
         )
-    sgx: dict[str, Any] = {
-        "mr_enclave": [measurement.mr_enclave if measurement else MRENCLAVE_PLACEHOLDER],
-        "mr_signer": measurement.mr_signer if measurement else None,
-        "isv_prod_id": measurement.isv_prod_id if measurement else 1,
-        "min_isv_svn": measurement.isv_svn if measurement else 1,
-        "allow_debug": False,
-        "tcb_status": ["UpToDate"],
-    }
-    return {
-        "version": POLICY_VERSION,
-        "app_id": app_id,
-        "keys": list(keys),
-        "operations": ["unwrap"],
-        "sgx": sgx,
-    }
+    if measurement is None:
+        return {
+            "version": POLICY_VERSION,
+            "tee_types": ["sgx"],
+            "tcb_status": ["UpToDate"],
+            "max_evidence_age_seconds": DEFAULT_MAX_EVIDENCE_AGE,
+            "sgx": {
+                "mr_enclave": [MRENCLAVE_PLACEHOLDER],
+                "mr_signer": [],
+                "isv_prod_id": 1,
+                "min_isv_svn": 1,
+                "allow_debug": False,
+            },
+        }
+    # Built through the policy type, so the document is exactly what the KMS stores.
+    policy = AttestationPolicy(
+        tee_types=("sgx",),
+        tcb_status=("UpToDate",),
+        sgx=SgxPolicy(
+            mr_enclave=(measurement.mr_enclave,),
+            mr_signer=(measurement.mr_signer,),
+            isv_prod_id=measurement.isv_prod_id,
+            min_isv_svn=measurement.isv_svn,
+            allow_debug=False,
+        ),
+    )
+    return policy.to_dict()
