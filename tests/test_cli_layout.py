@@ -204,12 +204,13 @@ def test_alias_and_group_command_do_the_same(tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     for args, out in ((["attestation-policy"], "old.json"),
                       (["deploy", "attestation-policy"], "new.json")):
-        assert main([*args, out, "--key", "simple", "--app-id", "app1"]) == 0
+        assert main([*args, out, "--key", "simple"]) == 0
     assert (tmp_path / "old.json").read_text() == (tmp_path / "new.json").read_text()
     capsys.readouterr()
     deploy_dir = Path(__file__).resolve().parents[1] / "deploy"
     submit = ["--dry-run", "--master", "k8s://https://k8s.example:6443", "--image", "img",
-              "--deploy-dir", str(deploy_dir), "--", "query", "simple"]
+              "--deploy-dir", str(deploy_dir), "--", "query", "simple",
+              "--input", "/data/people.csv.cspk", "--output", "/data/dev.cspk", "--key", "simple"]
     assert main(["submit", *submit]) == 0
     old = capsys.readouterr().out
     assert main(["deploy", "submit", *submit]) == 0

@@ -1,12 +1,13 @@
 #!/bin/bash
-# cipherspark runtime image entrypoint: Spark on Kubernetes starts pods with "driver ..." or
-# "executor" (Spark's own kubernetes/dockerfiles/spark/entrypoint.sh contract); anything else runs
-# as given. Uses bash builtins only, so that under Gramine nothing unmeasured is needed.
+# cipherspark runtime image entrypoint (tdx and simulated overlays): Spark on Kubernetes starts
+# pods with "driver ..." or "executor" (Spark's own kubernetes/dockerfiles/spark/entrypoint.sh
+# contract); anything else runs as given. SGX pods do not use it: their enclave runs the measured
+# launcher.py, which builds these commands itself from checked values (enclave-entrypoint.sh).
 set -euo pipefail
 
 # KMS credentials arrive as mounted files (Secret cipherspark-kms-credentials), never in the pod
 # spec. The cipherspark library reads them from the process environment, so they are exported here,
-# inside the container (or enclave), and nowhere else.
+# inside the container, and nowhere else.
 if [[ -n "${CIPHERSPARK_APP_ID_FILE:-}" && -r "${CIPHERSPARK_APP_ID_FILE}" ]]; then
   CIPHERSPARK_APP_ID="$(<"${CIPHERSPARK_APP_ID_FILE}")"
   export CIPHERSPARK_APP_ID

@@ -15,6 +15,8 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 OVERLAYS = ("sgx", "tdx", "simulated")
 #: The Kubernetes version the objects are validated against (offline, kubernetes-validate).
 K8S_VERSION = "1.32.0"
+#: The KMS the test enclaves trust (the Service of deploy/base/kms.yaml).
+KMS_URL = "https://cipherspark-kms:8443"
 
 
 def load_all(text: str) -> list[dict[str, Any]]:
@@ -45,3 +47,26 @@ def rendered() -> Iterator[dict[str, list[dict[str, Any]]]]:
                     "the kustomizations")
     yield {name: kustomize(DEPLOY / ("base" if name == "base" else f"overlays/{name}"))
            for name in ("base", *OVERLAYS)}
+
+
+@pytest.fixture(scope="session")
+def kms_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A self-signed CA certificate (PEM) standing in for the KMS's, as the image would hold it."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cipherspark-kms")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    path = tmp_path_factory.mktemp("kms-ca") / "kms-ca.crt"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path

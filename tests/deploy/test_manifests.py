@@ -12,7 +12,14 @@ import pytest
 
 from cipherspark.deploy import CONTAINER_NAMES, SECRET_MOUNTS
 from cipherspark.deploy.submit import SPARK_AUTH_SECRET_FILE
-from tests.deploy.conftest import DEPLOY, K8S_VERSION, OVERLAYS, load_all, pod_templates
+from tests.deploy.conftest import (
+    DEPLOY,
+    K8S_VERSION,
+    KMS_URL,
+    OVERLAYS,
+    load_all,
+    pod_templates,
+)
 
 SGX_RESOURCES = ("sgx.intel.com/epc", "sgx.intel.com/enclave", "sgx.intel.com/provision")
 SECRETISH = re.compile(r"secret|password|token|api[-_]?key", re.IGNORECASE)
@@ -161,6 +168,10 @@ def test_secrets_are_mounted_files_where_submit_expects_them() -> None:
                 if ref:
                     mounted[ref] = mount
             for ref, path in SECRET_MOUNTS.items():
+                if overlay == "sgx" and ref == "cipherspark-kms-ca":
+                    # The enclave's CA is measured into the image (a trusted file), not mounted.
+                    assert ref not in mounted, (overlay, role)
+                    continue
                 assert mounted[ref]["mountPath"] == path, (overlay, role, ref)
                 assert mounted[ref]["readOnly"] is True
             auth = volumes["spark-auth"]["secret"]
@@ -269,9 +280,17 @@ def test_kms_is_reachable_only_from_spark_pods_over_tls(
         assert command[command.index("--tls-cert") + 1].startswith("/etc/cipherspark/kms-tls/")
         tls = next(v for v in pod["volumes"] if v["name"] == "tls")
         assert tls["secret"] == {"secretName": "cipherspark-kms-tls", "defaultMode": 0o400}
-        service = by_name[("Service", "cipherspark-kms")]["spec"]
-        assert service["type"] == "ClusterIP"
-        assert "https://cipherspark-kms:8443" in str(pod_templates("sgx"))
+        service = by_name[("Service", "cipherspark-kms")]
+        assert service["spec"]["type"] == "ClusterIP"
+        [port] = service["spec"]["ports"]
+        assert KMS_URL == f"https://{service['metadata']['name']}:{port['port']}"
+    # tdx / simulated pods name the KMS in their environment; SGX enclaves have it measured: the
+    # Dockerfile's default KMS_URL (tests/deploy/test_gramine.py checks the manifest).
+    for overlay in ("tdx", "simulated"):
+        for pod in pod_templates(overlay).values():
+            env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+            assert env["CIPHERSPARK_KMS"] == KMS_URL
+    assert f"ARG KMS_URL={KMS_URL}\n" in (DEPLOY / "Dockerfile").read_text()
 
 
 def test_data_volume_is_rwx_with_the_storage_class_parameter(

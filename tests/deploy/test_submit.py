@@ -3,6 +3,7 @@ the command line."""
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import yaml
 
 from cipherspark.cli import main
 from cipherspark.deploy import SubmitRequest, build_submit_command
+from cipherspark.deploy.launcher import JOB_CONF, check_enclave_job
 from cipherspark.deploy.submit import SPARK_AUTH_SECRET_FILE
 from cipherspark.errors import UsageError
 from cipherspark.spark.session import SECURE_CONF
@@ -130,3 +132,44 @@ def test_secret_confs_are_refused() -> None:
             build_submit_command(SubmitRequest(master=MASTER, image="img:1",
                                                app_args=tuple(JOB), deploy_dir=DEPLOY,
                                                extra_conf={key: "x"}))
+
+
+# -- the job an SGX driver runs ---------------------------------------------------------------
+
+SQL = ["sql", "SELECT job, count(*) FROM people GROUP BY job", "--table",
+       "people=/data/people.csv.cspk", "--output", "/data/jobs.cspk", "--key", "simple"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_job_travels_in_the_conf_the_enclave_reads(capsys: pytest.CaptureFixture[str],
+                                                       overlay: str) -> None:
+    code, argv, err = dry_run(capsys, "--overlay", overlay)
+    assert code == 0, err
+    conf = dict(confs(argv))
+    assert json.loads(conf[JOB_CONF]) == [*JOB, "--master", MASTER]
+    # What an SGX driver's launcher will accept, as it will normalise it.
+    assert check_enclave_job(json.loads(conf[JOB_CONF]), MASTER) == (*JOB, "--master", MASTER)
+
+
+@pytest.mark.parametrize(("job", "message"), [
+    (SQL, "runs only 'query simple"),
+    ([*JOB, "--show", "5"], "--show is not allowed"),
+    (["query", "simple", "--input", "/tmp/people.csv.cspk", "--output", "/data/dev.cspk",
+      "--key", "simple"], "not a path under /data"),
+    ([*JOB, "--input-key", "other"], "--input-key differs"),
+])
+def test_sgx_refuses_at_submit_what_the_enclave_would_refuse(job: list[str], message: str) -> None:
+    request = SubmitRequest(master=MASTER, image="img:1", app_args=tuple(job), deploy_dir=DEPLOY)
+    with pytest.raises(UsageError, match="the SGX enclave would refuse this job") as raised:
+        build_submit_command(request)
+    assert message in str(raised.value)
+    # Outside SGX the driver is not constrained by a launcher: sql still runs there.
+    if job is SQL:
+        build_submit_command(SubmitRequest(master=MASTER, image="img:1", app_args=tuple(job),
+                                           deploy_dir=DEPLOY, overlay="tdx"))
+
+
+def test_the_job_conf_cannot_be_overridden() -> None:
+    with pytest.raises(UsageError, match="from the job"):
+        build_submit_command(SubmitRequest(master=MASTER, image="img:1", app_args=tuple(JOB),
+                                           deploy_dir=DEPLOY, extra_conf={JOB_CONF: "[]"}))

@@ -127,11 +127,27 @@ def submit(
 @app.command("gramine-manifest")
 def gramine_manifest(
     out: Annotated[Path, typer.Argument(help="Manifest to write, e.g. cipherspark.manifest.")],
-    launcher_dir: Annotated[
+    # No envvar on purpose: what is measured into the enclave is named on the build's command
+    # line, never picked up from whatever CIPHERSPARK_KMS the build environment has.
+    kms: Annotated[
+        str,
+        typer.Option(
+            "--enclave-kms",
+            help="The KMS the enclave trusts, https://HOST[:PORT] (measured: the enclave talks "
+            "to no other).",
+        ),
+    ],
+    kms_ca: Annotated[
         Path,
         typer.Option(
-            help="Folder with entrypoint.sh and main.py (in the image: /opt/cipherspark)."
+            "--enclave-kms-ca",
+            help="The KMS's CA certificate (PEM) at its path in the image; measured as a "
+            "trusted file.",
         ),
+    ],
+    launcher_dir: Annotated[
+        Path,
+        typer.Option(help="Folder with launcher.py and main.py (in the image: /opt/cipherspark)."),
     ] = Path("/opt/cipherspark"),
     gramine_libdir: Annotated[
         Path | None,
@@ -141,17 +157,26 @@ def gramine_manifest(
     max_threads: Annotated[int, typer.Option(help="sgx.max_threads.")] = 512,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Write the Gramine manifest measuring this environment's Python, JRE, Spark, cipherspark."""
+    """Write the Gramine manifest measuring this environment's Python, JRE, Spark, cipherspark,
+    the launcher and the KMS it trusts (URL and CA)."""
     from cipherspark.deploy import discover_manifest_paths, render_manifest
 
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
-    if not launcher_dir.is_dir():
-        raise UsageError(f"launcher folder {launcher_dir} does not exist")
+    if not (launcher_dir / "launcher.py").is_file():
+        raise UsageError(f"launcher folder {launcher_dir} has no launcher.py")
     paths = discover_manifest_paths(launcher_dir=launcher_dir, gramine_libdir=gramine_libdir)
-    out.write_text(render_manifest(paths, enclave_size=enclave_size, max_threads=max_threads))
+    manifest = render_manifest(
+        paths,
+        kms_url=kms,
+        kms_ca=kms_ca.absolute(),
+        enclave_size=enclave_size,
+        max_threads=max_threads,
+    )
+    out.write_text(manifest)
+    _out.print(f"wrote {out}: the enclave trusts the KMS {kms.rstrip('/')} (CA {kms_ca})")
     _out.print(
-        f"wrote {out}; next: gramine-sgx-sign --manifest {out} "
+        f"next: gramine-sgx-sign --manifest {out} "
         f"--output {out}.sgx (prints MRENCLAVE; keep the .sig)"
     )
 

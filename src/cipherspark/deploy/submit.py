@@ -10,11 +10,16 @@ What the command carries, and what it deliberately does not:
   so Spark neither puts a secret on the command line nor passes one to executors in their
   environment;
 * no secret value at all: a ``spark.authenticate.secret`` conf or an ``--api-key`` / ``--app-id``
-  application argument is refused.
+  application argument is refused;
+* the cipherspark command once more, as the JSON conf ``spark.cipherspark.job``: an SGX driver's
+  command line is fixed by its manifest, so its measured launcher takes the command from there,
+  and accepts only what :func:`~cipherspark.deploy.launcher.check_enclave_job` allows (for the
+  ``sgx`` overlay that is checked here already, so a job the enclave would refuse fails now).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
@@ -153,6 +158,7 @@ def build_submit_command(request: SubmitRequest) -> SubmitCommand:
     secret. The job's own ``--master`` is added (or must equal ``request.master``): inside the
     driver pod, ``cipherspark query`` starts its SparkSession with it.
     """
+    from cipherspark.deploy.launcher import JOB_CONF, check_enclave_job
     from cipherspark.spark.session import SECURE_CONF
 
     master = _check_master(request.master)
@@ -171,6 +177,8 @@ def build_submit_command(request: SubmitRequest) -> SubmitCommand:
         if not _MEMORY.fullmatch(value):
             raise UsageError(f"{what} takes a JVM size such as 4g or 512m, not {value!r}")
     for key in request.extra_conf:
+        if key == JOB_CONF:
+            raise UsageError(f"--conf {key} is set from the job after '--'")
         if _FORBIDDEN_CONF.fullmatch(key):
             raise UsageError(
                 f"--conf {key}=... would put a secret on the command line; "
@@ -183,6 +191,11 @@ def build_submit_command(request: SubmitRequest) -> SubmitCommand:
         app_args += ["--master", master]
     elif job_master != master:
         raise UsageError(f"the job's --master {job_master!r} differs from {master!r}")
+    if request.overlay == "sgx":
+        try:
+            check_enclave_job(app_args, master)
+        except UsageError as exc:
+            raise UsageError(f"the SGX enclave would refuse this job: {exc}") from exc
 
     templates = request.deploy_dir / "overlays" / request.overlay / "pod-templates"
     driver_template = (templates / "driver.yaml").absolute()
@@ -221,6 +234,7 @@ def build_submit_command(request: SubmitRequest) -> SubmitCommand:
             "spark.pyspark.driver.python": IMAGE_PYTHON,
             "spark.kubernetes.submission.waitAppCompletion": "true",
             "spark.kubernetes.executor.deleteOnTermination": "true",
+            JOB_CONF: json.dumps(app_args),
         }
     )
     conf.update(request.extra_conf)
