@@ -4,7 +4,9 @@ A real KMS server (TLS) and a real 2-worker standalone cluster run the whole flo
 the distributed Simple Query, SQL with shuffles (group by job, group by name), decrypt — while
 tcpdump captures every loopback packet. Then planted canary names, every data key (raw, hex,
 base64) and the API key are searched for in the capture, the cluster's logs, work and local
-(shuffle / spill) folders, the driver's local folder and output, and the encrypted results.
+(shuffle / spill) folders, the driver's local folder and output, the CLI's Spark logs and the
+encrypted results. A query that fails on a cast over the canaries (Spark's message quotes the
+value) is part of the run: its error line and every log must not quote them either.
 
 The control run does the same query with Spark's security settings off and must find the
 canaries in the capture: proof that the search can fail.
@@ -54,6 +56,13 @@ def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Complete
 
 def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return _run([sys.executable, "-m", "cipherspark", *args], env, cwd)
+
+
+def _cli_fails(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([sys.executable, "-m", "cipherspark", *args], capture_output=True,
+                            text=True, timeout=300, env=env, cwd=cwd)
+    assert result.returncode == 1, f"{args[:4]} did not fail as a job:\n{result.stderr[-3000:]}"
+    return result
 
 
 @dataclass
@@ -165,6 +174,13 @@ def test_no_plaintext_or_key_anywhere_on_a_secure_cluster(
                           *spark_args, env=env, cwd=tmp_path)
             logs += [result.stdout, result.stderr]
         _cli("decrypt", "by_name.cspk", "by_name.csv", env=env, cwd=tmp_path)
+        # A query that fails over the canaries: Spark's message quotes the value it could not
+        # cast; neither the CLI's output nor any log (driver, executors, workers) may.
+        failed = _cli_fails("sql", "SELECT CAST(name AS INT) AS n FROM people", "--table",
+                            "people=people.cspk", "-o", "cast.cspk", *spark_args, env=env,
+                            cwd=tmp_path)
+        logs += [failed.stdout, failed.stderr]
+        assert "CAST_INVALID_INPUT" in failed.stderr, failed.stderr[-2000:]
     finally:
         packets = capture.stop()
         stop_cluster(cluster.directory)
@@ -181,8 +197,11 @@ def test_no_plaintext_or_key_anywhere_on_a_secure_cluster(
     needles = ([n.encode() for n in CANARIES] + [f for k in data_keys for f in _forms(k)]
                + [kms_server["CIPHERSPARK_API_KEY"].encode()])
     assert not [n for n in needles if n in packets], "plaintext or a key crossed loopback"
-    places = [tmp_path / "cluster", tmp_path / "driver-local", tmp_path / "driver.log", *encrypted]
-    assert not _found(needles, [*_files_under(*places[:2]), places[2], *encrypted])
+    # The CLI's Spark logs (.cipherspark/logs: the driver JVM's console) are searched too.
+    places = [tmp_path / "cluster", tmp_path / "driver-local", tmp_path / ".cipherspark",
+              tmp_path / "driver.log"]
+    assert list(_files_under(tmp_path / ".cipherspark" / "logs"))
+    assert not _found(needles, [*_files_under(*places[:3]), places[3], *encrypted])
     # Shuffle and spill really happened on disk (so the search above covered them).
     shuffle = [p for p in _files_under(tmp_path / "cluster" / "local") if ".data" in p.name]
     work = list(_files_under(tmp_path / "cluster" / "work"))

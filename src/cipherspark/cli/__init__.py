@@ -101,13 +101,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if settings.debug_enabled():
             raise
+        if _from_spark(exc):
+            # A Spark failure outside a job's error mapping: the same one line, no row values.
+            from cipherspark.spark import spark_error
+
+            error = spark_error(exc)
+            print(f"cipherspark: error: {error}", file=sys.stderr)
+            return error.exit_code
+        # Only the type: the message of an arbitrary exception may quote a value it was given,
+        # and this line reaches terminals and logs outside the TEE.
         print(
-            f"cipherspark: internal error ({type(exc).__name__}): {exc}\n"
-            "  set CIPHERSPARK_DEBUG=1 for the traceback",
+            f"cipherspark: internal error ({type(exc).__name__})\n"
+            "  set CIPHERSPARK_DEBUG=1 for the traceback (it may show data values)",
             file=sys.stderr,
         )
         return 70
     return 0
+
+
+def _from_spark(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised by PySpark or Py4J (without importing either)."""
+    return type(exc).__module__.partition(".")[0] in ("pyspark", "py4j")
 
 
 def run() -> None:

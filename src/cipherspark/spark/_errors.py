@@ -3,6 +3,14 @@
 An error raised inside a Python worker reaches the driver as a Py4J / PySpark exception whose text
 carries the original ``cipherspark.errors.X: message`` line. Recovering it gives users the same
 one-line message (and exit code) as a local failure instead of a page of JVM stack.
+
+Spark's own messages may quote row values (``[CAST_INVALID_INPUT] The value 'Carol-US' of the type
+"STRING" cannot be cast ...``), and this text reaches terminals and logs outside the TEE. So a
+Spark failure is reported by its error class, its SQLSTATE and a hint of ours, never by its
+message text; the exception is the one class whose text describes the query rather than the data:
+SQLSTATE class 42 (syntax error or access rule violation: unknown tables, columns, functions,
+type mismatches), raised while Spark analyses the query, before it reads a row. Its text names
+what the user typed, and the user needs it to fix the query.
 """
 
 from __future__ import annotations
@@ -25,7 +33,51 @@ _OS_ERRORS = {
     "NotADirectoryError",
     "OSError",
 }
-_SPARK_CLASS = re.compile(r"\[([A-Z_]+(?:\.[A-Z_]+)?)\]\s*([^\n]+)")
+_SPARK_CLASS = re.compile(r"\[([A-Z][A-Z0-9_]*(?:\.[A-Z0-9_]+)*)\]\s*([^\n]*)")
+_SQLSTATE = re.compile(r"SQLSTATE: ([0-9A-Z]{5})")
+# SQLSTATE classes whose messages describe the query, not the data (see the module docstring).
+_QUERY_CLASSES = ("42",)
+# Hints for the error classes users meet most over data; they say what to do, not what was read.
+# Names: https://spark.apache.org/docs/latest/sql-error-conditions.html
+_WITHHELD = "the message is withheld: it may quote row values"
+_HINTS = {
+    "CAST_INVALID_INPUT": "a value cannot be cast to the target type; try_cast() gives NULL "
+    "instead",
+    "CAST_OVERFLOW": "a value does not fit the target type; try_cast() gives NULL instead",
+    "DIVIDE_BY_ZERO": "a division by zero; try_divide() gives NULL instead",
+    "ARITHMETIC_OVERFLOW": "an arithmetic result does not fit its type; use a wider type or "
+    "the try_ functions",
+    "NUMERIC_VALUE_OUT_OF_RANGE": "a decimal result does not fit its precision; use a wider "
+    "DECIMAL or try_cast()",
+    "INVALID_ARRAY_INDEX": "an array index is out of bounds; try_element_at() gives NULL instead",
+    "MALFORMED_RECORD_IN_PARSING": "a record does not match the schema",
+}
+
+
+def _spark_summary(exc: BaseException, text: str) -> str:
+    """``[CLASS] (SQLSTATE xxxxx)`` and a hint; the message text only for query errors."""
+    condition = state = None
+    get_condition = getattr(exc, "getCondition", None)
+    if callable(get_condition):
+        try:
+            condition = get_condition()
+            state = exc.getSqlState()  # type: ignore[attr-defined]
+        except Exception:  # a PySpark exception without a JVM side: fall back to its text
+            condition = state = None
+    found = _SPARK_CLASS.search(text)
+    if condition is None and found:
+        condition = found.group(1)
+    if state is None:
+        match = _SQLSTATE.search(text)
+        state = match.group(1) if match else None
+    if condition is None:
+        return f"{type(exc).__name__}: {_WITHHELD}"
+    summary = f"[{condition}]" + (f" (SQLSTATE {state})" if state else "")
+    if state is not None and state.startswith(_QUERY_CLASSES) and found:
+        message = _SQLSTATE.sub("", found.group(2)).strip().rstrip(".")
+        return f"{summary} {message}"[:500]
+    hint = _HINTS.get(condition.partition(".")[0], _WITHHELD)
+    return f"{summary}: {hint}"
 
 
 def spark_error(exc: BaseException) -> CipherSparkError:
@@ -53,13 +105,7 @@ def spark_error(exc: BaseException) -> CipherSparkError:
         name, message = python[-1]
         detail = f"{name}: {message.strip()}" if name in _OS_ERRORS else name
         return JobError(f"the Spark job failed in a Python worker ({detail[:300]})")
-    spark = _SPARK_CLASS.search(text)
-    if spark:
-        summary = f"[{spark.group(1)}] {spark.group(2)}"
-    else:
-        lines = text.strip().splitlines()
-        summary = lines[0] if lines else type(exc).__name__
-    return JobError(f"the Spark job failed: {summary[:500]}")
+    return JobError(f"the Spark job failed: {_spark_summary(exc, text)}")
 
 
 @contextlib.contextmanager
