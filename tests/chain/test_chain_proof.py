@@ -152,6 +152,9 @@ def _data_keys(env: dict[str, str], files: list[Path]) -> list[bytes]:
     return sorted(keys)
 
 
+# Seven CLI processes, each starting Spark, on a 2-core machine: about 4 minutes idle, more than
+# the suite's 10-minute default when the machine is busy.
+@pytest.mark.timeout(1500)
 def test_no_plaintext_or_key_anywhere_on_a_secure_cluster(
     kms_server: dict[str, str], tmp_path: Path
 ) -> None:
