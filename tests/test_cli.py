@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cipherspark.cli import main
-from cipherspark.kms import local, open_kms
+from cipherspark.kms import Credentials, local, open_kms
 from tests.conftest import TEST_CREDENTIALS, TEST_KEY
 
 WRONG_API_KEY = "wrong-api-key-0xdeadbeef"
@@ -40,9 +40,18 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> Result:
     return Result(code, out, err)
 
 
+DEPRECATED_API_KEY_FLAG = (
+    "cipherspark: warning: --api-key is deprecated: its value shows in ps and in the shell's "
+    "history; set CIPHERSPARK_API_KEY or use --api-key-file FILE"
+)
+
+
 def assert_one_error_line(result: Result) -> str:
     assert result.code != 0
     lines = result.err.splitlines()
+    # --api-key given as a flag warns first, in one line of its own.
+    if lines and lines[0] == DEPRECATED_API_KEY_FLAG:
+        lines = lines[1:]
     assert len(lines) == 1, result.err
     assert lines[0].startswith("cipherspark: error: ")
     return lines[0]
@@ -216,7 +225,9 @@ def test_api_key_given_as_flag_is_never_printed(
 ) -> None:
     monkeypatch.delenv("CIPHERSPARK_API_KEY")
     creds = ["--app-id", "flag-app", "--api-key", FLAG_API_KEY]
-    assert run(capsys, "key", "create", "k", *creds).code == 0
+    created = run(capsys, "key", "create", "k", *creds)
+    assert created.code == 0
+    assert created.err.splitlines() == [DEPRECATED_API_KEY_FLAG]
     assert run(capsys, "key", "list", *creds).code == 0
     (tmp_path / "a.csv").write_bytes(b"name,age,job\nzed,20,Developer\n")
     assert run(capsys, "encrypt", "a.csv", "a.cspk", "--key", "k", *creds).code == 0
@@ -227,6 +238,110 @@ def test_api_key_given_as_flag_is_never_printed(
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert FLAG_API_KEY.encode() not in path.read_bytes(), path
+
+
+def test_api_key_from_the_environment_or_a_file_gives_no_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created = run(capsys, "key", "create", "k")  # CIPHERSPARK_API_KEY, set by cli_env
+    assert created.code == 0 and created.err == ""
+    monkeypatch.delenv("CIPHERSPARK_API_KEY")
+    for ending in ("\n", "", "\r\n", "  \n\n"):
+        (tmp_path / "api-key").write_text(TEST_CREDENTIALS.api_key + ending)
+        listed = run(capsys, "key", "list", "--api-key-file", "api-key")
+        assert listed.code == 0, listed.err
+        assert listed.err == "" and listed.out.split()[0] == "k"
+    # A file on the command line wins over the variable.
+    monkeypatch.setenv("CIPHERSPARK_API_KEY", WRONG_API_KEY)
+    assert run(capsys, "key", "list", "--api-key-file", "api-key").code == 0
+    (tmp_path / "wrong").write_text(WRONG_API_KEY + "\n")
+    wrong = run(capsys, "key", "list", "--api-key-file", "wrong")
+    assert "API KEY" in assert_one_error_line(wrong)
+
+
+@pytest.mark.parametrize(("setup", "argv", "words"), [
+    ("missing", ["--api-key-file", "absent"], ["--api-key-file", "absent", "No such file"]),
+    ("empty", ["--api-key-file", "empty"], ["--api-key-file", "empty", "is empty"]),
+    ("folder", ["--api-key-file", "."], ["--api-key-file", "cannot read"]),
+    ("binary", ["--api-key-file", "binary"], ["--api-key-file", "binary", "UTF-8"]),
+    ("both", ["--api-key-file", "some", "--api-key", FLAG_API_KEY], ["--api-key-file", "both"]),
+])
+def test_unreadable_secret_files_are_one_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], setup: str, argv: list[str],
+    words: list[str],
+) -> None:
+    (tmp_path / "empty").write_text("\n")
+    (tmp_path / "some").write_text(FLAG_API_KEY)
+    (tmp_path / "binary").write_bytes(b"\xff\xfe\x00key")
+    result = run(capsys, "key", "list", *argv)
+    assert result.code in (1, 2)
+    message = assert_one_error_line(result)
+    for word in words:
+        assert word in message, (word, message)
+
+
+def test_key_create_on_a_new_keystore_generates_strong_credentials(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CIPHERSPARK_APP_ID")
+    monkeypatch.delenv("CIPHERSPARK_API_KEY")
+    created = run(capsys, "key", "create", "k")
+    assert created.code == 0, created.err
+    assert created.err == ""
+    exports = dict(re.findall(r"^  export (CIPHERSPARK_APP_ID|CIPHERSPARK_API_KEY)=(\S+)$",
+                              created.out, re.MULTILINE))
+    assert set(exports) == {"CIPHERSPARK_APP_ID", "CIPHERSPARK_API_KEY"}, created.out
+    api_key = exports["CIPHERSPARK_API_KEY"]
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", api_key)  # 256 bits, base64url
+    local.check_api_key_strength(api_key)
+    assert "shown only now" in created.out
+    assert created.out.index("export") < created.out.index("created primary key")
+    store = tmp_path / ".cipherspark" / "kms" / "keystore.json"
+    assert api_key.encode() not in store.read_bytes()
+    # Shown once: the next command on the keystore needs the exported credentials ...
+    again = run(capsys, "key", "create", "k2")
+    assert "CIPHERSPARK_API_KEY" in assert_one_error_line(again)
+    assert "export" not in again.out
+    # ... and works with them.
+    for name, value in exports.items():
+        monkeypatch.setenv(name, value)
+    listed = run(capsys, "key", "list")
+    assert listed.code == 0 and listed.out.split()[0] == "k"
+    # With an APP ID given, only the API KEY is generated.
+    monkeypatch.delenv("CIPHERSPARK_API_KEY")
+    other = run(capsys, "key", "create", "k", "--kms", (tmp_path / "other").as_uri(),
+                "--app-id", "mine")
+    assert "  export CIPHERSPARK_APP_ID=mine\n" in other.out
+
+
+@pytest.mark.parametrize("weak", ["x", "secret", "password-1234", "a" * 21, "0123456789" * 3,
+                                  "abcdef0123" * 3, "abab" * 10, "spaces are not tokens!!!"])
+def test_a_weak_api_key_is_refused_for_a_new_keystore(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    weak: str,
+) -> None:
+    monkeypatch.setenv("CIPHERSPARK_API_KEY", weak)
+    result = run(capsys, "key", "create", "k")
+    message = assert_one_error_line(result)
+    assert result.code == 1
+    assert "API KEY" in message and "cipherspark key create' generates" in message
+    if len(weak) >= 6:
+        assert weak not in message
+    assert not (tmp_path / ".cipherspark").exists()
+
+
+def test_an_existing_keystore_with_a_weak_key_still_opens(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keystores of 0.1.0 took any API KEY: they keep working (their KDF is in the file)."""
+    with monkeypatch.context() as old_rules:
+        old_rules.setattr(local, "check_api_key_strength", lambda api_key: None)
+        open_kms((tmp_path / "old").as_uri(), Credentials("old", "x"), create=True)
+    monkeypatch.setenv("CIPHERSPARK_APP_ID", "old")
+    monkeypatch.setenv("CIPHERSPARK_API_KEY", "x")
+    created = run(capsys, "key", "create", "k", "--kms", (tmp_path / "old").as_uri())
+    assert created.code == 0, created.err
+    assert "export" not in created.out
 
 
 # -- help -----------------------------------------------------------------------------------------

@@ -38,7 +38,9 @@ KMS_COMMANDS = [
 
 SHARED = ("--kms", "--kms-ca", "--app-id", "--api-key", "--admin-token", "--key", "--master",
           "--spark-properties", "--overwrite", "--output", "--json", "--seed", "--data", "--dir",
-          "--simulated-key", "--pccs-url", "--pccs-ca")
+          "--simulated-key", "--pccs-url", "--pccs-ca", "--api-key-file", "--admin-token-file")
+# A secret's flag (deprecated: it shows in ps) and the option that reads it from a file.
+SECRET_FLAGS = {"--api-key": "--api-key-file", "--admin-token": "--admin-token-file"}
 
 DEPLOY_COMMANDS = ("submit", "gramine-manifest", "attestation-policy")
 
@@ -123,6 +125,32 @@ def test_every_command_with_kms_takes_kms_ca() -> None:
             assert "--kms-ca" in _options(command), path
 
 
+@pytest.mark.parametrize(("flag", "file_flag"), SECRET_FLAGS.items())
+def test_every_secret_flag_has_a_file_option(flag: str, file_flag: str) -> None:
+    with_flag = [path for path, command in _commands() if flag in _options(command)]
+    assert with_flag
+    for path, command in _commands():
+        options = _options(command)
+        if flag in options:
+            assert file_flag in options, f"{' '.join(path)} takes {flag} but not {file_flag}"
+            assert "Deprecated as a flag" in (options[flag].help or "")
+            assert options[file_flag].envvar is None  # the variable is the secret's own
+
+
+def test_a_secret_flag_warns_and_its_variable_does_not(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code = main(["kms", "app", "create", "an app", "--admin-token", "t"])
+    assert code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == ("cipherspark: warning: --admin-token is deprecated: its value shows in ps "
+                      "and in the shell's history; set CIPHERSPARK_KMS_ADMIN_TOKEN or use "
+                      "--admin-token-file FILE")
+    monkeypatch.setenv("CIPHERSPARK_KMS_ADMIN_TOKEN", "t")
+    assert main(["kms", "app", "create", "an app"]) == 2
+    assert not capsys.readouterr().err.startswith("cipherspark: warning")
+
+
 @pytest.mark.parametrize("flag", SHARED)
 def test_a_shared_option_means_the_same_everywhere(flag: str) -> None:
     seen: dict[tuple[object, ...], list[tuple[str, ...]]] = {}
@@ -140,8 +168,10 @@ def test_a_shared_option_means_the_same_everywhere(flag: str) -> None:
     assert len(next(iter(seen.values()))) >= 2, "shared by several commands"
 
 
-def test_kms_admin_commands_need_the_server_url(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["kms", "app", "create", "an app", "--admin-token", "t"])
+def test_kms_admin_commands_need_the_server_url(capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CIPHERSPARK_KMS_ADMIN_TOKEN", "t")
+    code = main(["kms", "app", "create", "an app"])
     assert code == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith("cipherspark: error: ")

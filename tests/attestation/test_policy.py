@@ -16,12 +16,15 @@ from cipherspark.attestation import (
     verify_dcap_quote,
     verify_evidence,
 )
+from cipherspark.attestation.policy import SgxPolicy, TdxPolicy
 from cipherspark.deploy import SigstructMeasurement, policy_document
 from cipherspark.errors import PolicyDeniedError, UsageError
 from tests.attestation.conftest import VALID_AT, Sample
 from tests.attestation.test_dcap import SGX_MR_ENCLAVE, SGX_MR_SIGNER, TDX_MR_TD
 
 SGX_STATUS = "ConfigurationAndSWHardeningNeeded"
+HEX32, HEX48 = "00" * 32, "ab" * 48
+ANY_RTMRS = {f"rtmr{i}": "any" for i in range(4)}
 
 
 def sgx_policy(**sgx: Any) -> AttestationPolicy:
@@ -75,18 +78,45 @@ def test_debug_enclave_is_denied_unless_allowed() -> None:
                         ).check(report)
 
 
+def tdx_policy(sample: Sample, **rtmrs: Any) -> AttestationPolicy:
+    """A TDX policy pinning the real quote's MRTD and every RTMR (overridden by ``rtmrs``)."""
+    report = verify_dcap_quote(sample.quote, sample.collateral, VALID_AT)
+    pinned = {f"rtmr{i}": [value] for i, value in enumerate(report.rtmr)}
+    return AttestationPolicy.from_dict({"tee_types": ["tdx"], "tdx": {
+        "mr_td": [TDX_MR_TD], **pinned, **rtmrs}})
+
+
 def test_tdx_policy(tdx: Sample) -> None:
-    doc = {"tee_types": ["tdx"], "tdx": {"mr_td": [TDX_MR_TD]}}
-    policy = AttestationPolicy.from_dict(doc)
-    verify_evidence(Evidence("tdx", tdx.quote), policy=policy, collateral=tdx.collateral,
+    verify_evidence(Evidence("tdx", tdx.quote), policy=tdx_policy(tdx), collateral=tdx.collateral,
                     now=VALID_AT)
-    wrong = AttestationPolicy.from_dict({**doc, "tdx": {"mr_td": ["ab" * 48]}})
+    # "any", written out, accepts any value of that register.
+    verify_evidence(Evidence("tdx", tdx.quote), policy=tdx_policy(tdx, **ANY_RTMRS),
+                    collateral=tdx.collateral, now=VALID_AT)
+    wrong = AttestationPolicy.from_dict({"tee_types": ["tdx"], "tdx": {
+        "mr_td": ["ab" * 48], **ANY_RTMRS}})
     assert denied(wrong, tdx, "tdx") == "measurement"
-    rtmr = AttestationPolicy.from_dict({**doc, "tdx": {"mr_td": [TDX_MR_TD],
-                                                       "rtmr3": ["cd" * 48]}})
-    assert denied(rtmr, tdx, "tdx") == "measurement"
     # An SGX-only policy refuses TDX evidence before looking at it.
     assert denied(sgx_policy(), tdx, "tdx") == "tee_type"
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_each_pinned_rtmr_is_checked(tdx: Sample, index: int) -> None:
+    other = tdx_policy(tdx, **{f"rtmr{index}": ["cd" * 48]})
+    with pytest.raises(PolicyDeniedError, match=f"RTMR{index}") as info:
+        verify_evidence(Evidence("tdx", tdx.quote), policy=other, collateral=tdx.collateral,
+                        now=VALID_AT)
+    assert info.value.reason == "measurement"
+
+
+def test_a_report_without_rtmrs_is_denied_by_a_pinned_policy() -> None:
+    policy = AttestationPolicy.from_dict({"tdx": {"mr_td": [HEX48], **ANY_RTMRS,
+                                                  "rtmr1": [HEX48]}})
+    report = VerifiedReport(tee="tdx", tcb_status="UpToDate", report_data=b"\0" * 64,
+                            mr_td=HEX48, rtmr=())
+    with pytest.raises(PolicyDeniedError) as info:
+        policy.check(report)
+    assert info.value.reason == "measurement"
+    AttestationPolicy.from_dict({"tdx": {"mr_td": [HEX48], **ANY_RTMRS}}).check(report)
 
 
 def test_empty_or_missing_policy_denies(sgx: Sample) -> None:
@@ -98,20 +128,144 @@ def test_empty_or_missing_policy_denies(sgx: Sample) -> None:
     assert info.value.reason == "no_policy"
 
 
-@pytest.mark.parametrize("doc", [
-    {"tee_types": ["sgx"]},  # no sgx section
-    {"tee_types": ["sev"], "sgx": {"mr_enclave": ["00" * 32]}},
-    {"sgx": {"mr_enclave": ["xyz"]}},
-    {"sgx": {"mr_signer": ["00" * 32]}},  # signer alone needs isv_prod_id
-    {"sgx": {"mr_enclave": ["00" * 32], "allow_debug": "yes"}},
-    {"sgx": {"mr_enclave": ["00" * 32]}, "tcb_status": ["Fine"]},
-    {"sgx": {"mr_enclave": ["00" * 32]}, "max_evidence_age_seconds": 3600},
-    {"sgx": {"mr_enclave": ["00" * 32]}, "surprise": 1},
-    {"simulated": {"platform_keys": [], "measurements": []}, "tee_types": ["simulated"]},
-])
-def test_invalid_policies_are_refused(doc: dict[str, Any]) -> None:
-    with pytest.raises(UsageError):
+TDX_OK = {"mr_td": [HEX48], **ANY_RTMRS}
+SIGNER = {"mr_signer": [HEX32], "isv_prod_id": 1}
+
+# (id, document, words the message must contain). Every fail-closed rule has its own vectors:
+# removing the rule lets its vectors parse, and these tests fail.
+INVALID = [
+    ("no-sgx-section", {"tee_types": ["sgx"]}, ["'sgx' section"]),
+    ("unknown-tee", {"tee_types": ["sev"], "sgx": {"mr_enclave": [HEX32]}}, ["'sev'"]),
+    ("bad-hex", {"sgx": {"mr_enclave": ["xyz"]}}, ["sgx.mr_enclave"]),
+    ("signer-without-product", {"sgx": {"mr_signer": [HEX32]}}, ["isv_prod_id"]),
+    ("debug-not-bool", {"sgx": {"mr_enclave": [HEX32], "allow_debug": "yes"}},
+     ["sgx.allow_debug"]),
+    ("unknown-status", {"sgx": {"mr_enclave": [HEX32]}, "tcb_status": ["Fine"]}, ["'Fine'"]),
+    ("age", {"sgx": {"mr_enclave": [HEX32]}, "max_evidence_age_seconds": 3600},
+     ["max_evidence_age_seconds"]),
+    ("unknown-field", {"sgx": {"mr_enclave": [HEX32]}, "surprise": 1}, ["'surprise'"]),
+    ("simulated-empty", {"simulated": {"platform_keys": [], "measurements": []},
+                         "tee_types": ["simulated"]}, ["platform_keys"]),
+    # TDX: every RTMR pinned or explicitly "any".
+    *[(f"tdx-rtmr{i}-missing", {"tdx": {k: v for k, v in TDX_OK.items() if k != f"rtmr{i}"}},
+       [f"tdx.rtmr{i} is missing", '"any"']) for i in range(4)],
+    *[(f"tdx-rtmr{i}-empty", {"tdx": {**TDX_OK, f"rtmr{i}": []}},
+       [f"tdx.rtmr{i} is empty", '"any"']) for i in range(4)],
+    ("tdx-only-mr-td", {"tdx": {"mr_td": [HEX48]}}, ["tdx.rtmr0 is missing"]),
+    ("tdx-rtmr-null", {"tdx": {**TDX_OK, "rtmr2": None}}, ["tdx.rtmr2 is missing"]),
+    ("tdx-rtmr-ANY", {"tdx": {**TDX_OK, "rtmr1": "ANY"}}, ["tdx.rtmr1", '"any"']),
+    ("tdx-rtmr-star", {"tdx": {**TDX_OK, "rtmr1": ["*"]}}, ["tdx.rtmr1"]),
+    ("tdx-rtmr-any-in-list", {"tdx": {**TDX_OK, "rtmr3": ["any"]}}, ["tdx.rtmr3"]),
+    ("tdx-rtmr-short", {"tdx": {**TDX_OK, "rtmr0": ["ab" * 32]}}, ["tdx.rtmr0", "48 bytes"]),
+    # The policy 0.2's normal form wrote for "any": refused now, naming the field.
+    ("tdx-old-normal-form", {"version": 1, "tee_types": ["tdx"], "tcb_status": ["UpToDate"],
+                             "max_evidence_age_seconds": 60,
+                             "tdx": {"mr_td": [HEX48], "rtmr0": [], "rtmr1": [],
+                                     "rtmr2": [HEX48], "rtmr3": [], "allow_debug": False}},
+     ["tdx.rtmr0 is empty"]),
+    # Revoked is never acceptable, wherever it is listed.
+    ("revoked-top", {"sgx": {"mr_enclave": [HEX32]}, "tcb_status": ["UpToDate", "Revoked"]},
+     ["'Revoked'", "never"]),
+    ("revoked-sgx", {"sgx": {"mr_enclave": [HEX32], "tcb_status": ["Revoked"]}},
+     ["sgx.tcb_status", "'Revoked'", "never"]),
+    ("revoked-tdx", {"tdx": {**TDX_OK, "tcb_status": ["OutOfDate", "Revoked"]}},
+     ["tdx.tcb_status", "'Revoked'", "never"]),
+    # By signer alone: an explicit minimum SVN of at least 1.
+    ("signer-no-svn", {"sgx": SIGNER}, ["sgx.min_isv_svn", "at least 1"]),
+    ("signer-svn-0", {"sgx": {**SIGNER, "min_isv_svn": 0}}, ["sgx.min_isv_svn", "at least 1"]),
+    ("signer-svn-null", {"sgx": {**SIGNER, "min_isv_svn": None}}, ["sgx.min_isv_svn"]),
+    ("signer-empty-enclave", {"sgx": {**SIGNER, "mr_enclave": []}}, ["sgx.min_isv_svn"]),
+]
+
+
+@pytest.mark.parametrize(("doc", "words"), [pytest.param(d, w, id=i) for i, d, w in INVALID])
+def test_invalid_policies_are_refused(doc: dict[str, Any], words: list[str]) -> None:
+    with pytest.raises(UsageError) as info:
         AttestationPolicy.from_dict(doc)
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+    # The same document as JSON text (what 'key policy set' and the server read).
+    with pytest.raises(UsageError):
+        AttestationPolicy.from_json(json.dumps(doc))
+
+
+VALID = [
+    ("tdx-any", {"tdx": TDX_OK}),
+    ("tdx-pinned", {"tdx": {"mr_td": [HEX48], **{f"rtmr{i}": [HEX48, "cd" * 48]
+                                                  for i in range(4)}}}),
+    ("tdx-mixed", {"tdx": {**TDX_OK, "rtmr1": [HEX48], "tcb_status": ["OutOfDate"]}}),
+    ("signer-svn-1", {"sgx": {**SIGNER, "min_isv_svn": 1}}),
+    ("enclave-svn-0", {"sgx": {"mr_enclave": [HEX32], "min_isv_svn": 0}}),
+    ("enclave-and-signer-svn-0", {"sgx": {"mr_enclave": [HEX32], "mr_signer": [HEX32]}}),
+    ("statuses", {"sgx": {"mr_enclave": [HEX32]}, "tcb_status": [
+        "UpToDate", "SWHardeningNeeded", "ConfigurationNeeded",
+        "ConfigurationAndSWHardeningNeeded", "OutOfDate", "OutOfDateConfigurationNeeded"]}),
+    ("both", {"tee_types": ["sgx", "tdx"], "sgx": {**SIGNER, "min_isv_svn": 3},
+              "tdx": TDX_OK}),
+]
+
+
+@pytest.mark.parametrize("doc", [pytest.param(d, id=i) for i, d in VALID])
+def test_valid_policies_round_trip_in_normal_form(doc: dict[str, Any]) -> None:
+    policy = AttestationPolicy.from_dict(doc)
+    normal = policy.to_dict()
+    assert AttestationPolicy.from_dict(normal) == policy
+    assert AttestationPolicy.from_json(policy.to_json()) == policy
+    assert AttestationPolicy.from_json(policy.to_json()).to_dict() == normal
+    if policy.tdx is not None:
+        for i in range(4):  # "any" stays the literal string, never an empty list
+            assert normal["tdx"][f"rtmr{i}"] == (doc["tdx"][f"rtmr{i}"])
+
+
+def test_the_rules_hold_for_policies_built_in_code() -> None:
+    """Not only the JSON parser: the policy types themselves refuse what fails open."""
+    with pytest.raises(UsageError, match=r"tdx\.rtmr0 is missing"):
+        TdxPolicy(mr_td=(HEX48,))
+    with pytest.raises(UsageError, match=r"tdx\.rtmr3 is missing"):
+        TdxPolicy(mr_td=(HEX48,), rtmr=("any", "any", "any"))
+    with pytest.raises(UsageError, match=r"tdx\.rtmr2 is empty"):
+        TdxPolicy(mr_td=(HEX48,), rtmr=("any", "any", (), "any"))
+    with pytest.raises(UsageError, match=r"tdx\.rtmr1"):
+        TdxPolicy(mr_td=(HEX48,), rtmr=("any", HEX48, "any", "any"))  # type: ignore[arg-type]
+    TdxPolicy(mr_td=(HEX48,), rtmr=("any", (HEX48,), "any", "any"))
+    with pytest.raises(UsageError, match="min_isv_svn"):
+        SgxPolicy(mr_signer=(HEX32,), isv_prod_id=1)
+    SgxPolicy(mr_signer=(HEX32,), isv_prod_id=1, min_isv_svn=1)
+    SgxPolicy(mr_enclave=(HEX32,))
+    sgx = SgxPolicy(mr_enclave=(HEX32,))
+    for build in (
+        lambda: AttestationPolicy(tee_types=("sgx",), tcb_status=("Revoked",), sgx=sgx),
+        lambda: SgxPolicy(mr_enclave=(HEX32,), tcb_status=("UpToDate", "Revoked")),
+        lambda: TdxPolicy(mr_td=(HEX48,), rtmr=("any",) * 4, tcb_status=("Revoked",)),
+        lambda: dataclasses.replace(sgx_policy(), tcb_status=("Revoked",)),
+    ):
+        with pytest.raises(UsageError, match="Revoked"):
+            build()
+
+
+@pytest.mark.parametrize("tee", ["sgx", "tdx"])
+def test_a_revoked_platform_is_denied_even_by_a_policy_that_lists_it(tee: str) -> None:
+    """Defence in depth: a policy object that was altered after its checks still denies."""
+    policy = AttestationPolicy.from_dict({"sgx": {"mr_enclave": [HEX32]}, "tdx": TDX_OK})
+    object.__setattr__(policy, "tcb_status", ("UpToDate", "Revoked"))
+    report = VerifiedReport(tee=tee, tcb_status="Revoked", report_data=b"\0" * 64,
+                            mr_enclave=HEX32, mr_signer=HEX32, isv_prod_id=0, isv_svn=0,
+                            mr_td=HEX48, rtmr=(HEX48,) * 4)
+    with pytest.raises(PolicyDeniedError) as info:
+        policy.check(report)
+    assert info.value.reason == "tcb_status"
+    policy.check(dataclasses.replace(report, tcb_status="UpToDate"))
+
+
+def test_a_signer_policy_denies_enclaves_below_its_minimum_svn() -> None:
+    policy = AttestationPolicy.from_dict({"sgx": {**SIGNER, "min_isv_svn": 2}})
+    report = VerifiedReport(tee="sgx", tcb_status="UpToDate", report_data=b"\0" * 64,
+                            mr_enclave="11" * 32, mr_signer=HEX32, isv_prod_id=1, isv_svn=1)
+    with pytest.raises(PolicyDeniedError) as info:
+        policy.check(report)
+    assert info.value.reason == "svn"
+    policy.check(dataclasses.replace(report, isv_svn=2))
+    policy.check(dataclasses.replace(report, mr_enclave="22" * 32, isv_svn=5))
 
 
 def test_round_trip_and_the_deploy_skeleton() -> None:

@@ -8,9 +8,15 @@ A policy is JSON (see ``docs/attestation.md``)::
      "max_evidence_age_seconds": 60,            # nonce (and simulated timestamp) age
      "sgx": {"mr_enclave": ["<hex>"], "mr_signer": ["<hex>"], "isv_prod_id": 1,
              "min_isv_svn": 1, "allow_debug": false},
-     "tdx": {"mr_td": ["<hex>"], "rtmr0": [], "rtmr1": [], "rtmr2": [], "rtmr3": [],
-             "allow_debug": false},
+     "tdx": {"mr_td": ["<hex>"], "rtmr0": ["<hex>"], "rtmr1": ["<hex>"], "rtmr2": ["<hex>"],
+             "rtmr3": "any", "allow_debug": false},
      "simulated": {"platform_keys": ["<hex>"], "measurements": ["<hex>"]}}
+
+Defaults fail closed: a TDX policy names every RTMR, as a non-empty allow-list or as the
+explicit ``"any"`` (a missing or empty one is refused: it used to accept any value silently);
+``Revoked`` is never an acceptable TCB status; an SGX policy by MRSIGNER without MRENCLAVE sets
+``min_isv_svn`` to at least 1 (otherwise every enclave the signer ever signed, however old,
+would be accepted).
 
 :func:`cipherspark.deploy.policy_document` writes this format. Documents of 0.1.0's
 ``attestation-policy`` are still read: their ``app_id``, ``keys`` and ``operations`` are kept as
@@ -25,17 +31,20 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final, Literal, TypeAlias
 
 from cipherspark.attestation.evidence import TEE_TYPES, VerifiedReport
 from cipherspark.errors import PolicyDeniedError, UsageError
 
 __all__ = [
+    "ANY_VALUE",
     "DEFAULT_MAX_EVIDENCE_AGE",
     "DEFAULT_TCB_STATUSES",
     "MAX_EVIDENCE_AGE_LIMIT",
     "POLICY_VERSION",
+    "REFUSED_TCB_STATUSES",
     "AttestationPolicy",
+    "RtmrAllowList",
     "SgxPolicy",
     "SimulatedPolicy",
     "TdxPolicy",
@@ -54,9 +63,15 @@ _TCB_STATUSES = frozenset(
         "ConfigurationAndSWHardeningNeeded",
         "OutOfDate",
         "OutOfDateConfigurationNeeded",
-        "Revoked",
     }
 )
+#: TCB statuses no policy may accept: the platform's attestation keys are revoked by Intel
+#: (a quote from it proves nothing). Refused when a policy is parsed or built.
+REFUSED_TCB_STATUSES: Final = frozenset({"Revoked"})
+#: The explicit RTMR entry that accepts any value of that register.
+ANY_VALUE: Final = "any"
+#: One RTMR's rule: the allowed values (lower-case hex), or :data:`ANY_VALUE`.
+RtmrAllowList: TypeAlias = tuple[str, ...] | Literal["any"]
 _INFORMATIONAL = frozenset({"app_id", "keys", "operations"})
 
 
@@ -95,18 +110,47 @@ def _bool(value: Any, where: str) -> bool:
     return value
 
 
+def _check_statuses(statuses: tuple[str, ...], where: str) -> None:
+    refused = sorted(set(statuses) & REFUSED_TCB_STATUSES)
+    if refused:
+        raise UsageError(
+            f"policy {where}: {refused[0]!r} is never an acceptable TCB status (Intel revoked "
+            "the platform's attestation keys, so its quotes prove nothing)"
+        )
+    unknown = sorted(set(statuses) - _TCB_STATUSES)
+    if unknown:
+        raise UsageError(
+            f"policy {where}: unknown TCB status {unknown[0]!r} (acceptable: "
+            f"{', '.join(sorted(_TCB_STATUSES))})"
+        )
+
+
 def _statuses(value: Any, where: str) -> tuple[str, ...] | None:
     if value is None:
         return None
     if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
         raise UsageError(f"policy {where} must be a list of TCB status names")
-    unknown = sorted(set(value) - _TCB_STATUSES)
-    if unknown:
-        raise UsageError(
-            f"policy {where}: unknown TCB status {unknown[0]!r} (known: "
-            f"{', '.join(sorted(_TCB_STATUSES))})"
-        )
+    _check_statuses(tuple(value), where)
     return tuple(value)
+
+
+def _rtmr_error(where: str, missing: bool) -> UsageError:
+    # Missing and [] used to mean "any value": a policy pinning only MR_TD then accepted any
+    # kernel, command line and application in the TD. Now "any" must be written out.
+    return UsageError(
+        f"policy {where} is {'missing' if missing else 'empty'}: list the values it may hold "
+        f'(96 hex digits each), or write "{ANY_VALUE}" to accept any value'
+    )
+
+
+def _rtmr(value: Any, where: str) -> RtmrAllowList:
+    if value is None or value == []:
+        raise _rtmr_error(where, missing=value is None)
+    if value == ANY_VALUE:
+        return ANY_VALUE
+    if not isinstance(value, list):
+        raise UsageError(f'policy {where} must be a list of hex strings or "{ANY_VALUE}"')
+    return _hexes(value, where, 48)
 
 
 def _section(doc: dict[str, Any], name: str, allowed: set[str]) -> dict[str, Any]:
@@ -139,6 +183,16 @@ class SgxPolicy:
             raise UsageError("an sgx policy needs mr_enclave and/or mr_signer")
         if not self.mr_enclave and self.isv_prod_id is None:
             raise UsageError("an sgx policy by mr_signer alone also needs isv_prod_id")
+        if not self.mr_enclave and self.min_isv_svn < 1:
+            # By signer, the SVN is what tells a fixed enclave from its vulnerable
+            # predecessors; 0 would accept every version the key ever signed.
+            raise UsageError(
+                "an sgx policy by mr_signer alone needs sgx.min_isv_svn of at least 1 (the "
+                "lowest enclave security version to accept; 0 accepts every enclave the "
+                "signer ever signed)"
+            )
+        if self.tcb_status is not None:
+            _check_statuses(self.tcb_status, "sgx.tcb_status")
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> SgxPolicy:
@@ -188,18 +242,32 @@ class SgxPolicy:
 
 @dataclass(frozen=True)
 class TdxPolicy:
-    """TDX trust domains: allow-lists of MRTD and (optionally) each RTMR."""
+    """TDX trust domains: an allow-list of MRTD and, for each RTMR, one or :data:`ANY_VALUE`.
+
+    ``rtmr`` holds RTMR0-3 in order; each is a non-empty tuple of allowed values or the
+    explicit ``"any"``. An empty or missing entry is refused: the default is not "any".
+    """
 
     mr_td: tuple[str, ...] = ()
-    rtmr: tuple[tuple[str, ...], ...] = ((), (), (), ())
+    rtmr: tuple[RtmrAllowList, ...] = ()
     allow_debug: bool = False
     tcb_status: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.mr_td:
             raise UsageError("a tdx policy needs mr_td")
-        if len(self.rtmr) != 4:
-            raise UsageError("a tdx policy has four RTMR allow-lists")
+        if len(self.rtmr) > 4:
+            raise UsageError("a tdx policy has four RTMR allow-lists, rtmr0 to rtmr3")
+        for i in range(4):
+            allowed = self.rtmr[i] if i < len(self.rtmr) else None
+            if allowed == ANY_VALUE:
+                continue
+            if not allowed:
+                raise _rtmr_error(f"tdx.rtmr{i}", missing=allowed is None)
+            if not isinstance(allowed, tuple):  # a bare string would match by substring
+                raise UsageError(f'policy tdx.rtmr{i} must be a tuple of hex strings or "any"')
+        if self.tcb_status is not None:
+            _check_statuses(self.tcb_status, "tdx.tcb_status")
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> TdxPolicy:
@@ -209,7 +277,7 @@ class TdxPolicy:
         )
         return cls(
             mr_td=_hexes(s.get("mr_td"), "tdx.mr_td", 48),
-            rtmr=tuple(_hexes(s.get(f"rtmr{i}"), f"tdx.rtmr{i}", 48) for i in range(4)),
+            rtmr=tuple(_rtmr(s.get(f"rtmr{i}"), f"tdx.rtmr{i}") for i in range(4)),
             allow_debug=_bool(s.get("allow_debug"), "tdx.allow_debug"),
             tcb_status=_statuses(s.get("tcb_status"), "tdx.tcb_status"),
         )
@@ -217,7 +285,7 @@ class TdxPolicy:
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""
         doc: dict[str, Any] = {"mr_td": list(self.mr_td), "allow_debug": self.allow_debug}
-        doc.update({f"rtmr{i}": list(v) for i, v in enumerate(self.rtmr)})
+        doc.update({f"rtmr{i}": v if v == ANY_VALUE else list(v) for i, v in enumerate(self.rtmr)})
         if self.tcb_status is not None:
             doc["tcb_status"] = list(self.tcb_status)
         return doc
@@ -229,8 +297,10 @@ class TdxPolicy:
         if report.mr_td not in self.mr_td:
             raise _deny(f"MRTD {report.mr_td} is not allowed", "measurement")
         for i, allowed in enumerate(self.rtmr):
+            if allowed == ANY_VALUE:
+                continue
             value = report.rtmr[i] if i < len(report.rtmr) else None
-            if allowed and value not in allowed:
+            if value not in allowed:
                 raise _deny(f"RTMR{i} {value} is not allowed", "measurement")
 
 
@@ -288,6 +358,7 @@ class AttestationPolicy:
             raise UsageError(
                 f"policy max_evidence_age_seconds must be 1 to {MAX_EVIDENCE_AGE_LIMIT}"
             )
+        _check_statuses(self.tcb_status, "tcb_status")
 
     @property
     def empty(self) -> bool:
@@ -381,7 +452,9 @@ class AttestationPolicy:
         section.check(report)
         if report.tee in ("sgx", "tdx"):
             accepted = getattr(section, "tcb_status", None) or self.tcb_status
-            if report.tcb_status not in accepted:
+            # REFUSED_TCB_STATUSES again here: no policy object, however built, releases a key
+            # to a platform whose attestation keys are revoked.
+            if report.tcb_status not in accepted or report.tcb_status in REFUSED_TCB_STATUSES:
                 raise _deny(
                     f"TCB status {report.tcb_status} is not accepted (accepted: "
                     f"{', '.join(accepted)})",

@@ -13,7 +13,7 @@ from rich.console import Console
 
 from cipherspark.errors import InputError
 
-__all__ = ["err", "out", "read_input"]
+__all__ = ["err", "out", "read_input", "warn"]
 
 out = Console(highlight=False, markup=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
@@ -25,3 +25,8 @@ def read_input(path: Path) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def warn(message: str) -> None:
+    """One ``cipherspark: warning: ...`` line on stderr (the command goes on)."""
+    err.print(f"cipherspark: warning: {message}")

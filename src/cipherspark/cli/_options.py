@@ -6,6 +6,15 @@ option, so each shared default is a constant here and commands write ``= DEFAULT
 
 The KMS and Spark options show in their own help panels, the way sigstore-python groups its
 shared arguments: a reader sees at a glance which options connect to what.
+
+Secrets come from the environment or from files, not from flags: a flag's value shows in
+``ps`` and in the shell's history. ``--api-key`` and ``--admin-token`` still work, with a
+one-line deprecation warning on stderr; ``--api-key-file`` / ``--admin-token-file`` read the
+value from a file (surrounding whitespace, such as the trailing newline, stripped). A command
+that takes the file option declares it next to the secret option and uses only the secret's
+parameter: the file option's callback (eager, so it runs first) reads the file, and the secret
+option's callback returns its content. A file given on the command line wins over the
+environment variable.
 """
 
 from __future__ import annotations
@@ -16,11 +25,15 @@ from typing import Annotated
 import typer
 
 from cipherspark import settings
+from cipherspark.cli._io import warn
+from cipherspark.errors import InputError, UsageError
 
 __all__ = [
     "DEFAULT_CLUSTER_DIR",
     "DEFAULT_MASTER",
+    "AdminTokenFileOpt",
     "AdminTokenOpt",
+    "ApiKeyFileOpt",
     "ApiKeyOpt",
     "AppIdOpt",
     "ClusterDirOpt",
@@ -44,6 +57,48 @@ _SPARK_PANEL = "Spark"
 
 DEFAULT_MASTER = "local[*]"
 DEFAULT_CLUSTER_DIR = Path(".cipherspark/cluster")
+
+# -- secrets: from the environment or a file --------------------------------------------------
+
+
+def _meta_key(secret: str) -> str:
+    return f"cipherspark.secret-file.{secret}"
+
+
+def _read_secret_file(ctx: typer.Context, param: typer.CallbackParam, value: Path | None) -> None:
+    """``--SECRET-file``: read the file now, for the ``--SECRET`` option's callback."""
+    if value is None or ctx.resilient_parsing:
+        return
+    try:
+        text = value.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+        raise InputError(f"{param.opts[0]}: cannot read {value}: {reason}") from exc
+    # Surrounding whitespace (`echo KEY > file` adds a newline) is not the secret's, as for the
+    # CIPHERSPARK_*_FILE files Spark's workers read (settings.worker_credentials).
+    secret = text.strip()
+    if not secret:
+        raise InputError(f"{param.opts[0]}: {value} is empty")
+    ctx.meta[_meta_key(str(param.name).removesuffix("_file"))] = secret
+
+
+def _secret_option(ctx: typer.Context, param: typer.CallbackParam, value: str | None) -> str | None:
+    """``--SECRET``: the value of ``--SECRET-file`` if given; a warning if given as a flag."""
+    flag, envvar = param.opts[0], param.envvar
+    source = ctx.get_parameter_source(str(param.name))
+    on_command_line = source is not None and source.name == "COMMANDLINE"
+    from_file = ctx.meta.get(_meta_key(str(param.name)))
+    if from_file is not None:
+        if on_command_line:
+            raise UsageError(f"give {flag} or {flag}-file, not both")
+        return str(from_file)
+    if on_command_line and value is not None and not ctx.resilient_parsing:
+        warn(
+            f"{flag} is deprecated: its value shows in ps and in the shell's history; "
+            f"set {envvar} or use {flag}-file FILE"
+        )
+    return value
+
 
 # -- the KMS a command talks to ---------------------------------------------------------------
 
@@ -87,7 +142,19 @@ ApiKeyOpt = Annotated[
         envvar=settings.ENV_API_KEY,
         show_envvar=True,
         rich_help_panel=_KMS_PANEL,
-        help="API KEY of your application (prefer the environment variable: flags show in ps).",
+        callback=_secret_option,
+        help="API KEY of your application. Deprecated as a flag (its value shows in ps): set "
+        "the environment variable or use --api-key-file.",
+    ),
+]
+ApiKeyFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--api-key-file",
+        rich_help_panel=_KMS_PANEL,
+        callback=_read_secret_file,
+        is_eager=True,
+        help="File holding the API KEY (surrounding whitespace is ignored).",
     ),
 ]
 AdminTokenOpt = Annotated[
@@ -97,7 +164,19 @@ AdminTokenOpt = Annotated[
         envvar=settings.ENV_KMS_ADMIN_TOKEN,
         show_envvar=True,
         rich_help_panel=_KMS_PANEL,
-        help="The admin token 'kms init' printed (prefer the environment variable).",
+        callback=_secret_option,
+        help="The admin token 'kms init' printed. Deprecated as a flag (its value shows in "
+        "ps): set the environment variable or use --admin-token-file.",
+    ),
+]
+AdminTokenFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--admin-token-file",
+        rich_help_panel=_KMS_PANEL,
+        callback=_read_secret_file,
+        is_eager=True,
+        help="File holding the admin token (surrounding whitespace is ignored).",
     ),
 ]
 KeyOpt = Annotated[

@@ -26,6 +26,7 @@ from cipherspark.cli._io import err as _err
 from cipherspark.cli._io import out as _out
 from cipherspark.cli._options import (
     DEFAULT_MASTER,
+    ApiKeyFileOpt,
     ApiKeyOpt,
     AppIdOpt,
     KeyOpt,
@@ -106,6 +107,7 @@ def encrypt(
     kms_ca: KmsCaOpt = None,
     app_id: AppIdOpt = None,
     api_key: ApiKeyOpt = None,
+    api_key_file: ApiKeyFileOpt = None,
     segment_size: Annotated[
         int,
         typer.Option(
@@ -135,6 +137,7 @@ def decrypt(
     kms_ca: KmsCaOpt = None,
     app_id: AppIdOpt = None,
     api_key: ApiKeyOpt = None,
+    api_key_file: ApiKeyFileOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Decrypt a file, or a folder of Spark parts into one file (CSV header written once)."""
@@ -159,6 +162,7 @@ def query_simple(
     kms_ca: KmsCaOpt = None,
     app_id: AppIdOpt = None,
     api_key: ApiKeyOpt = None,
+    api_key_file: ApiKeyFileOpt = None,
     master: MasterOpt = DEFAULT_MASTER,
     spark_properties: SparkPropertiesOpt = None,
     show: Annotated[
@@ -209,6 +213,7 @@ def sql(
     kms_ca: KmsCaOpt = None,
     app_id: AppIdOpt = None,
     api_key: ApiKeyOpt = None,
+    api_key_file: ApiKeyFileOpt = None,
     master: MasterOpt = DEFAULT_MASTER,
     spark_properties: SparkPropertiesOpt = None,
     overwrite: OverwriteOpt = False,

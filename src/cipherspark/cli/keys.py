@@ -8,14 +8,16 @@ simulated TEE.
 from __future__ import annotations
 
 import json
+import secrets
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import unquote, urlparse
 
 import typer
 
 from cipherspark.cli._io import out as _out
 from cipherspark.cli._io import read_input
-from cipherspark.cli._options import ApiKeyOpt, AppIdOpt, KmsCaOpt, KmsOpt
+from cipherspark.cli._options import ApiKeyFileOpt, ApiKeyOpt, AppIdOpt, KmsCaOpt, KmsOpt
 from cipherspark.cli._services import credentials, open_service
 from cipherspark.errors import KmsUnavailableError
 
@@ -28,6 +30,24 @@ policy_app = typer.Typer(
 app.add_typer(policy_app, name="policy")
 
 
+def _new_keystore(kms: str | None) -> Path | None:
+    """The folder of the embedded keystore ``--kms`` names if none exists there yet.
+
+    ``None`` for a KMS server, or a keystore that exists. (``open_kms`` reads the URL the same
+    way; a URL it refuses is refused there, with its message.)
+    """
+    from cipherspark.kms import DEFAULT_KMS_DIR
+
+    if kms is None:
+        folder = DEFAULT_KMS_DIR
+    else:
+        parsed = urlparse(kms)
+        if parsed.scheme not in ("", "file") or parsed.netloc not in ("", "localhost"):
+            return None
+        folder = Path(unquote(parsed.path) if parsed.scheme == "file" else kms)
+    return None if (folder / "keystore.json").exists() else folder.absolute()
+
+
 @app.command("create")
 def key_create(
     name: Annotated[str, typer.Argument(help="Key name (letters, digits, . _ -).")],
@@ -35,12 +55,30 @@ def key_create(
     kms_ca: KmsCaOpt = None,
     app_id: AppIdOpt = None,
     api_key: ApiKeyOpt = None,
+    api_key_file: ApiKeyFileOpt = None,
 ) -> None:
-    """Create a 256-bit primary key (and the local keystore, if it does not exist)."""
+    """Create a 256-bit primary key (and the local keystore, if it does not exist).
+
+    A new keystore without an API KEY given gets generated credentials, printed once.
+    """
     from cipherspark.kms import validate_key_name
+    from cipherspark.kms.local import generate_api_key
 
     validate_key_name(name)
+    generated = not api_key and _new_keystore(kms) is not None
+    if generated:
+        # Nothing to remember is better than a weak key: 256 random bits, shown only now.
+        app_id = app_id or f"local-{secrets.token_hex(4)}"
+        api_key = generate_api_key()
     with open_service(kms, kms_ca, credentials(app_id, api_key), create=True) as service:
+        if generated:
+            # Printed before the key is made: if that fails, the keystore still opens with them.
+            _out.print(
+                f"created a keystore at {service.url} with new credentials, shown only now "
+                "(it opens with nothing else; keep them like a password):"
+            )
+            _out.print(f"  export CIPHERSPARK_APP_ID={app_id}")
+            _out.print(f"  export CIPHERSPARK_API_KEY={api_key}")
         info = service.create_key(name)
         _out.print(f"created primary key {info.name!r} (version {info.version}) in {service.url}")
         try:
@@ -62,6 +100,7 @@ def key_list(
     kms_ca: KmsCaOpt = None,
     app_id: AppIdOpt = None,
     api_key: ApiKeyOpt = None,
+    api_key_file: ApiKeyFileOpt = None,
 ) -> None:
     """List the primary keys your credentials can use."""
     with open_service(kms, kms_ca, credentials(app_id, api_key)) as service:
@@ -81,6 +120,7 @@ def policy_set(
     kms_ca: KmsCaOpt = None,
     app_id: AppIdOpt = None,
     api_key: ApiKeyOpt = None,
+    api_key_file: ApiKeyFileOpt = None,
 ) -> None:
     """Set NAME's release policy from FILE; prints the stored (normalised) policy."""
     from cipherspark.attestation import AttestationPolicy
@@ -100,6 +140,7 @@ def policy_show(
     kms_ca: KmsCaOpt = None,
     app_id: AppIdOpt = None,
     api_key: ApiKeyOpt = None,
+    api_key_file: ApiKeyFileOpt = None,
 ) -> None:
     """Print NAME's release policy (``null``: none, every attested unwrap is denied)."""
     with open_service(kms, kms_ca, credentials(app_id, api_key)) as service:

@@ -14,6 +14,7 @@ import typer
 
 from cipherspark.cli._io import out as _out
 from cipherspark.cli._options import (
+    AdminTokenFileOpt,
     AdminTokenOpt,
     DataDirOpt,
     JsonOpt,
@@ -132,6 +133,7 @@ def app_create(
     kms: KmsOpt = None,
     kms_ca: KmsCaOpt = None,
     admin_token: AdminTokenOpt = None,
+    admin_token_file: AdminTokenFileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Register an application; prints its APP ID and API KEY (shown only once)."""
@@ -172,6 +174,7 @@ def platform_add(
     kms: KmsOpt = None,
     kms_ca: KmsCaOpt = None,
     admin_token: AdminTokenOpt = None,
+    admin_token_file: AdminTokenFileOpt = None,
 ) -> None:
     """Trust a simulated platform: keys whose policy names 'simulated' and lists KEY release
     data keys to evidence it signs. Get KEY with 'cipherspark attest platform-key' on the
@@ -194,6 +197,7 @@ def platform_list(
     kms: KmsOpt = None,
     kms_ca: KmsCaOpt = None,
     admin_token: AdminTokenOpt = None,
+    admin_token_file: AdminTokenFileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List the simulated platforms the KMS server trusts, oldest first."""
@@ -222,6 +226,7 @@ def platform_remove(
     kms: KmsOpt = None,
     kms_ca: KmsCaOpt = None,
     admin_token: AdminTokenOpt = None,
+    admin_token_file: AdminTokenFileOpt = None,
 ) -> None:
     """Stop trusting a simulated platform: evidence it signs is denied from the next request."""
     with open_admin(kms, kms_ca, admin_token) as admin:

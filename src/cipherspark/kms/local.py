@@ -12,6 +12,11 @@ the key name bound as associated data (a sealed key copied to another name does 
 keys are wrapped with AES-256-GCM under the primary key, again with the key name as associated
 data. Nothing here is ECB, and no key bytes are derived from strings other than through scrypt.
 
+Whoever copies the files can guess API keys offline at scrypt's cost, so a new keystore takes
+only an API key of at least 128 bits (:func:`check_api_key_strength`; :func:`generate_api_key`
+makes one), and costs more scrypt work than 0.1.0's did. The KDF parameters are stored in
+``keystore.json``: keystores created before keep opening with theirs.
+
 Attested release (development only): each new key gets a policy that allows only the
 ``simulated`` TEE, with this installation's simulated-platform public key and the installed
 code's measurement. :meth:`LocalKms.attested_unwrap` runs the release protocol in-process with
@@ -22,7 +27,10 @@ permissions only, like the rest of the keystore: real TEEs need the KMS server.
 from __future__ import annotations
 
 import json
+import math
 import os
+import secrets
+import string
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,17 +61,32 @@ from cipherspark.kms.base import (
 if TYPE_CHECKING:
     from cipherspark.attestation import AttestationPolicy, EvidenceProvider
 
-__all__ = ["LocalKms", "simulated_development_policy"]
+__all__ = [
+    "MIN_API_KEY_BITS",
+    "LocalKms",
+    "check_api_key_strength",
+    "generate_api_key",
+    "simulated_development_policy",
+]
 
 _STORE_FORMAT = "cipherspark-local-kms"
 _STORE_VERSION = 1
 _WRAP_VERSION = 1
 _NONCE = 12
 _KEY = 32
-# scrypt cost: 2^15 * 8 * 128 B = 32 MiB, about 0.1 s here; paid once per process (cached).
-_SCRYPT = {"n": 1 << 15, "r": 8, "p": 1}
-# Most scrypt work a keystore file may ask for: n * r * p (8x the default; 256 MiB, under 1 s).
+# scrypt cost of new keystores: 2^17 * 8 * 128 B = 128 MiB, OWASP's minimum for scrypt
+# (https://cheatsheetseries.owasp.org/cheatsheets/Password_Storage_Cheat_Sheet.html#scrypt).
+# Measured here (2 cores, shared): 2^17 takes 0.37-0.40 s, about 2.5 guesses/s/core; 0.1.0's 2^15
+# took 0.08-0.15 s (7-12 guesses/s/core). Paid once per process per keystore (cached). Guessing
+# is what a thief of the files can do; the API-key rule below is what makes it hopeless.
+_SCRYPT = {"n": 1 << 17, "r": 8, "p": 1}
+# Most scrypt work a keystore file may ask for: n * r * p (2x the default; 256 MiB, under 1 s).
 _MAX_SCRYPT_WORK = 1 << 21
+#: A new keystore's API KEY must hold at least this many bits if it is random over its alphabet.
+MIN_API_KEY_BITS = 128
+# What token generators print (base64, base64url, hex): nothing a shell or an env file mangles.
+_TOKEN_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-_.~+/=")
+_GENERATED_API_KEY_BYTES = 32  # 43 base64url characters, 256 bits (like the KMS server's keys)
 _CHECK_PLAINTEXT = b"cipherspark local keystore"
 _AAD_CHECK = b"cipherspark/local-kms/v1/check"
 _AAD_SEAL = b"cipherspark/local-kms/v1/primary-key\x00"
@@ -133,22 +156,27 @@ class LocalKms(KeyManagementService):
     # -- keystore -------------------------------------------------------------------------------
 
     def _initialise(self, credentials: Credentials) -> None:
+        check_api_key_strength(credentials.api_key)  # before anything is created
         try:
             self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             (self._dir / "keys").mkdir(mode=0o700, exist_ok=True)
         except OSError as exc:
             raise KmsError(f"cannot create keystore at {self._dir}: {exc.strerror}") from exc
         salt = os.urandom(16)
-        sealing = _derive(credentials, salt, _SCRYPT)
+        params = dict(_SCRYPT)
+        sealing = _derive(credentials, salt, params)
         nonce = os.urandom(_NONCE)
         check = nonce + AESGCM(sealing).encrypt(nonce, _CHECK_PLAINTEXT, _AAD_CHECK)
         doc = {
             "format": _STORE_FORMAT,
             "version": _STORE_VERSION,
-            "kdf": {"name": "scrypt", "salt": b64encode(salt), **_SCRYPT},
+            "kdf": {"name": "scrypt", "salt": b64encode(salt), **params},
             "check": b64encode(check),
         }
         _write_private(self._store_file, json.dumps(doc, indent=2).encode())
+        # _open derives the same key next: paying scrypt once, not twice, per new keystore.
+        with _sealing_lock:
+            _sealing_keys[self._cache_key(credentials, salt, params)] = sealing
 
     def _open(self, credentials: Credentials) -> bytes:
         try:
@@ -174,16 +202,7 @@ class LocalKms(KeyManagementService):
             check = b64decode(doc["check"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise KmsError(f"cannot read keystore {self._store_file}: it is damaged") from exc
-        # The salt is part of the key: a keystore re-created at the same path has a new one.
-        cache_key = (
-            str(self._dir),
-            credentials.app_id,
-            credentials.api_key,
-            salt,
-            params["n"],
-            params["r"],
-            params["p"],
-        )
+        cache_key = self._cache_key(credentials, salt, params)
         with _sealing_lock:
             sealing = _sealing_keys.get(cache_key)
             if sealing is None:
@@ -197,6 +216,20 @@ class LocalKms(KeyManagementService):
         with _sealing_lock:
             _sealing_keys[cache_key] = sealing
         return sealing
+
+    def _cache_key(
+        self, credentials: Credentials, salt: bytes, params: dict[str, int]
+    ) -> tuple[str, str, str, bytes, int, int, int]:
+        # The salt is part of the key: a keystore re-created at the same path has a new one.
+        return (
+            str(self._dir),
+            credentials.app_id,
+            credentials.api_key,
+            salt,
+            params["n"],
+            params["r"],
+            params["p"],
+        )
 
     def _policy_file(self, name: str) -> Path:
         return self._dir / "policies" / f"{validate_key_name(name)}.json"
@@ -413,6 +446,55 @@ def simulated_development_policy(key_path: Path | None = None) -> AttestationPol
             "simulated": {"platform_keys": [public], "measurements": [code_measurement()]},
         }
     )
+
+
+def generate_api_key() -> str:
+    """A fresh API KEY for a new keystore: 256 random bits as 43 base64url characters."""
+    return secrets.token_urlsafe(_GENERATED_API_KEY_BYTES)
+
+
+def _alphabet(api_key: str) -> tuple[int, str]:
+    """(size, description) of the smallest alphabet of the rule that holds every character."""
+    if all(c in string.digits for c in api_key):
+        return 10, "of digits only"
+    if all(c in "0123456789abcdef" for c in api_key) or all(
+        c in "0123456789ABCDEF" for c in api_key
+    ):
+        return 16, "of hex digits only"
+    # Counted as 64 (base64url) although 69 characters are allowed: the lower bound is the
+    # alphabet the generators use.
+    return 64, "of token characters"
+
+
+def check_api_key_strength(api_key: str) -> None:
+    """Refuse an API KEY too weak to protect a new keystore (:class:`CredentialsError`).
+
+    The rule: only token characters (letters, digits, ``- _ . ~ + / =``), at least 8 different
+    ones, and enough of them for :data:`MIN_API_KEY_BITS` bits were the key random over the
+    smallest of these alphabets that holds it: 22 characters (base64url, 6 bits each), 32 if
+    they are hex digits only, 39 if digits only. Random keys of the minimum length
+    (``secrets.token_urlsafe(16)``, ``openssl rand -hex 16``) fail it with a probability below
+    1e-7 (fewer than 8 different characters). It cannot see a guessable phrase of 22 letters:
+    it bounds what a short or repetitive key loses, and the generated key is the remedy. The
+    message never holds the key.
+    """
+    fix = "leave CIPHERSPARK_API_KEY unset and 'cipherspark key create' generates a strong one"
+    if not set(api_key) <= _TOKEN_CHARACTERS:
+        raise CredentialsError(
+            f"the API KEY of a new keystore may hold only letters, digits and - _ . ~ + / =; {fix}"
+        )
+    size, kind = _alphabet(api_key)
+    needed = math.ceil(MIN_API_KEY_BITS / math.log2(size))
+    if len(api_key) < needed:
+        raise CredentialsError(
+            f"the API KEY is too weak for a new keystore: a key {kind} needs at least {needed} "
+            f"characters ({MIN_API_KEY_BITS} bits), it has {len(api_key)}; {fix}"
+        )
+    if len(set(api_key)) < 8:
+        raise CredentialsError(
+            "the API KEY is too weak for a new keystore: it has fewer than 8 different "
+            f"characters; {fix}"
+        )
 
 
 def _derive(credentials: Credentials, salt: bytes, params: dict[str, int]) -> bytes:

@@ -47,17 +47,22 @@ __all__ = [
 
 _RETRIES = 3
 _BACKOFF = 0.1
+# TLS 1.2 suites offered: ECDHE with AES-GCM or ChaCha20-Poly1305, the server's list
+# (cipherspark.kms.server.tls.TLS12_CIPHERS, not imported: it would load the server package;
+# tests/kms/test_tls.py checks the two agree). Python's default list also offers CBC suites.
+_TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
 
 
 def _tls_context(url: str, ca_file: str | os.PathLike[str] | None) -> ssl.SSLContext | bool:
     if urlparse(url).scheme != "https":
         return False
     try:
-        if ca_file is None:
-            return ssl.create_default_context()
-        return ssl.create_default_context(cafile=os.fspath(ca_file))
+        context = ssl.create_default_context(cafile=None if ca_file is None else os.fspath(ca_file))
     except (OSError, ssl.SSLError) as exc:
         raise UsageError(f"cannot load the KMS CA file {ca_file}: {exc}") from exc
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(_TLS12_CIPHERS)  # TLS 1.3's suites (all AEAD) are not affected
+    return context
 
 
 def _check_url(url: str, unsafe_plaintext: bool) -> str:

@@ -7,6 +7,12 @@ only in ``DIR/conf/spark-defaults.conf`` (mode 0600), which the daemons and the 
 properties file: it is never on a command line or in Spark's public conf. Workers hand it to
 executors through the environment, as Spark does.
 
+The daemons get a minimal environment, not this process's (:func:`_daemon_env`): what the JVM
+and Python need to run, the Spark settings set here and, for workers, the ``CIPHERSPARK_*``
+names executors read (:mod:`cipherspark.settings`: the KMS CA, TEE, simulated-platform key,
+credentials or credential files), plus the caller's ``extra_env``. An exported admin token,
+cloud credentials or any other secret of the shell that starts the cluster stay behind.
+
 Layout of the cluster folder::
 
     DIR/conf/spark-defaults.conf   security settings and the secret (0600)
@@ -32,6 +38,7 @@ from pathlib import Path
 
 import pyspark
 
+from cipherspark import settings
 from cipherspark.errors import ClusterError, UsageError
 from cipherspark.spark.session import SECURE_CONF
 
@@ -45,6 +52,40 @@ __all__ = [
 ]
 
 _STATE = "cluster.json"
+# Inherited by every daemon, if set: the JVM and spark-class need PATH / JAVA_HOME; Python workers
+# need HOME (the default simulated-platform key lives under it), the locale, temporary folder,
+# library and import paths, and OpenSSL's CA locations (for a KMS server on the system CAs).
+# None of these holds a secret. Everything else is dropped: SPARK_*_OPTS could carry a conf
+# secret, *_TOKEN / *_SECRET_* names what they are.
+_INHERITED = (
+    "PATH",
+    "JAVA_HOME",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "LD_LIBRARY_PATH",
+    "PYTHONPATH",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+)
+# Inherited by workers only (executors read them; the master runs no job code): every name of
+# settings.ExecutorConfig.environ() and the application credentials that worker_credentials()
+# reads. The admin token is not among them: no executor needs it.
+_EXECUTOR_VARIABLES = (
+    settings.ENV_KMS_CA,
+    settings.ENV_TEE,
+    settings.ENV_SIMULATED_TEE_KEY,
+    settings.ENV_APP_ID_FILE,
+    settings.ENV_API_KEY_FILE,
+    settings.ENV_KMS_UNSAFE_PLAINTEXT,
+    settings.ENV_APP_ID,
+    settings.ENV_API_KEY,
+)
 _MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 _WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
 
@@ -97,8 +138,17 @@ def _write_conf(directory: Path, conf: Mapping[str, str]) -> Path:
     return path
 
 
-def _daemon_env(directory: Path, extra_env: Mapping[str, str] | None) -> dict[str, str]:
-    env = dict(os.environ)
+def _daemon_env(
+    directory: Path, extra_env: Mapping[str, str] | None, *, worker: bool
+) -> dict[str, str]:
+    """The whole environment of a master (``worker=False``) or worker daemon.
+
+    From this process's environment only the names of ``_INHERITED`` (and, for workers, of
+    ``_EXECUTOR_VARIABLES``); then the Spark settings of this cluster; then ``extra_env``,
+    which wins.
+    """
+    names = _INHERITED + (_EXECUTOR_VARIABLES if worker else ())
+    env = {name: os.environ[name] for name in names if name in os.environ}
     env.update(
         {
             "SPARK_HOME": str(_spark_home()),
@@ -161,8 +211,9 @@ def start_cluster(
     """Start a master and ``workers`` workers on 127.0.0.1; return once all have registered.
 
     ``secure=False`` leaves Spark's security settings off: only for the chain-proof test's
-    control run, which must show that the checks can fail. ``extra_env`` reaches the workers
-    and, through them, the executors (e.g. KMS credentials or CA).
+    control run, which must show that the checks can fail. The daemons' environment is minimal
+    (see :func:`_daemon_env`); ``extra_env`` is added to it and reaches the workers and,
+    through them, the executors (e.g. KMS credentials or CA).
     """
     if workers < 1 or cores < 1:
         raise UsageError("a cluster needs at least one worker with one core")
@@ -184,7 +235,6 @@ def start_cluster(
     conf["spark.worker.cleanup.enabled"] = "true"
     conf["spark.pyspark.python"] = sys.executable
     props = _write_conf(folder, conf)
-    env = _daemon_env(folder, extra_env)
     port = port or _free_port()
     master_url = f"spark://127.0.0.1:{port}"
     master_pid = _launch(
@@ -201,7 +251,7 @@ def start_cluster(
             "--properties-file",
             str(props),
         ],
-        env,
+        _daemon_env(folder, extra_env, worker=False),
     )
     pids: list[int] = []
     try:
@@ -230,7 +280,7 @@ def start_cluster(
                         str(props),
                         master_url,
                     ],
-                    env,
+                    _daemon_env(folder, extra_env, worker=True),
                 )
             )
         if not _wait_for(folder / "logs" / "master.log", "Registering worker", workers, timeout):

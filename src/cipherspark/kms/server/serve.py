@@ -13,7 +13,11 @@ from pathlib import Path
 from cipherspark.attestation.pccs import PccsCollateral
 from cipherspark.errors import AttestationError, KmsError, UsageError
 from cipherspark.kms.server.datadir import ROOT_KEY, data_dir_lock, open_service
-from cipherspark.kms.server.tls import certificate_fingerprint, ensure_self_signed
+from cipherspark.kms.server.tls import (
+    certificate_fingerprint,
+    ensure_self_signed,
+    ssl_context_factory,
+)
 
 __all__ = ["ServerPlan", "plan_server", "run_server"]
 
@@ -110,6 +114,12 @@ def _serve(plan: ServerPlan) -> None:
             port=plan.port,
             ssl_certfile=None if plan.cert_file is None else str(plan.cert_file),
             ssl_keyfile=None if plan.key_file is None else str(plan.key_file),
+            # Our context, not uvicorn's: TLS 1.2+ with AEAD suites only (tls.TLS12_CIPHERS).
+            ssl_context_factory=(
+                None
+                if plan.cert_file is None or plan.key_file is None
+                else ssl_context_factory(plan.cert_file, plan.key_file)
+            ),
             # The audit log is the record of key operations; access lines would only add
             # per-request cost (and URLs never carry secrets anyway).
             access_log=False,

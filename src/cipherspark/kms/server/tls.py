@@ -1,4 +1,12 @@
-"""TLS material for the KMS server: a self-signed certificate when the operator brings none."""
+"""TLS for the KMS server: its context, and a self-signed certificate when the operator brings none.
+
+TLS 1.2 and 1.3 only, and TLS 1.2 with AEAD suites only (:data:`TLS12_CIPHERS`): ECDHE key
+exchange with AES-GCM or ChaCha20-Poly1305, as Mozilla's "intermediate" configuration
+(https://wiki.mozilla.org/Security/Server_Side_TLS). uvicorn's default cipher string
+(``TLSv1``) also let TLS 1.2 clients negotiate CBC suites (``ECDHE-ECDSA-AES128-SHA``, the
+Lucky13 family). TLS 1.3's suites are all AEAD and stay OpenSSL's defaults. The KMS client
+(:mod:`cipherspark.kms.remote`) offers the same list.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +14,10 @@ import datetime as dt
 import hashlib
 import ipaddress
 import os
+import ssl
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -15,7 +26,40 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cipherspark.errors import KmsError
 
-__all__ = ["certificate_fingerprint", "ensure_self_signed"]
+__all__ = [
+    "TLS12_CIPHERS",
+    "certificate_fingerprint",
+    "ensure_self_signed",
+    "server_ssl_context",
+    "ssl_context_factory",
+]
+
+#: OpenSSL cipher list for TLS 1.2: forward secret (ECDHE) and AEAD (AES-GCM, ChaCha20-Poly1305).
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
+
+
+def server_ssl_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """The KMS server's TLS context: TLS 1.2+ with :data:`TLS12_CIPHERS`, no client certificate."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(TLS12_CIPHERS)
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise KmsError(
+            f"cannot load the TLS certificate {cert_file} / key {key_file}: {exc}"
+        ) from exc
+    return context
+
+
+def ssl_context_factory(cert_file: Path, key_file: Path) -> Callable[[Any, Any], ssl.SSLContext]:
+    """uvicorn's ``ssl_context_factory`` for :func:`server_ssl_context` (its default is ignored)."""
+
+    def factory(_config: Any, _default: Any) -> ssl.SSLContext:
+        return server_ssl_context(cert_file, key_file)
+
+    return factory
 
 
 def certificate_fingerprint(cert_file: Path) -> str:
