@@ -17,7 +17,7 @@ of them into one line on stderr and a non-zero exit code; it never shows a trace
     │   ├── CredentialsError    the APP ID / API KEY do not open this keystore
     │   ├── KeyNotFoundError    no primary key of that name
     │   ├── KeyExistsError      a primary key of that name exists already
-    │   ├── PermissionDeniedError   the key belongs to another application (HTTP 403)
+    │   ├── PermissionDeniedError   not permitted to this credential (HTTP 403)
     │   ├── KeyStateError       the key is disabled, pending deletion, or the version is retired
     │   └── KmsUnavailableError the KMS cannot be reached or is not supported here
     │       ├── KmsTlsError     the server's TLS certificate does not match the pinned CA
@@ -122,7 +122,8 @@ class KeyExistsError(KmsError):
 
 
 class PermissionDeniedError(KmsError):
-    """The credentials are valid but the key belongs to another application."""
+    """The credentials are valid but may not do this: the credential's role does not allow the
+    operation, or the key is attested-only."""
 
 
 class KeyStateError(KmsError):

@@ -75,17 +75,32 @@ def test_simple_query_with_attested_release(tmp_path: Path) -> None:
                          env=env, cwd=tmp_path).stdout
         expected = generated.strip().splitlines()[-1].split(":")[-1].strip()
         _cli("encrypt", "people.csv", "people.cspk", env=env, cwd=tmp_path)
+        # The cluster holds only a workload credential; the owner's stays with the owner.
+        workload = json.loads(_cli("kms", "credential", "create", "--app", app["app_id"],
+                                   "--role", "workload", "--json", "--kms", server.url,
+                                   "--kms-ca", str(server.ca),
+                                   env={**env, "CIPHERSPARK_KMS_ADMIN_TOKEN":
+                                        init["admin_token"]}, cwd=tmp_path).stdout)
+        cluster = {**env, "CIPHERSPARK_API_KEY": workload["api_key"]}
         result = _cli("query", "simple", "-i", "people.cspk", "-o", "developers.cspk",
-                      "--master", "local[2]", env=env, cwd=tmp_path)
+                      "--master", "local[2]", env=cluster, cwd=tmp_path)
         assert f"Developers aged 20-40: {expected}" in result.stdout
         audit = [json.loads(line) for line in
                  (tmp_path / "data" / "audit.log").read_text().splitlines()]
         released = [e for e in audit if e["op"] == "datakey.attested_unwrap"]
         assert released and all(e["result"] == "ok" for e in released)
+        assert {e["credential"] for e in released} == {workload["credential_id"]}
+        # The same workload credential without a TEE: the key is attested-only, nothing runs.
+        untrusted = {k: v for k, v in cluster.items() if k != "CIPHERSPARK_TEE"}
+        plain = _cli("query", "simple", "-i", "people.cspk", "-o", "plain.cspk",
+                     "--master", "local[2]", env=untrusted, cwd=tmp_path, check=False)
+        assert plain.returncode != 0
+        assert "attested" in plain.stderr, plain.stderr[-2000:]
+        assert not (tmp_path / "plain.cspk").exists()
         # The policy no longer lists this code's measurement: the same query is refused.
         kms.set_policy(KEY, _policy(public, "ab" * 32))
         denied = _cli("query", "simple", "-i", "people.cspk", "-o", "again.cspk",
-                      "--master", "local[2]", env=env, cwd=tmp_path, check=False)
+                      "--master", "local[2]", env=cluster, cwd=tmp_path, check=False)
         assert denied.returncode != 0
         assert "measurement" in denied.stderr
         assert not (tmp_path / "again.cspk").exists()

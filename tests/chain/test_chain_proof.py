@@ -133,9 +133,16 @@ def kms_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
         with RemoteKms(server.url, Credentials(app["app_id"], app["api_key"]),
                        ca_file=server.ca) as kms:
             kms.create_key(KEY)
+        # The owner encrypts and decrypts with its owner credential; the cluster gets a workload
+        # credential (the key has no release policy: the trusted-cluster mode).
+        workload = json.loads(_cli("kms", "credential", "create", "--app", app["app_id"],
+                                   "--role", "workload", "--label", "chain cluster", "--json",
+                                   "--kms", server.url, "--kms-ca", str(server.ca),
+                                   env={**env, "CIPHERSPARK_KMS_ADMIN_TOKEN":
+                                        init["admin_token"]}, cwd=base).stdout)
         yield {**env, "CIPHERSPARK_KMS": server.url, "CIPHERSPARK_KMS_CA": str(server.ca),
                "CIPHERSPARK_APP_ID": app["app_id"], "CIPHERSPARK_API_KEY": app["api_key"],
-               "CIPHERSPARK_KEY": KEY}
+               "CIPHERSPARK_KEY": KEY, "WORKLOAD_API_KEY": workload["api_key"]}
     finally:
         stop_server(server)
 
@@ -159,28 +166,33 @@ def test_no_plaintext_or_key_anywhere_on_a_secure_cluster(
     kms_server: dict[str, str], tmp_path: Path
 ) -> None:
     env = {**kms_server, "SPARK_LOCAL_DIRS": str(tmp_path / "driver-local")}
+    # The jobs (driver and executors) run on the cluster's workload credential; encrypt and
+    # decrypt on the owner's.
+    workload = {k: v for k, v in kms_server.items() if k != "WORKLOAD_API_KEY"}
+    workload["CIPHERSPARK_API_KEY"] = kms_server["WORKLOAD_API_KEY"]
+    job_env = {**workload, "SPARK_LOCAL_DIRS": str(tmp_path / "driver-local")}
     (tmp_path / "driver-local").mkdir()
     _people(tmp_path / "people.csv")
     cluster = start_cluster(tmp_path / "cluster", workers=2, cores=1, memory="1g",
-                            extra_env=kms_server)
+                            extra_env=workload)
     spark_args = ["--master", cluster.master_url, "--spark-properties", str(cluster.properties)]
     capture = Capture.start(tmp_path / "secure.pcap")
     logs: list[str] = []
     try:
         _cli("encrypt", "people.csv", "people.cspk", env=env, cwd=tmp_path)
         result = _cli("query", "simple", "-i", "people.cspk", "-o", "developers.cspk",
-                      *spark_args, env=env, cwd=tmp_path)
+                      *spark_args, env=job_env, cwd=tmp_path)
         logs += [result.stdout, result.stderr]
         for name, query in (("by_job", "SELECT job, count(*) AS n FROM people GROUP BY job"),
                             ("by_name", "SELECT name, count(*) AS n FROM people GROUP BY name")):
             result = _cli("sql", query, "--table", "people=people.cspk", "-o", f"{name}.cspk",
-                          *spark_args, env=env, cwd=tmp_path)
+                          *spark_args, env=job_env, cwd=tmp_path)
             logs += [result.stdout, result.stderr]
         _cli("decrypt", "by_name.cspk", "by_name.csv", env=env, cwd=tmp_path)
         # A query that fails over the canaries: Spark's message quotes the value it could not
         # cast; neither the CLI's output nor any log (driver, executors, workers) may.
         failed = _cli_fails("sql", "SELECT CAST(name AS INT) AS n FROM people", "--table",
-                            "people=people.cspk", "-o", "cast.cspk", *spark_args, env=env,
+                            "people=people.cspk", "-o", "cast.cspk", *spark_args, env=job_env,
                             cwd=tmp_path)
         logs += [failed.stdout, failed.stderr]
         assert "CAST_INVALID_INPUT" in failed.stderr, failed.stderr[-2000:]
@@ -198,7 +210,8 @@ def test_no_plaintext_or_key_anywhere_on_a_secure_cluster(
     data_keys = _data_keys(kms_server, encrypted)
     assert len(data_keys) >= 4  # input, and one per written dataset
     needles = ([n.encode() for n in CANARIES] + [f for k in data_keys for f in _forms(k)]
-               + [kms_server["CIPHERSPARK_API_KEY"].encode()])
+               + [kms_server["CIPHERSPARK_API_KEY"].encode(),
+                  kms_server["WORKLOAD_API_KEY"].encode()])
     assert not [n for n in needles if n in packets], "plaintext or a key crossed loopback"
     # The CLI's Spark logs (.cipherspark/logs: the driver JVM's console) are searched too.
     places = [tmp_path / "cluster", tmp_path / "driver-local", tmp_path / ".cipherspark",

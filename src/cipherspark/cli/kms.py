@@ -1,12 +1,15 @@
 """``cipherspark kms ...``: run and administer the KMS server (a thin layer over the library).
 
-The admin commands reach the server named by the shared ``--kms`` / ``--kms-ca`` options with
-the operator's ``--admin-token``; the others work on the server's data directory (``--data``).
+The admin commands (``app``, ``credential``, ``admin-token``, ``simulated-platform``) reach the
+server named by the shared ``--kms`` / ``--kms-ca`` options with the operator's
+``--admin-token``; the others work on the server's data directory (``--data``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -26,7 +29,7 @@ from cipherspark.cli._options import (
 from cipherspark.cli._services import open_admin
 from cipherspark.errors import KmsUnavailableError
 
-__all__ = ["app", "app_app", "audit_app", "platform_app"]
+__all__ = ["admin_token_app", "app", "app_app", "audit_app", "credential_app", "platform_app"]
 
 app = typer.Typer(help="Run and administer the cipherspark KMS server.", no_args_is_help=True)
 app_app = typer.Typer(
@@ -38,7 +41,15 @@ platform_app = typer.Typer(
     "(operator, admin token). Development only: simulated evidence protects nothing.",
     no_args_is_help=True,
 )
+credential_app = typer.Typer(
+    help="Mint, list and revoke an application's credentials at the KMS server (admin token): "
+    "owner credentials manage keys, workload credentials are for clusters.",
+    no_args_is_help=True,
+)
+admin_token_app = typer.Typer(help="The KMS server's admin token.", no_args_is_help=True)
 app.add_typer(app_app, name="app")
+app.add_typer(credential_app, name="credential")
+app.add_typer(admin_token_app, name="admin-token")
 app.add_typer(audit_app, name="audit")
 app.add_typer(platform_app, name="simulated-platform")
 
@@ -78,6 +89,14 @@ def serve(
     ] = False,
     pccs_url: PccsUrlOpt = None,
     pccs_ca: PccsCaOpt = None,
+    api_docs: Annotated[
+        bool,
+        typer.Option(
+            "--api-docs",
+            help="Serve the interactive API documentation (/docs, /redoc, /openapi.json) to "
+            "anyone who can connect. Off by default.",
+        ),
+    ] = False,
 ) -> None:
     """Serve the KMS API (TLS) until interrupted."""
     from cipherspark.kms.server import plan_server, run_server
@@ -92,6 +111,7 @@ def serve(
         unsafe_plaintext=unsafe_plaintext,
         pccs_url=pccs_url,
         pccs_ca=pccs_ca,
+        api_docs=api_docs,
     )
     if plan.cert_file is None:
         _out.print(
@@ -105,6 +125,8 @@ def serve(
         _out.print(f"clients pin it with --kms-ca {plan.cert_file}")
     if plan.pccs is not None:
         _out.print(f"DCAP collateral from the PCCS {plan.pccs.url}")
+    if plan.api_docs:
+        _out.print(f"API documentation at {plan.url}/docs (--api-docs: open to anyone)")
     _out.print(f"serving the KMS at {plan.url}")
     run_server(plan)
 
@@ -136,7 +158,7 @@ def app_create(
     admin_token_file: AdminTokenFileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Register an application; prints its APP ID and API KEY (shown only once)."""
+    """Register an application; prints its APP ID and owner API KEY (shown only once)."""
     with open_admin(kms, kms_ca, admin_token) as admin:
         new = admin.create_app(name)
     # The one place an API key is shown: to the operator who just created it, once (the server
@@ -144,14 +166,171 @@ def app_create(
     if as_json:
         _out.print(
             json.dumps(
-                {"app_id": new.app_id, "api_key": new.api_key, "vault_token": new.vault_token}
+                {
+                    "app_id": new.app_id,
+                    "api_key": new.api_key,
+                    "credential_id": new.credential_id,
+                    "vault_token": new.vault_token,
+                }
             )
         )
         return
     _out.print(f"APP ID: {new.app_id}")
     _out.print(f"API KEY: {new.api_key}")
     _out.print(f"VAULT TOKEN: {new.vault_token}")
+    _out.print(f"CREDENTIAL ID: {new.credential_id} (role owner)")
     _out.print("The API KEY is shown only once; set CIPHERSPARK_APP_ID and CIPHERSPARK_API_KEY.")
+    _out.print(
+        "It is the owner credential: give clusters workload credentials "
+        "('cipherspark kms credential create --app APP_ID --role workload')."
+    )
+
+
+_AppIdArg = Annotated[str, typer.Argument(metavar="APP_ID", help="The application's APP ID.")]
+_AppIdOpt = Annotated[
+    str, typer.Option("--app", metavar="APP_ID", help="The application's APP ID.")
+]
+
+
+@app_app.command("disable")
+def app_disable(
+    app_id: _AppIdArg,
+    kms: KmsOpt = None,
+    kms_ca: KmsCaOpt = None,
+    admin_token: AdminTokenOpt = None,
+    admin_token_file: AdminTokenFileOpt = None,
+) -> None:
+    """Disable an application: every credential of it is refused from its next request on."""
+    with open_admin(kms, kms_ca, admin_token) as admin:
+        info = admin.set_app_enabled(app_id, False)
+    _out.print(f"disabled the app {info.app_id} ({info.name}): its credentials are refused")
+
+
+@app_app.command("enable")
+def app_enable(
+    app_id: _AppIdArg,
+    kms: KmsOpt = None,
+    kms_ca: KmsCaOpt = None,
+    admin_token: AdminTokenOpt = None,
+    admin_token_file: AdminTokenFileOpt = None,
+) -> None:
+    """Enable a disabled application again (revoked credentials stay revoked)."""
+    with open_admin(kms, kms_ca, admin_token) as admin:
+        info = admin.set_app_enabled(app_id, True)
+    _out.print(f"enabled the app {info.app_id} ({info.name})")
+
+
+class _Role(StrEnum):
+    workload = "workload"
+    owner = "owner"
+
+
+@credential_app.command("create")
+def credential_create(
+    app_id: _AppIdOpt,
+    role: Annotated[
+        _Role,
+        typer.Option(
+            "--role",
+            help="workload: for a cluster (wrapped data keys, attested release; plain unwrap "
+            "only of keys without a release policy). owner: manages the app's keys.",
+        ),
+    ] = _Role.workload,
+    label: Annotated[
+        str, typer.Option("--label", help="Whose it is, e.g. the cluster (up to 128 characters).")
+    ] = "",
+    kms: KmsOpt = None,
+    kms_ca: KmsCaOpt = None,
+    admin_token: AdminTokenOpt = None,
+    admin_token_file: AdminTokenFileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Mint a credential of an application; prints its API KEY (shown only once)."""
+    with open_admin(kms, kms_ca, admin_token) as admin:
+        new = admin.create_credential(app_id, role.value, label)
+    if as_json:
+        _out.print(
+            json.dumps(
+                {
+                    "app_id": new.app_id,
+                    "api_key": new.api_key,
+                    "credential_id": new.credential_id,
+                    "vault_token": new.vault_token,
+                    "role": new.role,
+                    "label": new.label,
+                }
+            )
+        )
+        return
+    _out.print(f"APP ID: {new.app_id}")
+    _out.print(f"API KEY: {new.api_key}")
+    _out.print(f"VAULT TOKEN: {new.vault_token}")
+    _out.print(f"CREDENTIAL ID: {new.credential_id} (role {new.role})")
+    _out.print(
+        "The API KEY is shown only once; revoke it with 'cipherspark kms credential revoke "
+        f"--app {new.app_id} {new.credential_id}'."
+    )
+
+
+@credential_app.command("list")
+def credential_list(
+    app_id: _AppIdOpt,
+    kms: KmsOpt = None,
+    kms_ca: KmsCaOpt = None,
+    admin_token: AdminTokenOpt = None,
+    admin_token_file: AdminTokenFileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List an application's credentials (revoked ones too), oldest first; never API keys."""
+    with open_admin(kms, kms_ca, admin_token) as admin:
+        found = admin.credentials(app_id)
+    if as_json:
+        _out.print(json.dumps([dataclasses.asdict(c) for c in found]))
+        return
+    for c in found:
+        state = f"revoked {c.revoked}" if c.revoked else "active"
+        _out.print(f"{c.credential_id}  {c.role:<8}  {c.created}  {state}  {c.label}".rstrip())
+
+
+@credential_app.command("revoke")
+def credential_revoke(
+    credential_id: Annotated[
+        str, typer.Argument(metavar="CREDENTIAL_ID", help="What 'credential list' shows.")
+    ],
+    app_id: _AppIdOpt,
+    kms: KmsOpt = None,
+    kms_ca: KmsCaOpt = None,
+    admin_token: AdminTokenOpt = None,
+    admin_token_file: AdminTokenFileOpt = None,
+) -> None:
+    """Revoke a credential: it is refused from its next request on."""
+    with open_admin(kms, kms_ca, admin_token) as admin:
+        revoked = admin.revoke_credential(app_id, credential_id)
+    _out.print(
+        f"revoked the {revoked.role} credential {revoked.credential_id} of {revoked.app_id} "
+        f"(since {revoked.revoked})"
+    )
+
+
+@admin_token_app.command("rotate")
+def admin_token_rotate(
+    kms: KmsOpt = None,
+    kms_ca: KmsCaOpt = None,
+    admin_token: AdminTokenOpt = None,
+    admin_token_file: AdminTokenFileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Replace the admin token: prints the new one (shown once); the old one stops working."""
+    with open_admin(kms, kms_ca, admin_token) as admin:
+        token = admin.rotate_admin_token()
+    if as_json:
+        _out.print(json.dumps({"admin_token": token}))
+        return
+    _out.print(f"ADMIN TOKEN: {token}")
+    _out.print(
+        "Store the new admin token now: it is shown only once, and the old one is refused "
+        "from now on."
+    )
 
 
 _PlatformKeyArg = Annotated[

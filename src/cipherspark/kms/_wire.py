@@ -9,7 +9,8 @@
   Vault Transit routes reshape them to Vault's ``{"errors": [message]}``.
 * Binary values travel as standard, padded base64 (:func:`b64encode`, :func:`b64decode`).
 * What the client returns from JSON answers are frozen dataclasses (:class:`KeyDescription`,
-  :class:`NewApp`, :class:`SimulatedPlatform`), parsed here, never ``dict[str, Any]``.
+  :class:`NewApp`, :class:`NewCredential`, :class:`CredentialInfo`, :class:`AppInfo`,
+  :class:`SimulatedPlatform`), parsed here, never ``dict[str, Any]``.
 
 Nothing here imports FastAPI or httpx: both sides use it, and clients do not need the server's
 dependencies.
@@ -46,20 +47,27 @@ __all__ = [
     "INTERNAL",
     "INVALID_FIELD",
     "MALFORMED_JSON",
+    "THROTTLED",
+    "AppInfo",
+    "CredentialInfo",
     "ErrorAnswer",
     "KeyDescription",
     "NewApp",
+    "NewCredential",
     "SimulatedPlatform",
     "WireCode",
     "WireError",
+    "app_info",
     "b64decode",
     "b64encode",
+    "credential_info",
     "error_answer",
     "error_body",
     "internal_answer",
     "key_description",
     "key_info",
     "new_app",
+    "new_credential",
     "raise_for_answer",
     "simulated_platform",
 ]
@@ -110,6 +118,8 @@ ERRORS: tuple[WireError, ...] = (
 BODY_TOO_LARGE = WireCode(413, "body_too_large")
 MALFORMED_JSON = WireCode(400, "malformed_json")
 INVALID_FIELD = WireCode(422, "invalid_field")
+# Too many failed logins from this address or for this app id: the answer carries Retry-After.
+THROTTLED = WireCode(429, "throttled")
 INTERNAL = WireCode(500, "internal")
 
 _BY_CODE = {row.code: row for row in ERRORS}
@@ -172,6 +182,8 @@ def raise_for_answer(status: int, doc: Mapping[str, Any], *, url: str, what: str
         if issubclass(row.raises, AttestationError):
             raise row.raises(text, _reason(doc.get("reason")))
         raise row.raises(text)
+    if status == THROTTLED.status:
+        raise KmsError(f"{what}: the KMS is throttling logins: {message or 'retry later'}")
     if 400 <= status < 500:
         detail = f": {message}" if message else ""
         raise KmsError(f"{what}: the KMS refused the request ({status}){detail}")
@@ -227,11 +239,49 @@ class KeyDescription(KeyInfo):
 
 @dataclass(frozen=True)
 class NewApp:
-    """A new application's credentials as the server returned them (shown once)."""
+    """A new application's owner credential as the server returned it (shown once);
+    ``credential_id`` is empty from servers older than roles."""
 
     app_id: str
     api_key: str = field(repr=False)
     vault_token: str = field(repr=False)
+    credential_id: str = ""
+
+
+@dataclass(frozen=True)
+class NewCredential:
+    """A new credential of an app (shown once): its id, role (``owner`` / ``workload``),
+    label and creation time, and the API KEY and Vault token that carry it."""
+
+    app_id: str
+    credential_id: str
+    role: str
+    label: str
+    created: str
+    api_key: str = field(repr=False)
+    vault_token: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class CredentialInfo:
+    """A credential as listed (never its API key): ``revoked`` is when, or ``None``."""
+
+    credential_id: str
+    app_id: str
+    role: str
+    label: str
+    created: str
+    revoked: str | None
+
+
+@dataclass(frozen=True)
+class AppInfo:
+    """An application's public facts: id, name, creation time, whether it is enabled."""
+
+    app_id: str
+    name: str
+    created: str
+    enabled: bool
 
 
 @dataclass(frozen=True)
@@ -276,9 +326,51 @@ def key_description(doc: Mapping[str, Any]) -> KeyDescription:
 def new_app(doc: Mapping[str, Any]) -> NewApp:
     """A new app's credentials from the admin answer; :class:`KmsError` if they are missing."""
     try:
-        return NewApp(str(doc["app_id"]), str(doc["api_key"]), str(doc["vault_token"]))
+        return NewApp(
+            str(doc["app_id"]),
+            str(doc["api_key"]),
+            str(doc["vault_token"]),
+            str(doc.get("credential_id") or ""),
+        )
     except KeyError as exc:
         raise KmsError("the KMS answered with malformed app credentials") from exc
+
+
+def _fields(doc: object, names: tuple[str, ...], what: str) -> list[str]:
+    if not isinstance(doc, Mapping):
+        raise KmsError(f"the KMS answered with a malformed {what}")
+    try:
+        return [str(doc[name]) for name in names]
+    except KeyError as exc:
+        raise KmsError(f"the KMS answered with a malformed {what}") from exc
+
+
+def new_credential(doc: object) -> NewCredential:
+    """A new credential from its answer; :class:`KmsError` if it is malformed."""
+    names = ("app_id", "credential_id", "role", "label", "created", "api_key", "vault_token")
+    return NewCredential(*_fields(doc, names, "credential"))
+
+
+def credential_info(doc: object) -> CredentialInfo:
+    """A listed credential; :class:`KmsError` if it is malformed."""
+    credential_id, app_id, role, label, created = _fields(
+        doc, ("credential_id", "app_id", "role", "label", "created"), "credential"
+    )
+    assert isinstance(doc, Mapping)
+    revoked = doc.get("revoked")
+    return CredentialInfo(
+        credential_id, app_id, role, label, created, None if revoked is None else str(revoked)
+    )
+
+
+def app_info(doc: object) -> AppInfo:
+    """An app's record from an admin answer; :class:`KmsError` if it is malformed."""
+    app_id, name, created = _fields(doc, ("app_id", "name", "created"), "app record")
+    assert isinstance(doc, Mapping)
+    enabled = doc.get("enabled")
+    if not isinstance(enabled, bool):
+        raise KmsError("the KMS answered with a malformed app record")
+    return AppInfo(app_id, name, created, enabled)
 
 
 def simulated_platform(doc: object) -> SimulatedPlatform:

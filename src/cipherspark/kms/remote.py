@@ -25,7 +25,14 @@ from cipherspark.errors import (
     UsageError,
 )
 from cipherspark.kms import _wire
-from cipherspark.kms._wire import KeyDescription, NewApp, SimulatedPlatform
+from cipherspark.kms._wire import (
+    AppInfo,
+    CredentialInfo,
+    KeyDescription,
+    NewApp,
+    NewCredential,
+    SimulatedPlatform,
+)
 from cipherspark.kms.base import (
     Credentials,
     DataKey,
@@ -38,9 +45,12 @@ if TYPE_CHECKING:
     from cipherspark.attestation import AttestationPolicy, EvidenceProvider
 
 __all__ = [
+    "AppInfo",
+    "CredentialInfo",
     "KeyDescription",
     "KmsAdmin",
     "NewApp",
+    "NewCredential",
     "RemoteKms",
     "SimulatedPlatform",
 ]
@@ -309,6 +319,33 @@ class RemoteKms(KeyManagementService):
             what=f"cancelling deletion of {key_id!r}",
         )
 
+    # -- the app's workload credentials (owner credential) --------------------------------------
+
+    def create_workload_credential(self, label: str = "") -> NewCredential:
+        """Mint a workload credential of this app (this client must hold the owner credential);
+        its API KEY is in the answer only."""
+        doc = self._http.request(
+            "POST",
+            "/v1/credentials",
+            {"role": "workload", "label": label},
+            what="creating a workload credential",
+        )
+        return _wire.new_credential(doc)
+
+    def credentials(self) -> list[CredentialInfo]:
+        """This app's credentials, revoked ones too (owner credential)."""
+        doc = self._http.request("GET", "/v1/credentials", what="listing credentials")
+        return [_wire.credential_info(c) for c in _list(doc, "credentials", "credentials")]
+
+    def revoke_credential(self, credential_id: str) -> CredentialInfo:
+        """Revoke one of this app's workload credentials (owner credential)."""
+        doc = self._http.request(
+            "DELETE",
+            f"/v1/credentials/{quote(credential_id, safe='')}",
+            what=f"revoking credential {credential_id!r}",
+        )
+        return _wire.credential_info(doc)
+
     # -- attested key release ------------------------------------------------------------------
 
     def check_attested_release(self, tee: str) -> None:
@@ -396,8 +433,9 @@ def _list(doc: dict[str, Any], name: str, what: str) -> list[Any]:
 
 
 class KmsAdmin:
-    """Administrative calls (admin token): registering applications and the simulated TEE
-    platforms the server trusts."""
+    """Administrative calls (admin token): applications and their credentials, the admin token
+    itself, release policies of any app's key, and the simulated TEE platforms the server
+    trusts."""
 
     def __init__(
         self,
@@ -428,6 +466,70 @@ class KmsAdmin:
         """Register application ``name``; its API KEY is in the answer only."""
         doc = self._http.request("POST", "/v1/apps", {"name": name}, what=f"creating app {name!r}")
         return _wire.new_app(doc)
+
+    @staticmethod
+    def _app(app_id: str, suffix: str = "") -> str:
+        return f"/v1/admin/apps/{quote(app_id, safe='')}{suffix}"
+
+    def set_app_enabled(self, app_id: str, enabled: bool) -> AppInfo:
+        """Disable an app (all its credentials are refused from their next request) or enable
+        it again."""
+        action = "enable" if enabled else "disable"
+        doc = self._http.request(
+            "POST", self._app(app_id, f"/{action}"), what=f"{action} app {app_id!r}"
+        )
+        return _wire.app_info(doc)
+
+    def create_credential(
+        self, app_id: str, role: str = "workload", label: str = ""
+    ) -> NewCredential:
+        """Mint a credential (``workload`` or ``owner``) of ``app_id``; its API KEY is in the
+        answer only."""
+        doc = self._http.request(
+            "POST",
+            self._app(app_id, "/credentials"),
+            {"role": role, "label": label},
+            what=f"creating a {role} credential of {app_id!r}",
+        )
+        return _wire.new_credential(doc)
+
+    def credentials(self, app_id: str) -> list[CredentialInfo]:
+        """``app_id``'s credentials, revoked ones too, oldest first."""
+        doc = self._http.request(
+            "GET", self._app(app_id, "/credentials"), what=f"listing credentials of {app_id!r}"
+        )
+        return [_wire.credential_info(c) for c in _list(doc, "credentials", "credentials")]
+
+    def revoke_credential(self, app_id: str, credential_id: str) -> CredentialInfo:
+        """Revoke a credential of ``app_id``: refused from its next request on."""
+        doc = self._http.request(
+            "DELETE",
+            self._app(app_id, f"/credentials/{quote(credential_id, safe='')}"),
+            what=f"revoking credential {credential_id!r} of {app_id!r}",
+        )
+        return _wire.credential_info(doc)
+
+    def rotate_admin_token(self) -> str:
+        """A new admin token (shown once); the old one, which this client holds, stops working
+        at once: open a new client with the answer."""
+        doc = self._http.request("POST", "/v1/admin/admin-token/rotate", what="rotating the token")
+        token = doc.get("admin_token")
+        if not isinstance(token, str) or not token:
+            raise KmsError("the KMS answered the rotation without a new admin token")
+        return token
+
+    def set_policy(self, app_id: str, key_id: str, policy: AttestationPolicy) -> AttestationPolicy:
+        """Set the release policy of ``app_id``'s key ``key_id`` (as its owner could)."""
+        from cipherspark.attestation import AttestationPolicy
+
+        path = self._app(app_id, f"/keys/{quote(validate_key_name(key_id), safe='')}/policy")
+        doc = self._http.request(
+            "PUT",
+            path,
+            {"policy": policy.to_dict()},
+            what=f"setting the release policy of {key_id!r} of {app_id!r}",
+        )
+        return AttestationPolicy.from_dict(doc.get("policy"))
 
     def __enter__(self) -> KmsAdmin:
         """Use as a context manager that closes the connections."""

@@ -67,13 +67,15 @@ class ServerProcess:
         return self.data / "tls" / "cert.pem"
 
 
-def start_server(data: Path, port: int, log_dir: Path, tag: str = "server") -> ServerProcess:
-    """Start the server and wait until /healthz answers over TLS."""
+def start_server(data: Path, port: int, log_dir: Path, tag: str = "server",
+                 extra: tuple[str, ...] = ()) -> ServerProcess:
+    """Start the server (``kms serve`` with ``extra`` options) and wait until /healthz answers
+    over TLS."""
     stdout, stderr = log_dir / f"{tag}.out", log_dir / f"{tag}.err"
     with open(stdout, "ab") as out, open(stderr, "ab") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "cipherspark", "kms", "serve", "--data", str(data),
-             "--host", "127.0.0.1", "--port", str(port)], stdout=out, stderr=err)
+             "--host", "127.0.0.1", "--port", str(port), *extra], stdout=out, stderr=err)
     server = ServerProcess(data, port, proc, stdout, stderr)
     deadline = time.monotonic() + 30
     while True:
@@ -126,10 +128,14 @@ class KmsSetup:
         return RemoteKms(self.server.url, Credentials(app["app_id"], app["api_key"]),
                          ca_file=self.server.ca)
 
-    def http(self) -> httpx.Client:
-        """A raw HTTPS client (no credentials) pinned to the server's certificate."""
-        return httpx.Client(base_url=self.server.url, verify=pinned(self.server.ca),
-                            timeout=10)
+    def http(self, source: str | None = None) -> httpx.Client:
+        """A raw HTTPS client (no credentials) pinned to the server's certificate; ``source``:
+        the local address it connects from (another 127.x address is another client source)."""
+        if source is None:
+            return httpx.Client(base_url=self.server.url, verify=pinned(self.server.ca),
+                                timeout=10)
+        transport = httpx.HTTPTransport(verify=pinned(self.server.ca), local_address=source)
+        return httpx.Client(base_url=self.server.url, transport=transport, timeout=10)
 
     def headers(self, app: dict[str, str] | None = None) -> dict[str, str]:
         """App A's (or ``app``'s) auth headers."""
@@ -140,13 +146,28 @@ class KmsSetup:
         """An admin client (the operator's token)."""
         return KmsAdmin(self.server.url, self.admin_token, ca_file=self.server.ca)
 
+    def workload(self, app: dict[str, str] | None = None, label: str = "test") -> dict[str, str]:
+        """A new workload credential of app A (or ``app``), as the app dicts are."""
+        with self.admin() as admin:
+            new = admin.create_credential((app or self.app_a)["app_id"], "workload", label)
+        return {"app_id": new.app_id, "api_key": new.api_key, "vault_token": new.vault_token,
+                "credential_id": new.credential_id}
+
+    def new_app(self, name: str = "extra app") -> dict[str, str]:
+        """A new app (its owner credential), as the app dicts are."""
+        with self.admin() as admin:
+            new = admin.create_app(name)
+        return {"app_id": new.app_id, "api_key": new.api_key, "vault_token": new.vault_token,
+                "credential_id": new.credential_id}
+
 
 @contextmanager
-def serving(base: Path) -> Iterator[KmsSetup]:
-    """A fresh data directory under ``base``, served until the block ends, with two apps."""
+def serving(base: Path, *extra: str) -> Iterator[KmsSetup]:
+    """A fresh data directory under ``base``, served (``kms serve`` with ``extra`` options)
+    until the block ends, with two apps."""
     data = base / "data"
     init = json.loads(cli("kms", "init", "--data", str(data), "--json").stdout)
-    server = start_server(data, free_port(), base)
+    server = start_server(data, free_port(), base, extra=extra)
     try:
         created = cli("kms", "app", "create", "app A", "--kms", server.url,
                       "--kms-ca", str(server.ca), "--json",

@@ -37,7 +37,8 @@ def test_one_line_per_operation_with_request_id(setup: KmsSetup) -> None:
     assert (ok["op"], ok["key"], ok["version"], ok["result"], ok["app"]) == \
         ("datakey.plaintext", name, 1, "ok", setup.app_a["app_id"])
     assert refused["request_id"] == denied.headers["x-request-id"]
-    assert (refused["result"], refused["app"]) == ("PermissionDeniedError",
+    # Another app's key is a missing key to app B (its own namespace).
+    assert (refused["result"], refused["app"]) == ("KeyNotFoundError",
                                                    setup.app_b["app_id"])
 
 
@@ -107,7 +108,7 @@ def test_no_key_material_or_api_keys_in_logs(setup: KmsSetup) -> None:
         for key_name, version, blob in db.execute(
                 "SELECT key_name, version, sealed FROM key_versions"):
             sealed.append(keyring.unseal_primary(root, key_name, version, bytes(blob)))
-        db_bytes = b"".join(bytes(r[0]) for r in db.execute("SELECT key_hash FROM apps"))
+        db_bytes = b"".join(bytes(r[0]) for r in db.execute("SELECT key_hash FROM credentials"))
     finally:
         db.close()
     assert sealed, "the database should hold sealed primary keys"

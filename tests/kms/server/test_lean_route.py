@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -71,6 +72,9 @@ def test_lean_and_fastapi_answers_match(clients: Clients) -> None:
     wrong = {**headers, "X-Api-Key": "wrong"}
     assert test.post("/v1/keys/k/unwrap", json={"wrapped": wrapped},
                      headers=wrong).status_code == 401
+    # The API documentation is opt-in (create_app(api_docs=True), 'kms serve --api-docs').
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        assert test.get(path).status_code == 404 and ref.get(path).status_code == 404
 
 
 def test_disabling_a_key_takes_effect_on_the_lean_route(clients: Clients) -> None:
@@ -82,3 +86,81 @@ def test_disabling_a_key_takes_effect_on_the_lean_route(clients: Clients) -> Non
     test.post("/v1/keys/d/disable", headers=headers)
     denied = test.post("/v1/keys/d/unwrap", json={"wrapped": wrapped}, headers=headers)
     assert denied.status_code == 409 and denied.json()["code"] == "key_state"
+
+
+# -- authorisation on the lean route itself -------------------------------------------------------
+
+
+class _Captured:
+    """The ASGI messages the lean route sends."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, object]] = []
+
+    async def __call__(self, message: dict[str, object]) -> None:
+        self.messages.append(message)
+
+    @property
+    def status(self) -> object:
+        return self.messages[0]["status"] if self.messages else None
+
+
+def _lean(service: object, path: str, creds: dict[str, str], body: bytes) -> _Captured:
+    import anyio
+
+    from cipherspark.kms.server.api.lean import lean_routes
+
+    fast = lean_routes(service)  # type: ignore[arg-type]
+    scope: dict[str, Any] = {"type": "http", "method": "POST", "path": path, "headers": [
+        (b"x-app-id", creds["app_id"].encode()), (b"x-api-key", creds["api_key"].encode()),
+        (b"content-type", b"application/json")]}
+    sent = _Captured()
+    answered = anyio.run(fast, scope, body, "req", sent)  # type: ignore[arg-type]
+    if not answered:
+        sent.messages.clear()
+    return sent
+
+
+def test_the_lean_route_itself_refuses_and_steps_aside_for_revoked_logins(
+        tmp_path: Path) -> None:
+    import json
+
+    from cipherspark.attestation import AttestationPolicy
+    from cipherspark.kms.server.permissions import Role
+
+    data = init_data_dir(tmp_path / "data")
+    with open_service(data.data_dir) as opened:
+        service = opened.service
+        owner_creds = service.create_app("lean", "-")
+        owner = service.authenticate(owner_creds.app_id, owner_creds.api_key)
+        service.create_key(owner, "k", "-")
+        _, _, wrapped = service.generate_data_key(owner, "k", "-", with_plaintext=False)
+        service.set_policy(owner, "k", AttestationPolicy.from_dict(
+            {"sgx": {"mr_enclave": ["33" * 32]}}), "-")
+        new = service.accounts.create_credential(None, owner.app_id, Role.WORKLOAD, "", "-")
+        workload = {"app_id": new.app_id, "api_key": new.api_key}
+        body = json.dumps({"wrapped": _wire_b64(wrapped)}).encode()
+        # Not verified yet: the lean route hands the request to FastAPI (scrypt there).
+        assert _lean(service, "/v1/keys/k/unwrap", workload, body).status is None
+        service.authenticate(new.app_id, new.api_key)
+        # Verified: the lean route answers, and refuses key material of an attested-only key.
+        for path, sent in [("/v1/keys/k/unwrap", body), ("/v1/keys/k/rewrap", body),
+                           ("/v1/keys/k/datakey/plaintext", b"")]:
+            answer = _lean(service, path, workload, sent)
+            assert answer.status == 403, path
+            assert b'"code":"forbidden"' in answer.messages[1]["body"]  # type: ignore[operator]
+        assert _lean(service, "/v1/keys/k/datakey/wrapped", workload, b"").status == 200
+        owner_view = {"app_id": owner_creds.app_id, "api_key": owner_creds.api_key}
+        assert _lean(service, "/v1/keys/k/unwrap", owner_view, body).status == 200
+        # Revoked: the cached login is dropped on the next request; the lean route steps aside
+        # (FastAPI then refuses it with 401, after the throttle and scrypt).
+        service.accounts.revoke_credential(None, owner.app_id, new.credential_id, "-")
+        assert _lean(service, "/v1/keys/k/datakey/wrapped", workload, b"").status is None
+        service.accounts.set_app_enabled(owner.app_id, False, "-")
+        assert _lean(service, "/v1/keys/k/unwrap", owner_view, body).status is None
+
+
+def _wire_b64(data: bytes) -> str:
+    from cipherspark.kms import _wire
+
+    return _wire.b64encode(data)

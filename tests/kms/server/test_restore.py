@@ -74,7 +74,8 @@ def test_restore_refuses_bad_backups(tmp_path: Path) -> None:
     # A backup sealed under another root key.
     with open_service(other) as opened:
         creds = opened.service.create_app("x", "-")
-        opened.service.create_key(creds.app_id, "k", "-")
+        owner = opened.service.authenticate(creds.app_id, creds.api_key)
+        opened.service.create_key(owner, "k", "-")
     foreign = tmp_path / "foreign.db"
     backup_data_dir(other, foreign)
     with pytest.raises(KmsError, match="root key"):

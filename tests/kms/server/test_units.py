@@ -52,9 +52,9 @@ def test_a_version_2_database_upgrades_and_keeps_its_data(tmp_path: Path) -> Non
 
     store = SqliteStorage(path)
     try:
-        assert store.schema_version == 3 == MIGRATIONS[-1][0]
-        assert store.get_key("k") is not None and store.get_policy("k") == "{}"
-        assert store.get_version("k", 1) == b"\x02"
+        assert store.schema_version == MIGRATIONS[-1][0]
+        assert store.get_key("app-1", "k") is not None and store.get_policy("app-1", "k") == "{}"
+        assert store.get_version("app-1", "k", 1) == b"\x02"
         assert store.list_simulated_platforms() == []
         record = SimulatedPlatformRecord("ab" * 32, "laptop", "2030-01-02T00:00:00+00:00")
         assert store.add_simulated_platform(record) == (record, True)
@@ -120,7 +120,7 @@ def test_scheduled_deletion_purges_after_the_grace_period(tmp_path: Path) -> Non
     assert clocked.purge_due_keys() == ["doomed"]
     with pytest.raises(KeyNotFoundError):
         clocked.describe_key(app, "doomed")
-    assert storage.get_version("doomed", 1) is None
+    assert storage.get_version(app.app_id, "doomed", 1) is None
     opened.close()
 
 
@@ -142,26 +142,37 @@ def test_failed_writes_leave_no_rows_and_no_open_transaction(tmp_path: Path) -> 
     import dataclasses
 
     from cipherspark.errors import KeyExistsError
-    from cipherspark.kms.server.storage import AppRecord, KeyRecord
+    from cipherspark.kms.server.permissions import Role
+    from cipherspark.kms.server.storage import AppRecord, CredentialRecord, KeyRecord
 
     storage = SqliteStorage(tmp_path / "kms.db")
     try:
         for app in ("a", "b"):
-            storage.create_app(AppRecord(app, app, b"salt", b"hash", "2030-01-01T00:00:00Z"))
+            owner = CredentialRecord(f"cred-{app}", app, Role.OWNER, "", b"salt", b"hash",
+                                     "2030-01-01T00:00:00Z")
+            storage.create_app(AppRecord(app, app, "2030-01-01T00:00:00Z"), owner)
+        # An app whose owner credential cannot be stored is not stored either (one transaction).
+        with pytest.raises(KmsError, match="refused a write"):
+            storage.create_app(AppRecord("c", "c", "2030"), dataclasses.replace(owner, app_id="c"))
+        assert storage.get_app("c") is None
         record = KeyRecord(name="k", app_id="a", created="2030-01-01T00:00:00Z",
                            current_version=1, min_decryption_version=1, enabled=True,
                            deletion_date=None)
         storage.create_key(record, b"sealed-1")
         with pytest.raises(KeyExistsError):
-            storage.create_key(dataclasses.replace(record, app_id="b"), b"other")
+            storage.create_key(record, b"other")
+        # Names live in each app's namespace: app b may have its own "k".
+        storage.create_key(dataclasses.replace(record, app_id="b"), b"other")
+        assert storage.get_version("b", "k", 1) == b"other"
         # A rotation racing another one: the version row is not left behind.
         with pytest.raises(KmsError, match="changed during rotation"):
-            storage.add_version("k", 3, b"sealed-3", "2030-01-02T00:00:00Z")
-        assert storage.get_version("k", 3) is None
-        assert storage.get_version("k", 1) == b"sealed-1"
-        key = storage.get_key("k")
+            storage.add_version("a", "k", 3, b"sealed-3", "2030-01-02T00:00:00Z")
+        assert storage.get_version("a", "k", 3) is None
+        assert storage.get_version("a", "k", 1) == b"sealed-1"
+        key = storage.get_key("a", "k")
         assert key is not None and key.app_id == "a" and key.current_version == 1
-        storage.add_version("k", 2, b"sealed-2", "2030-01-02T00:00:00Z")
-        assert storage.get_version("k", 2) == b"sealed-2"
+        storage.add_version("a", "k", 2, b"sealed-2", "2030-01-02T00:00:00Z")
+        assert storage.get_version("a", "k", 2) == b"sealed-2"
+        assert storage.get_key("b", "k").current_version == 1  # type: ignore[union-attr]
     finally:
         storage.close()

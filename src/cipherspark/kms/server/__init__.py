@@ -5,7 +5,11 @@
   :func:`backup_data_dir`, :func:`restore_data_dir`, :func:`verify_audit`;
 * :mod:`~cipherspark.kms.server.serve`: :func:`plan_server` (address, TLS, PCCS) and
   :func:`run_server` (until SIGINT / SIGTERM, graceful shutdown);
-* :mod:`~cipherspark.kms.server.service`: the rules, independent of HTTP (:class:`KeyService`);
+* :mod:`~cipherspark.kms.server.service`: the rules, independent of HTTP (:class:`KeyService`),
+  with :mod:`~cipherspark.kms.server.permissions` (roles, who may do what),
+  :mod:`~cipherspark.kms.server.accounts` (apps, credentials, logins),
+  :mod:`~cipherspark.kms.server.transit` and :mod:`~cipherspark.kms.server.release` (attested
+  release); :mod:`~cipherspark.kms.server.storage` holds the state;
 * :mod:`~cipherspark.kms.server.app` and :mod:`~cipherspark.kms.server.api`: the HTTP API;
 * :mod:`~cipherspark.kms.server.launch`: a server as a child process on 127.0.0.1.
 

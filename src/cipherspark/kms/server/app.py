@@ -5,8 +5,13 @@ Authentication: apps send ``X-App-Id`` and ``X-Api-Key`` headers (Transit client
 ``X-Vault-Token: APPID.APIKEY``); the admin sends ``X-Admin-Token``. Nothing secret ever travels in
 a URL. Errors are JSON ``{"error": message, "code": code}`` (Transit: Vault's
 ``{"errors": [message]}``) with one status per kind (:mod:`cipherspark.kms._wire`): 400 bad
-input, 401 credentials (never saying which part was wrong), 403 another app's key, 404 unknown
-key, 409 exists / wrong state, 413 body too large, 422 wrong field types.
+input, 401 credentials (never saying which part was wrong; also a revoked credential or a
+disabled app), 403 not permitted to this credential's role, 404 unknown key (another app's key
+answers the same), 409 exists / wrong state, 413 body too large, 422 wrong field types, 429 too
+many failed logins (``Retry-After``).
+
+The interactive documentation (``/docs``, ``/redoc``, ``/openapi.json``) is off unless
+``api_docs`` (``kms serve --api-docs``): it maps the whole surface for anyone who can connect.
 
 The routes live in :mod:`cipherspark.kms.server.api`, one module per resource.
 """
@@ -27,14 +32,22 @@ MAX_BODY_BYTES = 64 * 1024
 
 
 def create_app(
-    service: KeyService, *, max_body: int = MAX_BODY_BYTES, lean: bool = True
+    service: KeyService,
+    *,
+    max_body: int = MAX_BODY_BYTES,
+    lean: bool = True,
+    api_docs: bool = False,
 ) -> ASGIApp:
     """The ASGI application serving ``service``; ``lean=False`` sends the hot endpoints through
-    FastAPI too (the reference the lean route is tested against)."""
+    FastAPI too (the reference the lean route is tested against); ``api_docs`` serves
+    ``/docs``, ``/redoc`` and ``/openapi.json``."""
     api = FastAPI(
         title="cipherspark KMS",
         version="1",
         description="Primary keys that never leave the server; data keys wrapped on request.",
+        docs_url="/docs" if api_docs else None,
+        redoc_url="/redoc" if api_docs else None,
+        openapi_url="/openapi.json" if api_docs else None,
     )
     # The routes' dependencies find the service here (cipherspark.kms.server.api.deps).
     api.state.service = service

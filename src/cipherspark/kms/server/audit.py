@@ -1,13 +1,16 @@
 """The audit log: one JSON line per key operation, chained with HMACs.
 
-Each line records who (APP ID), what (operation), which key and version, the result and the
-request id, plus a sequence number and ``mac`` = HMAC-SHA256(audit key, previous mac || this
-entry). The audit key is derived from the root key, so without it nobody can rewrite a line and
-recompute the chain: an edited, inserted, reordered or deleted line breaks verification.
+Each line records who (APP ID and credential id), what (operation), which key and version, the
+result, the request id and a small ``detail`` object (e.g. a policy change's old and new digests,
+a failed login's source address), plus a sequence number and ``mac`` = HMAC-SHA256(audit key,
+previous mac || this entry). The audit key is derived from the root key, so without it nobody
+can rewrite a line and recompute the chain: an edited, inserted, reordered or deleted line
+breaks verification.
 Removing lines from the *end* cannot be detected from the file alone; keep the last verified
 ``seq`` and ``mac`` elsewhere (``cipherspark kms audit verify`` prints them) to catch that.
 
-Entries never hold key material, API keys or plaintext: only the fixed fields below.
+Entries never hold key material, API keys or plaintext: only the fixed fields below. Lines
+written before ``credential`` and ``detail`` existed have neither field, and still verify.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import hmac
 import json
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +30,8 @@ from cipherspark.errors import KmsError, VerificationError
 __all__ = ["AuditLog", "AuditReport", "audit_key", "verify_audit_log"]
 
 _GENESIS = "0" * 64
-_FIELDS = frozenset({"ts", "seq", "request_id", "app", "op", "key", "version", "result"})
+_LEGACY_FIELDS = frozenset({"ts", "seq", "request_id", "app", "op", "key", "version", "result"})
+_FIELDS = _LEGACY_FIELDS | {"credential", "detail"}
 
 
 def audit_key(root: bytes) -> bytes:
@@ -87,13 +92,15 @@ class AuditLog:
         self,
         *,
         request_id: str,
-        app: str,
+        app: str | None,
         op: str,
         key: str | None,
         version: int | None,
         result: str,
+        credential: str | None = None,
+        detail: Mapping[str, str] | None = None,
     ) -> None:
-        """Append one entry; never pass key material in any field."""
+        """Append one entry; never pass key material or secrets in any field."""
         with self._lock:
             entry: dict[str, object] = {
                 "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -104,6 +111,8 @@ class AuditLog:
                 "key": key,
                 "version": version,
                 "result": result,
+                "credential": credential,
+                "detail": dict(detail) if detail else None,
             }
             mac = _mac(self._key, self._prev, entry)
             line = _canonical({**entry, "mac": mac}) + b"\n"
@@ -139,7 +148,7 @@ def verify_audit_log(path: Path, root: bytes) -> AuditReport:
                 try:
                     doc = json.loads(raw)
                     mac = doc.pop("mac")
-                    if set(doc) != _FIELDS:
+                    if set(doc) not in (_FIELDS, _LEGACY_FIELDS):
                         raise ValueError("unexpected fields")
                 except (ValueError, KeyError, TypeError, AttributeError) as exc:
                     raise VerificationError(

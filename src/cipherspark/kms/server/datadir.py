@@ -3,7 +3,7 @@
 ::
 
     DIR/root.key     32 random bytes (mode 0600) sealing every primary key; never in the database
-    DIR/kms.db       SQLite (WAL): apps (hashed API keys), keys, sealed key versions, settings
+    DIR/kms.db       SQLite (WAL): apps, credentials (hashed API keys), keys, sealed versions
     DIR/audit.log    one HMAC-chained JSON line per key operation
     DIR/server.lock  held by the serving process (one process per data directory)
     DIR/tls/         the self-signed certificate and key, when the operator brings none

@@ -4,6 +4,10 @@ A nonce is issued to one app for one key and can be taken once. Its age when tak
 against the key policy's ``max_evidence_age_seconds``; nonces older than the longest age any
 policy may allow are dropped. A restart forgets every outstanding nonce, which only makes the
 workers ask again.
+
+Outstanding nonces are bounded *per app*: an app that asks for more than ``per_app`` loses its
+own oldest ones, never another app's. (Memory is bounded by the number of apps, which the
+operator controls, times ``per_app``.)
 """
 
 from __future__ import annotations
@@ -30,38 +34,51 @@ class NonceStore:
         *,
         clock: Callable[[], float] = time.monotonic,
         lifetime: float = MAX_EVIDENCE_AGE_LIMIT,
-        limit: int = 100_000,
+        per_app: int = 1024,
     ) -> None:
         self._clock = clock
         self._lifetime = lifetime
-        self._limit = limit
+        self._per_app = per_app
         self._lock = threading.Lock()
-        self._issued: OrderedDict[bytes, tuple[str, str, float]] = OrderedDict()
+        # app -> nonce -> (key, issued at), oldest first.
+        self._issued: dict[str, OrderedDict[bytes, tuple[str, float]]] = {}
 
-    def _expire(self, now: float) -> None:
-        while self._issued:
-            oldest = next(iter(self._issued.values()))
-            if now - oldest[2] <= self._lifetime and len(self._issued) < self._limit:
+    def _expire(self, app: str, now: float) -> OrderedDict[bytes, tuple[str, float]]:
+        issued = self._issued.setdefault(app, OrderedDict())
+        while issued:
+            oldest = next(iter(issued.values()))
+            if now - oldest[1] <= self._lifetime and len(issued) < self._per_app:
                 break
-            self._issued.popitem(last=False)
+            issued.popitem(last=False)
+        return issued
 
     def issue(self, app: str, key: str) -> bytes:
         """A fresh random nonce for ``app``'s use of ``key``."""
         nonce = os.urandom(NONCE_BYTES)
         now = self._clock()
         with self._lock:
-            self._expire(now)
-            self._issued[nonce] = (app, key, now)
+            self._expire(app, now)[nonce] = (key, now)
         return nonce
 
+    def outstanding(self, app: str) -> int:
+        """How many of ``app``'s nonces are held (issued, not taken, not yet dropped)."""
+        with self._lock:
+            return len(self._issued.get(app, ()))
+
     def take(self, nonce: bytes, app: str, key: str) -> float:
-        """Consume ``nonce``; its age in seconds. ``AttestationError(nonce)`` if not valid."""
+        """Consume ``nonce``; its age in seconds. ``AttestationError(nonce)`` if not valid.
+
+        Only ``app``'s own nonces are looked at: another app's nonce is as unknown as a made-up
+        one (and stays usable by that app).
+        """
         now = self._clock()
         with self._lock:
-            self._expire(now)
-            entry = self._issued.pop(nonce, None)
-        if entry is None:
-            raise AttestationError("unknown, already used or expired nonce", "nonce")
-        if entry[:2] != (app, key):
-            raise AttestationError("the nonce was issued for another key or app", "nonce")
-        return now - entry[2]
+            issued = self._issued.get(app)
+            entry = None if issued is None else issued.pop(nonce, None)
+        if entry is None or now - entry[1] > self._lifetime:
+            raise AttestationError(
+                "unknown, already used or expired nonce (or one issued to another app)", "nonce"
+            )
+        if entry[0] != key:
+            raise AttestationError("the nonce was issued for another key", "nonce")
+        return now - entry[1]

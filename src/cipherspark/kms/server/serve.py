@@ -35,6 +35,8 @@ class ServerPlan:
     created_certificate: bool
     #: Where DCAP collateral comes from; None: from each attested-unwrap request.
     pccs: PccsCollateral | None = None
+    #: Serve /docs, /redoc and /openapi.json (off by default: they map the API for anyone).
+    api_docs: bool = False
 
     @property
     def url(self) -> str:
@@ -54,11 +56,13 @@ def plan_server(
     unsafe_plaintext: bool = False,
     pccs_url: str | None = None,
     pccs_ca: Path | None = None,
+    api_docs: bool = False,
 ) -> ServerPlan:
     """Check the data directory and settle TLS (creating a self-signed certificate if needed).
 
     ``pccs_url`` (https) names the PCCS DCAP collateral is fetched from, cached until it is due;
     ``pccs_ca`` pins the CA its certificate must chain to (default: the system's roots).
+    ``api_docs`` serves the interactive API documentation and the OpenAPI document.
     """
     data_dir = Path(directory).absolute()
     if not (data_dir / ROOT_KEY).exists():
@@ -76,16 +80,15 @@ def plan_server(
     if unsafe_plaintext:
         if tls_cert is not None:
             raise UsageError("--unsafe-plaintext cannot be combined with --tls-cert")
-        return ServerPlan(data_dir, host, port, None, None, None, False, pccs)
+        return ServerPlan(data_dir, host, port, None, None, None, False, pccs, api_docs)
     created = False
     if tls_cert is None or tls_key is None:
         tls_cert, tls_key, created = ensure_self_signed(data_dir / "tls", host)
     for path in (tls_cert, tls_key):
         if not path.is_file():
             raise UsageError(f"TLS file {path} does not exist")
-    return ServerPlan(
-        data_dir, host, port, tls_cert, tls_key, certificate_fingerprint(tls_cert), created, pccs
-    )
+    fingerprint = certificate_fingerprint(tls_cert)
+    return ServerPlan(data_dir, host, port, tls_cert, tls_key, fingerprint, created, pccs, api_docs)
 
 
 def run_server(plan: ServerPlan) -> None:
@@ -109,7 +112,7 @@ def _serve(plan: ServerPlan) -> None:
     with open_service(plan.data_dir, pccs=plan.pccs) as opened:
         opened.service.purge_due_keys()
         config = uvicorn.Config(
-            create_app(opened.service),
+            create_app(opened.service, api_docs=plan.api_docs),
             host=plan.host,
             port=plan.port,
             ssl_certfile=None if plan.cert_file is None else str(plan.cert_file),
@@ -127,7 +130,8 @@ def _serve(plan: ServerPlan) -> None:
             timeout_graceful_shutdown=10,
             log_level="info",
             timeout_keep_alive=30,
-            # Nothing uses the client address; do not trust or parse X-Forwarded-* headers.
+            # The client address is the TCP peer's (the failed-login throttle counts by it); do
+            # not trust or parse X-Forwarded-* headers, which any client can send.
             proxy_headers=False,
             http=http_protocol(),
         )

@@ -1,13 +1,16 @@
-"""Persistent state of the KMS server: apps, primary keys and their sealed versions, release
-policies, and the simulated TEE platforms the operator registered.
+"""Persistent state of the KMS server: apps and their credentials, primary keys (in each app's
+namespace) and their sealed versions, release policies, and the simulated TEE platforms the
+operator registered.
 
-:class:`Storage` is what the API layer uses; :class:`SqliteStorage` is the embedded default
+:class:`Storage` is what the service uses; :class:`SqliteStorage` is the embedded default
 (SQLite in WAL mode). Every statement is parameterised: names from requests are bound as values,
-never spliced into SQL. The schema evolves through numbered migrations recorded in
-``schema_migrations``, so a PostgreSQL implementation only has to provide the same methods.
+never spliced into SQL. The schema evolves through numbered migrations (:data:`MIGRATIONS`)
+recorded in ``schema_migrations``, so a PostgreSQL implementation only has to provide the same
+methods. The rows are the frozen values of :mod:`cipherspark.kms.server.records`.
 
 Key material is stored only *sealed* (encrypted under the root key by
-:mod:`cipherspark.kms.server.keyring`); this module never sees plaintext keys.
+:mod:`cipherspark.kms.server.keyring`), API keys only as salted hashes; this module never sees
+plaintext keys or API keys.
 """
 
 from __future__ import annotations
@@ -17,112 +20,45 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from cipherspark.errors import KeyExistsError, KmsError
+from cipherspark.kms.server._schema import (
+    APP_COLUMNS,
+    CREDENTIAL_COLUMNS,
+    KEY_COLUMNS,
+    MIGRATIONS,
+    PLATFORM_COLUMNS,
+    Row,
+    app_row,
+    credential_row,
+    key_row,
+    platform_row,
+)
+from cipherspark.kms.server.permissions import Role
+from cipherspark.kms.server.records import (
+    AppRecord,
+    CredentialRecord,
+    KeyRecord,
+    SimulatedPlatformRecord,
+)
 
 __all__ = [
     "MIGRATIONS",
     "AppRecord",
+    "CredentialRecord",
     "KeyRecord",
     "SimulatedPlatformRecord",
     "SqliteStorage",
     "Storage",
 ]
 
-# Each entry is applied once, in order, inside one transaction; never edit a released entry,
-# append a new one instead.
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
-    (
-        1,
-        (
-            """CREATE TABLE settings (
-               name TEXT PRIMARY KEY,
-               value BLOB NOT NULL)""",
-            """CREATE TABLE apps (
-               app_id TEXT PRIMARY KEY,
-               name TEXT NOT NULL,
-               key_salt BLOB NOT NULL,
-               key_hash BLOB NOT NULL,
-               created TEXT NOT NULL)""",
-            """CREATE TABLE keys (
-               name TEXT PRIMARY KEY,
-               app_id TEXT NOT NULL REFERENCES apps(app_id),
-               created TEXT NOT NULL,
-               current_version INTEGER NOT NULL CHECK (current_version >= 1),
-               min_decryption_version INTEGER NOT NULL DEFAULT 1,
-               enabled INTEGER NOT NULL DEFAULT 1,
-               deletion_date TEXT)""",
-            """CREATE TABLE key_versions (
-               key_name TEXT NOT NULL REFERENCES keys(name) ON DELETE CASCADE,
-               version INTEGER NOT NULL,
-               sealed BLOB NOT NULL,
-               created TEXT NOT NULL,
-               PRIMARY KEY (key_name, version))""",
-            "CREATE INDEX keys_by_app ON keys(app_id, name)",
-        ),
-    ),
-    # Attested key release: one JSON release policy per primary key (deleted with the key).
-    (
-        2,
-        (
-            """CREATE TABLE key_policies (
-               key_name TEXT PRIMARY KEY REFERENCES keys(name) ON DELETE CASCADE,
-               policy TEXT NOT NULL,
-               updated TEXT NOT NULL)""",
-        ),
-    ),
-    # Simulated TEE platforms the operator trusts (admin token): a policy's
-    # simulated.platform_keys only count where they are registered here too.
-    (
-        3,
-        (
-            """CREATE TABLE simulated_platforms (
-               public_key TEXT PRIMARY KEY CHECK (length(public_key) = 64),
-               label TEXT NOT NULL,
-               created TEXT NOT NULL)""",
-        ),
-    ),
-)
-
-
-@dataclass(frozen=True)
-class AppRecord:
-    """An application: its id, display name and the salted scrypt hash of its API key."""
-
-    app_id: str
-    name: str
-    key_salt: bytes
-    key_hash: bytes
-    created: str
-
-
-@dataclass(frozen=True)
-class KeyRecord:
-    """Metadata of a primary key (its versions' sealed bytes are fetched separately)."""
-
-    name: str
-    app_id: str
-    created: str
-    current_version: int
-    min_decryption_version: int
-    enabled: bool
-    deletion_date: str | None
-
-
-@dataclass(frozen=True)
-class SimulatedPlatformRecord:
-    """A simulated TEE platform the operator registered: its Ed25519 public key (64 lowercase
-    hex digits), a free-text label and when it was first registered (ISO 8601, UTC)."""
-
-    public_key: str
-    label: str
-    created: str
-
 
 class Storage(ABC):
-    """The server's persistent state; implementations must make each method atomic."""
+    """The server's persistent state; implementations must make each method atomic.
+
+    Keys are addressed by ``(app_id, name)``: names live in each app's namespace.
+    """
 
     @abstractmethod
     def close(self) -> None:
@@ -136,37 +72,76 @@ class Storage(ABC):
     def put_setting(self, name: str, value: bytes) -> None:
         """Store a server setting, replacing any previous value."""
 
+    # -- apps and credentials ------------------------------------------------------------------
+
     @abstractmethod
-    def create_app(self, app: AppRecord) -> None:
-        """Store a new application."""
+    def create_app(self, app: AppRecord, owner: CredentialRecord) -> None:
+        """Store a new application with its first (owner) credential, in one transaction."""
 
     @abstractmethod
     def get_app(self, app_id: str) -> AppRecord | None:
         """The application ``app_id``, or ``None``."""
 
     @abstractmethod
-    def create_key(self, key: KeyRecord, sealed_v1: bytes) -> None:
-        """Store a new key with version 1; :class:`KeyExistsError` if the name is taken."""
+    def set_app_enabled(self, app_id: str, enabled: bool) -> AppRecord | None:
+        """Enable or disable an app; the updated record, or ``None`` if there is no such app."""
 
     @abstractmethod
-    def get_key(self, name: str) -> KeyRecord | None:
-        """Metadata of key ``name``, or ``None``."""
+    def add_credential(self, credential: CredentialRecord) -> None:
+        """Store a new credential of an existing app."""
+
+    @abstractmethod
+    def get_credential(self, credential_id: str) -> CredentialRecord | None:
+        """One credential (revoked or not), or ``None``."""
+
+    @abstractmethod
+    def legacy_credential(self, app_id: str) -> CredentialRecord | None:
+        """The app's migrated owner credential whose API key carries no id, or ``None``."""
+
+    @abstractmethod
+    def list_credentials(self, app_id: str) -> list[CredentialRecord]:
+        """An app's credentials, revoked ones included, oldest first."""
+
+    @abstractmethod
+    def revoke_credential(
+        self, app_id: str, credential_id: str, when: str
+    ) -> CredentialRecord | None:
+        """Mark a credential of ``app_id`` revoked at ``when`` (kept if it was already); the
+        record afterwards, or ``None`` if the app has no such credential."""
+
+    @abstractmethod
+    def active_role(self, app_id: str, credential_id: str) -> Role | None:
+        """The role of ``credential_id`` if it belongs to ``app_id``, is not revoked and the
+        app exists and is enabled; otherwise ``None``. Read on every request: keep it cheap."""
+
+    # -- keys ----------------------------------------------------------------------------------
+
+    @abstractmethod
+    def create_key(self, key: KeyRecord, sealed_v1: bytes) -> None:
+        """Store a new key with version 1; :class:`KeyExistsError` if the app has that name."""
+
+    @abstractmethod
+    def get_key(self, app_id: str, name: str) -> KeyRecord | None:
+        """Metadata of app ``app_id``'s key ``name``, or ``None``."""
 
     @abstractmethod
     def list_keys(self, app_id: str) -> list[KeyRecord]:
         """The keys of application ``app_id``, by name."""
 
     @abstractmethod
-    def get_version(self, name: str, version: int) -> bytes | None:
+    def get_version(self, app_id: str, name: str, version: int) -> bytes | None:
         """The sealed bytes of ``name`` version ``version``, or ``None``."""
 
     @abstractmethod
-    def add_version(self, name: str, version: int, sealed: bytes, created: str) -> None:
+    def add_version(
+        self, app_id: str, name: str, version: int, sealed: bytes, created: str
+    ) -> None:
         """Append ``version`` (must be current + 1) and make it current, atomically."""
 
     @abstractmethod
     def update_key(
         self,
+        app_id: str,
         name: str,
         *,
         enabled: bool | None = None,
@@ -177,16 +152,22 @@ class Storage(ABC):
         """Change a key's state fields (``None`` leaves a field unchanged)."""
 
     @abstractmethod
-    def delete_key(self, name: str) -> None:
-        """Remove a key and all its versions."""
+    def delete_key(self, app_id: str, name: str) -> None:
+        """Remove a key, all its versions and its policy."""
 
     @abstractmethod
-    def get_policy(self, name: str) -> str | None:
+    def get_policy(self, app_id: str, name: str) -> str | None:
         """Key ``name``'s release policy (JSON), or ``None``."""
 
     @abstractmethod
-    def put_policy(self, name: str, policy: str, updated: str) -> None:
-        """Store key ``name``'s release policy (JSON), replacing any previous one."""
+    def put_policy(self, app_id: str, name: str, policy: str, updated: str) -> str | None:
+        """Store key ``name``'s release policy (JSON); the one it replaced, or ``None``."""
+
+    @abstractmethod
+    def keys_due_for_deletion(self, now: str) -> list[tuple[str, str]]:
+        """(app id, name) of keys whose deletion date is at or before ``now`` (ISO 8601)."""
+
+    # -- simulated platforms -------------------------------------------------------------------
 
     @abstractmethod
     def add_simulated_platform(
@@ -203,10 +184,6 @@ class Storage(ABC):
     @abstractmethod
     def remove_simulated_platform(self, public_key: str) -> SimulatedPlatformRecord | None:
         """Unregister ``public_key``; the record removed, or ``None`` if it was not there."""
-
-    @abstractmethod
-    def keys_due_for_deletion(self, now: str) -> list[str]:
-        """Names of keys whose deletion date is at or before ``now`` (ISO 8601, UTC)."""
 
     @abstractmethod
     def backup(self, destination: Path) -> None:
@@ -283,6 +260,16 @@ class SqliteStorage(Storage):
             except sqlite3.Error as exc:
                 raise KmsError(f"the KMS database refused a write: {exc}") from exc
 
+    def _one(self, sql: str, params: tuple[object, ...]) -> Row | None:
+        with self._lock:
+            row: Row | None = self._db.execute(sql, params).fetchone()
+        return row
+
+    def _all(self, sql: str, params: tuple[object, ...] = ()) -> list[Row]:
+        with self._lock:
+            rows: list[Row] = self._db.execute(sql, params).fetchall()
+        return rows
+
     def close(self) -> None:
         """Close the connection."""
         with self._lock:
@@ -290,9 +277,8 @@ class SqliteStorage(Storage):
 
     def get_setting(self, name: str) -> bytes | None:
         """A stored setting."""
-        with self._lock:
-            row = self._db.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
-        return None if row is None else bytes(row[0])
+        row = self._one("SELECT value FROM settings WHERE name = ?", (name,))
+        return None if row is None else bytes(row[0])  # type: ignore[call-overload]
 
     def put_setting(self, name: str, value: bytes) -> None:
         """Insert or replace a setting."""
@@ -302,98 +288,167 @@ class SqliteStorage(Storage):
             (name, value),
         )
 
-    def create_app(self, app: AppRecord) -> None:
-        """Insert an application."""
-        self._write(
-            "INSERT INTO apps(app_id, name, key_salt, key_hash, created) VALUES (?, ?, ?, ?, ?)",
-            (app.app_id, app.name, app.key_salt, app.key_hash, app.created),
+    # -- apps and credentials ------------------------------------------------------------------
+
+    @staticmethod
+    def _insert_credential(db: sqlite3.Connection, c: CredentialRecord) -> None:
+        db.execute(
+            f"INSERT INTO credentials({CREDENTIAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                c.credential_id,
+                c.app_id,
+                c.role.value,
+                c.label,
+                c.key_salt,
+                c.key_hash,
+                c.created,
+                c.revoked,
+                int(c.legacy),
+            ),
         )
+
+    def create_app(self, app: AppRecord, owner: CredentialRecord) -> None:
+        """Insert an application and its owner credential in one transaction."""
+        try:
+            with self._transaction() as db:
+                db.execute(
+                    f"INSERT INTO apps({APP_COLUMNS}) VALUES (?, ?, ?, ?)",
+                    (app.app_id, app.name, app.created, int(app.enabled)),
+                )
+                self._insert_credential(db, owner)
+        except sqlite3.Error as exc:
+            raise KmsError(f"the KMS database refused a write: {exc}") from exc
 
     def get_app(self, app_id: str) -> AppRecord | None:
         """One application."""
+        row = self._one(f"SELECT {APP_COLUMNS} FROM apps WHERE app_id = ?", (app_id,))
+        return None if row is None else app_row(row)
+
+    def set_app_enabled(self, app_id: str, enabled: bool) -> AppRecord | None:
+        """Enable or disable an app."""
         with self._lock:
-            row = self._db.execute(
-                "SELECT app_id, name, key_salt, key_hash, created FROM apps WHERE app_id = ?",
-                (app_id,),
-            ).fetchone()
-        if row is None:
-            return None
-        return AppRecord(str(row[0]), str(row[1]), bytes(row[2]), bytes(row[3]), str(row[4]))
+            self._write("UPDATE apps SET enabled = ? WHERE app_id = ?", (int(enabled), app_id))
+            return self.get_app(app_id)
 
-    @staticmethod
-    def _key(row: tuple[object, ...]) -> KeyRecord:
-        return KeyRecord(
-            name=str(row[0]),
-            app_id=str(row[1]),
-            created=str(row[2]),
-            current_version=int(row[3]),  # type: ignore[call-overload]
-            min_decryption_version=int(row[4]),  # type: ignore[call-overload]
-            enabled=bool(row[5]),
-            deletion_date=None if row[6] is None else str(row[6]),
+    def add_credential(self, credential: CredentialRecord) -> None:
+        """Insert a credential."""
+        try:
+            with self._transaction() as db:
+                self._insert_credential(db, credential)
+        except sqlite3.Error as exc:
+            raise KmsError(f"the KMS database refused a write: {exc}") from exc
+
+    def get_credential(self, credential_id: str) -> CredentialRecord | None:
+        """One credential."""
+        row = self._one(
+            f"SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE credential_id = ?",
+            (credential_id,),
         )
+        return None if row is None else credential_row(row)
 
-    _KEY_COLUMNS = (
-        "name, app_id, created, current_version, min_decryption_version, enabled, deletion_date"
-    )
+    def legacy_credential(self, app_id: str) -> CredentialRecord | None:
+        """The app's migrated owner credential (unique index on ``app_id WHERE legacy``)."""
+        row = self._one(
+            f"SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE app_id = ? AND legacy = 1",
+            (app_id,),
+        )
+        return None if row is None else credential_row(row)
+
+    def list_credentials(self, app_id: str) -> list[CredentialRecord]:
+        """An app's credentials, oldest first."""
+        rows = self._all(
+            f"SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE app_id = ? "
+            "ORDER BY created, credential_id",
+            (app_id,),
+        )
+        return [credential_row(row) for row in rows]
+
+    def revoke_credential(
+        self, app_id: str, credential_id: str, when: str
+    ) -> CredentialRecord | None:
+        """Set ``revoked`` once (a second revocation keeps the first time)."""
+        with self._lock:
+            self._write(
+                "UPDATE credentials SET revoked = ? "
+                "WHERE app_id = ? AND credential_id = ? AND revoked IS NULL",
+                (when, app_id, credential_id),
+            )
+            found = self.get_credential(credential_id)
+        return found if found is not None and found.app_id == app_id else None
+
+    def active_role(self, app_id: str, credential_id: str) -> Role | None:
+        """Two primary-key lookups: the credential, and its app."""
+        row = self._one(
+            "SELECT c.role FROM credentials c JOIN apps a ON a.app_id = c.app_id "
+            "WHERE c.credential_id = ? AND c.app_id = ? AND c.revoked IS NULL "
+            "AND a.enabled = 1",
+            (credential_id, app_id),
+        )
+        return None if row is None else Role(str(row[0]))
+
+    # -- keys ----------------------------------------------------------------------------------
 
     def create_key(self, key: KeyRecord, sealed_v1: bytes) -> None:
         """Insert a key and its version 1 in one transaction."""
         try:
             with self._transaction() as db:
                 db.execute(
-                    "INSERT INTO keys(name, app_id, created, current_version, "
+                    "INSERT INTO keys(app_id, name, created, current_version, "
                     "min_decryption_version, enabled) VALUES (?, ?, ?, 1, 1, 1)",
-                    (key.name, key.app_id, key.created),
+                    (key.app_id, key.name, key.created),
                 )
                 db.execute(
-                    "INSERT INTO key_versions(key_name, version, sealed, created) "
-                    "VALUES (?, 1, ?, ?)",
-                    (key.name, sealed_v1, key.created),
+                    "INSERT INTO key_versions(app_id, key_name, version, sealed, created) "
+                    "VALUES (?, ?, 1, ?, ?)",
+                    (key.app_id, key.name, sealed_v1, key.created),
                 )
         except sqlite3.IntegrityError as exc:
             raise KeyExistsError(f"a primary key named {key.name!r} exists already") from exc
 
-    def get_key(self, name: str) -> KeyRecord | None:
-        """One key's metadata."""
-        with self._lock:
-            row = self._db.execute(
-                f"SELECT {self._KEY_COLUMNS} FROM keys WHERE name = ?", (name,)
-            ).fetchone()
-        return None if row is None else self._key(row)
+    def get_key(self, app_id: str, name: str) -> KeyRecord | None:
+        """One key's metadata, and whether it has a policy (one indexed read)."""
+        row = self._one(
+            f"SELECT {KEY_COLUMNS} FROM keys k WHERE k.app_id = ? AND k.name = ?",
+            (app_id, name),
+        )
+        return None if row is None else key_row(row)
 
     def list_keys(self, app_id: str) -> list[KeyRecord]:
         """An app's keys."""
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {self._KEY_COLUMNS} FROM keys WHERE app_id = ? ORDER BY name", (app_id,)
-            ).fetchall()
-        return [self._key(row) for row in rows]
+        rows = self._all(
+            f"SELECT {KEY_COLUMNS} FROM keys k WHERE k.app_id = ? ORDER BY k.name", (app_id,)
+        )
+        return [key_row(row) for row in rows]
 
-    def get_version(self, name: str, version: int) -> bytes | None:
+    def get_version(self, app_id: str, name: str, version: int) -> bytes | None:
         """One sealed key version."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT sealed FROM key_versions WHERE key_name = ? AND version = ?",
-                (name, version),
-            ).fetchone()
-        return None if row is None else bytes(row[0])
+        row = self._one(
+            "SELECT sealed FROM key_versions WHERE app_id = ? AND key_name = ? AND version = ?",
+            (app_id, name, version),
+        )
+        return None if row is None else bytes(row[0])  # type: ignore[call-overload]
 
-    def add_version(self, name: str, version: int, sealed: bytes, created: str) -> None:
+    def add_version(
+        self, app_id: str, name: str, version: int, sealed: bytes, created: str
+    ) -> None:
         """Append a version; fails if another rotation got there first."""
         with self._transaction() as db:
             changed = db.execute(
-                "UPDATE keys SET current_version = ? WHERE name = ? AND current_version = ?",
-                (version, name, version - 1),
+                "UPDATE keys SET current_version = ? "
+                "WHERE app_id = ? AND name = ? AND current_version = ?",
+                (version, app_id, name, version - 1),
             ).rowcount
             if changed != 1:
                 raise KmsError(f"key {name!r} changed during rotation; try again")
             db.execute(
-                "INSERT INTO key_versions(key_name, version, sealed, created) VALUES (?, ?, ?, ?)",
-                (name, version, sealed, created),
+                "INSERT INTO key_versions(app_id, key_name, version, sealed, created) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (app_id, name, version, sealed, created),
             )
 
     def update_key(
         self,
+        app_id: str,
         name: str,
         *,
         enabled: bool | None = None,
@@ -402,44 +457,58 @@ class SqliteStorage(Storage):
         clear_deletion: bool = False,
     ) -> None:
         """Update state fields; the column names are fixed here, only values are bound."""
+        where = " WHERE app_id = ? AND name = ?"
         if enabled is not None:
-            self._write("UPDATE keys SET enabled = ? WHERE name = ?", (int(enabled), name))
+            self._write("UPDATE keys SET enabled = ?" + where, (int(enabled), app_id, name))
         if min_decryption_version is not None:
             self._write(
-                "UPDATE keys SET min_decryption_version = ? WHERE name = ?",
-                (min_decryption_version, name),
+                "UPDATE keys SET min_decryption_version = ?" + where,
+                (min_decryption_version, app_id, name),
             )
         if deletion_date is not None:
-            self._write("UPDATE keys SET deletion_date = ? WHERE name = ?", (deletion_date, name))
+            self._write("UPDATE keys SET deletion_date = ?" + where, (deletion_date, app_id, name))
         if clear_deletion:
-            self._write("UPDATE keys SET deletion_date = NULL WHERE name = ?", (name,))
+            self._write("UPDATE keys SET deletion_date = NULL" + where, (app_id, name))
 
-    def delete_key(self, name: str) -> None:
-        """Delete a key; its versions go with it (ON DELETE CASCADE)."""
-        self._write("DELETE FROM keys WHERE name = ?", (name,))
+    def delete_key(self, app_id: str, name: str) -> None:
+        """Delete a key; its versions and policy go with it (ON DELETE CASCADE)."""
+        self._write("DELETE FROM keys WHERE app_id = ? AND name = ?", (app_id, name))
 
-    def get_policy(self, name: str) -> str | None:
+    def get_policy(self, app_id: str, name: str) -> str | None:
         """Key ``name``'s release policy (JSON), or ``None``."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT policy FROM key_policies WHERE key_name = ?", (name,)
-            ).fetchone()
+        row = self._one(
+            "SELECT policy FROM key_policies WHERE app_id = ? AND key_name = ?", (app_id, name)
+        )
         return None if row is None else str(row[0])
 
-    def put_policy(self, name: str, policy: str, updated: str) -> None:
-        """Insert or replace key ``name``'s release policy."""
-        self._write(
-            "INSERT INTO key_policies(key_name, policy, updated) VALUES (?, ?, ?) "
-            "ON CONFLICT(key_name) DO UPDATE SET policy = excluded.policy, "
-            "updated = excluded.updated",
-            (name, policy, updated),
+    def put_policy(self, app_id: str, name: str, policy: str, updated: str) -> str | None:
+        """Insert or replace key ``name``'s release policy; the previous one, read in the same
+        transaction (so the audit line names what this write replaced)."""
+        try:
+            with self._transaction() as db:
+                row = db.execute(
+                    "SELECT policy FROM key_policies WHERE app_id = ? AND key_name = ?",
+                    (app_id, name),
+                ).fetchone()
+                db.execute(
+                    "INSERT INTO key_policies(app_id, key_name, policy, updated) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT(app_id, key_name) DO UPDATE SET "
+                    "policy = excluded.policy, updated = excluded.updated",
+                    (app_id, name, policy, updated),
+                )
+        except sqlite3.Error as exc:
+            raise KmsError(f"the KMS database refused a write: {exc}") from exc
+        return None if row is None else str(row[0])
+
+    def keys_due_for_deletion(self, now: str) -> list[tuple[str, str]]:
+        """Keys whose grace period has ended."""
+        rows = self._all(
+            "SELECT app_id, name FROM keys WHERE deletion_date IS NOT NULL AND deletion_date <= ?",
+            (now,),
         )
+        return [(str(row[0]), str(row[1])) for row in rows]
 
-    _PLATFORM_COLUMNS = "public_key, label, created"
-
-    @staticmethod
-    def _platform(row: tuple[object, ...]) -> SimulatedPlatformRecord:
-        return SimulatedPlatformRecord(str(row[0]), str(row[1]), str(row[2]))
+    # -- simulated platforms -------------------------------------------------------------------
 
     def add_simulated_platform(
         self, platform: SimulatedPlatformRecord
@@ -448,8 +517,7 @@ class SqliteStorage(Storage):
         try:
             with self._transaction() as db:
                 found = db.execute(
-                    f"SELECT {self._PLATFORM_COLUMNS} FROM simulated_platforms "
-                    "WHERE public_key = ?",
+                    f"SELECT {PLATFORM_COLUMNS} FROM simulated_platforms WHERE public_key = ?",
                     (platform.public_key,),
                 ).fetchone()
                 if found is None:
@@ -473,20 +541,17 @@ class SqliteStorage(Storage):
 
     def list_simulated_platforms(self) -> list[SimulatedPlatformRecord]:
         """Every registration, oldest first."""
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {self._PLATFORM_COLUMNS} FROM simulated_platforms "
-                "ORDER BY created, public_key"
-            ).fetchall()
-        return [self._platform(row) for row in rows]
+        rows = self._all(
+            f"SELECT {PLATFORM_COLUMNS} FROM simulated_platforms ORDER BY created, public_key"
+        )
+        return [platform_row(row) for row in rows]
 
     def remove_simulated_platform(self, public_key: str) -> SimulatedPlatformRecord | None:
         """Delete one registration; the record as it was, or ``None``."""
         try:
             with self._transaction() as db:
                 row = db.execute(
-                    f"SELECT {self._PLATFORM_COLUMNS} FROM simulated_platforms "
-                    "WHERE public_key = ?",
+                    f"SELECT {PLATFORM_COLUMNS} FROM simulated_platforms WHERE public_key = ?",
                     (public_key,),
                 ).fetchone()
                 if row is not None:
@@ -495,16 +560,7 @@ class SqliteStorage(Storage):
                     )
         except sqlite3.Error as exc:
             raise KmsError(f"the KMS database refused a write: {exc}") from exc
-        return None if row is None else self._platform(row)
-
-    def keys_due_for_deletion(self, now: str) -> list[str]:
-        """Keys whose grace period has ended."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT name FROM keys WHERE deletion_date IS NOT NULL AND deletion_date <= ?",
-                (now,),
-            ).fetchall()
-        return [str(row[0]) for row in rows]
+        return None if row is None else platform_row(row)
 
     def backup(self, destination: Path) -> None:
         """Online backup through SQLite's backup API (consistent while the server runs)."""
@@ -520,6 +576,5 @@ class SqliteStorage(Storage):
 
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check`` answer (``"ok"`` when consistent)."""
-        with self._lock:
-            row = self._db.execute("PRAGMA integrity_check").fetchone()
-        return str(row[0])
+        row = self._one("PRAGMA integrity_check", ())
+        return "" if row is None else str(row[0])

@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 
 from cipherspark.errors import CipherSparkError
 from cipherspark.kms import _wire
@@ -48,7 +50,20 @@ def service_error(path: str, exc: CipherSparkError) -> tuple[int, dict[str, Any]
 
 
 def install_error_handlers(api: FastAPI) -> None:
-    """Answer cipherspark errors by the contract, and validation failures as 400 / 422."""
+    """Answer cipherspark errors by the contract, validation failures as 400 / 422, and the
+    failed-login throttle's refusals as 429 ``throttled`` with ``Retry-After``."""
+
+    @api.exception_handler(HTTPException)
+    async def _on_http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code != _wire.THROTTLED.status:
+            return await http_exception_handler(request, exc)
+        answer = ErrorAnswer(exc.status_code, _wire.THROTTLED.code, str(exc.detail))
+        return JSONResponse(
+            error_content(request.url.path, answer),
+            status_code=answer.status,
+            headers=dict(exc.headers or {}),
+        )
 
     @api.exception_handler(CipherSparkError)
     async def _on_error(request: Request, exc: Exception) -> Response:

@@ -5,11 +5,12 @@ These are what every executor calls, so they get a direct route: match the path,
 credentials from the in-memory cache of verified ones, parse the one JSON field, call the
 service, answer with the same JSON bytes and error shapes as the FastAPI routes
 (:mod:`cipherspark.kms.server.api.routes.datakeys`). Anything off that happy path (credentials
-not verified yet or missing, a body FastAPI would reject or parse differently) goes through
-FastAPI, which stays the reference: the OpenAPI document, validation messages and the scrypt
-check in a worker thread. Authorisation is not cached: the key's owner and state are read from
-storage on every call, as there. ``tests/kms/server/test_lean_route.py`` checks both answer
-alike.
+not verified yet or missing, revoked since, a body FastAPI would reject or parse differently)
+goes through FastAPI, which stays the reference: the OpenAPI document, validation messages, the
+failed-login throttle and the scrypt check in a worker thread. Nothing about authorisation is
+cached: the credential's and app's state (revoked, disabled, deleted) and the key's namespace,
+role permissions, policy and state are read from storage on every call, by the same service
+methods as there. ``tests/kms/server/test_lean_route.py`` checks both answer alike.
 """
 
 from __future__ import annotations
@@ -102,8 +103,8 @@ def lean_routes(service: KeyService) -> FastPath:
                 content_type = value.decode("latin-1")
         if not app_id or not api_key:
             return False
-        app = service.cached_app(app_id, api_key)
-        if app is None:
+        who = service.cached_caller(app_id, api_key)
+        if who is None:
             return False
         name, action = match.group(1), match.group(2)
         try:
@@ -113,18 +114,18 @@ def lean_routes(service: KeyService) -> FastPath:
                     return False
                 wrapped = decode_field(field, "wrapped")
                 if action == "unwrap":
-                    version, plaintext = service.unwrap(app, name, wrapped, request_id)
+                    version, plaintext = service.unwrap(who, name, wrapped, request_id)
                     content: dict[str, Any] = {
                         "version": version,
                         "plaintext": _wire.b64encode(plaintext),
                     }
                 else:
-                    version, rewrapped = service.rewrap(app, name, wrapped, request_id)
+                    version, rewrapped = service.rewrap(who, name, wrapped, request_id)
                     content = {"version": version, "wrapped": _wire.b64encode(rewrapped)}
             else:
                 with_plaintext = action == "datakey/plaintext"
                 version, data_key, wrapped = service.generate_data_key(
-                    app, name, request_id, with_plaintext=with_plaintext
+                    who, name, request_id, with_plaintext=with_plaintext
                 )
                 content = {"key_id": name, "version": version}
                 if data_key is not None:

@@ -7,24 +7,32 @@ client sends, so nothing unbounded is parsed.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cipherspark.kms.server.accounts import AppCredentials
+from cipherspark.kms.server.records import AppRecord, CredentialRecord
 from cipherspark.kms.server.service import KeyView, SimulatedPlatformRecord
 
 __all__ = [
     "MAX_WRAPPED",
+    "AdminTokenResponse",
     "AppResponse",
+    "AppStateResponse",
     "AttestedUnwrapRequest",
     "AttestedUnwrapResponse",
     "ConfigRequest",
     "CreateAppRequest",
     "CreateKeyRequest",
+    "CredentialListResponse",
+    "CredentialRequest",
+    "CredentialResponse",
     "DataKeyResponse",
     "DeletionRequest",
     "KeyListResponse",
     "KeyResponse",
+    "NewCredentialResponse",
     "NonceResponse",
     "PolicyRequest",
     "PolicyResponse",
@@ -181,11 +189,99 @@ class CreateAppRequest(_Body):
 
 
 class AppResponse(BaseModel):
-    """A new app's credentials (shown once)."""
+    """A new app's owner credential (shown once)."""
 
     app_id: str
+    credential_id: str
     api_key: str
     vault_token: str
+
+
+class AppStateResponse(BaseModel):
+    """An app's public facts (``POST /v1/admin/apps/{app_id}/disable`` and ``/enable``)."""
+
+    app_id: str
+    name: str
+    created: str
+    enabled: bool
+
+    @classmethod
+    def of(cls, record: AppRecord) -> AppStateResponse:
+        """The answer describing ``record``."""
+        return cls(
+            app_id=record.app_id, name=record.name, created=record.created, enabled=record.enabled
+        )
+
+
+class CredentialRequest(_Body):
+    """``POST /v1/credentials`` (owner) or ``/v1/admin/apps/{app_id}/credentials`` (admin).
+
+    ``label`` says whose it is (a cluster, a job); refused with 400 beyond 128 printable
+    characters.
+    """
+
+    role: Literal["owner", "workload"] = "workload"
+    label: str = Field(default="", max_length=1024)
+
+
+class NewCredentialResponse(BaseModel):
+    """A new credential, with its API KEY and Vault token (shown only in this answer)."""
+
+    app_id: str
+    credential_id: str
+    role: str
+    label: str
+    created: str
+    api_key: str
+    vault_token: str
+
+    @classmethod
+    def of(cls, new: AppCredentials) -> NewCredentialResponse:
+        """The answer describing ``new``."""
+        return cls(
+            app_id=new.app_id,
+            credential_id=new.credential_id,
+            role=new.role.value,
+            label=new.label,
+            created=new.created,
+            api_key=new.api_key,
+            vault_token=new.vault_token,
+        )
+
+
+class CredentialResponse(BaseModel):
+    """A credential as listed (never its API key or hash)."""
+
+    credential_id: str
+    app_id: str
+    role: str
+    label: str
+    created: str
+    revoked: str | None
+
+    @classmethod
+    def of(cls, record: CredentialRecord) -> CredentialResponse:
+        """The answer describing ``record``."""
+        return cls(
+            credential_id=record.credential_id,
+            app_id=record.app_id,
+            role=record.role.value,
+            label=record.label,
+            created=record.created,
+            revoked=record.revoked,
+        )
+
+
+class CredentialListResponse(BaseModel):
+    """An app's credentials, oldest first."""
+
+    credentials: list[CredentialResponse]
+
+
+class AdminTokenResponse(BaseModel):
+    """``POST /v1/admin/admin-token/rotate``: the new admin token (shown only here)."""
+
+    admin_token: str
 
 
 class SimulatedPlatformRequest(_Body):

@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from cipherspark.kms.server.api.routes import (
     admin,
     attestation,
+    credentials,
     datakeys,
     keys,
     ops,
@@ -24,5 +25,6 @@ ROUTERS: tuple[APIRouter, ...] = (
     keys.router,
     datakeys.router,
     attestation.router,
+    credentials.router,
     transit.router,
 )

@@ -24,36 +24,40 @@ router = APIRouter(prefix="/v1/keys", tags=["attestation"])
 
 @router.put("/{name}/policy")
 async def put_policy(
-    name: str, body: PolicyRequest, service: Service, request_id: RequestId, app: Caller
+    name: str, body: PolicyRequest, service: Service, request_id: RequestId, who: Caller
 ) -> PolicyResponse:
     """Set the key's release policy (which TEE evidence may receive its data keys)."""
-    policy = service.set_policy(app, name, AttestationPolicy.from_dict(body.policy), request_id)
+    policy = service.set_policy(who, name, AttestationPolicy.from_dict(body.policy), request_id)
     return PolicyResponse(name=name, policy=policy.to_dict())
 
 
 @router.get("/{name}/policy")
-async def get_policy(name: str, service: Service, app: Caller) -> PolicyResponse:
+async def get_policy(
+    name: str, service: Service, request_id: RequestId, who: Caller
+) -> PolicyResponse:
     """The key's release policy (``null``: none, every attested unwrap is denied)."""
-    policy = service.get_policy(app, name)
+    policy = service.get_policy(who, name, request_id)
     return PolicyResponse(name=name, policy=None if policy is None else policy.to_dict())
 
 
 @router.post("/{name}/attest/nonce")
-async def attest_nonce(name: str, service: Service, app: Caller) -> NonceResponse:
+async def attest_nonce(
+    name: str, service: Service, request_id: RequestId, who: Caller
+) -> NonceResponse:
     """A fresh single-use nonce for one attested unwrap of this key's data keys."""
-    nonce, lifetime = service.attestation_nonce(app, name)
+    nonce, lifetime = service.attestation_nonce(who, name, request_id)
     return NonceResponse(nonce=_wire.b64encode(nonce), expires_in=lifetime)
 
 
 @router.post("/{name}/attest/unwrap")
 async def attest_unwrap(
-    name: str, body: AttestedUnwrapRequest, service: Service, request_id: RequestId, app: Caller
+    name: str, body: AttestedUnwrapRequest, service: Service, request_id: RequestId, who: Caller
 ) -> AttestedUnwrapResponse:
     """Verify evidence, policy, nonce and binding; answer the data key as a JWE."""
 
     def run() -> tuple[int, str]:
         return service.attested_unwrap(
-            app,
+            who,
             name,
             nonce=decode_field(body.nonce, "nonce"),
             tee=body.tee,

@@ -16,6 +16,7 @@ from cipherspark.kms.server.api.models import (
     UnwrapResponse,
     WrappedRequest,
 )
+from cipherspark.kms.server.permissions import Principal
 from cipherspark.kms.server.service import KeyService
 
 __all__ = ["router"]
@@ -24,10 +25,10 @@ router = APIRouter(prefix="/v1/keys", tags=["data keys"])
 
 
 def _datakey(
-    service: KeyService, name: str, request_id: str, app: str, with_plaintext: bool
+    service: KeyService, name: str, request_id: str, who: Principal, with_plaintext: bool
 ) -> DataKeyResponse:
     version, plaintext, wrapped = service.generate_data_key(
-        app, name, request_id, with_plaintext=with_plaintext
+        who, name, request_id, with_plaintext=with_plaintext
     )
     return DataKeyResponse(
         key_id=name,
@@ -39,35 +40,35 @@ def _datakey(
 
 @router.post("/{name}/datakey/plaintext", response_model_exclude_none=True)
 async def datakey_plaintext(
-    name: str, service: Service, request_id: RequestId, app: Caller
+    name: str, service: Service, request_id: RequestId, who: Caller
 ) -> DataKeyResponse:
     """A fresh data key: plaintext (base64) and wrapped (opaque, base64)."""
-    return _datakey(service, name, request_id, app, True)
+    return _datakey(service, name, request_id, who, True)
 
 
 @router.post("/{name}/datakey/wrapped", response_model_exclude_none=True)
 async def datakey_wrapped(
-    name: str, service: Service, request_id: RequestId, app: Caller
+    name: str, service: Service, request_id: RequestId, who: Caller
 ) -> DataKeyResponse:
     """A fresh data key, wrapped only (for a writer that will unwrap it later)."""
-    return _datakey(service, name, request_id, app, False)
+    return _datakey(service, name, request_id, who, False)
 
 
 @router.post("/{name}/unwrap")
 async def unwrap(
-    name: str, body: WrappedRequest, service: Service, request_id: RequestId, app: Caller
+    name: str, body: WrappedRequest, service: Service, request_id: RequestId, who: Caller
 ) -> UnwrapResponse:
     """The data key inside a wrapped blob."""
     version, plaintext = service.unwrap(
-        app, name, decode_field(body.wrapped, "wrapped"), request_id
+        who, name, decode_field(body.wrapped, "wrapped"), request_id
     )
     return UnwrapResponse(version=version, plaintext=_wire.b64encode(plaintext))
 
 
 @router.post("/{name}/rewrap")
 async def rewrap(
-    name: str, body: WrappedRequest, service: Service, request_id: RequestId, app: Caller
+    name: str, body: WrappedRequest, service: Service, request_id: RequestId, who: Caller
 ) -> RewrapResponse:
     """Re-wrap a data key under the key's current version."""
-    version, wrapped = service.rewrap(app, name, decode_field(body.wrapped, "wrapped"), request_id)
+    version, wrapped = service.rewrap(who, name, decode_field(body.wrapped, "wrapped"), request_id)
     return RewrapResponse(version=version, wrapped=_wire.b64encode(wrapped))

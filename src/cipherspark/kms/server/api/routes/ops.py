@@ -1,11 +1,12 @@
-"""Operations: ``/healthz`` (liveness) and ``/metrics`` (Prometheus text). No credentials."""
+"""Operations: ``/healthz`` (liveness, no credentials) and ``/metrics`` (Prometheus text, the
+admin token: the counts say which operations apps run and how often they fail)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
-from cipherspark.kms.server.api.deps import Service
+from cipherspark.kms.server.api.deps import Admin, Service
 
 __all__ = ["router"]
 
@@ -18,7 +19,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
+@router.get("/metrics", response_class=PlainTextResponse, dependencies=[Admin])
 async def metrics(service: Service) -> str:
     """Prometheus text: operations by kind and result."""
     lines = ["# TYPE cipherspark_kms_operations_total counter"]

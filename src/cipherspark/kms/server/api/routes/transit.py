@@ -67,62 +67,62 @@ def check_supported(body: TransitBody) -> None:
 
 @router.post("/keys/{name}", status_code=204)
 async def transit_create(
-    name: str, service: Service, request_id: RequestId, app: Caller
+    name: str, service: Service, request_id: RequestId, who: Caller
 ) -> Response:
     """Create a key (Vault answers 204)."""
-    service.create_key(app, name, request_id)
+    service.create_key(who, name, request_id)
     return Response(status_code=204)
 
 
 @router.get("/keys/{name}")
 async def transit_read(
-    name: str, service: Service, request_id: RequestId, app: Caller
+    name: str, service: Service, request_id: RequestId, who: Caller
 ) -> dict[str, Any]:
     """A key's Vault description."""
-    return _vault(request_id, _transit_key(service.describe_key(app, name)))
+    return _vault(request_id, _transit_key(service.describe_key(who, name, request_id)))
 
 
 @router.post("/keys/{name}/rotate")
 async def transit_rotate(
-    name: str, service: Service, request_id: RequestId, app: Caller
+    name: str, service: Service, request_id: RequestId, who: Caller
 ) -> dict[str, Any]:
     """Rotate the key; answers with its new description."""
-    return _vault(request_id, _transit_key(service.rotate(app, name, request_id)))
+    return _vault(request_id, _transit_key(service.rotate(who, name, request_id)))
 
 
 @router.post("/encrypt/{name}")
 async def transit_encrypt(
-    name: str, body: TransitEncryptRequest, service: Service, request_id: RequestId, app: Caller
+    name: str, body: TransitEncryptRequest, service: Service, request_id: RequestId, who: Caller
 ) -> dict[str, Any]:
     """Encrypt base64 ``plaintext``; answers ``vault:vN:...``."""
     check_supported(body)
-    if body.key_version not in (None, 0):
-        current = service.describe_key(app, name).version
-        if body.key_version != current:
-            raise UsageError("key_version: only the latest version encrypts")
     ciphertext, version = service.transit_encrypt(
-        app, name, decode_field(body.plaintext, "plaintext"), request_id
+        who,
+        name,
+        decode_field(body.plaintext, "plaintext"),
+        request_id,
+        key_version=body.key_version,
     )
     return _vault(request_id, {"ciphertext": ciphertext, "key_version": version})
 
 
 @router.post("/decrypt/{name}")
 async def transit_decrypt(
-    name: str, body: TransitCiphertextRequest, service: Service, request_id: RequestId, app: Caller
+    name: str, body: TransitCiphertextRequest, service: Service, request_id: RequestId, who: Caller
 ) -> dict[str, Any]:
     """Decrypt a ``vault:vN:...`` ciphertext; answers base64 ``plaintext``."""
     check_supported(body)
-    plaintext = service.transit_decrypt(app, name, body.ciphertext, request_id)
+    plaintext = service.transit_decrypt(who, name, body.ciphertext, request_id)
     return _vault(request_id, {"plaintext": _wire.b64encode(plaintext)})
 
 
 @router.post("/rewrap/{name}")
 async def transit_rewrap(
-    name: str, body: TransitCiphertextRequest, service: Service, request_id: RequestId, app: Caller
+    name: str, body: TransitCiphertextRequest, service: Service, request_id: RequestId, who: Caller
 ) -> dict[str, Any]:
     """Re-encrypt a ciphertext under the latest version."""
     check_supported(body)
-    ciphertext, version = service.transit_rewrap(app, name, body.ciphertext, request_id)
+    ciphertext, version = service.transit_rewrap(who, name, body.ciphertext, request_id)
     return _vault(request_id, {"ciphertext": ciphertext, "key_version": version})
 
 
@@ -132,14 +132,16 @@ async def transit_datakey(
     name: str,
     service: Service,
     request_id: RequestId,
-    app: Caller,
+    who: Caller,
     body: TransitDataKeyRequest | None = None,
 ) -> dict[str, Any]:
     """A fresh data key: its ciphertext, and for ``plaintext`` also the key (base64)."""
     body = body or TransitDataKeyRequest()
     check_supported(body)
-    data_key, ciphertext, version = service.transit_datakey(app, name, body.bits, request_id)
+    data_key, ciphertext, version = service.transit_datakey(
+        who, name, body.bits, request_id, with_plaintext=kind == "plaintext"
+    )
     data: dict[str, Any] = {"ciphertext": ciphertext, "key_version": version}
-    if kind == "plaintext":
+    if data_key is not None:
         data["plaintext"] = _wire.b64encode(data_key)
     return _vault(request_id, data)

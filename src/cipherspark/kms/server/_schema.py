@@ -1,0 +1,209 @@
+"""The KMS database's schema: numbered migrations (re-exported as ``storage.MIGRATIONS``), and
+the column lists and row decoders of the current schema that :mod:`.storage` reads with.
+
+Each entry is applied once, in order, inside one transaction; never edit a released entry,
+append a new one instead.
+"""
+
+from __future__ import annotations
+
+from cipherspark.kms.server.permissions import Role
+from cipherspark.kms.server.records import (
+    AppRecord,
+    CredentialRecord,
+    KeyRecord,
+    SimulatedPlatformRecord,
+)
+
+__all__ = [
+    "APP_COLUMNS",
+    "CREDENTIAL_COLUMNS",
+    "KEY_COLUMNS",
+    "MIGRATIONS",
+    "PLATFORM_COLUMNS",
+    "Row",
+    "app_row",
+    "credential_row",
+    "key_row",
+    "platform_row",
+]
+
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (
+        1,
+        (
+            """CREATE TABLE settings (
+               name TEXT PRIMARY KEY,
+               value BLOB NOT NULL)""",
+            """CREATE TABLE apps (
+               app_id TEXT PRIMARY KEY,
+               name TEXT NOT NULL,
+               key_salt BLOB NOT NULL,
+               key_hash BLOB NOT NULL,
+               created TEXT NOT NULL)""",
+            """CREATE TABLE keys (
+               name TEXT PRIMARY KEY,
+               app_id TEXT NOT NULL REFERENCES apps(app_id),
+               created TEXT NOT NULL,
+               current_version INTEGER NOT NULL CHECK (current_version >= 1),
+               min_decryption_version INTEGER NOT NULL DEFAULT 1,
+               enabled INTEGER NOT NULL DEFAULT 1,
+               deletion_date TEXT)""",
+            """CREATE TABLE key_versions (
+               key_name TEXT NOT NULL REFERENCES keys(name) ON DELETE CASCADE,
+               version INTEGER NOT NULL,
+               sealed BLOB NOT NULL,
+               created TEXT NOT NULL,
+               PRIMARY KEY (key_name, version))""",
+            "CREATE INDEX keys_by_app ON keys(app_id, name)",
+        ),
+    ),
+    # Attested key release: one JSON release policy per primary key (deleted with the key).
+    (
+        2,
+        (
+            """CREATE TABLE key_policies (
+               key_name TEXT PRIMARY KEY REFERENCES keys(name) ON DELETE CASCADE,
+               policy TEXT NOT NULL,
+               updated TEXT NOT NULL)""",
+        ),
+    ),
+    # Simulated TEE platforms the operator trusts (admin token): a policy's
+    # simulated.platform_keys only count where they are registered here too.
+    (
+        3,
+        (
+            """CREATE TABLE simulated_platforms (
+               public_key TEXT PRIMARY KEY CHECK (length(public_key) = 64),
+               label TEXT NOT NULL,
+               created TEXT NOT NULL)""",
+        ),
+    ),
+    # Roles: an app has credentials, each an owner or a workload one, revocable; apps can be
+    # disabled. Every existing app's API key becomes its owner credential, marked legacy (its
+    # API key does not carry the credential id, so it is found by app id: at most one per app).
+    (
+        4,
+        (
+            """CREATE TABLE credentials (
+               credential_id TEXT PRIMARY KEY,
+               app_id TEXT NOT NULL REFERENCES apps(app_id) ON DELETE CASCADE,
+               role TEXT NOT NULL CHECK (role IN ('owner', 'workload')),
+               label TEXT NOT NULL DEFAULT '',
+               key_salt BLOB NOT NULL,
+               key_hash BLOB NOT NULL,
+               legacy INTEGER NOT NULL DEFAULT 0 CHECK (legacy IN (0, 1)),
+               created TEXT NOT NULL,
+               revoked TEXT)""",
+            "CREATE INDEX credentials_by_app ON credentials(app_id, created)",
+            "CREATE UNIQUE INDEX credentials_legacy ON credentials(app_id) WHERE legacy = 1",
+            """INSERT INTO credentials(credential_id, app_id, role, label, key_salt, key_hash,
+                                       legacy, created)
+               SELECT 'cred-' || lower(hex(randomblob(8))), app_id, 'owner',
+                      'owner (API key from before roles)', key_salt, key_hash, 1, created
+               FROM apps""",
+            "ALTER TABLE apps ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1",
+            "ALTER TABLE apps DROP COLUMN key_salt",
+            "ALTER TABLE apps DROP COLUMN key_hash",
+        ),
+    ),
+    # Tenancy: key names live in each app's namespace, so keys, their versions and policies are
+    # keyed by (app_id, name). The old tables are renamed (their references follow), copied and
+    # dropped, children first.
+    (
+        5,
+        (
+            "ALTER TABLE key_policies RENAME TO key_policies_v4",
+            "ALTER TABLE key_versions RENAME TO key_versions_v4",
+            "ALTER TABLE keys RENAME TO keys_v4",
+            """CREATE TABLE keys (
+               app_id TEXT NOT NULL REFERENCES apps(app_id),
+               name TEXT NOT NULL,
+               created TEXT NOT NULL,
+               current_version INTEGER NOT NULL CHECK (current_version >= 1),
+               min_decryption_version INTEGER NOT NULL DEFAULT 1,
+               enabled INTEGER NOT NULL DEFAULT 1,
+               deletion_date TEXT,
+               PRIMARY KEY (app_id, name))""",
+            """CREATE TABLE key_versions (
+               app_id TEXT NOT NULL,
+               key_name TEXT NOT NULL,
+               version INTEGER NOT NULL,
+               sealed BLOB NOT NULL,
+               created TEXT NOT NULL,
+               PRIMARY KEY (app_id, key_name, version),
+               FOREIGN KEY (app_id, key_name) REFERENCES keys(app_id, name) ON DELETE CASCADE)""",
+            """CREATE TABLE key_policies (
+               app_id TEXT NOT NULL,
+               key_name TEXT NOT NULL,
+               policy TEXT NOT NULL,
+               updated TEXT NOT NULL,
+               PRIMARY KEY (app_id, key_name),
+               FOREIGN KEY (app_id, key_name) REFERENCES keys(app_id, name) ON DELETE CASCADE)""",
+            """INSERT INTO keys(app_id, name, created, current_version, min_decryption_version,
+                               enabled, deletion_date)
+               SELECT app_id, name, created, current_version, min_decryption_version, enabled,
+                      deletion_date FROM keys_v4""",
+            """INSERT INTO key_versions(app_id, key_name, version, sealed, created)
+               SELECT k.app_id, v.key_name, v.version, v.sealed, v.created
+               FROM key_versions_v4 v JOIN keys_v4 k ON k.name = v.key_name""",
+            """INSERT INTO key_policies(app_id, key_name, policy, updated)
+               SELECT k.app_id, p.key_name, p.policy, p.updated
+               FROM key_policies_v4 p JOIN keys_v4 k ON k.name = p.key_name""",
+            "DROP TABLE key_policies_v4",
+            "DROP TABLE key_versions_v4",
+            "DROP TABLE keys_v4",
+            "CREATE INDEX keys_due ON keys(deletion_date) WHERE deletion_date IS NOT NULL",
+        ),
+    ),
+)
+
+
+# -- the current schema's rows, as records --------------------------------------------------------
+
+APP_COLUMNS = "app_id, name, created, enabled"
+CREDENTIAL_COLUMNS = (
+    "credential_id, app_id, role, label, key_salt, key_hash, created, revoked, legacy"
+)
+KEY_COLUMNS = (
+    "k.name, k.app_id, k.created, k.current_version, k.min_decryption_version, k.enabled, "
+    "k.deletion_date, EXISTS (SELECT 1 FROM key_policies p "
+    "WHERE p.app_id = k.app_id AND p.key_name = k.name)"
+)
+PLATFORM_COLUMNS = "public_key, label, created"
+Row = tuple[object, ...]
+
+
+def app_row(row: Row) -> AppRecord:
+    return AppRecord(str(row[0]), str(row[1]), str(row[2]), bool(row[3]))
+
+
+def credential_row(row: Row) -> CredentialRecord:
+    return CredentialRecord(
+        credential_id=str(row[0]),
+        app_id=str(row[1]),
+        role=Role(str(row[2])),
+        label=str(row[3]),
+        key_salt=bytes(row[4]),  # type: ignore[call-overload]
+        key_hash=bytes(row[5]),  # type: ignore[call-overload]
+        created=str(row[6]),
+        revoked=None if row[7] is None else str(row[7]),
+        legacy=bool(row[8]),
+    )
+
+
+def key_row(row: Row) -> KeyRecord:
+    return KeyRecord(
+        name=str(row[0]),
+        app_id=str(row[1]),
+        created=str(row[2]),
+        current_version=int(row[3]),  # type: ignore[call-overload]
+        min_decryption_version=int(row[4]),  # type: ignore[call-overload]
+        enabled=bool(row[5]),
+        deletion_date=None if row[6] is None else str(row[6]),
+        has_policy=bool(row[7]),
+    )
+
+
+def platform_row(row: Row) -> SimulatedPlatformRecord:
+    return SimulatedPlatformRecord(str(row[0]), str(row[1]), str(row[2]))
