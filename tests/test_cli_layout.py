@@ -163,8 +163,9 @@ def test_a_shared_option_means_the_same_everywhere(flag: str) -> None:
     for path, command in _commands():
         option = _options(command).get(flag)
         # attestation-policy's --key is a different option on purpose: a repeatable list of the
-        # keys an enclave may unwrap, with no default from CIPHERSPARK_KEY.
-        if option is None or (flag == "--key" and path[-1] == "attestation-policy"):
+        # keys an enclave may unwrap, with no default from CIPHERSPARK_KEY. decrypt's --key is
+        # too: the key its input must be under, optional (issue 14).
+        if option is None or (flag == "--key" and path[-1] in ("attestation-policy", "decrypt")):
             continue
         facts = (tuple(option.opts), tuple(option.secondary_opts), option.help,
                  option.envvar, option.default, option.is_flag, option.multiple,

@@ -5,8 +5,11 @@ from __future__ import annotations
 import io
 import os
 import random
+import shutil
 import string
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,7 +23,7 @@ from cipherspark.crypto import (
     read_header,
 )
 from cipherspark.crypto._streaming import BODY_HEADER_SIZE, TAG_SIZE
-from cipherspark.crypto.manifest import Manifest, describe_part, write_manifest
+from cipherspark.crypto.manifest import DatasetIdentity, Manifest, describe_part, write_manifest
 from cipherspark.errors import (
     InputError,
     IntegrityError,
@@ -198,7 +201,8 @@ def test_csv_header_only_dropped_for_csv_parts(tmp_path: Path, kms: LocalKms) ->
         writer.close()
         (enc / f"part-{number}.cspk").write_bytes(buf.getvalue())
     parts = sorted(enc.iterdir())
-    write_manifest(enc, Manifest(tuple(describe_part(p, 0) for p in parts)),
+    write_manifest(enc, Manifest(tuple(describe_part(p, 0) for p in parts),
+                                 DatasetIdentity.new(TEST_KEY)),
                    ContainerHeader(TEST_KEY, data_key.wrapped, 64), data_key.plaintext)
     decrypt_path(enc, tmp_path / "out.csv", kms)
     assert (tmp_path / "out.csv").read_bytes() == b"h1,h2\n1,2\n3,4\n5,6\n"
@@ -406,3 +410,262 @@ def test_encrypted_folder_manifest_counts_records(tmp_path: Path, kms: LocalKms)
     expected = [len([ln for ln in p.splitlines() if ln.strip()]) - (1 if p else 0)
                 for p in parts]
     assert [e.rows for e in manifest.parts] == [max(0, n) for n in expected]
+
+
+# -- storage that lies: verify where you decrypt, dataset identity ---------------------------------
+
+def _two_runs(tmp_path: Path, kms: LocalKms, key: str = TEST_KEY) -> tuple[Path, Path]:
+    """A victim dataset and an attacker's: same owner, same KMS key, same part names and sizes,
+    other rows (so the attacker's parts are containers the reader can decrypt)."""
+    folders = []
+    for run in ("victim", "attacker"):
+        plain = tmp_path / f"plain-{run}"
+        plain.mkdir()
+        for number in range(3):
+            rows = "".join(f"{run[0]}{number}-{i:04d},{i % 90:02d}\n" for i in range(300))
+            (plain / f"part-{number}.csv").write_text("name,age\n" + rows)
+        encrypt_path(plain, tmp_path / run, kms, key, segment_size=SEGMENT)
+        folders.append(tmp_path / run)
+    return folders[0], folders[1]
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Put ``data`` at ``path`` by rename, as an attacker with write access to storage does."""
+    staged = path.with_name(f".{path.name}.swap")
+    staged.write_bytes(data)
+    os.replace(staged, path)
+
+
+def test_part_swapped_between_check_and_decryption_is_refused(
+    tmp_path: Path, kms: LocalKms, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race ``decrypt`` lost 1 time in 200: the listing is checked, then a part is replaced
+    before it is decrypted. Deterministic here: the swap runs right after the check returns."""
+    from cipherspark import files
+    from cipherspark.crypto.manifest import open_dataset as real
+
+    victim, attacker = _two_runs(tmp_path, kms)
+    swapped = victim / "part-1.csv.cspk"
+
+    def check_then_swap(*args: Any, **kwargs: Any) -> Any:
+        dataset = real(*args, **kwargs)
+        _replace(swapped, (attacker / swapped.name).read_bytes())
+        return dataset
+
+    monkeypatch.setattr(files, "open_dataset", check_then_swap)
+    before = listing(tmp_path)
+    with pytest.raises(IntegrityError) as raised:
+        decrypt_path(victim, tmp_path / "out.csv", kms)
+    assert str(swapped) in str(raised.value)
+    assert "a1-" not in str(raised.value)  # names the file, never a value
+    assert listing(tmp_path) == before  # nothing published, nothing left behind
+
+
+def test_part_swapped_while_it_is_decrypted_changes_nothing(
+    tmp_path: Path, kms: LocalKms, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a part is opened and checked, every segment comes from that descriptor: replacing
+    the path mid-decryption neither changes the output nor lets a byte of the attacker's in."""
+    from cipherspark import files
+
+    victim, attacker = _two_runs(tmp_path, kms)
+    decrypt_path(victim, tmp_path / "expected.csv", kms)
+
+    class SwapAfterOpen(ContainerFile):
+        def __init__(self, path: Any, *args: Any, **kwargs: Any) -> None:
+            super().__init__(path, *args, **kwargs)
+            _replace(Path(path), (attacker / Path(path).name).read_bytes())
+
+    monkeypatch.setattr(files, "ContainerFile", SwapAfterOpen)
+    decrypt_path(victim, tmp_path / "out.csv", kms)
+    assert (tmp_path / "out.csv").read_bytes() == (tmp_path / "expected.csv").read_bytes()
+    assert b"a1-" not in (tmp_path / "out.csv").read_bytes()
+    for name in ("part-0.csv.cspk", "part-1.csv.cspk", "part-2.csv.cspk"):
+        assert (victim / name).read_bytes() == (attacker / name).read_bytes()  # all swapped
+
+
+def test_single_file_is_checked_and_decrypted_from_one_descriptor(
+    tmp_path: Path, kms: LocalKms, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file without a manifest: its header (and so the key pinned with key_id) is read from
+    the descriptor that is decrypted; a replacement after the open is never read."""
+    from cipherspark import files
+
+    kms.create_key("other-key")
+    for name, key in (("mine", TEST_KEY), ("theirs", "other-key")):
+        (tmp_path / f"{name}.csv").write_bytes(csv_part("id,name,age", 0, 500))
+        encrypt_path(tmp_path / f"{name}.csv", tmp_path / f"{name}.cspk", kms, key,
+                     segment_size=SEGMENT)
+    theirs = (tmp_path / "theirs.cspk").read_bytes()
+
+    class SwapAfterOpen(ContainerFile):
+        def __init__(self, path: Any, *args: Any, **kwargs: Any) -> None:
+            super().__init__(path, *args, **kwargs)
+            _replace(Path(path), theirs)
+
+    monkeypatch.setattr(files, "ContainerFile", SwapAfterOpen)
+    decrypt_path(tmp_path / "mine.cspk", tmp_path / "out.csv", kms, key_id=TEST_KEY)
+    assert (tmp_path / "out.csv").read_bytes() == (tmp_path / "mine.csv").read_bytes()
+    monkeypatch.undo()
+    # Now the path holds their file: the pin refuses it, from the header it would decrypt.
+    with pytest.raises(IntegrityError, match="under key 'other-key', not 'test-key'"):
+        decrypt_path(tmp_path / "mine.cspk", tmp_path / "out2.csv", kms, key_id=TEST_KEY)
+    assert not (tmp_path / "out2.csv").exists()
+
+
+def test_fifo_or_folder_where_a_file_should_be_is_an_input_error(tmp_path: Path,
+                                                                 kms: LocalKms) -> None:
+    """Opened without blocking and refused unless a regular file (a FIFO would hang a reader)."""
+    os.mkfifo(tmp_path / "fifo.cspk")
+    with pytest.raises(InputError, match="not a regular file"):
+        decrypt_path(tmp_path / "fifo.cspk", tmp_path / "out", kms)
+    victim, _ = _two_runs(tmp_path, kms)
+    (victim / "_manifest.cspk").unlink()
+    (victim / "_manifest.cspk").mkdir()
+    with pytest.raises(InputError, match="not a regular file"):
+        decrypt_path(victim, tmp_path / "out", kms)
+    assert not (tmp_path / "out").exists()
+
+
+def test_decrypt_pins_key_and_dataset(tmp_path: Path, kms: LocalKms) -> None:
+    from cipherspark.errors import UsageError
+
+    victim, attacker = _two_runs(tmp_path, kms)
+    kms.create_key("other-key")
+    (tmp_path / "other").mkdir()
+    _, under_other = _two_runs(tmp_path / "other", kms, key="other-key")
+    identity = decrypt_path(victim, tmp_path / "v.csv", kms).dataset
+    assert identity is not None and identity.key_id == TEST_KEY and identity.generation == 1
+    result = decrypt_path(victim, tmp_path / "v2.csv", kms, key_id=TEST_KEY,
+                          dataset_id=identity.dataset_id)
+    assert result.dataset == identity
+
+    # The same folder path, now holding another complete dataset under the same key.
+    shutil.rmtree(victim)
+    shutil.copytree(attacker, victim)
+    decrypt_path(victim, tmp_path / "unpinned.csv", kms)  # valid on its own
+    with pytest.raises(IntegrityError) as raised:
+        decrypt_path(victim, tmp_path / "out.csv", kms, dataset_id=identity.dataset_id)
+    assert f"not {identity.dataset_id}" in str(raised.value)
+    # ... or a dataset under another key the reader's KMS also unwraps.
+    shutil.rmtree(victim)
+    shutil.copytree(under_other, victim)
+    with pytest.raises(IntegrityError) as raised:
+        decrypt_path(victim, tmp_path / "out.csv", kms, key_id=TEST_KEY)
+    assert str(raised.value) == (f"{victim}: the dataset is under key 'other-key', not "
+                                 "'test-key' (it may have been replaced by another dataset)")
+    assert not (tmp_path / "out.csv").exists()
+    with pytest.raises(UsageError, match="single file"):
+        decrypt_path(victim / "part-0.csv.cspk", tmp_path / "out.csv", kms,
+                     dataset_id=identity.dataset_id)
+
+
+def test_overwriting_a_dataset_keeps_its_id_and_counts_generations(tmp_path: Path,
+                                                                   kms: LocalKms) -> None:
+    make_csv_parts(tmp_path / "plain")
+    first = encrypt_path(tmp_path / "plain", tmp_path / "enc", kms, TEST_KEY).dataset
+    again = encrypt_path(tmp_path / "plain", tmp_path / "enc", kms, TEST_KEY,
+                         overwrite=True).dataset
+    other = encrypt_path(tmp_path / "plain", tmp_path / "other", kms, TEST_KEY).dataset
+    assert first is not None and again is not None and other is not None
+    assert (again.dataset_id, again.generation) == (first.dataset_id, 2)
+    assert other.dataset_id != first.dataset_id and other.generation == 1
+    assert decrypt_path(tmp_path / "enc", tmp_path / "out.csv", kms).dataset == again
+    # A single file is not a dataset.
+    (tmp_path / "one.csv").write_bytes(b"a\n1\n")
+    assert encrypt_path(tmp_path / "one.csv", tmp_path / "one.cspk", kms, TEST_KEY).dataset is None
+
+
+# -- the same, through the command line ----------------------------------------------------------
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    """``cipherspark ...`` in an empty folder with the test credentials; returns (code, out,
+    err) and checks that nothing printed shows a traceback."""
+    from cipherspark.cli import main
+    from cipherspark.kms import local
+    from tests.conftest import TEST_CREDENTIALS
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("CIPHERSPARK_KMS", "CIPHERSPARK_KEY", "CIPHERSPARK_DEBUG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CIPHERSPARK_APP_ID", TEST_CREDENTIALS.app_id)
+    monkeypatch.setenv("CIPHERSPARK_API_KEY", TEST_CREDENTIALS.api_key)
+    monkeypatch.setattr(local, "_SCRYPT", {"n": 1 << 10, "r": 8, "p": 1})
+
+    def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        assert "Traceback" not in out + err
+        return code, out, err
+
+    return run
+
+
+def _cli_runs(tmp_path: Path, run: Callable[..., tuple[int, str, str]]) -> dict[str, str]:
+    """Three encrypted folders made with the CLI: the victim, another dataset under the same
+    key, and one under another key; returns the victim's dataset id as ``encrypt`` printed it."""
+    assert run("key", "create", TEST_KEY)[0] == 0
+    assert run("key", "create", "other-key")[0] == 0
+    ids = {}
+    for name, key in (("victim", TEST_KEY), ("attacker", TEST_KEY), ("foreign", "other-key")):
+        plain = tmp_path / f"plain-{name}"
+        plain.mkdir()
+        (plain / "part-0.csv").write_text(f"name,age\n{name}-0,30\n")
+        (plain / "part-1.csv").write_text(f"name,age\n{name}-1,41\n")
+        code, out, _ = run("encrypt", str(plain), f"{name}.enc", "--key", key)
+        assert code == 0
+        line = out.splitlines()[-1]
+        assert line.startswith("dataset ") and f"under key {key}" in line
+        ids[name] = line.split()[1]
+    return ids
+
+
+def test_cli_decrypt_refuses_a_dataset_under_another_key(
+    tmp_path: Path, cli: Callable[..., tuple[int, str, str]]
+) -> None:
+    _cli_runs(tmp_path, cli)
+    shutil.rmtree(tmp_path / "victim.enc")
+    shutil.copytree(tmp_path / "foreign.enc", tmp_path / "victim.enc")
+    assert cli("decrypt", "victim.enc", "readable.csv")[0] == 0  # without --key: any key
+    code, _, err = cli("decrypt", "victim.enc", "out.csv", "--key", TEST_KEY)
+    assert code == 1
+    assert err.splitlines() == [
+        "cipherspark: error: victim.enc: the dataset is under key 'other-key', not 'test-key' "
+        "(it may have been replaced by another dataset)"]
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_cli_decrypt_key_defaults_from_the_environment(
+    tmp_path: Path, cli: Callable[..., tuple[int, str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _cli_runs(tmp_path, cli)
+    monkeypatch.setenv("CIPHERSPARK_KEY", TEST_KEY)
+    assert cli("decrypt", "victim.enc", "v.csv")[0] == 0
+    code, _, err = cli("decrypt", "foreign.enc", "f.csv")
+    assert code == 1 and "not 'test-key'" in err
+    assert cli("decrypt", "foreign.enc", "f.csv", "--key", "other-key")[0] == 0
+
+
+def test_cli_decrypt_refuses_another_dataset_under_the_same_key(
+    tmp_path: Path, cli: Callable[..., tuple[int, str, str]]
+) -> None:
+    ids = _cli_runs(tmp_path, cli)
+    code, out, _ = cli("decrypt", "victim.enc", "v.csv", "--dataset-id", ids["victim"],
+                       "--key", TEST_KEY)
+    assert code == 0
+    assert f"dataset {ids['victim']} (generation 1) under key {TEST_KEY}" in out
+    # The whole folder replaced by another complete dataset of the same owner and key.
+    shutil.rmtree(tmp_path / "victim.enc")
+    shutil.copytree(tmp_path / "attacker.enc", tmp_path / "victim.enc")
+    code, _, err = cli("decrypt", "victim.enc", "out.csv", "--dataset-id", ids["victim"],
+                       "--key", TEST_KEY)
+    assert code == 1
+    assert err.splitlines() == [
+        f"cipherspark: error: victim.enc holds dataset {ids['attacker']}, not {ids['victim']} "
+        "(it may have been replaced by another dataset)"]
+    assert not (tmp_path / "out.csv").exists()
+    code, _, err = cli("decrypt", "victim.enc", "out.csv", "--dataset-id", "nope")
+    assert code == 2 and "not a dataset id" in err

@@ -2,6 +2,11 @@
 
 Outputs are written under a temporary name and renamed only once every byte has been written
 and, for decryption, authenticated: a failure leaves nothing behind.
+
+Decryption reads every input from one open descriptor per file: the size, the header that is
+checked (against the dataset manifest's entry, and the key the caller pins) and every segment
+that is decrypted come from that descriptor, so a file replaced after it was checked is never
+the one decrypted.
 """
 
 from __future__ import annotations
@@ -16,20 +21,22 @@ from cipherspark.crypto import (
     CONTENT_TYPE_BINARY,
     CONTENT_TYPE_CSV_HEADER,
     DEFAULT_SEGMENT_SIZE,
+    ContainerFile,
     ContainerHeader,
     EncryptingWriter,
-    decrypt_stream,
-    read_header,
+    ExpectedPart,
 )
 from cipherspark.crypto._records import count_records
 from cipherspark.crypto.manifest import (
+    DatasetIdentity,
     Manifest,
     describe_part,
     list_parts,
-    require_manifest,
+    next_identity,
+    open_dataset,
     write_manifest,
 )
-from cipherspark.errors import FormatError, InputError, IntegrityError
+from cipherspark.errors import FormatError, InputError, IntegrityError, UsageError
 from cipherspark.kms import KeyManagementService
 
 __all__ = [
@@ -38,6 +45,7 @@ __all__ = [
     "decrypt_path",
     "encrypt_path",
     "guess_content_type",
+    "verify_input",
 ]
 
 Progress = Callable[[int], None]
@@ -46,19 +54,22 @@ _CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class EncryptResult:
-    """What :func:`encrypt_path` wrote."""
+    """What :func:`encrypt_path` wrote; ``dataset`` is the identity of a folder's dataset."""
 
     files: int
     plaintext_bytes: int
     ciphertext_bytes: int
+    dataset: DatasetIdentity | None = None
 
 
 @dataclass(frozen=True)
 class DecryptResult:
-    """What :func:`decrypt_path` wrote."""
+    """What :func:`decrypt_path` wrote; ``dataset`` is the identity a folder's manifest names
+    (``None`` for a single file, or a version 1 manifest)."""
 
     files: int
     plaintext_bytes: int
+    dataset: DatasetIdentity | None = None
 
 
 def guess_content_type(path: Path) -> str:
@@ -104,14 +115,22 @@ def encrypt_path(
     A file gets a fresh data key from ``kms`` wrapped under primary key ``key_id``. A folder is
     a dataset: one fresh data key for all its parts (each with its own salt) and an encrypted
     manifest (:mod:`cipherspark.crypto.manifest`) so that a removed or swapped part is detected.
-    ``progress`` receives plaintext byte counts as they are read.
+    The dataset gets a new id, or, replacing a dataset folder with ``overwrite``, that
+    dataset's id and its next generation. ``progress`` receives plaintext byte counts as they
+    are read.
     """
     src_path, dst_path = Path(src), Path(dst)
     files = _input_files(src_path)
     check_output(dst_path, overwrite)
     data_key = kms.generate_data_key(key_id)
     plain = cipher = 0
+    identity = None
     if src_path.is_dir():
+        identity = (
+            next_identity(dst_path, _unwrapper(kms), key_id)
+            if overwrite
+            else DatasetIdentity.new(key_id)
+        )
         with atomic_output_dir(dst_path, overwrite=overwrite) as staging:
             entries = []
             for part in files:
@@ -125,7 +144,7 @@ def encrypt_path(
                 cipher += c
             write_manifest(
                 staging,
-                Manifest(tuple(entries)),
+                Manifest(tuple(sorted(entries, key=lambda e: e.name)), identity),
                 _header(files[0], key_id, data_key.wrapped, None, segment_size),
                 data_key.plaintext,
             )
@@ -134,7 +153,20 @@ def encrypt_path(
         plain, cipher, _ = _encrypt_one(
             src_path, dst_path, header, data_key.plaintext, progress, overwrite=overwrite
         )
-    return EncryptResult(len(files), plain, cipher)
+    return EncryptResult(len(files), plain, cipher, identity)
+
+
+def _unwrapper(kms: KeyManagementService) -> Callable[[ContainerHeader], bytes]:
+    """The header -> data key function of ``kms``, unwrapping each wrapped key once."""
+    keys: dict[tuple[str, bytes], bytes] = {}
+
+    def data_key_for(header: ContainerHeader) -> bytes:
+        cache_key = (header.key_id, header.wrapped_key)
+        if cache_key not in keys:
+            keys[cache_key] = kms.unwrap_data_key(header.key_id, header.wrapped_key)
+        return keys[cache_key]
+
+    return data_key_for
 
 
 def _header(
@@ -197,56 +229,106 @@ def decrypt_path(
     dst: str | os.PathLike[str],
     kms: KeyManagementService,
     *,
+    key_id: str | None = None,
+    dataset_id: str | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> DecryptResult:
     """Decrypt a container, or a folder of containers (Spark part files), to one file.
 
     Parts are concatenated in name order; for CSV parts with a header, the header is written
-    once. A folder must carry a dataset manifest and hold exactly the parts it lists. The
-    output appears only after every segment of every part has authenticated.
-    ``progress`` receives ciphertext byte counts.
+    once. A folder must carry a dataset manifest and hold exactly the parts it lists, all under
+    the manifest's data key; each part is then opened once and checked against its entry before
+    it is decrypted from that same descriptor. ``key_id`` refuses an input under another
+    primary key, ``dataset_id`` a folder that is another dataset. The output appears only after
+    every segment of every part has authenticated. ``progress`` receives plaintext byte counts.
     """
     src_path, dst_path = Path(src), Path(dst)
-    files = _input_files(src_path)
+    if not src_path.exists():
+        raise InputError(f"{src_path} does not exist")
     check_output(dst_path, overwrite)
-    written = 0
-    keys: dict[tuple[str, bytes], bytes] = {}
-
-    def data_key_for(header: ContainerHeader) -> bytes:
-        cache_key = (header.key_id, header.wrapped_key)
-        if cache_key not in keys:
-            keys[cache_key] = kms.unwrap_data_key(header.key_id, header.wrapped_key)
-        return keys[cache_key]
-
+    data_key_for = _unwrapper(kms)
+    identity = None
+    expected: list[ExpectedPart | None]
     if src_path.is_dir():
-        require_manifest(src_path, data_key_for, files)
-
+        dataset = open_dataset(src_path, data_key_for, key_id=key_id, dataset_id=dataset_id)
+        identity = dataset.identity
+        paths = [Path(p.path) for p in dataset.parts]
+        expected = list(dataset.parts)
+    else:
+        if dataset_id is not None:
+            raise UsageError(f"{src_path} is a single file: it has no dataset id to check")
+        paths, expected = [src_path], [None]
+    pinned = _pinned(data_key_for, key_id)
+    written = 0
     # True once a CSV part with a header has written bytes (hence its header line): later such
     # parts drop their first line. An empty part (no header line at all) does not count.
     csv_header_written = False
     with atomic_output(dst_path, overwrite=overwrite) as out:
-        for part in files:
+        for part, entry in zip(paths, expected, strict=True):
             try:
-                stream = open(part, "rb")
-            except OSError as exc:
-                raise InputError(f"cannot read {part}: {exc.strerror}") from exc
-            with stream:
-                try:
-                    header, raw = read_header(stream)
-                    chunks: Iterable[bytes] = decrypt_stream(
-                        stream, data_key_for, header=(header, raw)
-                    )
-                    if csv_header_written and header.csv_has_header:
+                with ContainerFile(part, pinned, expected=entry) as container:
+                    has_header = container.header.csv_has_header
+                    chunks: Iterable[bytes] = container.iter_segments()
+                    if csv_header_written and has_header:
                         chunks = _skip_first_line(chunks)
                     for chunk in chunks:
                         out.write(chunk)
                         written += len(chunk)
                         if progress is not None:
                             progress(len(chunk))
-                        if chunk and header.csv_has_header:
+                        if chunk and has_header:
                             csv_header_written = True
-                except (InputError, FormatError, IntegrityError) as exc:
-                    # Name the part: a folder can hold many.
-                    raise type(exc)(f"{part}: {exc}") from exc
-    return DecryptResult(len(files), written)
+            except (InputError, FormatError, IntegrityError) as exc:
+                # Name the part: a folder can hold many.
+                message = str(exc)
+                raise type(exc)(message if str(part) in message else f"{part}: {message}") from exc
+    return DecryptResult(len(paths), written, identity)
+
+
+def _pinned(
+    data_key_for: Callable[[ContainerHeader], bytes], key_id: str | None
+) -> Callable[[ContainerHeader], bytes]:
+    """``data_key_for``, refusing (before any unwrap) a header under another key than ``key_id``."""
+    if key_id is None:
+        return data_key_for
+
+    def data_key(header: ContainerHeader) -> bytes:
+        if header.key_id != key_id:
+            raise IntegrityError(
+                f"the file is under key {header.key_id!r}, not {key_id!r} "
+                "(it may have been replaced by another file)"
+            )
+        return data_key_for(header)
+
+    return data_key
+
+
+def verify_input(
+    src: str | os.PathLike[str],
+    kms: KeyManagementService,
+    *,
+    key_id: str | None = None,
+    dataset_id: str | None = None,
+) -> DatasetIdentity | None:
+    """Check ``src`` as a reader will, without decrypting its data: a folder's manifest, key
+    binding and listing, a file's header; refuse an input under another key than ``key_id`` or
+    a folder that is not dataset ``dataset_id``. Returns the folder's dataset identity.
+
+    This is an early, cheap refusal (the job commands make it before starting Spark); it does
+    not replace the readers' own checks, which are made again where the data is decrypted.
+    """
+    path = Path(src)
+    if not path.exists():
+        raise InputError(f"{path} does not exist")
+    if path.is_dir():
+        return open_dataset(path, _unwrapper(kms), key_id=key_id, dataset_id=dataset_id).identity
+    if dataset_id is not None:
+        raise UsageError(f"{path} is a single file: it has no dataset id to check")
+    header = ExpectedPart.of(path).header
+    if key_id is not None and header.key_id != key_id:
+        raise IntegrityError(
+            f"{path}: the file is under key {header.key_id!r}, not {key_id!r} "
+            "(it may have been replaced by another file)"
+        )
+    return None

@@ -23,12 +23,13 @@ from cipherspark.crypto import (
 from cipherspark.crypto.manifest import (
     MANIFEST_CONTENT_TYPE,
     MANIFEST_NAME,
+    DatasetIdentity,
     Manifest,
     PartEntry,
     describe_part,
     list_parts,
+    open_dataset,
     read_manifest,
-    verify_listing,
     write_manifest,
 )
 from cipherspark.errors import (
@@ -94,7 +95,8 @@ def build_dataset(folder: Path, kms: LocalKms, rows: tuple[int, ...] = PART_ROWS
         texts.append(text)
         entries.append(describe_part(path, count))
     if manifest:
-        write_manifest(folder, Manifest(tuple(entries)), header, data_key.plaintext)
+        write_manifest(folder, Manifest(tuple(entries), DatasetIdentity.new(TEST_KEY)), header,
+                       data_key.plaintext)
     return Built(folder, header, data_key.plaintext, tuple(texts))
 
 
@@ -119,52 +121,96 @@ def header_size(path: Path) -> int:
 
 # -- the manifest document -------------------------------------------------------------------------
 
+IDENTITY = DatasetIdentity("0123456789abcdef" * 2, "k", 3)
 SAMPLE = Manifest((
     PartEntry("part-00000-a.csv.cspk", 1234, 10, "ab" * 32),
     PartEntry("part-00001-b.csv.cspk", 99, 0, "cd" * 32),
     PartEntry("part-00002-c.csv.cspk", 5000, 32, "ef" * 32),
-))
+), IDENTITY)
+EMPTY = Manifest((), IDENTITY)
 
 
 def test_manifest_json_round_trip() -> None:
     data = SAMPLE.to_json()
     assert Manifest.from_json(data) == SAMPLE
     assert SAMPLE.rows == 42
-    assert Manifest(()).rows == 0
-    assert Manifest.from_json(Manifest(()).to_json()) == Manifest(())
+    assert EMPTY.rows == 0
+    assert Manifest.from_json(EMPTY.to_json()) == EMPTY
     doc = json.loads(data)
-    assert doc["version"] == 1
+    assert doc["version"] == 2
+    assert doc["dataset"] == {"id": IDENTITY.dataset_id, "key_id": "k", "generation": 3}
     assert [p["name"] for p in doc["parts"]] == [p.name for p in SAMPLE.parts]
-    # Canonical: a re-encoding of the same document, keys in any order, gives the same bytes.
-    shuffled = json.dumps({"parts": [dict(reversed(list(p.items()))) for p in doc["parts"]],
-                           "version": 1}, indent=2).encode()
-    assert shuffled != data
-    assert Manifest.from_json(shuffled).to_json() == data
+    # One encoding only: the same document with keys in another order, or indented, is refused.
+    shuffled = json.dumps({"version": 2, "dataset": doc["dataset"],
+                           "parts": [dict(reversed(list(p.items()))) for p in doc["parts"]]}
+                          ).encode()
+    assert json.loads(shuffled) == doc and shuffled != data
+    for other in (shuffled, json.dumps(doc, indent=2, sort_keys=True).encode(), data + b"\n"):
+        with pytest.raises(FormatError, match="canonical"):
+            Manifest.from_json(other)
+    # Entries are written in name order whatever order they were given in.
+    reversed_parts = Manifest(tuple(reversed(SAMPLE.parts)), IDENTITY)
+    assert reversed_parts.to_json() == data
+
+
+def test_version_1_documents_are_still_read() -> None:
+    """Manifests written before dataset identities: version 1, no "dataset" member."""
+    v1 = json.dumps({"parts": [vars(p) for p in SAMPLE.parts], "version": 1}, sort_keys=True,
+                    separators=(",", ":")).encode()
+    manifest = Manifest.from_json(v1, version=1)
+    assert manifest == Manifest(SAMPLE.parts, None)
+    assert manifest.version == 1 and manifest.to_json() == v1
+    with pytest.raises(FormatError):
+        Manifest.from_json(v1)  # a version 1 document is not a version 2 one
+    with pytest.raises(FormatError):
+        Manifest.from_json(SAMPLE.to_json(), version=1)
+
+
+# Every case but the encoding ones is canonical JSON: each is refused by its own rule.
+def _canonical(doc: object) -> bytes:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
 def _doc(**changes: object) -> bytes:
     doc: dict[str, object] = json.loads(SAMPLE.to_json())
     doc.update(changes)
-    return json.dumps(doc).encode()
+    return _canonical(doc)
 
 
 def _part_without(key: str) -> bytes:
     doc = json.loads(SAMPLE.to_json())
     del doc["parts"][1][key]
-    return json.dumps(doc).encode()
+    return _canonical(doc)
 
 
+def _entry(**changes: object) -> bytes:
+    doc = json.loads(SAMPLE.to_json())
+    doc["parts"][1].update(changes)
+    return _canonical(doc)
+
+
+def _dataset(**changes: object) -> bytes:
+    doc = json.loads(SAMPLE.to_json())
+    doc["dataset"].update(changes)
+    return _canonical(doc)
+
+
+CANONICAL = SAMPLE.to_json()
 MALFORMED = {
     "not_json": b"{not json",
     "empty": b"",
     "not_utf8": b"\xff\xfe{}",
+    "utf16": CANONICAL.decode().encode("utf-16"),
     "a_list": b"[1, 2]",
     "a_string": b'"manifest"',
     "no_version": json.dumps({"parts": []}).encode(),
-    "version_2": _doc(version=2),
+    "version_1": _doc(version=1),
+    "version_3": _doc(version=3),
     "version_0": _doc(version=0),
-    "version_text": _doc(version="1"),
-    "no_parts": json.dumps({"version": 1}).encode(),
+    "version_text": _doc(version="2"),
+    "version_float": CANONICAL.replace(b'"version":2', b'"version":2.0'),
+    "version_true": CANONICAL.replace(b'"version":2', b'"version":true'),
+    "no_parts": json.dumps({"version": 2}).encode(),
     "parts_a_number": _doc(parts=5),
     "parts_of_numbers": _doc(parts=[1, 2]),
     "parts_of_strings": _doc(parts=["part-00000"]),
@@ -175,13 +221,86 @@ MALFORMED = {
     "size_not_a_number": _doc(parts=[{"name": "p", "size": "big", "rows": 1,
                                       "header_sha256": "00"}]),
     "rows_null": _doc(parts=[{"name": "p", "size": 1, "rows": None, "header_sha256": "00"}]),
+    # Strictness: one encoding, exact members and types.
+    "trailing_garbage": CANONICAL + b"x",
+    "trailing_newline": CANONICAL + b"\n",
+    "leading_space": b" " + CANONICAL,
+    "duplicate_top_key": CANONICAL[:-1] + b',"version":2}',
+    "duplicate_entry_key": CANONICAL.replace(b'"size":99', b'"size":99,"size":98'),
+    "extra_member": _canonical({**json.loads(CANONICAL), "extra": 1}),
+    "extra_entry_member": _entry(extra=1),
+    "size_a_string": _entry(size="99"),
+    "size_a_float": CANONICAL.replace(b'"size":99', b'"size":99.0'),
+    "size_negative": _entry(size=-1),
+    "rows_true": _entry(rows=True),
+    "rows_negative": _entry(rows=-1),
+    "name_a_number": _entry(name=5),
+    "name_empty": _entry(name=""),
+    "name_hidden": _entry(name=".part-00001-b.csv.cspk"),
+    "name_underscore": _entry(name="_manifest.cspk"),
+    "name_with_slash": _entry(name="../part-00001-b.csv.cspk"),
+    "digest_uppercase": _entry(header_sha256="CD" * 32),
+    "digest_short": _entry(header_sha256="cd" * 31),
+    "duplicate_name": _entry(name="part-00000-a.csv.cspk"),
+    "not_in_name_order": _entry(name="part-00009-z.csv.cspk"),
+    "escaped_letter": CANONICAL.replace(b"part-00001-b", b"\\u0070art-00001-b"),
+    "nan": CANONICAL.replace(b'"rows":0', b'"rows":NaN'),
+    "no_dataset": _canonical({k: v for k, v in json.loads(CANONICAL).items() if k != "dataset"}),
+    "dataset_id_short": _dataset(id="ab" * 15),
+    "dataset_id_uppercase": _dataset(id="AB" * 16),
+    "dataset_key_empty": _dataset(key_id=""),
+    "dataset_key_a_number": _dataset(key_id=7),
+    "generation_0": _dataset(generation=0),
+    "generation_a_string": _dataset(generation="3"),
+    "dataset_extra_member": _dataset(created="today"),
+}
+
+
+def test_the_strict_cases_differ_from_the_canonical_document_only_as_named() -> None:
+    assert Manifest.from_json(CANONICAL) == SAMPLE
+    # The same document, another encoding ("\u0070" is "p"): refused all the same.
+    assert MALFORMED["escaped_letter"] != CANONICAL
+    assert json.loads(MALFORMED["escaped_letter"]) == json.loads(CANONICAL)
+    assert json.loads(MALFORMED["duplicate_top_key"]) == json.loads(CANONICAL)
+
+
+ENCODING_CASES = {"not_json", "empty", "not_utf8", "utf16", "a_list", "a_string",
+                  "trailing_garbage", "trailing_newline", "leading_space", "duplicate_top_key",
+                  "duplicate_entry_key", "escaped_letter", "nan", "version_float", "size_a_float"}
+
+
+# The reason given, where one rule alone refuses the case (checks are made in this order:
+# JSON with unique members, the members, the names, the canonical form).
+REASONS = {
+    "duplicate_top_key": "member 'version' appears twice",
+    "duplicate_entry_key": "member 'size' appears twice",
+    "duplicate_name": "lists a part name twice",
+    "not_in_name_order": "not in name order",
+    "trailing_garbage": "not JSON",
+    "trailing_newline": "canonical",
+    "escaped_letter": "canonical",
+    "size_a_float": "not an integer",
+    "rows_true": "rows is not an integer",
 }
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED))
 def test_malformed_manifest_json_is_a_format_error(case: str) -> None:
-    with pytest.raises(FormatError, match="malformed"):
+    with pytest.raises(FormatError, match="malformed") as raised:
         Manifest.from_json(MALFORMED[case])
+    if case not in ENCODING_CASES:
+        # Refused by the rule the case breaks, not merely for not being canonical.
+        assert "canonical" not in str(raised.value), case
+    if case in REASONS:
+        assert REASONS[case] in str(raised.value)
+
+
+def test_version_1_manifest_listing_a_name_twice_is_refused() -> None:
+    """Version 1 readers kept the last entry and counted its rows twice; now it is refused."""
+    entries = [vars(p) for p in SAMPLE.parts]
+    doc = {"parts": [*entries, entries[1]], "version": 1}
+    with pytest.raises(FormatError, match="lists a part name twice"):
+        Manifest.from_json(_canonical(doc), version=1)
 
 
 def test_describe_part(tmp_path: Path, kms: LocalKms) -> None:
@@ -211,7 +330,10 @@ def test_write_then_read_manifest(tmp_path: Path, kms: LocalKms) -> None:
     assert [p.rows for p in manifest.parts] == list(PART_ROWS)
     assert manifest.parts == tuple(describe_part(p, n) for p, n in zip(built.parts, PART_ROWS,
                                                                       strict=True))
-    verify_listing(built.folder, manifest, built.parts)  # the committed folder passes
+    dataset = open_dataset(built.folder, key_of(built))  # the committed folder passes
+    assert dataset.manifest == manifest
+    assert [p.path for p in dataset.parts] == [str(p.absolute()) for p in built.parts]
+    assert dataset.key_id == TEST_KEY and dataset.identity == manifest.identity
     # The manifest is a container of its own content type, under the dataset's key id and
     # wrapped data key, and it is not plaintext.
     path = built.folder / MANIFEST_NAME
@@ -237,7 +359,8 @@ def test_write_manifest_does_not_replace_an_existing_one(tmp_path: Path, kms: Lo
     built = build_dataset(tmp_path / "ds", kms)
     before = (built.folder / MANIFEST_NAME).read_bytes()
     with pytest.raises(FileExistsError):
-        write_manifest(built.folder, Manifest(()), built.header, built.data_key)
+        write_manifest(built.folder, Manifest((), DatasetIdentity.new(TEST_KEY)), built.header,
+                       built.data_key)
     assert (built.folder / MANIFEST_NAME).read_bytes() == before
 
 
@@ -310,7 +433,7 @@ def test_csv_container_named_like_a_manifest_is_a_format_error(tmp_path: Path,
     # A genuine container under the dataset's own key, but holding CSV.
     with open(path, "xb") as out:
         writer = EncryptingWriter(out, built.header, built.data_key)
-        writer.write(Manifest(()).to_json())
+        writer.write(Manifest((), DatasetIdentity.new(TEST_KEY)).to_json())
         writer.close()
     with pytest.raises(FormatError, match="not a dataset manifest"):
         read_manifest(built.folder, key_of(built))
@@ -343,22 +466,24 @@ def test_huge_manifest_is_refused_before_reading(tmp_path: Path, kms: LocalKms) 
         read_manifest(built.folder, no_key)
 
 
-# -- verify_listing --------------------------------------------------------------------------------
+# -- open_dataset: the listing ---------------------------------------------------------------------
 
-def test_verify_listing_names_the_difference(tmp_path: Path, kms: LocalKms) -> None:
+def test_open_dataset_names_the_difference(tmp_path: Path, kms: LocalKms) -> None:
     built = build_dataset(tmp_path / "ds", kms)
-    manifest = read_manifest(built.folder, key_of(built))
-    assert manifest is not None
     parts = built.parts
-    verify_listing(built.folder, manifest, parts)
+    open_dataset(built.folder, key_of(built))
 
+    hidden = parts[2].with_name("." + parts[2].name)
+    parts[2].rename(hidden)
     with pytest.raises(IntegrityError, match=f"{parts[2].name} listed in the manifest is missing"):
-        verify_listing(built.folder, manifest, parts[:2] + parts[3:])
+        open_dataset(built.folder, key_of(built))
+    hidden.rename(parts[2])
 
     extra = built.folder / "part-00009.csv.cspk"
     shutil.copyfile(parts[0], extra)
     with pytest.raises(IntegrityError, match=f"{extra.name} is not in the manifest"):
-        verify_listing(built.folder, manifest, [*parts, extra])
+        open_dataset(built.folder, key_of(built))
+    extra.unlink()
 
     # Swapped contents: both names present, sizes may even agree; the digests do not.
     a, b = parts[0], parts[3]
@@ -366,7 +491,7 @@ def test_verify_listing_names_the_difference(tmp_path: Path, kms: LocalKms) -> N
     a.write_bytes(b_data)
     b.write_bytes(a_data)
     with pytest.raises(IntegrityError, match="is not the one committed"):
-        verify_listing(built.folder, manifest, parts)
+        open_dataset(built.folder, key_of(built))
     a.write_bytes(a_data)
     b.write_bytes(b_data)
 
@@ -374,7 +499,7 @@ def test_verify_listing_names_the_difference(tmp_path: Path, kms: LocalKms) -> N
     with open(parts[1], "ab") as f:
         f.write(b"\0")
     with pytest.raises(IntegrityError, match=f"{parts[1].name} is not the one committed"):
-        verify_listing(built.folder, manifest, parts)
+        open_dataset(built.folder, key_of(built))
 
 
 # -- decrypt_path on dataset folders --------------------------------------------------------------
@@ -404,9 +529,11 @@ def test_folder_without_manifest_is_refused(tmp_path: Path, kms: LocalKms) -> No
     assert (tmp_path / "enc.csv").read_bytes() == built.plaintext
 
 
-def test_dataset_of_separately_encrypted_files_with_a_manifest(tmp_path: Path,
+def test_manifest_over_parts_under_other_data_keys_is_refused(tmp_path: Path,
                                                                kms: LocalKms) -> None:
-    """Parts made by encrypt_path (a data key each) and a manifest under the first part's key."""
+    """Parts made by encrypt_path (a data key each) and a manifest under the first part's key:
+    the second part is not under the manifest's data key, so the folder is not one dataset
+    (format.md: every part under the manifest's key id and wrapped key)."""
     folder = tmp_path / "ds"
     folder.mkdir()
     texts = [csv_part(0, 12), csv_part(12, 30)]
@@ -419,17 +546,10 @@ def test_dataset_of_separately_encrypted_files_with_a_manifest(tmp_path: Path,
     with open(parts[0], "rb") as f:
         header, _ = read_header(f)
     entries = tuple(describe_part(p, n) for p, n in zip(parts, (12, 30), strict=True))
-    write_manifest(folder, Manifest(entries), header,
+    write_manifest(folder, Manifest(entries, DatasetIdentity.new(TEST_KEY)), header,
                    kms.unwrap_data_key(header.key_id, header.wrapped_key))
 
-    decrypt_path(folder, tmp_path / "out.csv", kms)
-    assert (tmp_path / "out.csv").read_bytes() == texts[0] + texts[1][len(CSV_HEADER):]
-
-    # Re-encrypting a part (same plaintext, same name) is not the committed part.
-    (tmp_path / "out.csv").unlink()
-    parts[1].unlink()
-    encrypt_path(tmp_path / "p1.csv", parts[1], kms, TEST_KEY, segment_size=SEGMENT)
-    with pytest.raises(IntegrityError, match="is not the one committed"):
+    with pytest.raises(IntegrityError, match=r"part-1\.csv\.cspk is not under the data key"):
         decrypt_path(folder, tmp_path / "out.csv", kms)
     assert not (tmp_path / "out.csv").exists()
 

@@ -265,7 +265,9 @@ def test_failed_task_leaves_nothing_behind(tmp_path: Path, kms: LocalKms,
             raise ValueError("boom in a task")
         return name
 
-    fail = udf(explode_on_boom, StringType())
+    # useArrow=False: PySpark 4.3 makes Python UDFs Arrow-optimised by default, which needs pandas
+    # (not a dependency), and warns when it falls back; this test is about the failure.
+    fail = udf(explode_on_boom, StringType(), useArrow=False)
     df = (spark.createDataFrame(WRITE_ROWS, PEOPLE).repartition(4)
           .withColumn("name", fail(col("name"))))
     # Other tasks write their parts before the failing one stops the job.

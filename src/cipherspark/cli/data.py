@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import (
@@ -22,6 +22,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from cipherspark import settings
 from cipherspark.cli._io import err as _err
 from cipherspark.cli._io import out as _out
 from cipherspark.cli._options import (
@@ -42,6 +43,9 @@ from cipherspark.cli._services import credentials, open_service
 from cipherspark.cli._spark import session, spark_log, spark_logs
 from cipherspark.errors import UsageError
 
+if TYPE_CHECKING:
+    from cipherspark.crypto.manifest import DatasetIdentity
+
 __all__ = ["app", "decrypt", "demo", "encrypt", "generate", "query_app", "query_simple", "sql"]
 
 app = typer.Typer()
@@ -51,6 +55,43 @@ app.add_typer(query_app, name="query")
 # One default for the --rows of generate and demo; two options, because the demo's keeps its
 # lower bound of 1,000 people.
 _DEFAULT_ROWS = 1_000_000
+
+# What a reader pins. Local to these commands (cli/_options.py holds the shared options): the
+# shared --key names the key that wraps an output's data key, and is required; decrypt's --key
+# is the key its input must be under, and optional (same flag and variable, for one habit).
+ExpectedKeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--key",
+        envvar=settings.ENV_KEY,
+        show_envvar=True,
+        help="Refuse the input unless it is under this primary key (a file or dataset "
+        "swapped for one under another key).",
+    ),
+]
+DatasetIdOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dataset-id",
+        help="Refuse a folder unless its manifest names this dataset id ('encrypt' prints it): "
+        "a dataset swapped for another one under the same key.",
+    ),
+]
+InputKeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--input-key",
+        help="Primary key the inputs must be under (default: --key); an input under another "
+        "key is refused.",
+    ),
+]
+
+
+def _identity_line(identity: DatasetIdentity) -> str:
+    return (
+        f"dataset {identity.dataset_id} (generation {identity.generation}) "
+        f"under key {identity.key_id}"
+    )
 
 
 @contextmanager
@@ -127,12 +168,16 @@ def encrypt(
             src, dst, service, key, segment_size=segment_size, overwrite=overwrite, progress=advance
         )
     _out.print(f"encrypted {result.files} file(s), {result.plaintext_bytes:,} bytes -> {dst}")
+    if result.dataset is not None:
+        _out.print(_identity_line(result.dataset))
 
 
 @app.command()
 def decrypt(
     src: Annotated[Path, typer.Argument(help="Encrypted file, or folder of encrypted parts.")],
     dst: Annotated[Path, typer.Argument(help="Plaintext file to write.")],
+    key: ExpectedKeyOpt = None,
+    dataset_id: DatasetIdOpt = None,
     kms: KmsOpt = None,
     kms_ca: KmsCaOpt = None,
     app_id: AppIdOpt = None,
@@ -140,15 +185,32 @@ def decrypt(
     api_key_file: ApiKeyFileOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Decrypt a file, or a folder of Spark parts into one file (CSV header written once)."""
+    """Decrypt a file, or a folder of Spark parts into one file (CSV header written once).
+
+    Every part is checked against the folder's manifest from the descriptor it is decrypted
+    from; --key and --dataset-id refuse an input that is not the one expected.
+    """
+    from cipherspark.crypto.manifest import check_dataset_id
     from cipherspark.files import decrypt_path
 
+    if dataset_id is not None:
+        check_dataset_id(dataset_id)
     with (
         open_service(kms, kms_ca, credentials(app_id, api_key)) as service,
         _progress("decrypting", _size(src)) as advance,
     ):
-        result = decrypt_path(src, dst, service, overwrite=overwrite, progress=advance)
+        result = decrypt_path(
+            src,
+            dst,
+            service,
+            key_id=key,
+            dataset_id=dataset_id,
+            overwrite=overwrite,
+            progress=advance,
+        )
     _out.print(f"decrypted {result.files} file(s), {result.plaintext_bytes:,} bytes -> {dst}")
+    if result.dataset is not None:
+        _out.print(_identity_line(result.dataset))
 
 
 @query_app.command("simple")
@@ -158,6 +220,7 @@ def query_simple(
     ],
     output: OutputFolderOpt,
     key: KeyOpt,
+    input_key: InputKeyOpt = None,
     kms: KmsOpt = None,
     kms_ca: KmsCaOpt = None,
     app_id: AppIdOpt = None,
@@ -175,21 +238,34 @@ def query_simple(
     ] = 0,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """The reference Simple Query: count names, select Developers aged 20-40, write encrypted."""
+    """The reference Simple Query: count names, select Developers aged 20-40, write encrypted.
+
+    The input must be under --input-key (default: --key).
+    """
     from cipherspark._atomic import check_output
+    from cipherspark.files import verify_input
     from cipherspark.jobs import simple_query
 
     if not input.exists():
         raise UsageError(f"{input} does not exist")
     check_output(output.absolute(), overwrite)
     creds = credentials(app_id, api_key)
-    # The driver only checks the key exists; the job's tasks open the KMS themselves.
+    # The driver checks the key exists and refuses an input under another key before Spark
+    # starts; the job's tasks open the KMS themselves.
     with open_service(kms, kms_ca, creds) as service:
         service.describe_key(key)
+        verify_input(input, service, key_id=input_key or key)
         kms_url = service.url
     spark = session(master, creds, "cipherspark-simple-query", spark_properties, kms_ca)
     result = simple_query(
-        spark, str(input), str(output), kms_url=kms_url, key=key, show=show, overwrite=overwrite
+        spark,
+        str(input),
+        str(output),
+        kms_url=kms_url,
+        key=key,
+        show=show,
+        overwrite=overwrite,
+        input_key=input_key or key,
     )
     _out.print(f"names: {result.names}")
     for name, age in result.shown:
@@ -209,6 +285,7 @@ def sql(
     ],
     output: OutputFolderOpt,
     key: KeyOpt,
+    input_key: InputKeyOpt = None,
     kms: KmsOpt = None,
     kms_ca: KmsCaOpt = None,
     app_id: AppIdOpt = None,
@@ -218,8 +295,12 @@ def sql(
     spark_properties: SparkPropertiesOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Run any Spark SQL over encrypted CSV tables; the result is written encrypted."""
+    """Run any Spark SQL over encrypted CSV tables; the result is written encrypted.
+
+    Every table must be under --input-key (default: --key).
+    """
     from cipherspark._atomic import check_output
+    from cipherspark.files import verify_input
     from cipherspark.jobs import run_sql
 
     tables: dict[str, str] = {}
@@ -234,10 +315,19 @@ def sql(
     creds = credentials(app_id, api_key)
     with open_service(kms, kms_ca, creds) as service:
         service.describe_key(key)
+        for path in tables.values():
+            verify_input(path, service, key_id=input_key or key)
         kms_url = service.url
     spark = session(master, creds, "cipherspark-sql", spark_properties, kms_ca)
     result = run_sql(
-        spark, query, tables, str(output), kms_url=kms_url, key=key, overwrite=overwrite
+        spark,
+        query,
+        tables,
+        str(output),
+        kms_url=kms_url,
+        key=key,
+        overwrite=overwrite,
+        input_key=input_key or key,
     )
     _out.print(f"wrote {result.rows} row(s) of ({', '.join(result.columns)}) encrypted to {output}")
 

@@ -15,11 +15,13 @@ Spark split one file across partitions (:class:`ContainerFile`).
 
 from __future__ import annotations
 
+import hashlib
 import os
+import stat
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from cipherspark.crypto._streaming import (
     BODY_HEADER_SIZE,
@@ -28,7 +30,7 @@ from cipherspark.crypto._streaming import (
     SegmentCipher,
     SegmentLayout,
 )
-from cipherspark.errors import FormatError, IntegrityError, NotEncryptedError
+from cipherspark.errors import FormatError, InputError, IntegrityError, NotEncryptedError
 
 __all__ = [
     "ALGORITHM_AES256_GCM_HKDF_SHA256",
@@ -41,9 +43,12 @@ __all__ = [
     "ContainerFile",
     "ContainerHeader",
     "EncryptingWriter",
+    "ExpectedPart",
     "decrypt_stream",
     "is_container",
+    "open_regular",
     "read_header",
+    "read_prefix",
 ]
 
 # PNG-style magic: a high byte and CR LF / SUB catch 7-bit and newline-translating transports.
@@ -153,7 +158,11 @@ class ContainerHeader:
         return cls(key_id, parts[1], segment_size, content_type)
 
 
-def read_header(stream: BinaryIO) -> tuple[ContainerHeader, bytes]:
+class _Readable(Protocol):
+    def read(self, size: int, /) -> bytes: ...
+
+
+def read_header(stream: _Readable) -> tuple[ContainerHeader, bytes]:
     """Read and parse the header at the stream's position; return it and its raw bytes."""
     fixed = stream.read(_FIXED.size)
     if len(fixed) < _FIXED.size or fixed[:8] != MAGIC:
@@ -169,6 +178,130 @@ def is_container(path: str | os.PathLike[str]) -> bool:
     """True if the file at ``path`` starts with the container magic."""
     with open(path, "rb") as f:
         return f.read(len(MAGIC)) == MAGIC
+
+
+def open_regular(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """Open ``path`` for reading; return the descriptor and the size ``fstat`` gives for it.
+
+    Everything a reader checks and decrypts is then read from this one descriptor: replacing
+    the path afterwards does not change what it reads. ``O_NONBLOCK`` keeps a FIFO planted at
+    the path from blocking the open; anything but a regular file is refused (:class:`InputError`).
+    A missing file raises :class:`FileNotFoundError`, other failures :class:`InputError`.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise InputError(f"cannot read {os.fspath(path)}: {exc.strerror}") from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(f"{os.fspath(path)} is not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, info.st_size
+
+
+def _pread(fd: int, size: int, offset: int) -> bytes:
+    """Up to ``size`` bytes at ``offset`` (fewer only at the end of the file)."""
+    chunks = []
+    while size > 0:
+        chunk = os.pread(fd, size, offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
+class _FdReader:
+    """Sequential reads by ``pread`` on a borrowed descriptor (no shared file offset)."""
+
+    def __init__(self, fd: int, offset: int = 0) -> None:
+        self._fd = fd
+        self.offset = offset
+
+    def read(self, size: int, /) -> bytes:
+        data = _pread(self._fd, size, self.offset)
+        self.offset += len(data)
+        return data
+
+
+def read_prefix(fd: int) -> tuple[ContainerHeader, bytes, bytes]:
+    """The parsed header, the raw header and the body header (up to 40 bytes; fewer if the file
+    ends) read from descriptor ``fd``: the first ``H + 40`` bytes a manifest entry digests."""
+    reader = _FdReader(fd)
+    header, raw = read_header(reader)
+    return header, raw, reader.read(BODY_HEADER_SIZE)
+
+
+@dataclass(frozen=True)
+class ExpectedPart:
+    """A container file as a reader must find it: a dataset manifest's entry for one part (or,
+    for a single file, what planning a read saw), with the header that entry's digest covers.
+
+    It is small and picklable: the Spark reader puts one in every split, and the executor
+    checks the file it opens against it (:class:`ContainerFile` ``expected=``) before it asks
+    for a key or decrypts a byte. The header carries the key id and wrapped data key, so a part
+    that passes is under the dataset's key.
+    """
+
+    path: str
+    size: int
+    header_sha256: str
+    header: ContainerHeader
+
+    @property
+    def header_length(self) -> int:
+        """``H``, the header's length in bytes."""
+        return len(self.header.encode())
+
+    @property
+    def segment_count(self) -> int:
+        """Segments of the body (the size and header say where the last one is)."""
+        return self.header.layout.segment_count(self.size - self.header_length)
+
+    def mismatch(self) -> IntegrityError:
+        """The error for a file at :attr:`path` that is not this part: it names the file only."""
+        return IntegrityError(
+            f"{self.path} is not the file that was verified when the read began "
+            "(it was replaced or modified since)"
+        )
+
+    def check(self, header: ContainerHeader, prefix: bytes, size: int) -> None:
+        """Raise :meth:`mismatch` unless the opened file has this part's size, digest and header.
+
+        ``prefix`` is the file's first ``H + 40`` bytes, ``size`` its ``fstat`` size, both from
+        the descriptor that will be decrypted.
+        """
+        if (
+            size != self.size
+            or hashlib.sha256(prefix).hexdigest() != self.header_sha256
+            or header != self.header
+        ):
+            raise self.mismatch()
+
+    @classmethod
+    def of(cls, path: str | os.PathLike[str]) -> ExpectedPart:
+        """What the file at ``path`` is now (its size, digest and header), read from one open.
+
+        A file that has no valid header raises the container's error
+        (:class:`NotEncryptedError`, :class:`FormatError`).
+        """
+        name = os.fspath(path)
+        try:
+            fd, size = open_regular(name)
+        except FileNotFoundError as exc:
+            raise InputError(f"{name} does not exist") from exc
+        try:
+            header, raw, body_header = read_prefix(fd)
+        finally:
+            os.close(fd)
+        return cls(name, size, hashlib.sha256(raw + body_header).hexdigest(), header)
 
 
 class EncryptingWriter:
@@ -268,30 +401,83 @@ def decrypt_stream(
 
 
 class ContainerFile:
-    """Random access to the segments of one container file, for splitting across partitions."""
+    """Random access to the segments of one container file, for splitting across partitions.
 
-    def __init__(self, path: str, data_key: bytes) -> None:
-        self.path = path
-        with open(path, "rb") as f:
-            self.header, raw_header = read_header(f)
+    The file is opened once: its size comes from ``fstat`` of that descriptor, its header is read
+    from it, and every segment is read from it (``os.pread``), so what is decrypted is the file
+    that was opened and checked, even if the path is replaced meanwhile. With ``expected``, the
+    file must be that part (size, header digest, header: :meth:`ExpectedPart.check`) before the
+    key is asked for. ``data_key`` is the data key, or a function of the header that returns it
+    (called only after the checks). Close it (or use it as a context manager); the descriptor
+    is also closed when the object is collected.
+    """
+
+    _fd: int | None = None
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        data_key: bytes | Callable[[ContainerHeader], bytes],
+        *,
+        expected: ExpectedPart | None = None,
+    ) -> None:
+        self.path = os.fspath(path)
+        try:
+            fd, size = open_regular(self.path)
+        except FileNotFoundError as exc:
+            if expected is not None:
+                raise IntegrityError(
+                    f"{self.path} is missing: the dataset changed after it was verified"
+                ) from exc
+            raise InputError(f"{self.path} does not exist") from exc
+        try:
+            try:
+                header, raw_header, body_header = read_prefix(fd)
+            except (NotEncryptedError, FormatError):
+                if expected is not None:
+                    raise expected.mismatch() from None
+                raise
+            if expected is not None:
+                expected.check(header, raw_header + body_header, size)
+            key = data_key(header) if callable(data_key) else data_key
+            self.header = header
             self.body_offset = len(raw_header)
-            self.file_size = os.fstat(f.fileno()).st_size
-            body_header = f.read(BODY_HEADER_SIZE)
-        self.layout = self.header.layout
-        self.body_size = self.file_size - self.body_offset
-        self.segment_count = self.layout.segment_count(self.body_size)
-        self._cipher = SegmentCipher.from_body_header(data_key, raw_header, body_header)
+            self.file_size = size
+            self.layout = header.layout
+            self.body_size = size - self.body_offset
+            self.segment_count = self.layout.segment_count(self.body_size)
+            self._cipher = SegmentCipher.from_body_header(key, raw_header, body_header)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def close(self, _close: Callable[[int], None] = os.close) -> None:
+        """Close the descriptor (idempotent)."""
+        # os.close is bound at definition: __del__ may run while the interpreter shuts down.
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            _close(fd)
+
+    def __enter__(self) -> ContainerFile:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
 
     def read_segments(self, start: int, stop: int) -> bytes:
         """Authenticated plaintext of segments ``start`` up to (not including) ``stop``."""
         stop = min(stop, self.segment_count)
         if start >= stop:
             return b""
+        if self._fd is None:
+            raise ValueError("read from a closed ContainerFile")
         first_begin, _ = self.layout.ciphertext_range(start, self.body_size)
         _, last_end = self.layout.ciphertext_range(stop - 1, self.body_size)
-        with open(self.path, "rb") as f:
-            f.seek(self.body_offset + first_begin)
-            data = f.read(last_end - first_begin)
+        data = _pread(self._fd, last_end - first_begin, self.body_offset + first_begin)
         if len(data) != last_end - first_begin:
             raise IntegrityError(f"{self.path}: the file changed size while being read")
         view = memoryview(data)

@@ -51,12 +51,16 @@ def simple_query(
     key: str,
     show: int = 0,
     overwrite: bool = False,
+    input_key: str | None = None,
 ) -> SimpleQueryResult:
     """Run the Simple Query on encrypted ``input_path``; write the selection to ``output_path``.
 
-    ``show`` > 0 returns that many ``(name, age + 1)`` rows for display.
+    ``show`` > 0 returns that many ``(name, age + 1)`` rows for display. ``input_key`` refuses
+    an input under another primary key (checked by the readers, where they decrypt).
     """
-    people = read_encrypted_csv(spark, input_path, kms_url=kms_url, schema=PEOPLE_SCHEMA)
+    people = read_encrypted_csv(
+        spark, input_path, kms_url=kms_url, schema=PEOPLE_SCHEMA, key=input_key
+    )
     # Through encrypted_sql, the filter is applied while decrypting (fewer rows into the JVM).
     selected = encrypted_sql(
         spark,
@@ -65,7 +69,7 @@ def simple_query(
     )
     with cipherspark_errors():
         # select("name").count() counts rows: the records are counted without parsing them.
-        names = count_encrypted_csv(spark, input_path, kms_url=kms_url)
+        names = count_encrypted_csv(spark, input_path, kms_url=kms_url, key=input_key)
         shown: tuple[tuple[str | None, int | None], ...] = ()
         if show > 0:
             rows = people.select("name", (col("age") + 1).alias("age_plus_1")).limit(show)

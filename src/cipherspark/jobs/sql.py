@@ -40,17 +40,21 @@ def run_sql(
     key: str,
     infer_schema: bool = True,
     overwrite: bool = False,
+    input_key: str | None = None,
 ) -> SqlResult:
     """Register each encrypted CSV in ``tables`` (name -> path) as a view, run ``query`` (reading
     only the columns it uses, see :func:`~cipherspark.spark.encrypted_sql`), and write its
-    result encrypted to ``output_path``."""
+    result encrypted to ``output_path``. ``input_key`` refuses a table under another primary
+    key (checked by the readers, where they decrypt)."""
     if not tables:
         raise UsageError("name at least one table (--table NAME=PATH)")
     frames = {}
     for name, path in tables.items():
         if not _TABLE_NAME.fullmatch(name):
             raise UsageError(f"invalid table name {name!r}")
-        frames[name] = read_encrypted_csv(spark, path, kms_url=kms_url, infer_schema=infer_schema)
+        frames[name] = read_encrypted_csv(
+            spark, path, kms_url=kms_url, infer_schema=infer_schema, key=input_key
+        )
     with cipherspark_errors():
         result = encrypted_sql(spark, query, frames)
         columns = tuple(result.columns)

@@ -15,7 +15,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, DataFrameReader, SparkSession
 from pyspark.sql.types import StructType
 
 from cipherspark.crypto.manifest import read_manifest
@@ -54,6 +54,8 @@ def read_encrypted_csv(
     mode: str = "PERMISSIVE",
     partition_bytes: int | None = None,
     columns: Sequence[str] | None = None,
+    key: str | None = None,
+    dataset_id: str | None = None,
 ) -> DataFrame:
     """A DataFrame over encrypted CSV at ``path`` (one container or a folder of parts).
 
@@ -62,7 +64,10 @@ def read_encrypted_csv(
     and small inputs are split so that every core of the session gets work. With an explicit
     ``schema`` (all of the file's columns), ``columns`` selects some of them: only those are
     converted and handed to Spark, which Python data sources cannot otherwise prune (SQL through
-    :func:`encrypted_sql` does this by itself).
+    :func:`encrypted_sql` does this by itself). ``key`` refuses an input under another primary
+    key, ``dataset_id`` a folder whose manifest names another dataset (the source's options
+    ``key`` and ``datasetId``: checked when the read is planned, and by every part's check
+    where it is decrypted).
     """
     reader = (
         spark.read.format(FORMAT_NAME)
@@ -73,6 +78,7 @@ def read_encrypted_csv(
     )
     if header is not None:
         reader = reader.option("header", str(header).lower())
+    reader = _pinned(reader, key, dataset_id)
     if partition_bytes is None:
         partition_bytes = conf_bytes(spark, "spark.sql.files.maxPartitionBytes", 128 << 20)
     reader = reader.option("partitionBytes", str(partition_bytes))
@@ -91,13 +97,29 @@ def read_encrypted_csv(
         return reader.load(str(Path(path).absolute()))
 
 
+def _pinned(reader: DataFrameReader, key: str | None, dataset_id: str | None) -> DataFrameReader:
+    """``reader`` with the reader's pins as source options."""
+    if key is not None:
+        reader = reader.option("key", key)
+    if dataset_id is not None:
+        reader = reader.option("datasetId", dataset_id)
+    return reader
+
+
 def count_encrypted_csv(
-    spark: SparkSession, path: str, *, kms_url: str, header: bool | None = None
+    spark: SparkSession,
+    path: str,
+    *,
+    kms_url: str,
+    header: bool | None = None,
+    key: str | None = None,
+    dataset_id: str | None = None,
 ) -> int:
     """Rows of the encrypted CSV at ``path``, counted without parsing columns.
 
     Equal to ``read_encrypted_csv(...).count()`` in PERMISSIVE mode, at a fraction of the cost
-    (Spark's own CSV source has the same shortcut for ``count()``).
+    (Spark's own CSV source has the same shortcut for ``count()``). ``key`` and ``dataset_id``
+    pin the input as in :func:`read_encrypted_csv`.
     """
     reader = (
         spark.read.format(FORMAT_NAME)
@@ -108,6 +130,7 @@ def count_encrypted_csv(
     )
     if header is not None:
         reader = reader.option("header", str(header).lower())
+    reader = _pinned(reader, key, dataset_id)
     with cipherspark_errors():
         row = reader.load(str(Path(path).absolute())).agg({"rows": "sum"}).collect()[0]
     return int(row[0] or 0)

@@ -9,7 +9,9 @@ to strings.
 =================  ======================================================================
 ``path``           file or folder to read, folder to write (``load(path)`` / ``save(path)``)
 ``kms``            KMS URL (``file://...``); credentials come from the worker environment
-``key``            (write) primary key that wraps the output's data key
+``key``            (write) primary key that wraps the output's data key; (read) the key the
+                   input must be under: a dataset or file under another key is refused
+``datasetId``      (read) the dataset id the input folder's manifest must name
 ``header``         ``true`` / ``false``; when reading, defaults to what the container says
 ``inferSchema``    (read) ``true`` to infer column types from the first segment
 ``mode``           (read) ``PERMISSIVE`` (default) / ``DROPMALFORMED`` / ``FAILFAST``
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 from pyspark.sql.datasource import Filter
 
 from cipherspark.crypto import DEFAULT_SEGMENT_SIZE
+from cipherspark.crypto.manifest import check_dataset_id
 from cipherspark.errors import UsageError
 from cipherspark.spark._csv import MODES
 from cipherspark.spark._filters import filters_from_json, filters_to_json
@@ -76,6 +79,15 @@ def _column_list(value: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _dataset_id(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return check_dataset_id(value)
+    except UsageError as exc:
+        raise UsageError(f"option datasetId: {exc}") from exc
+
+
 def _required(options: Mapping[str, str], name: str) -> str:
     value = options.get(name)
     if not value:
@@ -98,6 +110,10 @@ class ReadOptions:
     min_partitions: int = 1
     count_rows: bool = False
     filters: tuple[Filter, ...] = ()
+    #: The primary key the input must be under (option ``key``), if pinned.
+    key_id: str | None = None
+    #: The dataset id the input's manifest must name (option ``datasetId``), if pinned.
+    dataset_id: str | None = None
 
     @classmethod
     def parse(cls, options: Mapping[str, str]) -> ReadOptions:
@@ -122,6 +138,8 @@ class ReadOptions:
             min_partitions=_int_option(options, "minPartitions", 1),
             count_rows=bool(_flag(options, "countRows")),
             filters=filters,
+            key_id=options.get("key") or None,
+            dataset_id=_dataset_id(options.get("datasetId")),
         )
 
     def to_options(self) -> dict[str, str]:
@@ -142,6 +160,10 @@ class ReadOptions:
             options["countRows"] = "true"
         if self.filters:
             options["pushedFilters"] = filters_to_json(self.filters)
+        if self.key_id is not None:
+            options["key"] = self.key_id
+        if self.dataset_id is not None:
+            options["datasetId"] = self.dataset_id
         return options
 
 

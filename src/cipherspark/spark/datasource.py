@@ -6,6 +6,12 @@ whole output directory with one rename at commit: a failed job or a failed or re
 no visible part, and the directory appears complete or not at all.
 
 Options are described and parsed in ``_options`` (:class:`ReadOptions`, :class:`WriteOptions`).
+
+Verify where you decrypt: planning checks a folder's manifest, its key and the reader's pins
+(options ``key``, ``datasetId``) once, and every split carries its part's
+:class:`~cipherspark.crypto.ExpectedPart` (size, header digest, header with key id and wrapped
+key). The executor opens the part once and checks that descriptor against it before it unwraps
+a key or decrypts a byte, so a part swapped on disk after planning is refused, not read.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import itertools
 import os
 import shutil
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,17 +46,18 @@ from cipherspark.crypto import (
     ContainerFile,
     ContainerHeader,
     EncryptingWriter,
-    read_header,
+    ExpectedPart,
 )
 from cipherspark.crypto.manifest import (
+    DatasetIdentity,
     Manifest,
     PartEntry,
     describe_part,
-    list_parts,
-    require_manifest,
+    next_identity,
+    open_dataset,
     write_manifest,
 )
-from cipherspark.errors import InputError, OutputExistsError, UsageError
+from cipherspark.errors import InputError, IntegrityError, OutputExistsError, UsageError
 from cipherspark.spark._csv import (
     FileSlice,
     MalformedRecord,
@@ -71,27 +78,37 @@ __all__ = ["FORMAT_NAME", "EncryptedCsvDataSource"]
 _BATCH_ROWS = 1 << 17
 
 
-def _input_files(path: str, kms_url: str) -> list[str]:
+def _data_key_for(kms_url: str) -> Callable[[ContainerHeader], bytes]:
+    return lambda h: executor_data_key(kms_url, h.key_id, h.wrapped_key)
+
+
+def _expected_parts(options: ReadOptions) -> tuple[ExpectedPart, ...]:
+    """What every file of the input must be when an executor opens it, checked now: a folder's
+    manifest, key binding and listing, and the options' pins (``key``, ``datasetId``)."""
     # Absolute (against the driver's folder): cluster executors run in their own work dirs.
-    source = Path(path).absolute()
+    source = Path(options.path).absolute()
     if source.is_dir():
-        parts = list_parts(source)
-        if not parts:
-            raise InputError(f"folder {source} holds no data files")
-        require_manifest(
-            source, lambda h: executor_data_key(kms_url, h.key_id, h.wrapped_key), parts
+        return open_dataset(
+            source,
+            _data_key_for(options.kms_url),
+            key_id=options.key_id,
+            dataset_id=options.dataset_id,
+        ).parts
+    if options.dataset_id is not None:
+        raise UsageError(f"{source} is a single file: it has no dataset id (option datasetId)")
+    # A single file has no manifest: the splits are bound to the file as planning saw it.
+    part = ExpectedPart.of(source)
+    if options.key_id is not None and part.header.key_id != options.key_id:
+        raise IntegrityError(
+            f"{source}: the file is under key {part.header.key_id!r}, not {options.key_id!r} "
+            "(it may have been replaced by another file)"
         )
-        return [str(p) for p in parts]
-    if not source.exists():
-        raise InputError(f"{source} does not exist")
-    return [str(source)]
+    return (part,)
 
 
-def _open(path: str, kms_url: str) -> ContainerFile:
-    with open(path, "rb") as f:
-        header, _ = read_header(f)
-    key = executor_data_key(kms_url, header.key_id, header.wrapped_key)
-    return ContainerFile(path, key)
+def _open(part: ExpectedPart, kms_url: str) -> ContainerFile:
+    """The part, opened once and checked against ``part`` before its key is unwrapped."""
+    return ContainerFile(part.path, _data_key_for(kms_url), expected=part)
 
 
 def _spark_type(arrow_type: pa.DataType, sample: pa.Array) -> Any:
@@ -110,13 +127,21 @@ def _spark_type(arrow_type: pa.DataType, sample: pa.Array) -> Any:
 
 
 @dataclass(frozen=True)
+class _Piece:
+    """Segments of one file, and what that file must be (checked where it is decrypted)."""
+
+    slice: FileSlice
+    part: ExpectedPart
+
+
+@dataclass(frozen=True)
 class _Partition(InputPartition):
-    slices: tuple[FileSlice, ...]
+    pieces: tuple[_Piece, ...]
 
 
 class _Reader(DataSourceReader):
     def __init__(self, options: ReadOptions, schema: StructType) -> None:
-        self.path = options.path
+        self.options = options
         self.kms_url = options.kms_url
         self.header = options.header
         self.mode = options.mode
@@ -136,65 +161,60 @@ class _Reader(DataSourceReader):
                 raise UsageError(f"column {unknown[0]!r} is not in fileColumns")
 
     def partitions(self) -> Sequence[InputPartition]:
-        files = []
-        total = 0
-        for path in _input_files(self.path, self.kms_url):
-            with open(path, "rb") as f:
-                header, raw = read_header(f)
-                size = os.fstat(f.fileno()).st_size
-            segments = header.layout.segment_count(size - len(raw))
-            files.append((path, segments, header.segment_size))
-            total += size
+        parts = {p.path: p for p in _expected_parts(self.options)}
+        files = [(p.path, p.segment_count, p.header.segment_size) for p in parts.values()]
+        total = sum(p.size for p in parts.values())
         # Whole waves: as many partitions as cores (minPartitions), or a multiple of it, each at
         # most partitionBytes. 3 partitions on 2 cores would leave one core idle half the time.
         cores = self.min_partitions
         waves = max(1, -(-total // (cores * self.partition_bytes)))
         target = -(-total // (cores * waves))
-        return [_Partition(tuple(group)) for group in plan_slices(files, max(1, target))]
+        return [
+            _Partition(tuple(_Piece(s, parts[s.path]) for s in group))
+            for group in plan_slices(files, max(1, target))
+        ]
 
-    def _records(self, piece: FileSlice) -> Iterator[bytes]:
+    def _records(self, piece: _Piece) -> Iterator[bytes]:
         """The CSV records (complete lines, header removed) that ``piece`` owns, in chunks."""
-        container = _open(piece.path, self.kms_url)
-        header = self.header if self.header is not None else container.header.csv_has_header
-        skip_header = piece.start == 0 and header
-        for chunk in owned_chunks(container, piece.start, piece.stop):
-            if skip_header:
-                skip_header = False
-                newline = chunk.find(b"\n")
-                chunk = b"" if newline < 0 else chunk[newline + 1 :]
-            yield chunk
+        with _open(piece.part, self.kms_url) as container:
+            header = self.header if self.header is not None else container.header.csv_has_header
+            skip_header = piece.slice.start == 0 and header
+            for chunk in owned_chunks(container, piece.slice.start, piece.slice.stop):
+                if skip_header:
+                    skip_header = False
+                    newline = chunk.find(b"\n")
+                    chunk = b"" if newline < 0 else chunk[newline + 1 :]
+                yield chunk
 
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
         assert isinstance(partition, _Partition)
         expression = self._expression()
-        for piece in partition.slices:
+        for piece in partition.pieces:
+            path = piece.part.path
             for index, text in enumerate(self._records(piece)):
                 try:
                     table = parse_csv(text, self.arrow_schema, self.mode, self.file_columns)
                 except MalformedRecord as exc:
                     line = self._lines_before(piece, index) + exc.line
-                    raise InputError(f"{piece.path}: line {line}: {exc}") from exc
+                    raise InputError(f"{path}: line {line}: {exc}") from exc
                 except InputError as exc:
-                    raise InputError(f"{piece.path}: {exc}") from exc
+                    raise InputError(f"{path}: {exc}") from exc
                 table = apply_filters(table, expression)
                 yield from table.to_batches(max_chunksize=_BATCH_ROWS)
 
-    def _lines_before(self, piece: FileSlice, index: int) -> int:
+    def _lines_before(self, piece: _Piece, index: int) -> int:
         """Lines of the file before chunk ``index`` of ``piece``: FAILFAST names the line of a
         malformed record. Only ever computed for that error, so it may decrypt the prefix."""
-        container = _open(piece.path, self.kms_url)
-        lines = 0
-        if piece.start > 0:
-            # Segments before the split, plus the line the split skips (an earlier split's).
-            lines = (
-                sum(
-                    segment.count(b"\n")
-                    for segment in itertools.islice(container.iter_segments(0), piece.start)
-                )
-                + 1
-            )
-        header = self.header if self.header is not None else container.header.csv_has_header
-        if piece.start == 0 and header:
+        start = piece.slice.start
+        with _open(piece.part, self.kms_url) as container:
+            lines = 0
+            if start > 0:
+                # Segments before the split, plus the line the split skips (an earlier split's).
+                segments = itertools.islice(container.iter_segments(0), start)
+                lines = sum(segment.count(b"\n") for segment in segments) + 1
+            has_header = container.header.csv_has_header
+        header = self.header if self.header is not None else has_header
+        if start == 0 and header:
             lines += 1
         for chunk in itertools.islice(self._records(piece), index):
             lines += chunk.count(b"\n")
@@ -220,7 +240,7 @@ class _CountingReader(_Reader):
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
         assert isinstance(partition, _Partition)
         total = sum(
-            count_records(chunk) for piece in partition.slices for chunk in self._records(piece)
+            count_records(chunk) for piece in partition.pieces for chunk in self._records(piece)
         )
         # Exactly COUNT_SCHEMA, nullability included: PySpark 4.3 checks it (4.1 did not).
         yield pa.RecordBatch.from_arrays([pa.array([total], pa.int64())], schema=_COUNT_ARROW)
@@ -297,9 +317,15 @@ class _Writer(DataSourceArrowWriter):
         for entry in self.staging.iterdir():
             if entry.name not in keep:
                 remove_path(entry)
+        # Overwriting a dataset in place continues it: same id, next generation.
+        identity = (
+            next_identity(self.path, _data_key_for(self.kms_url), self.key_id)
+            if self.overwrite
+            else DatasetIdentity.new(self.key_id)
+        )
         write_manifest(
             self.staging,
-            Manifest(tuple(parts)),
+            Manifest(tuple(parts), identity),
             self._container_header(),
             executor_data_key(self.kms_url, self.key_id, self.wrapped_key),
         )
@@ -329,12 +355,14 @@ class EncryptedCsvDataSource(DataSource):
     def schema(self) -> StructType:
         """Column names from the header line (or ``_c0``...), types strings or inferred."""
         options = ReadOptions.parse(self.options)
-        first = _input_files(options.path, options.kms_url)[0]
-        container = _open(first, options.kms_url)
-        text = owned_text(container, 0, 1)
+        first_part = _expected_parts(options)[0]
+        first = first_part.path
+        with _open(first_part, options.kms_url) as container:
+            text = owned_text(container, 0, 1)
+            has_header = container.header.csv_has_header
         header = options.header
         if header is None:
-            header = container.header.csv_has_header
+            header = has_header
         first_line = text.split(b"\n", 1)[0].rstrip(b"\r")
         try:
             fields = next(csv.reader([first_line.decode()]), [])
