@@ -106,7 +106,8 @@ def quiet_worker(sock: socket.socket, authenticated: bool) -> int:
     """PySpark's ``daemon.worker``, ending quietly if the JVM has closed the connection; after
     each task, garbage is collected and survivors frozen (see the module docstring)."""
     try:
-        code: int = _spark_worker(sock, authenticated)  # type: ignore[no-untyped-call]
+        # PySpark 4.1 leaves daemon.worker unannotated, 4.3 annotates it: either is fine.
+        code: int = _spark_worker(sock, authenticated)  # type: ignore[no-untyped-call,unused-ignore]
     except (BrokenPipeError, ConnectionResetError):
         return 1
     gc.collect()
@@ -129,4 +130,4 @@ if __name__ == "__main__":
     _preload()
     gc.collect()
     gc.freeze()
-    daemon.manager()  # type: ignore[no-untyped-call]
+    daemon.manager()  # type: ignore[no-untyped-call,unused-ignore]  # typed from PySpark 4.3
