@@ -142,7 +142,7 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="cipherspark-crypto-"))
     try:
-        credentials = Credentials("bench-app", "bench-api-key")
+        credentials = Credentials("bench-app", "bench-api-key-throwaway-keystore")
         kms = open_kms((workdir / "kms").as_uri(), credentials, create=True)
         kms.create_key("bench")
         plain_file = workdir / "plain.bin"

@@ -113,7 +113,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="cipherspark-scaling-"))
     results = []
     try:
-        credentials = Credentials("bench-app", "bench-api-key")
+        credentials = Credentials("bench-app", "bench-api-key-throwaway-keystore")
         kms = open_kms((workdir / "kms").as_uri(), credentials, create=True)
         kms.create_key(KEY)
         files = {}

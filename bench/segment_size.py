@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="cipherspark-segments-"))
-    credentials = Credentials("bench-app", "bench-api-key")
+    credentials = Credentials("bench-app", "bench-api-key-throwaway-keystore")
     kms = open_kms((workdir / "kms").as_uri(), credentials, create=True)
     kms.create_key("bench")
     people = generate_people(workdir / "people.csv", args.rows, seed=3)

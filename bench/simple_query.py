@@ -160,7 +160,7 @@ def main() -> None:
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="cipherspark-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    credentials = Credentials("bench-app", "bench-api-key")
+    credentials = Credentials("bench-app", "bench-api-key-throwaway-keystore")
     kms = open_kms((workdir / "kms").as_uri(), credentials, create=True)
     if KEY not in {k.name for k in kms.list_keys()}:
         kms.create_key(KEY)

@@ -128,7 +128,7 @@ def main() -> None:
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="cipherspark-tpch-"))
     try:
-        credentials = Credentials("bench-app", "bench-api-key")
+        credentials = Credentials("bench-app", "bench-api-key-throwaway-keystore")
         kms = open_kms((workdir / "kms").as_uri(), credentials, create=True)
         kms.create_key(KEY)
         plain_dir, enc_dir = workdir / "plain", workdir / "encrypted"
