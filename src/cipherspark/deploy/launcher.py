@@ -31,6 +31,7 @@ The environment of the ``java`` process is built here, never copied from the hos
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
@@ -71,11 +72,11 @@ EXECUTOR_BACKEND = "org.apache.spark.scheduler.cluster.k8s.KubernetesExecutorBac
 _SPARK_SUBMIT = "org.apache.spark.deploy.SparkSubmit"
 _PYTHON_RUNNER = "org.apache.spark.deploy.PythonRunner"
 
-#: Spark 4.1's JavaModuleOptions.DEFAULT_MODULE_OPTIONS, which its launcher puts on every JVM
-#: it starts (tests/deploy/test_launcher.py compares them with the installed Spark's):
-#: https://github.com/apache/spark/blob/master/launcher/src/main/java/org/apache/spark/launcher/
-#: JavaModuleOptions.java
-JVM_MODULE_OPTIONS = (
+# Spark 4.1's JavaModuleOptions.DEFAULT_MODULE_OPTIONS, which its launcher puts on every JVM it
+# starts (tests/deploy/test_launcher.py compares them with the installed Spark's):
+# https://github.com/apache/spark/blob/master/launcher/src/main/java/org/apache/spark/launcher/
+# JavaModuleOptions.java
+_MODULE_OPTIONS_4_1 = (
     "-XX:+IgnoreUnrecognizedVMOptions",
     "--add-modules=jdk.incubator.vector",
     "--add-opens=java.base/java.lang=ALL-UNNAMED",
@@ -99,6 +100,27 @@ JVM_MODULE_OPTIONS = (
     "-Dio.netty.handler.ssl.defaultEndpointVerificationAlgorithm=NONE",
     "--enable-native-access=ALL-UNNAMED",
 )
+
+# Per Spark line; 4.3 dropped -Djdk.reflect.useDirectMethodHandle=false (read from 4.3.0's
+# spark-launcher jar). 4.2 was not read: an image with it is refused at launch, clearly.
+_MODULE_OPTIONS = {
+    "4.1": _MODULE_OPTIONS_4_1,
+    "4.3": tuple(
+        o for o in _MODULE_OPTIONS_4_1 if o != "-Djdk.reflect.useDirectMethodHandle=false"
+    ),
+}
+
+
+def _spark_line() -> str:
+    try:
+        return ".".join(importlib.metadata.version("pyspark").split(".")[:2])
+    except importlib.metadata.PackageNotFoundError:
+        return "none"
+
+
+#: The installed Spark line's JVM module options (empty for a line this launcher does not know).
+JVM_MODULE_OPTIONS: tuple[str, ...] = _MODULE_OPTIONS.get(_spark_line(), ())
+
 
 # The variables Spark's Kubernetes scheduler sets (deploy/k8s/Constants.scala), by role.
 _EXECUTOR_ENV = (
@@ -261,6 +283,11 @@ def _base_env(
 
 
 def _jvm_options(config: EnclaveConfig) -> list[str]:
+    if not JVM_MODULE_OPTIONS:
+        raise InputError(
+            f"the image's PySpark {_spark_line()} is not a line whose JVM options this launcher "
+            f"knows ({', '.join(sorted(_MODULE_OPTIONS))})"
+        )
     return [
         *JVM_MODULE_OPTIONS,
         f"-Dlog4j2.configurationFile={config.log4j.as_uri()}",
