@@ -6,12 +6,15 @@
 #   make test-fast  the tests that start no Spark session and no server process (about a minute)
 #   make nightly    the differential suite with 400 examples per property
 #   make bench      the quick benchmark set
+# Every Spark target builds the Parquet KMS client first (scripts/build-java: java/ into
+# build/java/cipherspark-pme.jar, skipped when up to date; needs javac, which ensure-java installs).
 .PHONY: demo test test-fast nightly lint bench clean
 
 # The server extra too, so that the README's 'cipherspark kms serve' works in the same .venv.
 demo:
 	@scripts/ensure-venv server
 	@scripts/ensure-java
+	@scripts/build-java
 	.venv/bin/cipherspark demo
 
 # The test extra includes the server extra; the bench extra too: the smoke tests run every
@@ -19,6 +22,7 @@ demo:
 test:
 	@scripts/ensure-venv test,bench
 	@scripts/ensure-java
+	@scripts/build-java
 	@scripts/ensure-tools
 	.venv/bin/ruff check src tests bench
 	.venv/bin/mypy
@@ -43,13 +47,15 @@ test-fast:
 nightly:
 	@scripts/ensure-venv test
 	@scripts/ensure-java
+	@scripts/build-java
 	CIPHERSPARK_DIFFERENTIAL_EXAMPLES=400 .venv/bin/pytest --timeout=1800 tests/spark/test_differential.py
 
 # The quick benchmark set (minutes); writes docs/benchmarks.md and docs/img/*.png.
 bench:
 	@scripts/ensure-venv test,bench
 	@scripts/ensure-java
+	@scripts/build-java
 	.venv/bin/python bench/report.py
 
 clean:
-	rm -rf .venv demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv demo .pytest_cache .mypy_cache .ruff_cache build/java

@@ -30,6 +30,7 @@ KMS_COMMANDS = [
     ("key", "policy", "show"),
     ("query", "simple"),
     ("sql",),
+    ("run",),
     ("kms", "app", "create"),
     ("kms", "app", "disable"),
     ("kms", "app", "enable"),
@@ -165,7 +166,10 @@ def test_a_shared_option_means_the_same_everywhere(flag: str) -> None:
         # attestation-policy's --key is a different option on purpose: a repeatable list of the
         # keys an enclave may unwrap, with no default from CIPHERSPARK_KEY. decrypt's --key is
         # too: the key its input must be under, optional (issue 14).
-        if option is None or (flag == "--key" and path[-1] in ("attestation-policy", "decrypt")):
+        # run's --key too: the key of the Parquet files the application writes, optional with
+        # --unsafe-plaintext-parquet.
+        exempt = ("attestation-policy", "decrypt", "run")
+        if option is None or (flag == "--key" and path[-1] in exempt):
             continue
         facts = (tuple(option.opts), tuple(option.secondary_opts), option.help,
                  option.envvar, option.default, option.is_flag, option.multiple,

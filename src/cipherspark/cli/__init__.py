@@ -22,6 +22,7 @@ import typer
 
 from cipherspark import settings
 from cipherspark.cli import attest, cluster, data, deploy, keys, kms
+from cipherspark.cli import run as _run_command  # the module; run() below is the entry point
 from cipherspark.cli._io import out as _out
 from cipherspark.cli._spark import spark_logs, stop_spark
 from cipherspark.errors import CipherSparkError, JobError
@@ -39,6 +40,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(data.app)
+app.add_typer(_run_command.app)
 app.add_typer(keys.app, name="key")
 app.add_typer(kms.app, name="kms")
 app.add_typer(attest.app, name="attest")

@@ -15,6 +15,10 @@ What :data:`SECURE_CONF` sets, and why:
 Credentials for the KMS are handed to executors through the process environment (see
 :mod:`cipherspark.spark._executor`), never through Spark's conf, so they do not appear in the UI,
 event logs or plans.
+
+Every Parquet file the session writes is encrypted with Parquet Modular Encryption under the
+session's key (:mod:`cipherspark.spark.pme`); without one, Parquet writes are refused unless the
+session was opened with ``unsafe_plaintext_parquet``.
 """
 
 from __future__ import annotations
@@ -33,6 +37,13 @@ from cipherspark.errors import UsageError
 from cipherspark.kms import Credentials
 from cipherspark.settings import ENV_API_KEY, ENV_APP_ID, ExecutorConfig
 from cipherspark.spark.datasource import EncryptedCsvDataSource
+from cipherspark.spark.pme import (
+    ParquetEncryption,
+    find_pme_jar,
+    parquet_properties,
+    require_pme_jar,
+    session_conf,
+)
 
 __all__ = ["SECURE_CONF", "secure_conf", "secure_session"]
 
@@ -113,6 +124,8 @@ def secure_session(
     unsafe_without_security: bool = False,
     log_file: str | os.PathLike[str] | None = None,
     executor: ExecutorConfig | None = None,
+    parquet: ParquetEncryption | None = None,
+    unsafe_plaintext_parquet: bool = False,
 ) -> SparkSession:
     """Start (or join) a SparkSession with :data:`SECURE_CONF` and the encrypted data sources.
 
@@ -126,6 +139,12 @@ def secure_session(
     CA, the TEE for attested release, credential files): written into the environment the JVM
     passes to the workers it starts, and, for a standalone cluster, into
     ``spark.executorEnv.*`` (none of it is secret), so its executors get it too.
+
+    ``parquet`` is how Parquet writes are encrypted (the KMS, the footer key, column keys);
+    without it every Parquet write fails with a message saying so, unless
+    ``unsafe_plaintext_parquet`` opts out (plaintext Parquet). Reading encrypted Parquet needs
+    nothing more than the KMS. These settings also apply to a session this call joins (they
+    are Hadoop properties of the session's SQL conf, which every read and write copies).
     """
     if properties_file is not None:
         props = Path(properties_file)
@@ -151,10 +170,19 @@ def secure_session(
     if master.startswith(("local", "spark://127.0.0.1", "spark://localhost")):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder.master(master).appName(app_name)
+    # The KMS client must be built to encrypt; a session without a key refuses Parquet writes
+    # without it too (Parquet cannot load the client), so there it is optional.
+    jar = require_pme_jar() if parquet is not None else find_pme_jar()
     conf = {
         **secure_conf(master=master, ui=ui, unsafe_without_security=unsafe_without_security),
-        **(extra_conf or {}),
+        **session_conf(
+            parquet,
+            unsafe_plaintext_parquet=unsafe_plaintext_parquet,
+            jar=jar,
+            existing_jars=(extra_conf or {}).get("spark.jars"),
+        ),
     }
+    conf.update({k: v for k, v in (extra_conf or {}).items() if k != "spark.jars"})
     if master.startswith("spark://"):
         # Executors of a standalone cluster are children of its workers, not of this process.
         conf.update({f"spark.executorEnv.{name}": value for name, value in executor_env.items()})
@@ -163,6 +191,11 @@ def secure_session(
     for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
+    # Static settings of a context this call did not start cannot change; its SQL conf can,
+    # and Spark copies it into the Hadoop conf of every read and write.
+    parquet_props = parquet_properties(parquet, unsafe_plaintext_parquet=unsafe_plaintext_parquet)
+    for key, value in parquet_props.items():
+        spark.conf.set(key, value)
     spark.sparkContext.setLogLevel(log_level)
     spark.dataSource.register(EncryptedCsvDataSource)
     return spark

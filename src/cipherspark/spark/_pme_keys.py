@@ -1,0 +1,152 @@
+"""What Parquet's key-encryption keys (KEKs) are wrapped into, and how they come back.
+
+Parquet Modular Encryption with double wrapping encrypts each file's data keys locally under a
+KEK it makes, and asks the KMS client to wrap that KEK under a *master key* (the session's
+key); the string :func:`wrap_key` returns is stored in the file's key material and given back
+to :func:`unwrap_key` by readers. Two forms, chosen by what can unwrap them later:
+
+``vault:vN:BASE64`` (a KMS server, no TEE)
+    Transit encrypt of the KEK (:mod:`._pme_transit`): what a Vault-Transit ``KmsClient``
+    stores, so pyarrow or parquet-java readers with a Transit client read the files.
+
+``cspk1:WRAPPED:SEALED`` (the embedded ``file://`` keystore, and attested release)
+    An envelope through cipherspark's own key interface: a fresh data key from the KMS
+    (``WRAPPED``: its wrapped form, base64), and the KEK sealed under that data key with
+    AES-256-GCM (``SEALED``: base64 of nonce || ciphertext, associated data binding the master
+    key's name). The embedded keystore has no Transit API, and the KMS server's attested
+    release unwraps native wrapped keys only: with a TEE configured, the data key of both
+    writing and reading comes from :func:`~cipherspark.spark._executor.executor_data_key`,
+    i.e. the attested unwrap (nonce, evidence, policy, JWE). Writers mint it wrapped and
+    obtain it by attestation, as workload credentials of attested-only keys must.
+
+With a TEE configured, a ``vault:`` KEK is refused (the server releases Transit ciphertexts to
+no evidence): never a silent fallback to the unattested path.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import threading
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from cipherspark.errors import (
+    CredentialsError,
+    FormatError,
+    IntegrityError,
+    KmsUnavailableError,
+)
+from cipherspark.kms import Credentials, validate_key_name
+from cipherspark.settings import ENV_TEE, executor_config, worker_credentials
+from cipherspark.spark._executor import executor_data_key, executor_kms
+from cipherspark.spark._pme_transit import TransitClient
+
+__all__ = ["ENVELOPE_PREFIX", "TRANSIT_PREFIX", "unwrap_key", "wrap_key"]
+
+ENVELOPE_PREFIX = "cspk1:"
+TRANSIT_PREFIX = "vault:v"
+_AAD = b"cipherspark/pme/kek/v1\x00"
+_NONCE = 12
+
+_lock = threading.Lock()
+_transit: dict[str, TransitClient] = {}
+
+
+def _is_server(url: str) -> bool:
+    return url.startswith(("https://", "http://"))
+
+
+def _transit_client(url: str) -> TransitClient:
+    with _lock:
+        client = _transit.get(url)
+    if client is None:
+        config = executor_config()
+        found = worker_credentials(config)
+        if found is None:
+            raise CredentialsError(
+                "the KMS server needs an APP ID and API KEY "
+                "(CIPHERSPARK_APP_ID / CIPHERSPARK_API_KEY or their _FILE variants)"
+            )
+        client = TransitClient(
+            url,
+            Credentials(*found),
+            ca_file=config.kms_ca,
+            unsafe_plaintext=config.unsafe_plaintext_kms,
+        )
+        with _lock:
+            _transit[url] = client
+    return client
+
+
+def _aad(master_key: str) -> bytes:
+    return _AAD + master_key.encode()
+
+
+def wrap_key(url: str, master_key: str, kek: bytes) -> str:
+    """``kek`` wrapped under primary key ``master_key`` of the KMS at ``url`` (see above)."""
+    validate_key_name(master_key)
+    tee = executor_config().tee
+    if _is_server(url) and tee is None:
+        return _transit_client(url).encrypt(master_key, kek)
+    kms = executor_kms(url)
+    if tee is not None:
+        wrapped = kms.generate_wrapped_data_key(master_key)
+        data_key = executor_data_key(url, master_key, wrapped)
+    else:
+        fresh = kms.generate_data_key(master_key)
+        wrapped, data_key = fresh.wrapped, fresh.plaintext
+    nonce = os.urandom(_NONCE)
+    sealed = nonce + AESGCM(data_key).encrypt(nonce, kek, _aad(master_key))
+    return ENVELOPE_PREFIX + _b64(wrapped) + ":" + _b64(sealed)
+
+
+def unwrap_key(url: str, master_key: str, wrapped_kek: str) -> bytes:
+    """The KEK in ``wrapped_kek`` (either form), wrapped under ``master_key`` at ``url``."""
+    validate_key_name(master_key)
+    tee = executor_config().tee
+    if wrapped_kek.startswith(TRANSIT_PREFIX):
+        if tee is not None:
+            raise KmsUnavailableError(
+                f"this Parquet file's key under {master_key!r} is wrapped by Vault Transit, and "
+                f"the KMS releases Transit-wrapped keys to no TEE evidence ({ENV_TEE}={tee}); "
+                "read it without attestation, or rewrite it from an attested session"
+            )
+        if not _is_server(url):
+            raise FormatError(
+                f"this Parquet file's key under {master_key!r} is wrapped by Vault Transit: "
+                f"it needs the KMS server that wrapped it, not {url}"
+            )
+        return _transit_client(url).decrypt(master_key, wrapped_kek)
+    if not wrapped_kek.startswith(ENVELOPE_PREFIX):
+        raise FormatError(
+            f"this Parquet file's key under {master_key!r} was not wrapped by cipherspark or "
+            "Vault Transit"
+        )
+    try:
+        wrapped_text, sealed_text = wrapped_kek[len(ENVELOPE_PREFIX) :].split(":")
+        wrapped, sealed = _unb64(wrapped_text), _unb64(sealed_text)
+    except (ValueError, binascii.Error) as exc:
+        raise FormatError(
+            f"this Parquet file's wrapped key under {master_key!r} is malformed"
+        ) from exc
+    if len(sealed) <= _NONCE:
+        raise FormatError(f"this Parquet file's wrapped key under {master_key!r} is truncated")
+    data_key = executor_data_key(url, master_key, wrapped)
+    try:
+        return AESGCM(data_key).decrypt(sealed[:_NONCE], sealed[_NONCE:], _aad(master_key))
+    except InvalidTag as exc:
+        raise IntegrityError(
+            f"this Parquet file's wrapped key under {master_key!r} does not authenticate "
+            "(altered, or wrapped under another key)"
+        ) from exc
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)
