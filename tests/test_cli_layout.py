@@ -31,6 +31,7 @@ KMS_COMMANDS = [
     ("query", "simple"),
     ("sql",),
     ("run",),
+    ("migrate", "bigdl"),
     ("kms", "app", "create"),
     ("kms", "app", "disable"),
     ("kms", "app", "enable"),
@@ -168,7 +169,8 @@ def test_a_shared_option_means_the_same_everywhere(flag: str) -> None:
         # too: the key its input must be under, optional (issue 14).
         # run's --key too: the key of the Parquet files the application writes, optional with
         # --unsafe-plaintext-parquet.
-        exempt = ("attestation-policy", "decrypt", "run")
+        # migrate bigdl --check-only reads BigDL files and needs no cipherspark key.
+        exempt = ("attestation-policy", "bigdl", "decrypt", "run")
         if option is None or (flag == "--key" and path[-1] in exempt):
             continue
         facts = (tuple(option.opts), tuple(option.secondary_opts), option.help,

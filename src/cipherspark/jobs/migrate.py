@@ -1,0 +1,251 @@
+"""Migrating Intel BigDL PPML's encrypted files to cipherspark datasets (``migrate bigdl``).
+
+Every input file is verified before anything is written (its HMAC over the whole ciphertext,
+which BigDL itself never checks); one failure refuses the whole migration, naming the file.
+Then each file is decrypted again, its MAC recomputed on the way, and re-encrypted into a
+cipherspark container under a fresh data key from the cipherspark KMS; a folder becomes a
+dataset with its authenticated manifest. The output is staged and renamed into place only when
+complete: on any failure nothing is left behind. Plaintext never touches the disk.
+
+No Spark: BigDL's files are not splittable (one CBC stream per file), so one process reads them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from cipherspark._atomic import atomic_output, atomic_output_dir, check_output
+from cipherspark.crypto import DEFAULT_SEGMENT_SIZE, ContainerHeader, EncryptingWriter
+from cipherspark.crypto._bigdl import BigDLFile, BigDLKeys, Layout
+from cipherspark.crypto._records import count_records
+from cipherspark.crypto.manifest import (
+    DatasetIdentity,
+    Manifest,
+    describe_part,
+    next_identity,
+    write_manifest,
+)
+from cipherspark.errors import CipherSparkError, InputError, IntegrityError
+from cipherspark.files import guess_content_type
+from cipherspark.kms import KeyManagementService
+
+__all__ = [
+    "BigDLSource",
+    "FileCheck",
+    "MigrateResult",
+    "bigdl_inputs",
+    "check_bigdl",
+    "migrate_bigdl",
+]
+
+Progress = Callable[[int], None]
+
+# What Spark and BigDL leave beside the part files: the success marker, BigDL's .meta (a data
+# key that append mode overwrites: every file's own header is what counts), Hadoop checksums.
+_NOT_DATA = ("_SUCCESS", ".meta")
+
+
+@dataclass(frozen=True)
+class BigDLSource:
+    """How to read the BigDL input: its key service, and what the older layouts need.
+
+    ``v1_data_key`` is the wrapped data key text of v1 files (BigDL 2.1/2.2's data-key file);
+    ``allow_unauthenticated`` admits nativeaescbc files, which have no MAC.
+    """
+
+    keys: BigDLKeys
+    v1_data_key: str | None = None
+    allow_unauthenticated: bool = False
+
+    def open(self, path: Path) -> BigDLFile:
+        """``path`` opened as a BigDL file (layout detected, keys derived)."""
+        return BigDLFile(
+            path,
+            self.keys,
+            v1_data_key=self.v1_data_key,
+            allow_unauthenticated=self.allow_unauthenticated,
+        )
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """One input file's verification: its layout (``None`` if unreadable) and the outcome.
+
+    ``verified`` is false with ``problem`` set when it failed, and false with no problem for a
+    nativeaescbc file, which cannot be verified at all.
+    """
+
+    path: Path
+    size: int
+    layout: Layout | None
+    verified: bool
+    problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the file may be migrated."""
+        return self.problem is None
+
+
+@dataclass(frozen=True)
+class MigrateResult:
+    """What :func:`migrate_bigdl` wrote; ``unverified`` are nativeaescbc inputs (no MAC)."""
+
+    files: int
+    plaintext_bytes: int
+    ciphertext_bytes: int
+    dataset: DatasetIdentity | None
+    unverified: tuple[Path, ...]
+
+
+def bigdl_inputs(src: Path) -> list[Path]:
+    """The BigDL files of ``src``: itself, or a folder's data files (``_SUCCESS``, ``.meta``,
+    ``.crc`` and other hidden names left out, as Hadoop leaves them out), in name order."""
+    if not src.exists():
+        raise InputError(f"{src} does not exist")
+    if not src.is_dir():
+        return [src]
+    try:
+        entries = sorted(src.iterdir())
+    except OSError as exc:
+        raise InputError(f"cannot read folder {src}: {exc.strerror}") from exc
+    files = [
+        p
+        for p in entries
+        if p.is_file()
+        and p.name not in _NOT_DATA
+        and not p.name.startswith(("_", "."))
+        and not p.name.endswith(".crc")
+    ]
+    if not files:
+        raise InputError(f"folder {src} holds no BigDL data files")
+    return files
+
+
+def check_bigdl(
+    src: Path, source: BigDLSource, *, progress: Progress | None = None
+) -> list[FileCheck]:
+    """Verify every BigDL file of ``src`` without decrypting it; one :class:`FileCheck` each.
+
+    A file that fails (format, key, MAC) is reported, not raised: the caller sees them all.
+    """
+    checks = []
+    for path in bigdl_inputs(src):
+        try:
+            with source.open(path) as bigdl:
+                bigdl.verify(progress)
+                checks.append(FileCheck(path, bigdl.size, bigdl.layout, bigdl.layout.authenticated))
+        except CipherSparkError as exc:
+            size = path.stat().st_size if path.exists() else 0
+            checks.append(FileCheck(path, size, None, False, str(exc)))
+    return checks
+
+
+def _part_name(path: Path) -> str:
+    """``part-00000-....csv.cbc`` -> ``part-00000-....csv.cspk``."""
+    return path.name.removesuffix(".cbc") + ".cspk"
+
+
+def _encrypt_into(
+    chunks: Iterable[bytes], out: BinaryIO, header: ContainerHeader, data_key: bytes
+) -> tuple[int, int]:
+    """Encrypt ``chunks`` into ``out``; return plaintext bytes and CSV records (less a header)."""
+    writer = EncryptingWriter(out, header, data_key)
+    plain = records = 0
+    carry = b""
+    for chunk in chunks:
+        writer.write(chunk)
+        plain += len(chunk)
+        # Whole lines only: the partial last line waits for the next chunk.
+        data = carry + chunk
+        cut = data.rfind(b"\n") + 1
+        records += count_records(data[:cut])
+        carry = data[cut:]
+    writer.close()
+    records += count_records(carry)
+    if header.csv_has_header and records:
+        records -= 1
+    return plain, records if header.content_type.startswith("text/csv") else 0
+
+
+def migrate_bigdl(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    kms: KeyManagementService,
+    key_id: str,
+    source: BigDLSource,
+    *,
+    segment_size: int = DEFAULT_SEGMENT_SIZE,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> MigrateResult:
+    """Verify every BigDL file of ``src``, then re-encrypt them to ``dst`` under ``key_id``.
+
+    A file becomes one container; a folder becomes a dataset folder (one fresh data key, a
+    manifest). The content type is guessed from the name without ``.cbc`` (``.csv``: CSV with
+    a header), as ``cipherspark encrypt`` guesses it. ``progress`` receives ciphertext byte
+    counts of both passes (twice the inputs' size in all).
+    """
+    src_path, dst_path = Path(src), Path(dst)
+    files = bigdl_inputs(src_path)
+    check_output(dst_path, overwrite)
+    checks = check_bigdl(src_path, source, progress=progress)
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        others = f" (and {len(failed) - 1} more file(s))" if len(failed) > 1 else ""
+        raise IntegrityError(f"refusing to migrate: {failed[0].problem}{others}; nothing written")
+    unverified = tuple(c.path for c in checks if not c.verified)
+    data_key = kms.generate_data_key(key_id)
+
+    def header_for(name: str) -> ContainerHeader:
+        return ContainerHeader(
+            key_id=key_id,
+            wrapped_key=data_key.wrapped,
+            segment_size=segment_size,
+            content_type=guess_content_type(Path(name.removesuffix(".cbc"))),
+        )
+
+    plain = cipher = 0
+    if not src_path.is_dir():
+        with source.open(src_path) as bigdl, atomic_output(dst_path, overwrite=overwrite) as out:
+            plain, _ = _encrypt_into(
+                bigdl.plaintext(progress, verified_earlier=True),
+                out,
+                header_for(src_path.name),
+                data_key.plaintext,
+            )
+            cipher = out.tell()
+        return MigrateResult(1, plain, cipher, None, unverified)
+
+    identity = (
+        next_identity(dst_path, lambda h: kms.unwrap_data_key(h.key_id, h.wrapped_key), key_id)
+        if overwrite
+        else DatasetIdentity.new(key_id)
+    )
+    with atomic_output_dir(dst_path, overwrite=overwrite) as staging:
+        entries = []
+        for path in files:
+            target = staging / _part_name(path)
+            header = header_for(path.name)
+            with source.open(path) as bigdl, open(target, "xb") as out:
+                # check_bigdl verified it on another descriptor; this pass recomputes the MAC
+                # and raises before the last chunk if the file changed since (the staging
+                # folder is then removed).
+                chunks = bigdl.plaintext(progress, verified_earlier=True)
+                p, rows = _encrypt_into(chunks, out, header, data_key.plaintext)
+                out.flush()
+                os.fsync(out.fileno())
+                cipher += out.tell()
+            plain += p
+            entries.append(describe_part(target, rows))
+        write_manifest(
+            staging,
+            Manifest(tuple(sorted(entries, key=lambda e: e.name)), identity),
+            header_for(files[0].name),
+            data_key.plaintext,
+        )
+    return MigrateResult(len(files), plain, cipher, identity, unverified)
