@@ -19,6 +19,7 @@ of them into one line on stderr and a non-zero exit code; it never shows a trace
     │   ├── KeyExistsError      a primary key of that name exists already
     │   ├── PermissionDeniedError   not permitted to this credential (HTTP 403)
     │   ├── KeyStateError       the key is disabled, pending deletion, or the version is retired
+    │   ├── RateLimitedError    the KMS throttles logins after too many failures (HTTP 429)
     │   └── KmsUnavailableError the KMS cannot be reached or is not supported here
     │       ├── KmsTlsError     the server's TLS certificate does not match the pinned CA
     │       └── KmsServerError  the KMS server failed (HTTP 5xx)
@@ -64,6 +65,7 @@ __all__ = [
     "OutputExistsError",
     "PermissionDeniedError",
     "PolicyDeniedError",
+    "RateLimitedError",
     "UsageError",
     "VerificationError",
 ]
@@ -128,6 +130,26 @@ class PermissionDeniedError(KmsError):
 
 class KeyStateError(KmsError):
     """The key cannot be used now: disabled, pending deletion, or the version is retired."""
+
+
+class RateLimitedError(KmsError):
+    """The KMS refuses logins for now (HTTP 429): too many failed logins from this source
+    address or for this app id.
+
+    ``retry_after`` is the number of seconds the server asked to wait (its ``Retry-After``), or
+    ``None`` when it did not say. Not retried automatically: a client whose own logins fail
+    would only keep the throttle closed.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt through __init__ with retry_after as an argument (pickling across Spark's
+        # Python workers), like AttestationError's reason.
+        message = str(self.args[0]) if self.args else ""
+        return type(self), (message, self.retry_after), dict(self.__dict__)
 
 
 class KmsUnavailableError(KmsError):

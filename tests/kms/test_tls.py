@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from cipherspark.kms import Credentials
-from cipherspark.kms.remote import RemoteKms, _tls_context
+from cipherspark.kms._http import tls_context
+from cipherspark.kms.remote import RemoteKms
 from cipherspark.kms.server.tls import TLS12_CIPHERS, ensure_self_signed, server_ssl_context
 from tests.kms.server.conftest import ServerProcess, cli, free_port, start_server, stop_server
 
@@ -50,7 +51,7 @@ def test_the_server_context_offers_aead_suites_only(tmp_path: Path) -> None:
 def test_the_client_context_offers_the_servers_suites(tmp_path: Path) -> None:
     cert, key, _ = ensure_self_signed(tmp_path, "127.0.0.1")
     for ca in (None, cert):
-        context = _tls_context("https://127.0.0.1:1", ca)
+        context = tls_context("https://127.0.0.1:1", ca)
         assert isinstance(context, ssl.SSLContext)
         _assert_aead_only(context)
         assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
@@ -130,7 +131,7 @@ def test_tls13_is_unchanged_and_the_client_connects(server: ServerProcess) -> No
     version, cipher = _handshake(server, _client(server))
     assert version == "TLSv1.3" and cipher.startswith("TLS_")
     # The KMS client's own context, pinned to TLS 1.2, still agrees on an AEAD suite.
-    context = _tls_context(server.url, server.ca)
+    context = tls_context(server.url, server.ca)
     assert isinstance(context, ssl.SSLContext)
     context.maximum_version = ssl.TLSVersion.TLSv1_2
     version, cipher = _handshake(server, context)

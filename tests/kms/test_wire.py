@@ -18,9 +18,14 @@ from cipherspark.errors import (
     CipherSparkError,
     CredentialsError,
     DenialReason,
+    IntegrityError,
+    KeyNotFoundError,
+    KeyStateError,
     KmsError,
     KmsServerError,
+    PermissionDeniedError,
     PolicyDeniedError,
+    RateLimitedError,
     UsageError,
 )
 from cipherspark.kms import KeyInfo, _wire
@@ -28,9 +33,22 @@ from cipherspark.kms import KeyInfo, _wire
 URL = "https://kms.example:8443"
 
 
-def _raised(status: int, doc: dict[str, object]) -> CipherSparkError:
+def _raised(
+    status: int,
+    doc: dict[str, object],
+    *,
+    retry_after: float | None = None,
+    vault_bad_request: type[CipherSparkError] = KmsError,
+) -> CipherSparkError:
     with pytest.raises(CipherSparkError) as info:
-        _wire.raise_for_answer(status, doc, url=URL, what="testing")
+        _wire.raise_for_answer(
+            status,
+            doc,
+            url=URL,
+            what="testing",
+            retry_after=retry_after,
+            vault_bad_request=vault_bad_request,
+        )
     return info.value
 
 
@@ -39,8 +57,9 @@ def _raised(status: int, doc: dict[str, object]) -> CipherSparkError:
 
 @pytest.mark.parametrize("kind", [AttestationError, PolicyDeniedError])
 @pytest.mark.parametrize("reason", list(DenialReason))
-def test_a_denial_keeps_its_reason_through_pickling(kind: type[AttestationError],
-                                                    reason: DenialReason) -> None:
+def test_a_denial_keeps_its_reason_through_pickling(
+    kind: type[AttestationError], reason: DenialReason
+) -> None:
     # What crosses a process boundary by pickle (Spark's Python workers, multiprocessing).
     denied = kind(f"denied for {reason.value}", reason.value)
     back = pickle.loads(pickle.dumps(denied))
@@ -105,17 +124,21 @@ def test_an_unexpected_error_is_a_500_without_detail() -> None:
     assert isinstance(_raised(500, answer.body()), KmsServerError)
 
 
-@pytest.mark.parametrize(("status", "doc"), [
-    (413, {"error": "request body larger than 65536 bytes", "code": "body_too_large"}),
-    (422, {"error": "wrapped: Input should be a valid string", "code": "invalid_field"}),
-    (400, {"error": "the request body is not valid JSON", "code": "malformed_json"}),
-    (404, {"detail": "Not Found"}),  # no such route (an older server)
-    (403, {}),  # a proxy in the way
-    (409, {"error": "?", "code": "key_not_found"}),  # a known code with the wrong status
-    (418, {"error": "I'm a teapot", "code": "teapot"}),
-])
-def test_unknown_4xx_answers_are_kms_errors_not_usage_errors(status: int,
-                                                              doc: dict[str, object]) -> None:
+@pytest.mark.parametrize(
+    ("status", "doc"),
+    [
+        (413, {"error": "request body larger than 65536 bytes", "code": "body_too_large"}),
+        (422, {"error": "wrapped: Input should be a valid string", "code": "invalid_field"}),
+        (400, {"error": "the request body is not valid JSON", "code": "malformed_json"}),
+        (404, {"detail": "Not Found"}),  # no such route (an older server)
+        (403, {}),  # a proxy in the way
+        (409, {"error": "?", "code": "key_not_found"}),  # a known code with the wrong status
+        (418, {"error": "I'm a teapot", "code": "teapot"}),
+    ],
+)
+def test_unknown_4xx_answers_are_kms_errors_not_usage_errors(
+    status: int, doc: dict[str, object]
+) -> None:
     raised = _raised(status, doc)
     assert type(raised) is KmsError
     assert not isinstance(raised, UsageError) and raised.exit_code == 1
@@ -134,6 +157,90 @@ def test_an_unknown_denial_reason_from_the_server_is_the_general_one() -> None:
     assert isinstance(raised, PolicyDeniedError) and raised.reason is DenialReason.SIGNATURE
 
 
+# -- Vault-shaped answers (the Transit routes) and the throttle ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (403, PermissionDeniedError),
+        (404, KeyNotFoundError),
+        (409, KeyStateError),
+        (401, CredentialsError),
+        (500, KmsServerError),
+        (422, KmsError),
+        (400, KmsError),
+    ],
+)
+def test_a_vault_shaped_error_is_read_by_its_status(
+    status: int, kind: type[CipherSparkError]
+) -> None:
+    raised = _raised(status, {"errors": ["the service said no"]})
+    assert type(raised) is kind
+    if status in (403, 404, 409, 400, 422):
+        assert "the service said no" in str(raised)
+
+
+def test_a_vault_shaped_400_is_what_the_caller_says_and_only_that() -> None:
+    # Transit decrypt: the ciphertext was refused (malformed or unauthentic).
+    assert (
+        type(
+            _raised(
+                400,
+                {"errors": ["ciphertext does not authenticate"]},
+                vault_bad_request=IntegrityError,
+            )
+        )
+        is IntegrityError
+    )
+    # A native body keeps its code's meaning, whatever the caller expects of Vault's.
+    native = _raised(
+        400,
+        {"error": "the request body is not valid JSON", "code": "malformed_json"},
+        vault_bad_request=IntegrityError,
+    )
+    assert type(native) is KmsError
+    assert type(_raised(400, {"errors": []}, vault_bad_request=IntegrityError)) is IntegrityError
+    assert type(_raised(403, {}, vault_bad_request=IntegrityError)) is KmsError
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"error": "too many failed logins; retry in 7 s", "code": "throttled"},
+        {"errors": ["too many failed logins; retry in 7 s"]},
+        {},
+    ],
+)
+def test_429_is_rate_limited_with_its_retry_after(doc: dict[str, object]) -> None:
+    raised = _raised(429, doc, retry_after=6.2)
+    assert type(raised) is RateLimitedError and isinstance(raised, KmsError)
+    assert raised.retry_after == 6.2 and raised.exit_code == 1
+    assert str(raised) == (
+        f"testing: the KMS at {URL} is throttling logins from this source or "
+        "app id after too many failed logins; retry in 7 s"
+    )
+    unknown = _raised(429, doc)
+    assert isinstance(unknown, RateLimitedError) and unknown.retry_after is None
+    assert str(unknown).endswith("; retry later")
+
+
+def test_retry_after_is_seconds_or_nothing() -> None:
+    assert _wire.retry_after_seconds("7") == 7.0
+    assert _wire.retry_after_seconds(" 1.5 ") == 1.5
+    assert _wire.retry_after_seconds("0") == 0.0
+    for bad in (None, "", "-1", "nan", "inf", "soon", "Wed, 21 Oct 2015 07:28:00 GMT"):
+        assert _wire.retry_after_seconds(bad) is None, bad
+
+
+def test_a_rate_limit_keeps_its_retry_after_through_pickling() -> None:
+    limited = RateLimitedError("throttled", 12.0)
+    back = pickle.loads(pickle.dumps(limited))
+    assert type(back) is RateLimitedError and back.retry_after == 12.0
+    assert str(back) == "throttled" and RateLimitedError("x").retry_after is None
+    assert "RateLimitedError" in errors.__all__
+
+
 # -- base64 and typed answers -------------------------------------------------------------------
 
 
@@ -145,16 +252,25 @@ def test_base64_is_strict() -> None:
 
 
 def test_key_descriptions_are_typed() -> None:
-    doc = {"name": "k", "version": 2, "created": "2030-01-01T00:00:00+00:00",
-           "min_decryption_version": 1, "enabled": True, "deletion_date": None}
+    doc = {
+        "name": "k",
+        "version": 2,
+        "created": "2030-01-01T00:00:00+00:00",
+        "min_decryption_version": 1,
+        "enabled": True,
+        "deletion_date": None,
+    }
     described = _wire.key_description(doc)
     assert (described.name, described.version, described.enabled) == ("k", 2, True)
     assert described["min_decryption_version"] == 1 and described["deletion_date"] is None
     with pytest.raises(KeyError):
         described["sealed"]
     assert _wire.key_info(doc) == KeyInfo("k", 2, "2030-01-01T00:00:00+00:00")
-    for broken in ({**doc, "enabled": "yes"}, {k: v for k, v in doc.items() if k != "enabled"},
-                   {**doc, "version": "two"}):
+    for broken in (
+        {**doc, "enabled": "yes"},
+        {k: v for k, v in doc.items() if k != "enabled"},
+        {**doc, "version": "two"},
+    ):
         with pytest.raises(KmsError, match="malformed key description"):
             _wire.key_description(broken)
 
@@ -162,8 +278,7 @@ def test_key_descriptions_are_typed() -> None:
 def test_admin_answers_are_typed() -> None:
     app = _wire.new_app({"app_id": "app-1", "api_key": "secret", "vault_token": "app-1.secret"})
     assert app.app_id == "app-1" and "secret" not in repr(app)
-    platform = _wire.simulated_platform({"public_key": "ab" * 32, "label": "ci",
-                                         "created": "2030"})
+    platform = _wire.simulated_platform({"public_key": "ab" * 32, "label": "ci", "created": "2030"})
     assert platform.label == "ci"
     broken: object
     for broken in (None, [], {"public_key": "ab" * 32}):

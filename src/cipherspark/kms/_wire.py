@@ -6,11 +6,15 @@
   match a row (:func:`raise_for_answer`). An attestation denial also carries its
   :class:`~cipherspark.errors.DenialReason` as ``reason``.
 * Error bodies are ``{"error": message, "code": code}`` (plus ``"reason"`` for denials); the
-  Vault Transit routes reshape them to Vault's ``{"errors": [message]}``.
+  Vault Transit routes reshape them to Vault's ``{"errors": [message]}``, which has no code: the
+  client reads such an answer by its status alone (:data:`VAULT_BY_STATUS`).
+* 429 (:data:`THROTTLED`, either shape) is :class:`~cipherspark.errors.RateLimitedError`, with
+  the seconds of the answer's ``Retry-After`` (:func:`retry_after_seconds`).
 * Binary values travel as standard, padded base64 (:func:`b64encode`, :func:`b64decode`).
 * What the client returns from JSON answers are frozen dataclasses (:class:`KeyDescription`,
   :class:`NewApp`, :class:`NewCredential`, :class:`CredentialInfo`, :class:`AppInfo`,
-  :class:`SimulatedPlatform`), parsed here, never ``dict[str, Any]``.
+  :class:`SimulatedPlatform`), never ``dict[str, Any]``: parsed in :mod:`._answers`,
+  re-exported here.
 
 Nothing here imports FastAPI or httpx: both sides use it, and clients do not need the server's
 dependencies.
@@ -19,8 +23,9 @@ dependencies.
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from typing import Any
 
 from cipherspark.errors import (
@@ -36,9 +41,24 @@ from cipherspark.errors import (
     KmsServerError,
     PermissionDeniedError,
     PolicyDeniedError,
+    RateLimitedError,
     UsageError,
 )
-from cipherspark.kms.base import KeyInfo
+from cipherspark.kms._answers import (
+    AppInfo,
+    CredentialInfo,
+    KeyDescription,
+    NewApp,
+    NewCredential,
+    SimulatedPlatform,
+    app_info,
+    credential_info,
+    key_description,
+    key_info,
+    new_app,
+    new_credential,
+    simulated_platform,
+)
 
 __all__ = [
     "ATTESTATION_DENIED",
@@ -48,6 +68,7 @@ __all__ = [
     "INVALID_FIELD",
     "MALFORMED_JSON",
     "THROTTLED",
+    "VAULT_BY_STATUS",
     "AppInfo",
     "CredentialInfo",
     "ErrorAnswer",
@@ -69,6 +90,7 @@ __all__ = [
     "new_app",
     "new_credential",
     "raise_for_answer",
+    "retry_after_seconds",
     "simulated_platform",
 ]
 
@@ -124,6 +146,17 @@ INTERNAL = WireCode(500, "internal")
 
 _BY_CODE = {row.code: row for row in ERRORS}
 
+#: A Vault-shaped error (``{"errors": [...]}``, the Transit routes) by its status, the table's
+#: row that status stands for on those routes. 401 is CredentialsError and 429 RateLimitedError
+#: as on every route; 400 (a malformed or unauthentic ciphertext, or a malformed request) is
+#: the caller's to say (``vault_bad_request`` of :func:`raise_for_answer`). Attestation is not
+#: offered over Transit, so 403 is the role's or the key's refusal.
+VAULT_BY_STATUS: Mapping[int, type[KmsError]] = {
+    403: PermissionDeniedError,
+    404: KeyNotFoundError,
+    409: KeyStateError,
+}
+
 
 @dataclass(frozen=True)
 class ErrorAnswer:
@@ -162,32 +195,72 @@ def internal_answer() -> ErrorAnswer:
     return ErrorAnswer(INTERNAL.status, INTERNAL.code, _INTERNAL_MESSAGE)
 
 
-def raise_for_answer(status: int, doc: Mapping[str, Any], *, url: str, what: str) -> None:
+def raise_for_answer(
+    status: int,
+    doc: Mapping[str, Any],
+    *,
+    url: str,
+    what: str,
+    retry_after: float | None = None,
+    vault_bad_request: type[CipherSparkError] = KmsError,
+) -> None:
     """Raise the cipherspark error an answer with ``status`` and body ``doc`` stands for.
 
     Nothing for 2xx. 401 is always :class:`CredentialsError` (whoever refused, the credentials
-    were not accepted). A 4xx whose status and code match a row raises that row's type; any other
-    4xx is a :class:`KmsError`, not a usage error: the user typed nothing wrong that the client
-    could have checked. Everything else is :class:`KmsServerError`.
+    were not accepted), 429 always :class:`RateLimitedError` (``retry_after``: the seconds of
+    its ``Retry-After``). A 4xx whose status and code match a row raises that row's type; a
+    Vault-shaped body (no code) raises by :data:`VAULT_BY_STATUS`, and ``vault_bad_request``
+    for 400; any other 4xx is a :class:`KmsError`, not a usage error: the user typed nothing
+    wrong that the client could have checked. Everything else is :class:`KmsServerError`.
     """
     if status < 300:
         return
-    message = str(doc.get("error") or "")
+    message, vault = _message(doc)
     code = str(doc.get("code") or "")
     if status == 401:
         raise CredentialsError(f"the KMS at {url} rejected the credentials")
+    if status == THROTTLED.status:
+        wait = "retry later" if retry_after is None else f"retry in {math.ceil(retry_after)} s"
+        raise RateLimitedError(
+            f"{what}: the KMS at {url} is throttling logins from this source or app id "
+            f"after too many failed logins; {wait}",
+            retry_after,
+        )
+    text = f"{what}: {message or f'the KMS refused the request ({status})'}"
     row = _BY_CODE.get(code)
     if row is not None and row.status == status:
-        text = f"{what}: {message or f'the KMS refused the request ({status})'}"
         if issubclass(row.raises, AttestationError):
             raise row.raises(text, _reason(doc.get("reason")))
         raise row.raises(text)
-    if status == THROTTLED.status:
-        raise KmsError(f"{what}: the KMS is throttling logins: {message or 'retry later'}")
+    if vault:
+        kind = vault_bad_request if status == 400 else VAULT_BY_STATUS.get(status)
+        if kind is not None:
+            raise kind(text)
     if 400 <= status < 500:
         detail = f": {message}" if message else ""
         raise KmsError(f"{what}: the KMS refused the request ({status}){detail}")
     raise KmsServerError(f"the KMS at {url} failed ({status}) during {what}; see the server's log")
+
+
+def _message(doc: Mapping[str, Any]) -> tuple[str, bool]:
+    """An error body's message, and whether the body is Vault-shaped."""
+    errors = doc.get("errors")
+    if "error" not in doc and isinstance(errors, list):
+        return (str(errors[0]) if errors else ""), True
+    return str(doc.get("error") or ""), False
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """The delay a ``Retry-After`` header asks for, in seconds; ``None`` if absent or not a
+    non-negative number of seconds (the HTTP-date form, which this server never sends, is not
+    worth trusting a client's clock for)."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _reason(value: object) -> DenialReason:
@@ -213,172 +286,3 @@ def b64decode(value: object) -> bytes:
         raise ValueError("not a base64 string")
     # binascii.Error, raised for bad input, is a ValueError.
     return base64.b64decode(value, validate=True)
-
-
-# -- typed answers --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class KeyDescription(KeyInfo):
-    """The server's full description of a key: :class:`KeyInfo` plus its state.
-
-    Fields can also be read by their JSON names (``description["deletion_date"]``), as when the
-    client answered the server's JSON object itself.
-    """
-
-    min_decryption_version: int
-    enabled: bool
-    deletion_date: str | None
-
-    def __getitem__(self, name: str) -> object:
-        """The field called ``name`` (:class:`KeyError` if there is none)."""
-        if name not in {f.name for f in fields(self)}:
-            raise KeyError(name)
-        return getattr(self, name)
-
-
-@dataclass(frozen=True)
-class NewApp:
-    """A new application's owner credential as the server returned it (shown once);
-    ``credential_id`` is empty from servers older than roles."""
-
-    app_id: str
-    api_key: str = field(repr=False)
-    vault_token: str = field(repr=False)
-    credential_id: str = ""
-
-
-@dataclass(frozen=True)
-class NewCredential:
-    """A new credential of an app (shown once): its id, role (``owner`` / ``workload``),
-    label and creation time, and the API KEY and Vault token that carry it."""
-
-    app_id: str
-    credential_id: str
-    role: str
-    label: str
-    created: str
-    api_key: str = field(repr=False)
-    vault_token: str = field(repr=False)
-
-
-@dataclass(frozen=True)
-class CredentialInfo:
-    """A credential as listed (never its API key): ``revoked`` is when, or ``None``."""
-
-    credential_id: str
-    app_id: str
-    role: str
-    label: str
-    created: str
-    revoked: str | None
-
-
-@dataclass(frozen=True)
-class AppInfo:
-    """An application's public facts: id, name, creation time, whether it is enabled."""
-
-    app_id: str
-    name: str
-    created: str
-    enabled: bool
-
-
-@dataclass(frozen=True)
-class SimulatedPlatform:
-    """A simulated TEE platform the KMS operator registered (its public key is not secret)."""
-
-    public_key: str
-    label: str
-    created: str
-
-
-def key_info(doc: Mapping[str, Any]) -> KeyInfo:
-    """A key's public facts from a key answer; :class:`KmsError` if it is malformed."""
-    try:
-        return KeyInfo(
-            name=str(doc["name"]), version=int(doc["version"]), created=str(doc["created"])
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise KmsError("the KMS answered with a malformed key description") from exc
-
-
-def key_description(doc: Mapping[str, Any]) -> KeyDescription:
-    """A key's full description from a key answer; :class:`KmsError` if it is malformed."""
-    info = key_info(doc)
-    try:
-        deletion = doc["deletion_date"]
-        enabled = doc["enabled"]
-        if not isinstance(enabled, bool):
-            raise TypeError("enabled is not a boolean")
-        return KeyDescription(
-            info.name,
-            info.version,
-            info.created,
-            min_decryption_version=int(doc["min_decryption_version"]),
-            enabled=enabled,
-            deletion_date=None if deletion is None else str(deletion),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise KmsError("the KMS answered with a malformed key description") from exc
-
-
-def new_app(doc: Mapping[str, Any]) -> NewApp:
-    """A new app's credentials from the admin answer; :class:`KmsError` if they are missing."""
-    try:
-        return NewApp(
-            str(doc["app_id"]),
-            str(doc["api_key"]),
-            str(doc["vault_token"]),
-            str(doc.get("credential_id") or ""),
-        )
-    except KeyError as exc:
-        raise KmsError("the KMS answered with malformed app credentials") from exc
-
-
-def _fields(doc: object, names: tuple[str, ...], what: str) -> list[str]:
-    if not isinstance(doc, Mapping):
-        raise KmsError(f"the KMS answered with a malformed {what}")
-    try:
-        return [str(doc[name]) for name in names]
-    except KeyError as exc:
-        raise KmsError(f"the KMS answered with a malformed {what}") from exc
-
-
-def new_credential(doc: object) -> NewCredential:
-    """A new credential from its answer; :class:`KmsError` if it is malformed."""
-    names = ("app_id", "credential_id", "role", "label", "created", "api_key", "vault_token")
-    return NewCredential(*_fields(doc, names, "credential"))
-
-
-def credential_info(doc: object) -> CredentialInfo:
-    """A listed credential; :class:`KmsError` if it is malformed."""
-    credential_id, app_id, role, label, created = _fields(
-        doc, ("credential_id", "app_id", "role", "label", "created"), "credential"
-    )
-    assert isinstance(doc, Mapping)
-    revoked = doc.get("revoked")
-    return CredentialInfo(
-        credential_id, app_id, role, label, created, None if revoked is None else str(revoked)
-    )
-
-
-def app_info(doc: object) -> AppInfo:
-    """An app's record from an admin answer; :class:`KmsError` if it is malformed."""
-    app_id, name, created = _fields(doc, ("app_id", "name", "created"), "app record")
-    assert isinstance(doc, Mapping)
-    enabled = doc.get("enabled")
-    if not isinstance(enabled, bool):
-        raise KmsError("the KMS answered with a malformed app record")
-    return AppInfo(app_id, name, created, enabled)
-
-
-def simulated_platform(doc: object) -> SimulatedPlatform:
-    """A simulated-platform record from an admin answer; :class:`KmsError` if it is malformed."""
-    malformed = "the KMS answered with a malformed simulated-platform record"
-    if not isinstance(doc, Mapping):
-        raise KmsError(malformed)
-    try:
-        return SimulatedPlatform(str(doc["public_key"]), str(doc["label"]), str(doc["created"]))
-    except KeyError as exc:
-        raise KmsError(malformed) from exc

@@ -6,8 +6,9 @@ key); the string :func:`wrap_key` returns is stored in the file's key material a
 to :func:`unwrap_key` by readers. Two forms, chosen by what can unwrap them later:
 
 ``vault:vN:BASE64`` (a KMS server, no TEE)
-    Transit encrypt of the KEK (:mod:`._pme_transit`): what a Vault-Transit ``KmsClient``
-    stores, so pyarrow or parquet-java readers with a Transit client read the files.
+    Transit encrypt of the KEK (:meth:`~cipherspark.kms.remote.RemoteKms.transit_encrypt`, by
+    the process's one client of that KMS): what a Vault-Transit ``KmsClient`` stores, so pyarrow
+    or parquet-java readers with a Transit client read the files.
 
 ``cspk1:WRAPPED:SEALED`` (the embedded ``file://`` keystore, and attested release)
     An envelope through cipherspark's own key interface: a fresh data key from the KMS
@@ -28,57 +29,35 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import threading
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from cipherspark.errors import (
-    CredentialsError,
-    FormatError,
-    IntegrityError,
-    KmsUnavailableError,
-)
-from cipherspark.kms import Credentials, validate_key_name
-from cipherspark.settings import ENV_TEE, executor_config, worker_credentials
+from cipherspark.errors import FormatError, IntegrityError, KmsUnavailableError
+from cipherspark.kms import validate_key_name
+from cipherspark.kms.remote import TRANSIT_PREFIX, RemoteKms
+from cipherspark.settings import ENV_TEE, executor_config
 from cipherspark.spark._executor import executor_data_key, executor_kms
-from cipherspark.spark._pme_transit import TransitClient
 
 __all__ = ["ENVELOPE_PREFIX", "TRANSIT_PREFIX", "unwrap_key", "wrap_key"]
 
 ENVELOPE_PREFIX = "cspk1:"
-TRANSIT_PREFIX = "vault:v"
 _AAD = b"cipherspark/pme/kek/v1\x00"
 _NONCE = 12
-
-_lock = threading.Lock()
-_transit: dict[str, TransitClient] = {}
 
 
 def _is_server(url: str) -> bool:
     return url.startswith(("https://", "http://"))
 
 
-def _transit_client(url: str) -> TransitClient:
-    with _lock:
-        client = _transit.get(url)
-    if client is None:
-        config = executor_config()
-        found = worker_credentials(config)
-        if found is None:
-            raise CredentialsError(
-                "the KMS server needs an APP ID and API KEY "
-                "(CIPHERSPARK_APP_ID / CIPHERSPARK_API_KEY or their _FILE variants)"
-            )
-        client = TransitClient(
-            url,
-            Credentials(*found),
-            ca_file=config.kms_ca,
-            unsafe_plaintext=config.unsafe_plaintext_kms,
-        )
-        with _lock:
-            _transit[url] = client
-    return client
+def _transit(url: str) -> RemoteKms:
+    """The process's client of the KMS server at ``url`` (the one the CSV source's workers
+    use too: same credentials, CA, connection pool)."""
+    kms = executor_kms(url)
+    if not isinstance(kms, RemoteKms):
+        # open_kms picks RemoteKms for every http(s) URL: this would be a new backend.
+        raise KmsUnavailableError(f"the KMS at {url} offers no Vault Transit API")
+    return kms
 
 
 def _aad(master_key: str) -> bytes:
@@ -90,7 +69,7 @@ def wrap_key(url: str, master_key: str, kek: bytes) -> str:
     validate_key_name(master_key)
     tee = executor_config().tee
     if _is_server(url) and tee is None:
-        return _transit_client(url).encrypt(master_key, kek)
+        return _transit(url).transit_encrypt(master_key, kek)
     kms = executor_kms(url)
     if tee is not None:
         wrapped = kms.generate_wrapped_data_key(master_key)
@@ -119,7 +98,7 @@ def unwrap_key(url: str, master_key: str, wrapped_kek: str) -> bytes:
                 f"this Parquet file's key under {master_key!r} is wrapped by Vault Transit: "
                 f"it needs the KMS server that wrapped it, not {url}"
             )
-        return _transit_client(url).decrypt(master_key, wrapped_kek)
+        return _transit(url).transit_decrypt(master_key, wrapped_kek)
     if not wrapped_kek.startswith(ENVELOPE_PREFIX):
         raise FormatError(
             f"this Parquet file's key under {master_key!r} was not wrapped by cipherspark or "
