@@ -20,6 +20,7 @@ of them into one line on stderr and a non-zero exit code; it never shows a trace
     │   ├── PermissionDeniedError   not permitted to this credential (HTTP 403)
     │   ├── KeyStateError       the key is disabled, pending deletion, or the version is retired
     │   ├── RateLimitedError    the KMS throttles logins after too many failures (HTTP 429)
+    │   ├── StoreChangedError   the KMS server's database or audit log was edited outside it
     │   └── KmsUnavailableError the KMS cannot be reached or is not supported here
     │       ├── KmsTlsError     the server's TLS certificate does not match the pinned CA
     │       └── KmsServerError  the KMS server failed (HTTP 5xx)
@@ -66,6 +67,7 @@ __all__ = [
     "PermissionDeniedError",
     "PolicyDeniedError",
     "RateLimitedError",
+    "StoreChangedError",
     "UsageError",
     "VerificationError",
 ]
@@ -150,6 +152,12 @@ class RateLimitedError(KmsError):
         # Python workers), like AttestationError's reason.
         message = str(self.args[0]) if self.args else ""
         return type(self), (message, self.retry_after), dict(self.__dict__)
+
+
+class StoreChangedError(KmsError):
+    """The KMS server's sealed store does not verify: a row fails its seal, the store seal does
+    not match its rows, or the database and the audit log disagree (edited, mixed or rolled
+    back outside the server). The server refuses to start, a restore is refused."""
 
 
 class KmsUnavailableError(KmsError):

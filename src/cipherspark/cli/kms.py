@@ -432,11 +432,18 @@ def backup(
     data: DataDirOpt,
     out: Annotated[Path, typer.Argument(help="File to write the database copy to.")],
 ) -> None:
-    """Write a consistent copy of the database (safe while serving; the root key is separate)."""
+    """Write a consistent copy of the database (safe while serving; the root key is separate).
+
+    The file is new (refused if it exists) and mode 0600 from the start; the backup is audited.
+    """
     from cipherspark.kms.server import backup_data_dir
 
-    backup_data_dir(data, out)
+    report = backup_data_dir(data, out)
     _out.print(f"backed up the KMS database to {out}; back up {data}/root.key separately")
+    _out.print(
+        f"{report.digest}, store sealed at audit seq {report.audit_seq}, mac {report.audit_mac} "
+        "(keep these off this machine: a whole-state rollback is only detected against them)"
+    )
 
 
 @app.command("restore")

@@ -41,6 +41,17 @@ def cli(*args: str, env: dict[str, str] | None = None,
     return result
 
 
+def legacy_sealed(root: bytes, name: str, version: int, primary: bytes) -> bytes:
+    """A primary-key version sealed as builds before sealed stores did (the app id not in the
+    associated data): what a data directory being upgraded holds."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    nonce = os.urandom(12)
+    aad = (b"cipherspark/kms-server/v1/primary-key\x00" + name.encode() + b"\x00"
+           + version.to_bytes(4, "big"))
+    return nonce + AESGCM(root).encrypt(nonce, primary, aad)
+
+
 def unique(prefix: str) -> str:
     """A key name no other test in the session uses."""
     return f"{prefix}-{uuid.uuid4().hex[:8]}"

@@ -105,9 +105,9 @@ def test_no_key_material_or_api_keys_in_logs(setup: KmsSetup) -> None:
     sealed = []
     db = sqlite3.connect(f"file:{setup.server.data / 'kms.db'}?mode=ro", uri=True)
     try:
-        for key_name, version, blob in db.execute(
-                "SELECT key_name, version, sealed FROM key_versions"):
-            sealed.append(keyring.unseal_primary(root, key_name, version, bytes(blob)))
+        for app_id, key_name, version, blob in db.execute(
+                "SELECT app_id, key_name, version, sealed FROM key_versions"):
+            sealed.append(keyring.unseal_primary(root, app_id, key_name, version, bytes(blob)))
         db_bytes = b"".join(bytes(r[0]) for r in db.execute("SELECT key_hash FROM credentials"))
     finally:
         db.close()

@@ -65,7 +65,12 @@ def test_restore_brings_back_the_backed_up_state(tmp_path: Path) -> None:
     report = verify_audit(data)
     lines = (data / "audit.log").read_text().splitlines()
     assert report.entries == len(lines)
-    assert any(json.loads(line)["op"] == "kms.restore" for line in lines)
+    ops = [json.loads(line) for line in lines]
+    (backed,) = [e for e in ops if e["op"] == "backup"]
+    (restored,) = [e for e in ops if e["op"] == "restore"]
+    # Both name the file's digest and the store-seal head the backup carried, never a secret.
+    assert backed["detail"]["destination_digest"] == restored["detail"]["source_digest"]
+    assert backed["detail"]["store_seq"] == restored["detail"]["store_seq"]
 
 
 def test_restore_refuses_bad_backups(tmp_path: Path) -> None:
@@ -91,3 +96,74 @@ def test_restore_refuses_bad_backups(tmp_path: Path) -> None:
         restore_data_dir(first, empty)
     with pytest.raises(KmsError, match="does not exist"):
         restore_data_dir(first, tmp_path / "missing.db")
+
+
+def test_a_backup_is_a_new_file_mode_0600_from_its_creation(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import stat
+
+    from cipherspark.kms.server import datadir
+
+    data = init_data_dir(tmp_path / "d").data_dir
+    seen: list[tuple[Path, int, int]] = []
+    copy = datadir._copy_database
+
+    def observed(source: Path, destination: Path, *, read_only: bool) -> None:
+        # The file as it is before a byte of the database is in it.
+        st = os.lstat(destination)
+        seen.append((destination, stat.S_IMODE(st.st_mode), st.st_size))
+        copy(source, destination, read_only=read_only)
+
+    monkeypatch.setattr(datadir, "_copy_database", observed)
+    umask = os.umask(0)  # the mode must come from the creation itself, not from the umask
+    try:
+        report = backup_data_dir(data, tmp_path / "kms.backup")
+    finally:
+        os.umask(umask)
+    assert seen == [(tmp_path / "kms.backup", 0o600, 0)]
+    assert stat.S_IMODE((tmp_path / "kms.backup").stat().st_mode) == 0o600
+    assert report.digest.startswith("sha256:") and report.audit_seq >= 1
+    # Never written into a file that exists, nor through a link to someone else's file.
+    existing = tmp_path / "exists.db"
+    existing.write_bytes(b"theirs")
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"theirs")
+    (tmp_path / "link.db").symlink_to(victim)
+    for target in (existing, tmp_path / "link.db"):
+        with pytest.raises(KmsError, match="exists already"):
+            backup_data_dir(data, target)
+    assert existing.read_bytes() == victim.read_bytes() == b"theirs"
+    assert len(seen) == 1
+    lines = [json.loads(x) for x in (data / "audit.log").read_text().splitlines()]
+    assert [e["op"] for e in lines].count("backup") == 1
+    assert lines[-1]["detail"] == {"destination_digest": report.digest,
+                                   "store_seq": str(report.audit_seq),
+                                   "store_mac": report.audit_mac}
+
+
+def test_a_lost_data_directory_is_rebuilt_from_a_backup_and_its_root_key(tmp_path: Path) -> None:
+    import shutil
+
+    data = init_data_dir(tmp_path / "d").data_dir
+    with open_service(data) as opened:
+        creds = opened.service.create_app("x", "-")
+        owner = opened.service.authenticate(creds.app_id, creds.api_key)
+        opened.service.create_key(owner, "k", "-")
+        _, data_key, wrapped = opened.service.generate_data_key(owner, "k", "-")
+    backup_data_dir(data, tmp_path / "kms.backup")
+    fresh = tmp_path / "fresh"
+    fresh.mkdir(mode=0o700)
+    shutil.copy(data / "root.key", fresh / "root.key")
+    assert restore_data_dir(fresh, tmp_path / "kms.backup") is None
+    with open_service(fresh) as opened:
+        owner = opened.service.authenticate(creds.app_id, creds.api_key)
+        assert opened.service.unwrap(owner, "k", wrapped, "-")[1] == data_key
+        opened.service.rotate(owner, "k", "-")
+    lines = [json.loads(x) for x in (fresh / "audit.log").read_text().splitlines()]
+    assert lines[0]["op"] == "restore" and lines[0]["detail"]["audit_log"] == "new"
+    assert [e["op"] for e in lines] == ["restore", "datakey.unwrap", "key.rotate"]
+    # A directory that has its database but lost its log is refused, as a truncated log is.
+    (fresh / "audit.log").unlink()
+    with pytest.raises(KmsError, match="the audit log ends at entry 0"):
+        open_service(fresh)

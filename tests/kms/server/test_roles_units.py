@@ -18,9 +18,12 @@ from cipherspark.errors import (
 from cipherspark.kms.server import init_data_dir, keyring, open_service
 from cipherspark.kms.server._schema import MIGRATIONS
 from cipherspark.kms.server._throttle import LoginThrottle, ThrottleLimit
+from cipherspark.kms.server.audit import AuditLog
 from cipherspark.kms.server.nonces import NonceStore
 from cipherspark.kms.server.permissions import PERMISSIONS, Access, Role, Rule, check
-from cipherspark.kms.server.storage import SqliteStorage
+from cipherspark.kms.server.sqlite import SqliteStorage
+
+from .conftest import legacy_sealed
 
 # -- the migration --------------------------------------------------------------------------------
 
@@ -31,7 +34,8 @@ def _pre_roles_database(data: Path) -> tuple[str, str, bytes, bytes]:
     key without. Answers (app id, API key, a wrapped data key of 'legacy', its plaintext)."""
     root = keyring.load_root_key(data / "root.key")
     (data / "kms.db").unlink()
-    for extra in ("kms.db-wal", "kms.db-shm"):
+    # The audit log goes too: that build's log never recorded a sealed store.
+    for extra in ("kms.db-wal", "kms.db-shm", "audit.log"):
         (data / extra).unlink(missing_ok=True)
     db = sqlite3.connect(data / "kms.db", isolation_level=None)
     db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
@@ -51,7 +55,7 @@ def _pre_roles_database(data: Path) -> tuple[str, str, bytes, bytes]:
         db.execute("INSERT INTO keys(name, app_id, created, current_version) "
                    "VALUES (?, 'app-00000000000000aa', '2030-01-01', 1)", (name,))
         db.execute("INSERT INTO key_versions VALUES (?, 1, ?, '2030-01-01')",
-                   (name, keyring.seal_primary(root, name, 1, primary)))
+                   (name, legacy_sealed(root, name, 1, primary)))
     db.execute("INSERT INTO key_policies VALUES ('legacy', '{}', '2030-01-01')")
     db.execute("INSERT INTO settings VALUES ('admin_token', x'00')")
     db.close()
@@ -93,7 +97,7 @@ def test_an_api_key_from_before_roles_becomes_its_apps_owner_credential(tmp_path
         assert db.execute("PRAGMA foreign_key_check").fetchall() == []
     finally:
         db.close()
-    assert columns == {"app_id", "name", "created", "enabled"}  # no hash left in apps
+    assert columns == {"app_id", "name", "created", "enabled", "seal"}  # no hash left in apps
 
 
 def test_legacy_lookup_scrypts_once_and_credential_ids_scope_to_their_app(
@@ -216,4 +220,7 @@ def test_an_operator_principal_may_only_touch_policies(tmp_path: Path) -> None:
         # An app that does not exist has no keys.
         with pytest.raises(KeyNotFoundError):
             service.set_policy(Principal.operator("app-0000000000000000"), "k", policy, "-")
-    SqliteStorage(data / "kms.db").close()
+    root = keyring.load_root_key(data / "root.key")
+    audit = AuditLog(data / "audit.log", root)
+    SqliteStorage(data / "kms.db", root, audit).close()
+    audit.close()

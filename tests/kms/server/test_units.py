@@ -10,15 +10,27 @@ import pytest
 
 from cipherspark.errors import IntegrityError, KeyNotFoundError, KmsError, UsageError
 from cipherspark.kms.server import init_data_dir, keyring, open_service, plan_server
+from cipherspark.kms.server.audit import AuditLog
 from cipherspark.kms.server.service import KeyService
-from cipherspark.kms.server.storage import MIGRATIONS, SimulatedPlatformRecord, SqliteStorage
+from cipherspark.kms.server.sqlite import SqliteStorage
+from cipherspark.kms.server.storage import MIGRATIONS, SimulatedPlatformRecord
+
+from .conftest import legacy_sealed
+
+ROOT = bytes(range(32))
+
+
+def sqlite_storage(path: Path) -> SqliteStorage:
+    """The storage of ``path`` under a fixed root key, its audit log beside it (left open: the
+    test process ends soon)."""
+    return SqliteStorage(path, ROOT, AuditLog(path.parent / "audit.log", ROOT))
 
 
 def test_migrations_are_recorded_and_idempotent(tmp_path: Path) -> None:
-    store = SqliteStorage(tmp_path / "kms.db")
+    store = sqlite_storage(tmp_path / "kms.db")
     assert store.schema_version == MIGRATIONS[-1][0]
     store.close()
-    again = SqliteStorage(tmp_path / "kms.db")
+    again = sqlite_storage(tmp_path / "kms.db")
     assert again.schema_version == MIGRATIONS[-1][0]
     assert again.integrity_check() == "ok"
     again.close()
@@ -28,7 +40,7 @@ def test_migrations_are_recorded_and_idempotent(tmp_path: Path) -> None:
     db.commit()
     db.close()
     with pytest.raises(KmsError, match="newer than this build"):
-        SqliteStorage(tmp_path / "kms.db")
+        sqlite_storage(tmp_path / "kms.db")
 
 
 def test_a_version_2_database_upgrades_and_keeps_its_data(tmp_path: Path) -> None:
@@ -46,15 +58,20 @@ def test_a_version_2_database_upgrades_and_keeps_its_data(tmp_path: Path) -> Non
     db.execute("INSERT INTO apps VALUES ('app-1', 'a', x'00', x'01', '2030-01-01')")
     db.execute("INSERT INTO keys(name, app_id, created, current_version) "
                "VALUES ('k', 'app-1', '2030-01-01', 1)")
-    db.execute("INSERT INTO key_versions VALUES ('k', 1, x'02', '2030-01-01')")
+    primary = bytes(32)
+    db.execute("INSERT INTO key_versions VALUES ('k', 1, ?, '2030-01-01')",
+               (legacy_sealed(ROOT, "k", 1, primary),))
     db.execute("INSERT INTO key_policies VALUES ('k', '{}', '2030-01-01')")
     db.close()
 
-    store = SqliteStorage(path)
+    store = sqlite_storage(path)
     try:
         assert store.schema_version == MIGRATIONS[-1][0]
         assert store.get_key("app-1", "k") is not None and store.get_policy("app-1", "k") == "{}"
-        assert store.get_version("app-1", "k", 1) == b"\x02"
+        # Re-sealed once with the app id bound; the primary key itself is unchanged.
+        sealed = store.get_version("app-1", "k", 1)
+        assert sealed is not None
+        assert keyring.unseal_primary(ROOT, "app-1", "k", 1, sealed) == primary
         assert store.list_simulated_platforms() == []
         record = SimulatedPlatformRecord("ab" * 32, "laptop", "2030-01-02T00:00:00+00:00")
         assert store.add_simulated_platform(record) == (record, True)
@@ -75,14 +92,20 @@ def test_a_version_2_database_upgrades_and_keeps_its_data(tmp_path: Path) -> Non
         store.close()
 
 
-def test_sealed_versions_are_bound_to_name_and_version() -> None:
+def test_sealed_versions_are_bound_to_app_name_and_version() -> None:
     root, primary = bytes(32), bytes(range(32))
-    sealed = keyring.seal_primary(root, "k", 1, primary)
-    assert keyring.unseal_primary(root, "k", 1, sealed) == primary
+    sealed = keyring.seal_primary(root, "app-a", "k", 1, primary)
+    assert keyring.unseal_primary(root, "app-a", "k", 1, sealed) == primary
+    for app, name, version in (("app-a", "k", 2), ("app-a", "other", 1), ("app-b", "k", 1),
+                               ("app-", "ak", 1)):
+        with pytest.raises(KmsError, match="does not unseal"):
+            keyring.unseal_primary(root, app, name, version, sealed)
+    # The form from before the app id was bound opens only through the one-time re-seal.
+    old = legacy_sealed(root, "k", 1, primary)
     with pytest.raises(KmsError, match="does not unseal"):
-        keyring.unseal_primary(root, "k", 2, sealed)
-    with pytest.raises(KmsError, match="does not unseal"):
-        keyring.unseal_primary(root, "other", 1, sealed)
+        keyring.unseal_primary(root, "app-a", "k", 1, old)
+    resealed = keyring.reseal_legacy_primary(root, "app-a", "k", 1, old)
+    assert keyring.unseal_primary(root, "app-a", "k", 1, resealed) == primary
     wrapped = keyring.wrap(primary, "k", 3, b"d" * 32)
     assert keyring.wrapped_version("k", wrapped) == 3
     with pytest.raises(IntegrityError):
@@ -145,7 +168,7 @@ def test_failed_writes_leave_no_rows_and_no_open_transaction(tmp_path: Path) -> 
     from cipherspark.kms.server.permissions import Role
     from cipherspark.kms.server.storage import AppRecord, CredentialRecord, KeyRecord
 
-    storage = SqliteStorage(tmp_path / "kms.db")
+    storage = sqlite_storage(tmp_path / "kms.db")
     try:
         for app in ("a", "b"):
             owner = CredentialRecord(f"cred-{app}", app, Role.OWNER, "", b"salt", b"hash",

@@ -9,7 +9,8 @@
   with :mod:`~cipherspark.kms.server.permissions` (roles, who may do what),
   :mod:`~cipherspark.kms.server.accounts` (apps, credentials, logins),
   :mod:`~cipherspark.kms.server.transit` and :mod:`~cipherspark.kms.server.release` (attested
-  release); :mod:`~cipherspark.kms.server.storage` holds the state;
+  release); :mod:`~cipherspark.kms.server.storage` holds the state
+  (:mod:`~cipherspark.kms.server.sqlite`: in SQLite, sealed under the root key);
 * :mod:`~cipherspark.kms.server.app` and :mod:`~cipherspark.kms.server.api`: the HTTP API;
 * :mod:`~cipherspark.kms.server.launch`: a server as a child process on 127.0.0.1.
 
@@ -23,6 +24,7 @@ from cipherspark.kms.server.datadir import (
     DATABASE,
     ROOT_KEY,
     SERVER_LOCK,
+    BackupReport,
     InitResult,
     OpenedService,
     backup_data_dir,
@@ -38,6 +40,7 @@ __all__ = [
     "DATABASE",
     "ROOT_KEY",
     "SERVER_LOCK",
+    "BackupReport",
     "InitResult",
     "OpenedService",
     "ServerPlan",

@@ -79,7 +79,19 @@ class ServiceCore:
 
     def _purge_if_due(self, record: KeyRecord) -> KeyRecord | None:
         if record.deletion_date is not None and record.deletion_date <= self._now():
-            self._storage.delete_key(record.app_id, record.name)
+            if self._storage.in_transaction:
+                # Inside a state-changing operation (a re-create): its entry covers this.
+                self._storage.delete_key(record.app_id, record.name)
+            else:
+                # A state change of its own, audited in its own transaction.
+                self._recorder.run(
+                    "key.purge",
+                    app=record.app_id,
+                    credential=None,
+                    key=record.name,
+                    request_id="purge",
+                    action=lambda out: self._storage.delete_key(record.app_id, record.name),
+                )
             with self._lock:
                 for cached in [k for k in self._primaries if k[:2] == (record.app_id, record.name)]:
                     del self._primaries[cached]
@@ -129,7 +141,7 @@ class ServiceCore:
         sealed = self._storage.get_version(record.app_id, record.name, version)
         if sealed is None:
             raise IntegrityError(f"primary key {record.name!r} has no version {version}")
-        primary = keyring.unseal_primary(self._root, record.name, version, sealed)
+        primary = keyring.unseal_primary(self._root, record.app_id, record.name, version, sealed)
         with self._lock:
             self._primaries[cache_key] = primary
         return primary

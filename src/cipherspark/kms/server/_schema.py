@@ -1,5 +1,5 @@
 """The KMS database's schema: numbered migrations (re-exported as ``storage.MIGRATIONS``), and
-the column lists and row decoders of the current schema that :mod:`.storage` reads with.
+the row decoders of the current schema (for the sealed selects of :mod:`._seal`).
 
 Each entry is applied once, in order, inside one transaction; never edit a released entry,
 append a new one instead.
@@ -11,20 +11,14 @@ from cipherspark.kms.server.permissions import Role
 from cipherspark.kms.server.records import (
     AppRecord,
     CredentialRecord,
-    KeyRecord,
     SimulatedPlatformRecord,
 )
 
 __all__ = [
-    "APP_COLUMNS",
-    "CREDENTIAL_COLUMNS",
-    "KEY_COLUMNS",
     "MIGRATIONS",
-    "PLATFORM_COLUMNS",
     "Row",
     "app_row",
     "credential_row",
-    "key_row",
     "platform_row",
 ]
 
@@ -156,21 +150,41 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "CREATE INDEX keys_due ON keys(deletion_date) WHERE deletion_date IS NOT NULL",
         ),
     ),
+    # Sealed store: every security-relevant row gets a seal (HMAC under a key derived from the root
+    # key); one store seal covers them all and the audit head; state-changing operations stage
+    # their audit entry in the outbox in the transaction of the change. The seals themselves
+    # are computed in Python at open (``_store.SealedDb``: it needs the root key), which also
+    # re-seals the primary-key versions with the app id in their associated data.
+    (
+        6,
+        (
+            *(
+                f"ALTER TABLE {table} ADD COLUMN seal BLOB"
+                for table in (
+                    "settings",
+                    "apps",
+                    "credentials",
+                    "keys",
+                    "key_versions",
+                    "key_policies",
+                    "simulated_platforms",
+                )
+            ),
+            """CREATE TABLE store_seal (
+               id INTEGER PRIMARY KEY CHECK (id = 1),
+               audit_seq INTEGER NOT NULL,
+               audit_mac TEXT NOT NULL,
+               mac BLOB NOT NULL)""",
+            """CREATE TABLE audit_outbox (
+               seq INTEGER PRIMARY KEY,
+               line BLOB NOT NULL)""",
+        ),
+    ),
 )
 
 
-# -- the current schema's rows, as records --------------------------------------------------------
+# -- the current schema's rows, as records (read with ``_seal.TABLES``' selects) ----------------
 
-APP_COLUMNS = "app_id, name, created, enabled"
-CREDENTIAL_COLUMNS = (
-    "credential_id, app_id, role, label, key_salt, key_hash, created, revoked, legacy"
-)
-KEY_COLUMNS = (
-    "k.name, k.app_id, k.created, k.current_version, k.min_decryption_version, k.enabled, "
-    "k.deletion_date, EXISTS (SELECT 1 FROM key_policies p "
-    "WHERE p.app_id = k.app_id AND p.key_name = k.name)"
-)
-PLATFORM_COLUMNS = "public_key, label, created"
 Row = tuple[object, ...]
 
 
@@ -189,19 +203,6 @@ def credential_row(row: Row) -> CredentialRecord:
         created=str(row[6]),
         revoked=None if row[7] is None else str(row[7]),
         legacy=bool(row[8]),
-    )
-
-
-def key_row(row: Row) -> KeyRecord:
-    return KeyRecord(
-        name=str(row[0]),
-        app_id=str(row[1]),
-        created=str(row[2]),
-        current_version=int(row[3]),  # type: ignore[call-overload]
-        min_decryption_version=int(row[4]),  # type: ignore[call-overload]
-        enabled=bool(row[5]),
-        deletion_date=None if row[6] is None else str(row[6]),
-        has_policy=bool(row[7]),
     )
 
 

@@ -1,11 +1,17 @@
 """The server's cryptography: the root key, sealing primary keys, wrapping data keys, secrets.
 
 * The **root key** (32 random bytes, file mode 0600, never in the database) seals each primary-key
-  version with AES-256-GCM; the key name and version are the associated data, so a sealed row
-  copied to another key or version does not open.
+  version with AES-256-GCM; the app id, key name and version are the associated data, so a sealed
+  row copied to another app, key or version does not open. (Rows sealed before the app id was
+  bound, whose associated data is the name and version only, are re-sealed once, with the root
+  key, when the database is first sealed: :func:`reseal_legacy_primary`.)
 * **Wrapped data keys** (what clients store) are ``0x02 || version(u32) || nonce || ct+tag``,
   AES-256-GCM under the primary key version with the key name and version bound as associated
-  data. Clients treat them as opaque.
+  data. Clients treat them as opaque. The app id is not in this associated data, and need not
+  be: two apps' keys of one name are different random primary keys, so app A's wrapped key does
+  not open under app B's key; only a copy of A's *sealed primary* into B's row could make it
+  open, and the app-bound seal above (and the row seals of :mod:`._seal`) refuse that. So the
+  wrapped keys already in users' datasets keep their format.
 * **Vault ciphertexts** are ``vault:vN:base64(nonce || ct+tag)`` under the same key versions with
   a different associated-data domain, so a Transit ciphertext is never accepted as a wrapped key.
 * **Secrets** (API keys, the admin token) are random and stored only as salted scrypt hashes,
@@ -40,6 +46,7 @@ __all__ = [
     "open_vault",
     "open_wrapped",
     "parse_vault_ciphertext",
+    "reseal_legacy_primary",
     "seal_primary",
     "unseal_primary",
     "vault_ciphertext",
@@ -53,7 +60,8 @@ _TAG = 16
 _WRAP_FORMAT = 2  # 1 is the embedded keystore's format; a server blob never passes for one.
 _WRAP_HEADER = struct.Struct(">BI")
 WRAPPED_KEY_BYTES = _WRAP_HEADER.size + _NONCE + KEY_BYTES + _TAG
-_AAD_SEAL = b"cipherspark/kms-server/v1/primary-key\x00"
+_AAD_SEAL_V1 = b"cipherspark/kms-server/v1/primary-key\x00"
+_AAD_SEAL = b"cipherspark/kms-server/v2/primary-key\x00"
 _AAD_WRAP = b"cipherspark/kms-server/v1/wrap\x00"
 _AAD_TRANSIT = b"cipherspark/kms-server/v1/transit\x00"
 _VAULT = re.compile(r"vault:v([1-9][0-9]{0,8}):([A-Za-z0-9+/=]+)")
@@ -93,23 +101,49 @@ def load_root_key(path: Path) -> bytes:
     return data
 
 
-def seal_primary(root: bytes, name: str, version: int, primary: bytes) -> bytes:
-    """Encrypt a primary-key version under the root key for storage."""
+def _seal_aad(app_id: str, name: str, version: int) -> bytes:
+    # Length-prefixed app id: no (app id, name) pair encodes like another.
+    app = app_id.encode()
+    return _AAD_SEAL + struct.pack(">I", len(app)) + app + _aad(b"", name, version)
+
+
+def seal_primary(root: bytes, app_id: str, name: str, version: int, primary: bytes) -> bytes:
+    """Encrypt app ``app_id``'s primary-key version under the root key for storage."""
     nonce = os.urandom(_NONCE)
-    return nonce + AESGCM(root).encrypt(nonce, primary, _aad(_AAD_SEAL, name, version))
+    return nonce + AESGCM(root).encrypt(nonce, primary, _seal_aad(app_id, name, version))
 
 
-def unseal_primary(root: bytes, name: str, version: int, sealed: bytes) -> bytes:
-    """Decrypt a stored primary-key version; :class:`KmsError` if the row was altered."""
+def unseal_primary(root: bytes, app_id: str, name: str, version: int, sealed: bytes) -> bytes:
+    """Decrypt a stored primary-key version; :class:`KmsError` if the row was altered or
+    belongs to another app, key or version."""
     try:
         return AESGCM(root).decrypt(
-            sealed[:_NONCE], sealed[_NONCE:], _aad(_AAD_SEAL, name, version)
+            sealed[:_NONCE], sealed[_NONCE:], _seal_aad(app_id, name, version)
         )
     except (InvalidTag, ValueError) as exc:
         raise KmsError(
             f"primary key {name!r} version {version} does not unseal: the database row was "
             "modified or the root key is not the one it was created with"
         ) from exc
+
+
+def reseal_legacy_primary(
+    root: bytes, app_id: str, name: str, version: int, sealed: bytes
+) -> bytes:
+    """Re-seal a version sealed before the app id was bound (name and version only) under the
+    current associated data. Only the database's one-time sealing step calls this: the old
+    form is never accepted when serving. The primary key itself is unchanged, so data keys
+    wrapped under it keep unwrapping."""
+    try:
+        primary = AESGCM(root).decrypt(
+            sealed[:_NONCE], sealed[_NONCE:], _aad(_AAD_SEAL_V1, name, version)
+        )
+    except (InvalidTag, ValueError) as exc:
+        raise KmsError(
+            f"primary key {name!r} version {version} does not unseal: the database row was "
+            "modified or the root key is not the one it was created with"
+        ) from exc
+    return seal_primary(root, app_id, name, version, primary)
 
 
 def wrap(primary: bytes, name: str, version: int, data_key: bytes) -> bytes:

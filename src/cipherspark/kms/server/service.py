@@ -90,7 +90,7 @@ class KeyService(TransitOperations, ReleaseOperations):
         nonces: NonceStore | None = None,
         throttle: LoginThrottle | None = None,
     ) -> None:
-        super().__init__(storage, root, Recorder(audit), clock)
+        super().__init__(storage, root, Recorder(audit, storage), clock)
         self._init_release(dcap, attestation_clock, nonces)
         #: Apps, credentials, the admin token and logins.
         self.accounts = Accounts(
@@ -194,7 +194,9 @@ class KeyService(TransitOperations, ReleaseOperations):
             if existing is not None:
                 self._purge_if_due(existing)
             record = KeyRecord(name, who.app_id, self._now(), 1, 1, True, None)
-            sealed = keyring.seal_primary(self._root, name, 1, os.urandom(keyring.KEY_BYTES))
+            sealed = keyring.seal_primary(
+                self._root, who.app_id, name, 1, os.urandom(keyring.KEY_BYTES)
+            )
             self._storage.create_key(record, sealed)
             out.version = 1
             return self._view(record)
@@ -275,7 +277,9 @@ class KeyService(TransitOperations, ReleaseOperations):
         def run(out: Outcome) -> KeyView:
             record = self._key(who, name, Access.MANAGE, out)
             version = record.current_version + 1
-            sealed = keyring.seal_primary(self._root, name, version, os.urandom(keyring.KEY_BYTES))
+            sealed = keyring.seal_primary(
+                self._root, who.app_id, name, version, os.urandom(keyring.KEY_BYTES)
+            )
             self._storage.add_version(who.app_id, name, version, sealed, self._now())
             out.version = version
             return self._changed(who, name)
