@@ -59,8 +59,11 @@ def flip_byte(path: Path, offset: int) -> None:
 
 # -- round trips -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("name", "size"), [("data.bin", 50_000), ("people.csv", 12_345),
-                                            ("one.bin", 1), ("exact.bin", SEGMENT - 56)])
+
+@pytest.mark.parametrize(
+    ("name", "size"),
+    [("data.bin", 50_000), ("people.csv", 12_345), ("one.bin", 1), ("exact.bin", SEGMENT - 56)],
+)
 def test_file_round_trip(tmp_path: Path, kms: LocalKms, name: str, size: int) -> None:
     src = tmp_path / name
     plaintext = random_bytes(size, seed=size)
@@ -136,12 +139,17 @@ def test_each_file_gets_its_own_data_key(tmp_path: Path, kms: LocalKms) -> None:
 
 # -- folders of CSV parts --------------------------------------------------------------------------
 
+
 def make_csv_parts(folder: Path) -> tuple[str, list[bytes]]:
     """A Spark-like output folder: CSV parts with a header each, plus files readers must skip."""
     folder.mkdir()
     header = "id,name,age"
-    parts = [csv_part(header, 0, 400), csv_part(header, 400, 0), csv_part(header, 400, 1),
-             csv_part(header, 401, 1500)]
+    parts = [
+        csv_part(header, 0, 400),
+        csv_part(header, 400, 0),
+        csv_part(header, 400, 1),
+        csv_part(header, 401, 1500),
+    ]
     for number, data in enumerate(parts):
         (folder / f"part-{number:05d}-abc.csv").write_bytes(data)
     (folder / "_SUCCESS").write_bytes(b"")
@@ -190,9 +198,11 @@ def test_csv_header_only_dropped_for_csv_parts(tmp_path: Path, kms: LocalKms) ->
     enc = tmp_path / "enc"
     enc.mkdir()
     data_key = kms.generate_data_key(TEST_KEY)
-    contents = [(CONTENT_TYPE_CSV_HEADER, b"h1,h2\n1,2\n"),
-                (CONTENT_TYPE_CSV_HEADER, b"h1,h2\n3,4\n"),
-                ("text/csv; header=absent", b"5,6\n")]
+    contents = [
+        (CONTENT_TYPE_CSV_HEADER, b"h1,h2\n1,2\n"),
+        (CONTENT_TYPE_CSV_HEADER, b"h1,h2\n3,4\n"),
+        ("text/csv; header=absent", b"5,6\n"),
+    ]
     for number, (content_type, data) in enumerate(contents):
         header = ContainerHeader(TEST_KEY, data_key.wrapped, 64, content_type)
         buf = io.BytesIO()
@@ -201,14 +211,18 @@ def test_csv_header_only_dropped_for_csv_parts(tmp_path: Path, kms: LocalKms) ->
         writer.close()
         (enc / f"part-{number}.cspk").write_bytes(buf.getvalue())
     parts = sorted(enc.iterdir())
-    write_manifest(enc, Manifest(tuple(describe_part(p, 0) for p in parts),
-                                 DatasetIdentity.new(TEST_KEY)),
-                   ContainerHeader(TEST_KEY, data_key.wrapped, 64), data_key.plaintext)
+    write_manifest(
+        enc,
+        Manifest(tuple(describe_part(p, 0) for p in parts), DatasetIdentity.new(TEST_KEY)),
+        ContainerHeader(TEST_KEY, data_key.wrapped, 64),
+        data_key.plaintext,
+    )
     decrypt_path(enc, tmp_path / "out.csv", kms)
     assert (tmp_path / "out.csv").read_bytes() == b"h1,h2\n1,2\n3,4\n5,6\n"
 
 
 # -- failures leave nothing behind -----------------------------------------------------------------
+
 
 def test_failure_in_a_late_segment_leaves_no_output(tmp_path: Path, kms: LocalKms) -> None:
     src = tmp_path / "data.bin"
@@ -282,6 +296,7 @@ def test_edited_wrapped_key_is_rejected(tmp_path: Path, kms: LocalKms) -> None:
 
 # -- existing outputs and bad inputs ---------------------------------------------------------------
 
+
 def test_existing_output_is_not_overwritten(tmp_path: Path, kms: LocalKms) -> None:
     src = tmp_path / "data.bin"
     src.write_bytes(b"new data" * 100)
@@ -290,7 +305,13 @@ def test_existing_output_is_not_overwritten(tmp_path: Path, kms: LocalKms) -> No
     with pytest.raises(OutputExistsError):
         encrypt_path(src, enc, kms, TEST_KEY, segment_size=SEGMENT)
     assert enc.read_bytes() == b"keep me"
+    # Not a container: not ours to replace, even with overwrite.
+    with pytest.raises(OutputExistsError, match="not a cipherspark container"):
+        encrypt_path(src, enc, kms, TEST_KEY, segment_size=SEGMENT, overwrite=True)
+    assert enc.read_bytes() == b"keep me"
 
+    enc.unlink()
+    encrypt_path(src, enc, kms, TEST_KEY, segment_size=SEGMENT)
     encrypt_path(src, enc, kms, TEST_KEY, segment_size=SEGMENT, overwrite=True)
     assert is_container(enc)
 
@@ -355,6 +376,7 @@ def test_plaintext_input_is_not_encrypted(tmp_path: Path, kms: LocalKms) -> None
 
 # -- confidentiality -------------------------------------------------------------------------------
 
+
 def test_ciphertext_contains_no_plaintext_words(tmp_path: Path, kms: LocalKms) -> None:
     rng = random.Random(42)
     words = ["".join(rng.choices(string.ascii_letters, k=24)) for _ in range(200)]
@@ -407,12 +429,12 @@ def test_encrypted_folder_manifest_counts_records(tmp_path: Path, kms: LocalKms)
     encrypt_path(tmp_path / "plain", enc, kms, TEST_KEY, segment_size=SEGMENT)
     manifest = read_manifest(enc, lambda h: kms.unwrap_data_key(h.key_id, h.wrapped_key))
     assert manifest is not None
-    expected = [len([ln for ln in p.splitlines() if ln.strip()]) - (1 if p else 0)
-                for p in parts]
+    expected = [len([ln for ln in p.splitlines() if ln.strip()]) - (1 if p else 0) for p in parts]
     assert [e.rows for e in manifest.parts] == [max(0, n) for n in expected]
 
 
 # -- storage that lies: verify where you decrypt, dataset identity ---------------------------------
+
 
 def _two_runs(tmp_path: Path, kms: LocalKms, key: str = TEST_KEY) -> tuple[Path, Path]:
     """A victim dataset and an attacker's: same owner, same KMS key, same part names and sizes,
@@ -494,8 +516,9 @@ def test_single_file_is_checked_and_decrypted_from_one_descriptor(
     kms.create_key("other-key")
     for name, key in (("mine", TEST_KEY), ("theirs", "other-key")):
         (tmp_path / f"{name}.csv").write_bytes(csv_part("id,name,age", 0, 500))
-        encrypt_path(tmp_path / f"{name}.csv", tmp_path / f"{name}.cspk", kms, key,
-                     segment_size=SEGMENT)
+        encrypt_path(
+            tmp_path / f"{name}.csv", tmp_path / f"{name}.cspk", kms, key, segment_size=SEGMENT
+        )
     theirs = (tmp_path / "theirs.cspk").read_bytes()
 
     class SwapAfterOpen(ContainerFile):
@@ -513,8 +536,9 @@ def test_single_file_is_checked_and_decrypted_from_one_descriptor(
     assert not (tmp_path / "out2.csv").exists()
 
 
-def test_fifo_or_folder_where_a_file_should_be_is_an_input_error(tmp_path: Path,
-                                                                 kms: LocalKms) -> None:
+def test_fifo_or_folder_where_a_file_should_be_is_an_input_error(
+    tmp_path: Path, kms: LocalKms
+) -> None:
     """Opened without blocking and refused unless a regular file (a FIFO would hang a reader)."""
     os.mkfifo(tmp_path / "fifo.cspk")
     with pytest.raises(InputError, match="not a regular file"):
@@ -536,8 +560,9 @@ def test_decrypt_pins_key_and_dataset(tmp_path: Path, kms: LocalKms) -> None:
     _, under_other = _two_runs(tmp_path / "other", kms, key="other-key")
     identity = decrypt_path(victim, tmp_path / "v.csv", kms).dataset
     assert identity is not None and identity.key_id == TEST_KEY and identity.generation == 1
-    result = decrypt_path(victim, tmp_path / "v2.csv", kms, key_id=TEST_KEY,
-                          dataset_id=identity.dataset_id)
+    result = decrypt_path(
+        victim, tmp_path / "v2.csv", kms, key_id=TEST_KEY, dataset_id=identity.dataset_id
+    )
     assert result.dataset == identity
 
     # The same folder path, now holding another complete dataset under the same key.
@@ -552,20 +577,25 @@ def test_decrypt_pins_key_and_dataset(tmp_path: Path, kms: LocalKms) -> None:
     shutil.copytree(under_other, victim)
     with pytest.raises(IntegrityError) as raised:
         decrypt_path(victim, tmp_path / "out.csv", kms, key_id=TEST_KEY)
-    assert str(raised.value) == (f"{victim}: the dataset is under key 'other-key', not "
-                                 "'test-key' (it may have been replaced by another dataset)")
+    assert str(raised.value) == (
+        f"{victim}: the dataset is under key 'other-key', not "
+        "'test-key' (it may have been replaced by another dataset)"
+    )
     assert not (tmp_path / "out.csv").exists()
     with pytest.raises(UsageError, match="single file"):
-        decrypt_path(victim / "part-0.csv.cspk", tmp_path / "out.csv", kms,
-                     dataset_id=identity.dataset_id)
+        decrypt_path(
+            victim / "part-0.csv.cspk", tmp_path / "out.csv", kms, dataset_id=identity.dataset_id
+        )
 
 
-def test_overwriting_a_dataset_keeps_its_id_and_counts_generations(tmp_path: Path,
-                                                                   kms: LocalKms) -> None:
+def test_overwriting_a_dataset_keeps_its_id_and_counts_generations(
+    tmp_path: Path, kms: LocalKms
+) -> None:
     make_csv_parts(tmp_path / "plain")
     first = encrypt_path(tmp_path / "plain", tmp_path / "enc", kms, TEST_KEY).dataset
-    again = encrypt_path(tmp_path / "plain", tmp_path / "enc", kms, TEST_KEY,
-                         overwrite=True).dataset
+    again = encrypt_path(
+        tmp_path / "plain", tmp_path / "enc", kms, TEST_KEY, overwrite=True
+    ).dataset
     other = encrypt_path(tmp_path / "plain", tmp_path / "other", kms, TEST_KEY).dataset
     assert first is not None and again is not None and other is not None
     assert (again.dataset_id, again.generation) == (first.dataset_id, 2)
@@ -578,9 +608,11 @@ def test_overwriting_a_dataset_keeps_its_id_and_counts_generations(tmp_path: Pat
 
 # -- the same, through the command line ----------------------------------------------------------
 
+
 @pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+def cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., tuple[int, str, str]]:
     """``cipherspark ...`` in an empty folder with the test credentials; returns (code, out,
     err) and checks that nothing printed shows a traceback."""
     from cipherspark.cli import main
@@ -634,7 +666,8 @@ def test_cli_decrypt_refuses_a_dataset_under_another_key(
     assert code == 1
     assert err.splitlines() == [
         "cipherspark: error: victim.enc: the dataset is under key 'other-key', not 'test-key' "
-        "(it may have been replaced by another dataset)"]
+        "(it may have been replaced by another dataset)"
+    ]
     assert not (tmp_path / "out.csv").exists()
 
 
@@ -653,19 +686,22 @@ def test_cli_decrypt_refuses_another_dataset_under_the_same_key(
     tmp_path: Path, cli: Callable[..., tuple[int, str, str]]
 ) -> None:
     ids = _cli_runs(tmp_path, cli)
-    code, out, _ = cli("decrypt", "victim.enc", "v.csv", "--dataset-id", ids["victim"],
-                       "--key", TEST_KEY)
+    code, out, _ = cli(
+        "decrypt", "victim.enc", "v.csv", "--dataset-id", ids["victim"], "--key", TEST_KEY
+    )
     assert code == 0
     assert f"dataset {ids['victim']} (generation 1) under key {TEST_KEY}" in out
     # The whole folder replaced by another complete dataset of the same owner and key.
     shutil.rmtree(tmp_path / "victim.enc")
     shutil.copytree(tmp_path / "attacker.enc", tmp_path / "victim.enc")
-    code, _, err = cli("decrypt", "victim.enc", "out.csv", "--dataset-id", ids["victim"],
-                       "--key", TEST_KEY)
+    code, _, err = cli(
+        "decrypt", "victim.enc", "out.csv", "--dataset-id", ids["victim"], "--key", TEST_KEY
+    )
     assert code == 1
     assert err.splitlines() == [
         f"cipherspark: error: victim.enc holds dataset {ids['attacker']}, not {ids['victim']} "
-        "(it may have been replaced by another dataset)"]
+        "(it may have been replaced by another dataset)"
+    ]
     assert not (tmp_path / "out.csv").exists()
     code, _, err = cli("decrypt", "victim.enc", "out.csv", "--dataset-id", "nope")
     assert code == 2 and "not a dataset id" in err

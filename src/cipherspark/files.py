@@ -1,7 +1,10 @@
 """Encrypt and decrypt files and Spark output directories, in constant memory.
 
 Outputs are written under a temporary name and renamed only once every byte has been written
-and, for decryption, authenticated: a failure leaves nothing behind.
+and, for decryption, authenticated: a failure leaves nothing behind. Decrypted plaintext is
+created 0600, containers 0644 (less the umask); ``overwrite`` replaces only a dataset folder or a
+container (and, for decryption, a regular file), never any other folder, and no output is
+written through a symbolic link (:mod:`cipherspark._atomic`).
 
 Decryption reads every input from one open descriptor per file: the size, the header that is
 checked (against the dataset manifest's entry, and the key the caller pins) and every segment
@@ -50,6 +53,11 @@ __all__ = [
 
 Progress = Callable[[int], None]
 _CHUNK = 1 << 20
+# Containers are safe to share (storage is not trusted with anything else): the usual mode.
+_CIPHERTEXT_MODE = 0o644
+# Decrypted data is the owner's secret: 0600 from the moment the file exists, whatever the
+# umask, so no other local user can open it while it is being written or after.
+_PLAINTEXT_MODE = 0o600
 
 
 @dataclass(frozen=True)
@@ -192,7 +200,9 @@ def _encrypt_one(
     """Encrypt ``src`` to ``dst``; return plaintext bytes, ciphertext bytes and CSV records."""
     plain = records = 0
     carry = b""
-    with atomic_output(dst, overwrite=overwrite) as out:
+    with atomic_output(
+        dst, overwrite=overwrite, mode=_CIPHERTEXT_MODE, replaces="encrypted"
+    ) as out:
         writer = EncryptingWriter(out, header, data_key)
         for chunk in _read_chunks(src, progress):
             writer.write(chunk)
@@ -246,7 +256,7 @@ def decrypt_path(
     src_path, dst_path = Path(src), Path(dst)
     if not src_path.exists():
         raise InputError(f"{src_path} does not exist")
-    check_output(dst_path, overwrite)
+    check_output(dst_path, overwrite, replaces="plaintext")
     data_key_for = _unwrapper(kms)
     identity = None
     expected: list[ExpectedPart | None]
@@ -264,7 +274,9 @@ def decrypt_path(
     # True once a CSV part with a header has written bytes (hence its header line): later such
     # parts drop their first line. An empty part (no header line at all) does not count.
     csv_header_written = False
-    with atomic_output(dst_path, overwrite=overwrite) as out:
+    with atomic_output(
+        dst_path, overwrite=overwrite, mode=_PLAINTEXT_MODE, replaces="plaintext"
+    ) as out:
         for part, entry in zip(paths, expected, strict=True):
             try:
                 with ContainerFile(part, pinned, expected=entry) as container:

@@ -40,6 +40,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from cipherspark._atomic import create_file
 from cipherspark.errors import (
     CredentialsError,
     IntegrityError,
@@ -98,27 +99,16 @@ _sealing_lock = threading.Lock()
 
 
 def _write_private(path: Path, data: bytes, *, replace: bool = True) -> None:
-    """Write ``data`` to ``path`` with mode 0600, atomically (temp file + rename).
+    """Write ``data`` to a new 0600 file and rename it to ``path`` (:func:`create_file`: never
+    into an existing file, never through a link).
 
     With ``replace=False`` the file is published with link(2), which fails if ``path`` exists:
     two processes creating the same key cannot both succeed.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if replace:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError as exc:
-                raise KeyExistsError(f"{path.stem!r} exists already in {path.parent}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
+        create_file(path, data, replace=replace)
+    except FileExistsError as exc:
+        raise KeyExistsError(f"{path.stem!r} exists already in {path.parent}") from exc
 
 
 class LocalKms(KeyManagementService):

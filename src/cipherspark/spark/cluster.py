@@ -5,7 +5,9 @@ with ``bin/spark-class``, bound to 127.0.0.1, with the same security settings as
 session (:data:`cipherspark.spark.session.SECURE_CONF`). The shared authentication secret lives
 only in ``DIR/conf/spark-defaults.conf`` (mode 0600), which the daemons and the driver read as a
 properties file: it is never on a command line or in Spark's public conf. Workers hand it to
-executors through the environment, as Spark does.
+executors through the environment, as Spark does. The daemons' web UIs, which Spark 4 cannot
+turn off, answer only requests signed with a second key from that file (:func:`_ui_conf`); the
+REST submission server is off.
 
 The daemons get a minimal environment, not this process's (:func:`_daemon_env`): what the JVM
 and Python need to run, the Spark settings set here and, for workers, the ``CIPHERSPARK_*``
@@ -15,7 +17,7 @@ cloud credentials or any other secret of the shell that starts the cluster stay 
 
 Layout of the cluster folder::
 
-    DIR/conf/spark-defaults.conf   security settings and the secret (0600)
+    DIR/conf/spark-defaults.conf   security settings and the secrets (0600, created new)
     DIR/cluster.json               master URL and the PIDs this module started
     DIR/logs/                      master and worker logs
     DIR/work/worker-N/             worker work dirs (executor logs, Python files)
@@ -24,11 +26,14 @@ Layout of the cluster folder::
 
 from __future__ import annotations
 
+import base64
+import getpass
 import json
 import os
 import secrets
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -39,6 +44,7 @@ from pathlib import Path
 import pyspark
 
 from cipherspark import settings
+from cipherspark._atomic import create_file
 from cipherspark.errors import ClusterError, UsageError
 from cipherspark.spark.session import SECURE_CONF
 
@@ -127,15 +133,58 @@ def _free_port() -> int:
         return port
 
 
+def _private_dir(path: Path) -> None:
+    """Create ``path`` (0700), or accept it only if it is a real folder of this user that no
+    one else can write: whoever can write the folder could swap the secret file for theirs."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise ClusterError(
+            f"{path} must be a folder of this user that others cannot write (it holds the "
+            "cluster secret)"
+        )
+
+
 def _write_conf(directory: Path, conf: Mapping[str, str]) -> Path:
     path = properties_file(directory)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _private_dir(path.parent)
     lines = [f"{key} {value}" for key, value in sorted(conf.items())]
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write("# written by cipherspark cluster start; holds the cluster secret (0600)\n")
-        f.write("\n".join(lines) + "\n")
+    text = "# written by cipherspark cluster start; holds the cluster secret (0600)\n"
+    # A new 0600 file renamed into place: a conf file already there (perhaps readable by
+    # others, or hard-linked to a file they can read) is never written into.
+    create_file(path, (text + "\n".join(lines) + "\n").encode(), mode=0o600)
     return path
+
+
+def _ui_conf() -> dict[str, str]:
+    """Spark settings that close the standalone daemons' web UIs to anyone without the key.
+
+    Spark 4's Master and Worker always start their web UI (``spark.ui.enabled`` is the
+    application's UI only; there is no setting to turn theirs off), bound to SPARK_LOCAL_IP,
+    and on loopback any local user can reach it: the worker's pages serve executors' stderr.
+    Spark's own ``JWSFilter`` (no JVM class of ours) answers 403 to every request without an
+    ``Authorization: Bearer`` JWS signed (HS256) with a key that exists only in the 0600
+    properties file and that must carry an expiry. The filter applies to every page and to
+    the JSON API of the master, the workers and (if a driver opts in to ``ui=True``) the
+    application. Kill and decommission actions are off as well, and ACLs are on for the
+    owner: the filter names no user, so they add nothing today; they are there for a filter
+    that does.
+    """
+    jws = "org.apache.spark.ui.JWSFilter"
+    user = getpass.getuser()
+    return {
+        "spark.ui.filters": jws,
+        f"spark.{jws}.param.secretKey": base64.urlsafe_b64encode(secrets.token_bytes(32))
+        .rstrip(b"=")
+        .decode(),
+        f"spark.{jws}.param.requireExpiration": "true",
+        "spark.ui.killEnabled": "false",
+        "spark.master.ui.decommission.allow.mode": "DENY",
+        "spark.acls.enable": "true",
+        "spark.admin.acls": user,
+        "spark.ui.view.acls": user,
+        "spark.modify.acls": user,
+    }
 
 
 def _daemon_env(
@@ -231,6 +280,7 @@ def start_cluster(
     if secure:
         conf.update(SECURE_CONF)
         conf["spark.authenticate.secret"] = secrets.token_hex(32)
+        conf.update(_ui_conf())
     conf["spark.master.rest.enabled"] = "false"  # unauthenticated even with auth on
     conf["spark.worker.cleanup.enabled"] = "true"
     conf["spark.pyspark.python"] = sys.executable
@@ -291,15 +341,8 @@ def start_cluster(
         _terminate([(master_pid, _MASTER_CLASS)] + [(p, _WORKER_CLASS) for p in pids])
         raise
     cluster = Cluster(folder, master_url, master_pid, tuple(pids))
-    state.write_text(
-        json.dumps(
-            {
-                "master_url": master_url,
-                "master_pid": master_pid,
-                "worker_pids": pids,
-            }
-        )
-    )
+    record = {"master_url": master_url, "master_pid": master_pid, "worker_pids": pids}
+    create_file(state, json.dumps(record).encode(), mode=0o644)
     return cluster
 
 

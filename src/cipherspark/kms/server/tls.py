@@ -5,7 +5,7 @@ exchange with AES-GCM or ChaCha20-Poly1305, as Mozilla's "intermediate" configur
 (https://wiki.mozilla.org/Security/Server_Side_TLS). uvicorn's default cipher string
 (``TLSv1``) also let TLS 1.2 clients negotiate CBC suites (``ECDHE-ECDSA-AES128-SHA``, the
 Lucky13 family). TLS 1.3's suites are all AEAD and stay OpenSSL's defaults. The KMS client
-(:mod:`cipherspark.kms.remote`) offers the same list.
+(:mod:`cipherspark.kms._http`) offers the same list.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import ipaddress
-import os
 import ssl
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from cipherspark._atomic import create_file
 from cipherspark.errors import KmsError
 
 __all__ = [
@@ -135,8 +135,10 @@ def ensure_self_signed(tls_dir: Path, host: str) -> tuple[Path, Path, bool]:
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key_pem)
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    # Each file is created new (0600 for the key, from the moment it exists) and renamed into
+    # place: a key.pem left there by someone else, perhaps 0644 or hard-linked to a file they
+    # can read, is replaced as a name, never written into. The key goes first: a pair is
+    # complete only once the certificate exists, so an interrupted run is redone next time.
+    create_file(key_file, key_pem, mode=0o600)
+    create_file(cert_file, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
     return cert_file, key_file, True
