@@ -179,10 +179,15 @@ def main() -> None:
                 properties_file=cluster.properties,
                 app_name="cipherspark-bench",
                 credentials=credentials,
+                # The plaintext baseline is written with Spark's own CSV writer.
+                unsafe_plaintext_writes=True,
             )
         else:
             spark = secure_session(
-                master=master, app_name="cipherspark-bench", credentials=credentials
+                master=master,
+                app_name="cipherspark-bench",
+                credentials=credentials,
+                unsafe_plaintext_writes=True,
             )
         results = [
             _measure(spark, workdir, kms.url, rows, runs, partition_bytes, kms)

@@ -81,10 +81,10 @@ with open(sys.argv[2], "w") as out:
     json.dump(seen, out)
 '''
 
-MAKE = '''import sys
+MAKE = """import sys
 from pyspark.sql import SparkSession
 SparkSession.builder.getOrCreate().range(100).write.parquet(sys.argv[1])
-'''
+"""
 
 
 def canary() -> str:
@@ -100,11 +100,17 @@ class World:
     names: tuple[str, ...]
     env: dict[str, str]
 
-    def cli(self, *args: str,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "cipherspark", *args], cwd=self.root,
-                              env={**self.env, **(env or {})}, capture_output=True, text=True,
-                              timeout=900)
+    def cli(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cipherspark", *args],
+            cwd=self.root,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
 
 
 def arrow_props(url: str, *, encrypt: bool) -> object:
@@ -112,7 +118,8 @@ def arrow_props(url: str, *, encrypt: bool) -> object:
     config = pe.KmsConnectionConfig(kms_instance_url=url)
     if encrypt:
         return factory.file_encryption_properties(
-            config, pe.EncryptionConfiguration(footer_key=TEST_KEY, uniform_encryption=True))
+            config, pe.EncryptionConfiguration(footer_key=TEST_KEY, uniform_encryption=True)
+        )
     return factory.file_decryption_properties(config, pe.DecryptionConfiguration())
 
 
@@ -131,26 +138,41 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     kms.create_key(TEST_KEY)
     rng = random.Random(7)
     names = tuple("".join(rng.choices(string.ascii_lowercase, k=14)) for _ in range(400))
-    people = pa.table({"name": list(names), "age": [rng.randint(18, 60) for _ in names],
-                       "job_id": [rng.randint(1, 4) for _ in names]})
-    jobs = pa.table({"job_id": [1, 2, 3, 4],
-                     "job": ["Developer", "Engineer", "Researcher", "Zookeeper"]})
+    people = pa.table(
+        {
+            "name": list(names),
+            "age": [rng.randint(18, 60) for _ in names],
+            "job_id": [rng.randint(1, 4) for _ in names],
+        }
+    )
+    jobs = pa.table(
+        {"job_id": [1, 2, 3, 4], "job": ["Developer", "Engineer", "Researcher", "Zookeeper"]}
+    )
     for name, table in (("people", people), ("jobs", jobs)):
         (root / "plain" / name).mkdir(parents=True)
         pq.write_table(table, str(root / "plain" / name / "part-0.parquet"))
         # The encrypted copies, written by pyarrow's PME through cipherspark's key code.
         (root / "enc" / name).mkdir(parents=True)
-        pq.write_table(table, str(root / "enc" / name / "part-0.parquet"),
-                       encryption_properties=arrow_props(kms.url, encrypt=True))
+        pq.write_table(
+            table,
+            str(root / "enc" / name / "part-0.parquet"),
+            encryption_properties=arrow_props(kms.url, encrypt=True),
+        )
     (root / "report.py").write_text(REPORT)
     (root / "inspect_app.py").write_text(INSPECT)
     csv = root / "staff.csv"
-    csv.write_text("name,job\n" + "".join(f"{n},{['Dev', 'Ops'][i % 2]}\n"
-                                            for i, n in enumerate(names[:10])))
+    csv.write_text(
+        "name,job\n" + "".join(f"{n},{['Dev', 'Ops'][i % 2]}\n" for i, n in enumerate(names[:10]))
+    )
     encrypt_path(csv, root / "staff.csv.cspk", kms, TEST_KEY)
     csv.unlink()
-    env = {**os.environ, "CIPHERSPARK_KMS": kms.url, "CIPHERSPARK_APP_ID": TEST_CREDENTIALS.app_id,
-           "CIPHERSPARK_API_KEY": TEST_CREDENTIALS.api_key, "CIPHERSPARK_MASTER": "local[2]"}
+    env = {
+        **os.environ,
+        "CIPHERSPARK_KMS": kms.url,
+        "CIPHERSPARK_APP_ID": TEST_CREDENTIALS.app_id,
+        "CIPHERSPARK_API_KEY": TEST_CREDENTIALS.api_key,
+        "CIPHERSPARK_MASTER": "local[2]",
+    }
     env.pop("CIPHERSPARK_KEY", None)
     env.pop("CIPHERSPARK_TEE", None)
     return World(root, kms, names, env)
@@ -165,14 +187,19 @@ def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
 
 def test_an_unmodified_report_gives_plain_pysparks_answer_encrypted(world: World) -> None:
     root = world.root
-    result = world.cli("run", "--key", TEST_KEY, "report.py", "enc/people", "enc/jobs",
-                       "out/secure")
+    result = world.cli(
+        "run", "--key", TEST_KEY, "report.py", "enc/people", "enc/jobs", "out/secure"
+    )
     assert result.returncode == 0, result.stderr
     plain_env = {k: v for k, v in world.env.items() if not k.startswith("CIPHERSPARK_")}
-    plain = subprocess.run([sys.executable, "report.py", "plain/people", "plain/jobs",
-                            "out/plain"], cwd=root, env={**plain_env,
-                                                         "PYSPARK_PYTHON": sys.executable},
-                           capture_output=True, text=True, timeout=900)
+    plain = subprocess.run(
+        [sys.executable, "report.py", "plain/people", "plain/jobs", "out/plain"],
+        cwd=root,
+        env={**plain_env, "PYSPARK_PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert plain.returncode == 0, plain.stderr
     secure_parts = sorted((root / "out" / "secure").glob("*.parquet"))
     assert secure_parts
@@ -191,8 +218,18 @@ def test_an_unmodified_report_gives_plain_pysparks_answer_encrypted(world: World
 
 
 def test_what_the_application_sees(world: World) -> None:
-    result = world.cli("run", "--key", TEST_KEY, "--table", "staff=staff.csv.cspk",
-                       "inspect_app.py", "enc/people", "seen.json", "--key", "not-ours")
+    result = world.cli(
+        "run",
+        "--key",
+        TEST_KEY,
+        "--table",
+        "staff=staff.csv.cspk",
+        "inspect_app.py",
+        "enc/people",
+        "seen.json",
+        "--key",
+        "not-ours",
+    )
     assert result.returncode == 0, result.stderr
     seen = json.loads((world.root / "seen.json").read_text())
     # Everything after APP.py is the application's, our option names included.
@@ -216,8 +253,16 @@ def test_what_the_application_sees(world: World) -> None:
 def test_attested_release_with_the_simulated_tee(world: World) -> None:
     # The keystore's new keys allow this installation's simulated TEE (their stored policy).
     attested = {"CIPHERSPARK_TEE": "simulated"}
-    result = world.cli("run", "--key", TEST_KEY, "report.py", "enc/people", "enc/jobs",
-                       "out/attested", env=attested)
+    result = world.cli(
+        "run",
+        "--key",
+        TEST_KEY,
+        "report.py",
+        "enc/people",
+        "enc/jobs",
+        "out/attested",
+        env=attested,
+    )
     assert result.returncode == 0, result.stderr
     parts = sorted((world.root / "out" / "attested").glob("*.parquet"))
     assert parts and all(p.read_bytes()[-4:] == b"PARE" for p in parts)
@@ -233,8 +278,16 @@ def test_attested_release_with_the_simulated_tee(world: World) -> None:
     world.kms.set_policy(TEST_KEY, AttestationPolicy.from_dict(doc))
     (world.root / "make.py").write_text(MAKE)
     try:
-        result = world.cli("run", "--key", TEST_KEY, "report.py", "enc/people", "enc/jobs",
-                           "out/denied", env=attested)
+        result = world.cli(
+            "run",
+            "--key",
+            TEST_KEY,
+            "report.py",
+            "enc/people",
+            "enc/jobs",
+            "out/denied",
+            env=attested,
+        )
         # Writing alone needs the key too: the KEK's envelope key comes by attested release.
         made = world.cli("run", "--key", TEST_KEY, "make.py", "out/denied-write", env=attested)
     finally:
@@ -254,8 +307,9 @@ def test_a_tampered_parquet_input_is_one_line_and_nothing_is_written(world: Worl
     data = bytearray(part.read_bytes())
     data[len(data) // 2] ^= 0x01
     part.write_bytes(bytes(data))
-    result = world.cli("run", "--key", TEST_KEY, "report.py", "tampered", "enc/jobs",
-                       "out/from-tampered")
+    result = world.cli(
+        "run", "--key", TEST_KEY, "report.py", "tampered", "enc/jobs", "out/from-tampered"
+    )
     line = one_error_line(result)
     assert "part-0.parquet does not authenticate" in line, line
     assert not (world.root / "out" / "from-tampered").exists()
@@ -270,11 +324,16 @@ def test_a_parquet_input_under_a_key_the_caller_lacks(world: World, tmp_path: Pa
     factory = pe.CryptoFactory(CipherSparkArrowKms)
     config = pe.KmsConnectionConfig(kms_instance_url=other.url)
     props = factory.file_encryption_properties(
-        config, pe.EncryptionConfiguration(footer_key="elsewhere", uniform_encryption=True))
-    pq.write_table(pa.table({"name": ["x"], "age": [1], "job_id": [1]}),
-                   str(folder / "part-0.parquet"), encryption_properties=props)
-    result = world.cli("run", "--key", TEST_KEY, "report.py", "foreign", "enc/jobs",
-                       "out/from-foreign")
+        config, pe.EncryptionConfiguration(footer_key="elsewhere", uniform_encryption=True)
+    )
+    pq.write_table(
+        pa.table({"name": ["x"], "age": [1], "job_id": [1]}),
+        str(folder / "part-0.parquet"),
+        encryption_properties=props,
+    )
+    result = world.cli(
+        "run", "--key", TEST_KEY, "report.py", "foreign", "enc/jobs", "out/from-foreign"
+    )
     line = one_error_line(result)
     assert "no primary key named 'elsewhere'" in line, line
     assert not (world.root / "out" / "from-foreign").exists()
@@ -283,22 +342,63 @@ def test_a_parquet_input_under_a_key_the_caller_lacks(world: World, tmp_path: Pa
 def test_a_kms_that_is_down_is_one_line_before_spark_starts(world: World) -> None:
     from tests.kms.server.conftest import free_port
 
-    result = world.cli("run", "--key", TEST_KEY, "report.py", "enc/people", "enc/jobs",
-                       "out/no-kms", env={"CIPHERSPARK_KMS": f"https://127.0.0.1:{free_port()}"})
+    result = world.cli(
+        "run",
+        "--key",
+        TEST_KEY,
+        "report.py",
+        "enc/people",
+        "enc/jobs",
+        "out/no-kms",
+        env={"CIPHERSPARK_KMS": f"https://127.0.0.1:{free_port()}"},
+    )
     line = one_error_line(result)
     assert "cannot reach the KMS" in line, line
     assert not (world.root / "out" / "no-kms").exists()
     assert not (world.root / ".cipherspark" / "logs" / "none").exists()
 
 
+PLAINTEXT = """import sys
+from pyspark.sql import SparkSession
+spark = SparkSession.builder.getOrCreate()
+spark.read.parquet(sys.argv[1]).write.csv(sys.argv[2])
+spark.sql(f"INSERT OVERWRITE DIRECTORY '{sys.argv[2]}-sql' USING json SELECT 1 AS a")
+"""
+
+
+def test_plaintext_writes_of_an_application_only_with_the_opt_out(world: World) -> None:
+    (world.root / "plaintext_app.py").write_text(PLAINTEXT)
+    line = one_error_line(
+        world.cli("run", "--key", TEST_KEY, "plaintext_app.py", "enc/people", "out/plain-csv")
+    )
+    assert "refuses to write files of format CSV in plaintext" in line, line
+    assert not list((world.root / "out").glob("plain-csv*/*.csv"))
+    result = world.cli(
+        "run",
+        "--key",
+        TEST_KEY,
+        "--unsafe-plaintext-output",
+        "plaintext_app.py",
+        "enc/people",
+        "out/plain-csv",
+    )
+    assert result.returncode == 0, result.stderr
+    text = "".join(p.read_text() for p in (world.root / "out" / "plain-csv").glob("*.csv"))
+    assert sum(name in text for name in world.names) == len(world.names)
+    assert list((world.root / "out" / "plain-csv-sql").glob("*.json"))
+
+
 def test_usage_errors(world: World) -> None:
     assert "--unsafe-plaintext-parquet" in one_error_line(
-        world.cli("run", "report.py", "a", "b", "c"))
+        world.cli("run", "report.py", "a", "b", "c")
+    )
     assert "no primary key named 'absent'" in one_error_line(
-        world.cli("run", "--key", "absent", "report.py", "a", "b", "c"))
+        world.cli("run", "--key", "absent", "report.py", "a", "b", "c")
+    )
     assert "does not exist" in one_error_line(world.cli("run", "--key", TEST_KEY, "nope.py"))
     assert "NAME=PATH" in one_error_line(
-        world.cli("run", "--key", TEST_KEY, "--table", "bad", "report.py"))
+        world.cli("run", "--key", TEST_KEY, "--table", "bad", "report.py")
+    )
 
 
 def test_build_java_without_a_compiler_is_one_line(tmp_path: Path) -> None:
@@ -312,9 +412,13 @@ def test_build_java_without_a_compiler_is_one_line(tmp_path: Path) -> None:
     (checkout / "scripts").mkdir(parents=True)
     shutil.copy(Path(__file__).parents[1] / "scripts" / "build-java", checkout / "scripts")
     shutil.copytree(Path(__file__).parents[1] / "java", checkout / "java")
-    result = subprocess.run([str(checkout / "scripts" / "build-java")],
-                            env={"PATH": str(bin_dir)}, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [str(checkout / "scripts" / "build-java")],
+        env={"PATH": str(bin_dir)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "needs a Java compiler (javac" in lines[0], result.stderr

@@ -44,6 +44,9 @@ CAST_TEXT = (
         # No error class at all: the exception type only.
         (f"java.lang.RuntimeException: row {CANARY}", "RuntimeError: the message is withheld"),
     ],
+    # Fixed ids: the canary is random per process, and pytest-xdist's workers must collect the
+    # same test names.
+    ids=["cast", "unknown-class", "python-worker", "no-class"],
 )
 def test_spark_messages_never_reach_the_error(text: str, expected: str) -> None:
     error = spark_error(RuntimeError(text))

@@ -20,7 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from cipherspark.errors import IntegrityError, KeyNotFoundError, UsageError
 from cipherspark.kms import LocalKms
 from cipherspark.spark import secure_session
-from cipherspark.spark._pme_errors import parquet_errors
+from cipherspark.spark._errors import cipherspark_errors as parquet_errors
 from cipherspark.spark._pme_keys import unwrap_key, wrap_key
 from cipherspark.spark.pme import (
     ParquetEncryption,
@@ -86,8 +86,9 @@ def people(spark: SparkSession, names: list[str], rows: int = 200) -> DataFrame:
     return spark.createDataFrame(data, "id long, name string, ssn string")
 
 
-def test_every_parquet_write_is_encrypted(spark: SparkSession, pme: ParquetEncryption,
-                                          tmp_path: Path) -> None:
+def test_every_parquet_write_is_encrypted(
+    spark: SparkSession, pme: ParquetEncryption, tmp_path: Path
+) -> None:
     names = [canary() for _ in range(5)]
     df = people(spark, names)
     out = tmp_path / "out"
@@ -109,17 +110,18 @@ def test_every_parquet_write_is_encrypted(spark: SparkSession, pme: ParquetEncry
     assert sorted(back.collect()) == sorted(df.collect())
 
 
-def test_a_session_without_a_key_refuses_parquet_writes(spark: SparkSession,
-                                                        tmp_path: Path) -> None:
+def test_a_session_without_a_key_refuses_parquet_writes(
+    spark: SparkSession, tmp_path: Path
+) -> None:
     out = tmp_path / "refused"
     with pytest.raises(UsageError, match="no KMS for Parquet encryption"), parquet_errors():
         spark.range(10).write.parquet(str(out))
     assert not list(out.rglob("*.parquet"))
 
 
-def test_plaintext_parquet_only_through_the_named_opt_out(spark: SparkSession,
-                                                          pme: ParquetEncryption,
-                                                          tmp_path: Path) -> None:
+def test_plaintext_parquet_only_through_the_named_opt_out(
+    spark: SparkSession, pme: ParquetEncryption, tmp_path: Path
+) -> None:
     name = canary()
     df = people(spark, [name], rows=10)
     one = tmp_path / "one-write"
@@ -127,8 +129,7 @@ def test_plaintext_parquet_only_through_the_named_opt_out(spark: SparkSession,
     assert all(footer_magic(p) == (b"PAR1", b"PAR1") for p in parts(one))
     assert any(name.encode() in p.read_bytes() for p in parts(one))
     # The session-wide opt-out.
-    secure_session(master="local[2]", credentials=TEST_CREDENTIALS,
-                   unsafe_plaintext_parquet=True)
+    secure_session(master="local[2]", credentials=TEST_CREDENTIALS, unsafe_plaintext_parquet=True)
     whole = tmp_path / "session"
     df.write.parquet(str(whole))
     assert all(footer_magic(p) == (b"PAR1", b"PAR1") for p in parts(whole))
@@ -139,9 +140,9 @@ def test_plaintext_parquet_only_through_the_named_opt_out(spark: SparkSession,
         secure_session(master="local[2]", parquet=pme, unsafe_plaintext_parquet=True)
 
 
-def test_kms_calls_do_not_grow_with_files_and_row_groups(spark: SparkSession,
-                                                         pme: ParquetEncryption,
-                                                         tmp_path: Path) -> None:
+def test_kms_calls_do_not_grow_with_files_and_row_groups(
+    spark: SparkSession, pme: ParquetEncryption, tmp_path: Path
+) -> None:
     df = people(spark, [canary() for _ in range(50)], rows=20_000)
     shapes = {"small": (1, None), "large": (12, "4096")}
     wraps: dict[str, int] = {}
@@ -176,8 +177,9 @@ def test_column_keys_a_reader_without_one_reads_the_other_columns(
 ) -> None:
     kms.create_key("pii")
     ssn = canary()
-    df = spark.createDataFrame([(1, "ann", ssn), (2, "bob", ssn + "x")],
-                               "id long, name string, ssn string")
+    df = spark.createDataFrame(
+        [(1, "ann", ssn), (2, "bob", ssn + "x")], "id long, name string, ssn string"
+    )
     out = tmp_path / "columns"
     df.write.options(**column_key_options(TEST_KEY, {"pii": ["ssn"]})).parquet(str(out))
     for part in parts(out):
@@ -202,8 +204,9 @@ def test_column_keys_a_reader_without_one_reads_the_other_columns(
 
 
 @pytest.mark.parametrize("where", [0.1, 0.5, 0.97])
-def test_a_tampered_file_is_one_integrity_error(spark: SparkSession, pme: ParquetEncryption,
-                                                tmp_path: Path, where: float) -> None:
+def test_a_tampered_file_is_one_integrity_error(
+    spark: SparkSession, pme: ParquetEncryption, tmp_path: Path, where: float
+) -> None:
     out = tmp_path / "tampered"
     people(spark, [canary()], rows=500).coalesce(1).write.parquet(str(out))
     # Storage is the attacker's: it rewrites the file and Hadoop's checksum files alike.
@@ -214,20 +217,26 @@ def test_a_tampered_file_is_one_integrity_error(spark: SparkSession, pme: Parque
     data[int(len(data) * where)] ^= 0x01
     part.write_bytes(bytes(data))
     forget_keks(spark)
-    with pytest.raises(IntegrityError, match=rf"{part.name} does not authenticate"), \
-            parquet_errors():
+    with (
+        pytest.raises(IntegrityError, match=rf"{part.name} does not authenticate"),
+        parquet_errors(),
+    ):
         spark.read.parquet(str(out)).collect()
 
 
-def test_a_file_under_a_key_the_caller_lacks(spark: SparkSession, pme: ParquetEncryption,
-                                             tmp_path: Path, credentials) -> None:
+def test_a_file_under_a_key_the_caller_lacks(
+    spark: SparkSession, pme: ParquetEncryption, tmp_path: Path, credentials
+) -> None:
     out = tmp_path / "other"
     people(spark, [canary()], rows=10).write.parquet(str(out))
     # The same key name in another keystore is another key.
     other = LocalKms(tmp_path / "other-kms", credentials, create=True)
     other.create_key(TEST_KEY)
-    secure_session(master="local[2]", credentials=TEST_CREDENTIALS,
-                   parquet=ParquetEncryption(other.url, TEST_KEY))
+    secure_session(
+        master="local[2]",
+        credentials=TEST_CREDENTIALS,
+        parquet=ParquetEncryption(other.url, TEST_KEY),
+    )
     with pytest.raises(IntegrityError, match=TEST_KEY), parquet_errors():
         spark.read.parquet(str(out)).collect()
     other.close()
@@ -268,14 +277,18 @@ def test_pyarrow_reads_cipherspark_files_and_spark_reads_pyarrows(
     out = tmp_path / "spark"
     df.write.parquet(str(out))
     got = pa.concat_tables([arrow_file(p, pme).read() for p in parts(out)])
-    assert sorted(got.to_pylist(), key=lambda r: r["id"]) == [r.asDict() for r in
-                                                              sorted(df.collect())]
+    assert sorted(got.to_pylist(), key=lambda r: r["id"]) == [
+        r.asDict() for r in sorted(df.collect())
+    ]
 
     table = pa.table({"id": [1, 2, 3], "name": names, "ssn": [n + "!" for n in names]})
     config = pe.KmsConnectionConfig(kms_instance_url=pme.kms_url)
     props = arrow_factory().file_encryption_properties(
-        config, pe.EncryptionConfiguration(footer_key=TEST_KEY, uniform_encryption=True,
-                                           encryption_algorithm="AES_GCM_V1"))
+        config,
+        pe.EncryptionConfiguration(
+            footer_key=TEST_KEY, uniform_encryption=True, encryption_algorithm="AES_GCM_V1"
+        ),
+    )
     folder = tmp_path / "arrow"
     folder.mkdir()
     pq.write_table(table, str(folder / "part-0.parquet"), encryption_properties=props)
@@ -283,8 +296,9 @@ def test_pyarrow_reads_cipherspark_files_and_spark_reads_pyarrows(
     assert data[-4:] == b"PARE" and not any(n.encode() in data for n in names)
     forget_keks(spark)
     back = spark.read.parquet(str(folder)).orderBy("id").collect()
-    assert [tuple(r) for r in back] == list(zip([1, 2, 3], names, [n + "!" for n in names],
-                                                strict=True))
+    assert [tuple(r) for r in back] == list(
+        zip([1, 2, 3], names, [n + "!" for n in names], strict=True)
+    )
 
 
 def test_a_session_configured_for_parquet_needs_the_built_client(monkeypatch) -> None:
@@ -320,22 +334,27 @@ def test_the_parquet_settings() -> None:
     assert not plain["parquet.encryption.footer.key"]
     # One access token per KMS: Parquet's KEK caches must not mix two keystores' "main".
     other = parquet_properties(ParquetEncryption("file:///other", "main"))
-    assert other["parquet.encryption.key.access.token"] != uniform[
-        "parquet.encryption.key.access.token"]
+    assert (
+        other["parquet.encryption.key.access.token"]
+        != uniform["parquet.encryption.key.access.token"]
+    )
     conf = session_conf(None, jar=Path("/x/c.jar"), existing_jars="/y/a.jar")
     assert conf["spark.jars"] == "/y/a.jar,/x/c.jar"
     assert conf["spark.hadoop.parquet.encryption.kms.instance.url"] == NO_KMS
     assert session_conf(None, existing_jars="/y/a.jar")["spark.jars"] == "/y/a.jar"
 
 
-@pytest.mark.parametrize("bad", [
-    {"footer_key": "bad key"},
-    {"column_keys": {"pii": []}},
-    {"column_keys": {"pii": "ssn"}},
-    {"column_keys": {"pii": ["ssn"], "other": ["ssn"]}},
-    {"column_keys": {"pii": ["a,b"]}},
-    {"cache_lifetime_seconds": 0},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"footer_key": "bad key"},
+        {"column_keys": {"pii": []}},
+        {"column_keys": {"pii": "ssn"}},
+        {"column_keys": {"pii": ["ssn"], "other": ["ssn"]}},
+        {"column_keys": {"pii": ["a,b"]}},
+        {"cache_lifetime_seconds": 0},
+    ],
+)
 def test_invalid_parquet_encryption_is_refused(bad: dict) -> None:
     with pytest.raises(UsageError):
         ParquetEncryption(**{"kms_url": "file:///k", "footer_key": "main", **bad})

@@ -7,13 +7,22 @@ console per stream serves every command (and pytest's capture).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from cipherspark.errors import InputError
 
-__all__ = ["err", "out", "read_input", "warn"]
+__all__ = ["err", "out", "progress", "read_input", "warn"]
 
 out = Console(highlight=False, markup=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
@@ -30,3 +39,22 @@ def read_input(path: Path) -> bytes:
 def warn(message: str) -> None:
     """One ``cipherspark: warning: ...`` line on stderr (the command goes on)."""
     err.print(f"cipherspark: warning: {message}")
+
+
+@contextmanager
+def progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A transfer progress bar on stderr for large work on a terminal; silent otherwise."""
+    if total < (64 << 20) or not err.is_terminal:
+        yield lambda _n: None
+        return
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)

@@ -37,6 +37,7 @@ __all__ = [
     "ApiKeyOpt",
     "AppIdOpt",
     "ClusterDirOpt",
+    "ColumnKeyOpt",
     "DataDirOpt",
     "JsonOpt",
     "KeyOpt",
@@ -45,15 +46,20 @@ __all__ = [
     "MasterOpt",
     "OutputFolderOpt",
     "OverwriteOpt",
+    "ParquetKeyOpt",
     "PccsCaOpt",
     "PccsUrlOpt",
     "SeedOpt",
     "SimulatedKeyOpt",
     "SparkPropertiesOpt",
+    "TableOpt",
+    "UnsafePlaintextOutputOpt",
+    "UnsafePlaintextParquetOpt",
 ]
 
 _KMS_PANEL = "KMS"
 _SPARK_PANEL = "Spark"
+_PARQUET_PANEL = "Parquet"
 
 DEFAULT_MASTER = "local[*]"
 DEFAULT_CLUSTER_DIR = Path(".cipherspark/cluster")
@@ -239,6 +245,56 @@ DataDirOpt = Annotated[
         envvar=settings.ENV_KMS_DATA,
         show_envvar=True,
         help="The KMS server's data directory (root key, database, audit log, TLS files).",
+    ),
+]
+
+TableOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--table",
+        "-t",
+        help="NAME=PATH: an encrypted table (encrypted CSV, or encrypted Parquet: told from the "
+        "data) as a view; repeatable.",
+    ),
+]
+
+# -- Parquet an application writes -------------------------------------------------------------
+
+ParquetKeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--key",
+        envvar=settings.ENV_KEY,
+        show_envvar=True,
+        rich_help_panel=_PARQUET_PANEL,
+        help="Primary key of the Parquet files the application writes (footer and every "
+        "column not given another key). Required unless --unsafe-plaintext-parquet.",
+    ),
+]
+ColumnKeyOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--column-key",
+        rich_help_panel=_PARQUET_PANEL,
+        help="KEY=COLUMN[,COLUMN...]: these columns of every Parquet write under KEY "
+        "(readers without it still read the others); repeatable.",
+    ),
+]
+UnsafePlaintextParquetOpt = Annotated[
+    bool,
+    typer.Option(
+        "--unsafe-plaintext-parquet",
+        rich_help_panel=_PARQUET_PANEL,
+        help="Write Parquet in plaintext (anyone who can read the files reads every value).",
+    ),
+]
+
+UnsafePlaintextOutputOpt = Annotated[
+    bool,
+    typer.Option(
+        "--unsafe-plaintext-output",
+        help="Let the application write CSV, JSON, ORC, text (Spark's own writers) and other "
+        "plaintext sinks; refused otherwise (anyone who can read the files reads every value).",
     ),
 ]
 

@@ -1,19 +1,24 @@
-"""The Spark session the job commands run on, where its console output goes, and its shutdown."""
+"""The Spark session the job commands run on, the checks made before it starts, where its
+console output goes, and its shutdown."""
 
 from __future__ import annotations
 
 import os
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cipherspark.cli._services import open_service
 from cipherspark.kms import Credentials
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["session", "spark_log", "spark_logs", "stop_spark"]
+    from cipherspark.spark.pme import ParquetEncryption
+
+__all__ = ["check_before_spark", "session", "spark_log", "spark_logs", "stop_spark"]
 
 #: The Spark logs this process started, newest last (a failed job's error line names it).
 spark_logs: list[Path] = []
@@ -35,19 +40,54 @@ def spark_log(folder: Path) -> Path:
     return path
 
 
+def check_before_spark(
+    kms: str | None,
+    kms_ca: Path | None,
+    creds: Credentials,
+    *,
+    keys: Iterable[str] = (),
+    inputs: Iterable[str | os.PathLike[str]] = (),
+    input_key: str | None = None,
+) -> str:
+    """Before Spark starts, so that these failures are one line and nothing is written: the
+    KMS answers, each of ``keys`` exists, and each input verifies as its reader will check it
+    (under ``input_key`` if given): an encrypted CSV file or dataset its headers and manifest
+    (:func:`~cipherspark.files.verify_input`), an encrypted Parquet table its encrypted footers
+    (:func:`~cipherspark.spark.pme.check_encrypted_parquet`) and that their key exists. The
+    KMS's URL, for the job. (Cheap, early refusals: the readers check again where they decrypt.)
+    """
+    from cipherspark.files import verify_input
+    from cipherspark.spark.pme import check_encrypted_parquet, is_parquet
+
+    with open_service(kms, kms_ca, creds) as service:
+        for name in keys:
+            service.describe_key(name)
+        for path in map(Path, inputs):
+            if is_parquet(path):
+                service.describe_key(check_encrypted_parquet(path, key_id=input_key))
+            else:
+                verify_input(path, service, key_id=input_key)
+        return service.url
+
+
 def session(
     master: str,
     credentials: Credentials,
     app_name: str,
     properties: Path | None,
     kms_ca: Path | None,
+    *,
+    parquet: ParquetEncryption | None = None,
+    unsafe_plaintext_parquet: bool = False,
+    unsafe_plaintext_writes: bool = False,
 ) -> SparkSession:
     """A secure session for a job command, its log under ``.cipherspark/logs``.
 
     ``kms_ca`` (``--kms-ca``) must reach the Python workers that unwrap data keys: it goes into
     their :class:`~cipherspark.settings.ExecutorConfig` (with the TEE and credential-file
     settings of this environment), made absolute so it names the same file whatever folder a
-    worker runs in.
+    worker runs in. ``parquet``, ``unsafe_plaintext_parquet`` and ``unsafe_plaintext_writes``
+    are :func:`~cipherspark.spark.secure_session`'s.
     """
     import dataclasses
 
@@ -64,6 +104,9 @@ def session(
         properties_file=properties,
         log_file=spark_log(Path(".cipherspark")),
         executor=executor,
+        parquet=parquet,
+        unsafe_plaintext_parquet=unsafe_plaintext_parquet,
+        unsafe_plaintext_writes=unsafe_plaintext_writes,
     )
 
 

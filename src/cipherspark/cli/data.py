@@ -8,23 +8,15 @@ A thin layer over :mod:`cipherspark.jobs.datagen`, :mod:`cipherspark.files` and
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 from cipherspark import settings
-from cipherspark.cli._io import err as _err
 from cipherspark.cli._io import out as _out
+from cipherspark.cli._io import progress
 from cipherspark.cli._options import (
     DEFAULT_MASTER,
     ApiKeyFileOpt,
@@ -40,11 +32,13 @@ from cipherspark.cli._options import (
     SparkPropertiesOpt,
 )
 from cipherspark.cli._services import credentials, open_service
-from cipherspark.cli._spark import session, spark_log, spark_logs
+from cipherspark.cli._spark import check_before_spark, session, spark_log, spark_logs
 from cipherspark.errors import UsageError
+from cipherspark.kms import Credentials
 
 if TYPE_CHECKING:
     from cipherspark.crypto.manifest import DatasetIdentity
+    from cipherspark.spark.pme import ParquetEncryption
 
 __all__ = ["app", "decrypt", "demo", "encrypt", "generate", "query_app", "query_simple", "sql"]
 
@@ -87,30 +81,35 @@ InputKeyOpt = Annotated[
 ]
 
 
+class EncryptedFormat(StrEnum):
+    """What ``encrypt`` writes."""
+
+    CONTAINER = "container"
+    PARQUET = "parquet"
+
+
+class PlaintextFormat(StrEnum):
+    """What ``decrypt`` of encrypted Parquet writes."""
+
+    CSV = "csv"
+    PARQUET = "parquet"
+
+
+def _parquet_reads(kms_url: str, key: str, inputs: list[str]) -> ParquetEncryption | None:
+    """The session's Parquet encryption when an input is Parquet: it names the KMS that Spark's
+    Parquet reader unwraps keys through (nothing is written as Parquet under ``key``)."""
+    from cipherspark.spark.pme import ParquetEncryption, is_parquet
+
+    if not any(is_parquet(Path(path)) for path in inputs):
+        return None  # encrypted CSV only: no Parquet, no KMS client jar needed
+    return ParquetEncryption(kms_url, key)
+
+
 def _identity_line(identity: DatasetIdentity) -> str:
     return (
         f"dataset {identity.dataset_id} (generation {identity.generation}) "
         f"under key {identity.key_id}"
     )
-
-
-@contextmanager
-def _progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
-    """A transfer progress bar on stderr for large work on a terminal; silent otherwise."""
-    if total < (64 << 20) or not _err.is_terminal:
-        yield lambda _n: None
-        return
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=_err,
-        transient=True,
-    ) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
 
 
 def _size(path: Path) -> int:
@@ -131,7 +130,7 @@ def generate(
     """Generate the reference people.csv (name,age,job) and print the Simple Query's answer."""
     from cipherspark.jobs.datagen import generate_people
 
-    with _progress("generating", rows * 19) as advance:
+    with progress("generating", rows * 19) as advance:
         result = generate_people(
             out, rows, seed=seed, overwrite=overwrite, progress=lambda n: advance(n * 19)
         )
@@ -155,14 +154,38 @@ def encrypt(
             min=57, max=64 << 20, help="Ciphertext segment size in bytes (splits align to it)."
         ),
     ] = 1 << 20,
+    to: Annotated[
+        EncryptedFormat,
+        typer.Option(
+            "--to",
+            help="container: cipherspark's encrypted container (any file); parquet: convert "
+            "plaintext CSV (header, inferred schema) to Parquet encrypted with Parquet Modular "
+            "Encryption, through a secure Spark session.",
+        ),
+    ] = EncryptedFormat.CONTAINER,
+    master: MasterOpt = DEFAULT_MASTER,
+    spark_properties: SparkPropertiesOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Encrypt a file or folder under a fresh data key wrapped by primary key --key."""
     from cipherspark.files import encrypt_path
 
+    if to is EncryptedFormat.PARQUET:
+        _encrypt_to_parquet(
+            src,
+            dst,
+            key,
+            kms,
+            kms_ca,
+            credentials(app_id, api_key),
+            master,
+            spark_properties,
+            overwrite,
+        )
+        return
     with (
         open_service(kms, kms_ca, credentials(app_id, api_key)) as service,
-        _progress("encrypting", _size(src)) as advance,
+        progress("encrypting", _size(src)) as advance,
     ):
         result = encrypt_path(
             src, dst, service, key, segment_size=segment_size, overwrite=overwrite, progress=advance
@@ -170,6 +193,77 @@ def encrypt(
     _out.print(f"encrypted {result.files} file(s), {result.plaintext_bytes:,} bytes -> {dst}")
     if result.dataset is not None:
         _out.print(_identity_line(result.dataset))
+
+
+def _encrypt_to_parquet(
+    src: Path,
+    dst: Path,
+    key: str,
+    kms: str | None,
+    kms_ca: Path | None,
+    creds: Credentials,
+    master: str,
+    spark_properties: Path | None,
+    overwrite: bool,
+) -> None:
+    from cipherspark._atomic import check_output
+    from cipherspark.jobs.convert import csv_to_parquet
+    from cipherspark.spark.pme import ParquetEncryption
+
+    if not src.exists():
+        raise UsageError(f"{src} does not exist")
+    check_output(dst.absolute(), overwrite)
+    kms_url = check_before_spark(kms, kms_ca, creds, keys=[key])
+    spark = session(
+        master,
+        creds,
+        "cipherspark-encrypt",
+        spark_properties,
+        kms_ca,
+        parquet=ParquetEncryption(kms_url, key),
+    )
+    result = csv_to_parquet(spark, src, dst, overwrite=overwrite)
+    _out.print(
+        f"encrypted {result.rows:,} rows into {result.files} Parquet file(s) under key {key} "
+        f"-> {dst}"
+    )
+
+
+def _decrypt_parquet(
+    src: Path,
+    dst: Path,
+    to: PlaintextFormat,
+    key: str | None,
+    kms: str | None,
+    kms_ca: Path | None,
+    creds: Credentials,
+    master: str,
+    spark_properties: Path | None,
+    overwrite: bool,
+) -> None:
+    from cipherspark._atomic import check_output
+    from cipherspark.jobs.convert import parquet_to_plaintext
+    from cipherspark.spark.pme import ParquetEncryption, check_encrypted_parquet
+
+    check_output(dst.absolute(), overwrite)
+    footer_key = check_encrypted_parquet(src, key_id=key)
+    kms_url = check_before_spark(kms, kms_ca, creds, inputs=[src], input_key=key)
+    # decrypt is the command whose output is plaintext: its session writes CSV with Spark's own
+    # writer (refused in every other session).
+    spark = session(
+        master,
+        creds,
+        "cipherspark-decrypt",
+        spark_properties,
+        kms_ca,
+        parquet=ParquetEncryption(kms_url, footer_key),
+        unsafe_plaintext_writes=to is PlaintextFormat.CSV,
+    )
+    result = parquet_to_plaintext(spark, src, dst, to=to.value, key=footer_key, overwrite=overwrite)
+    _out.print(
+        f"decrypted {result.rows:,} rows of Parquet under key {footer_key} -> {dst} "
+        f"(plaintext {to.value})"
+    )
 
 
 @app.command()
@@ -183,21 +277,53 @@ def decrypt(
     app_id: AppIdOpt = None,
     api_key: ApiKeyOpt = None,
     api_key_file: ApiKeyFileOpt = None,
+    to: Annotated[
+        PlaintextFormat | None,
+        typer.Option(
+            "--to",
+            help="For encrypted Parquet: write one plaintext CSV file (csv, the default) or "
+            "plaintext Parquet (parquet: anyone who can read the files reads every value).",
+        ),
+    ] = None,
+    master: MasterOpt = DEFAULT_MASTER,
+    spark_properties: SparkPropertiesOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Decrypt a file, or a folder of Spark parts into one file (CSV header written once).
 
     Every part is checked against the folder's manifest from the descriptor it is decrypted
     from; --key and --dataset-id refuse an input that is not the one expected.
+
+    An encrypted Parquet table (recognised from its bytes) is decrypted by a secure Spark
+    session into plaintext CSV, or plaintext Parquet with --to parquet.
     """
     from cipherspark.crypto.manifest import check_dataset_id
     from cipherspark.files import decrypt_path
+    from cipherspark.spark.pme import is_parquet
 
+    if src.exists() and is_parquet(src):
+        if dataset_id is not None:
+            raise UsageError(f"{src} is Parquet: it has no dataset id to check (--dataset-id)")
+        _decrypt_parquet(
+            src,
+            dst,
+            to or PlaintextFormat.CSV,
+            key,
+            kms,
+            kms_ca,
+            credentials(app_id, api_key),
+            master,
+            spark_properties,
+            overwrite,
+        )
+        return
+    if to is not None:
+        raise UsageError(f"--to is for encrypted Parquet; {src} is not Parquet")
     if dataset_id is not None:
         check_dataset_id(dataset_id)
     with (
         open_service(kms, kms_ca, credentials(app_id, api_key)) as service,
-        _progress("decrypting", _size(src)) as advance,
+        progress("decrypting", _size(src)) as advance,
     ):
         result = decrypt_path(
             src,
@@ -216,7 +342,10 @@ def decrypt(
 @query_app.command("simple")
 def query_simple(
     input: Annotated[
-        Path, typer.Option("--input", "-i", help="Encrypted people.csv (file or folder).")
+        Path,
+        typer.Option(
+            "--input", "-i", help="Encrypted people.csv (file or folder), or encrypted Parquet."
+        ),
     ],
     output: OutputFolderOpt,
     key: KeyOpt,
@@ -243,7 +372,6 @@ def query_simple(
     The input must be under --input-key (default: --key).
     """
     from cipherspark._atomic import check_output
-    from cipherspark.files import verify_input
     from cipherspark.jobs import simple_query
 
     if not input.exists():
@@ -252,11 +380,17 @@ def query_simple(
     creds = credentials(app_id, api_key)
     # The driver checks the key exists and refuses an input under another key before Spark
     # starts; the job's tasks open the KMS themselves.
-    with open_service(kms, kms_ca, creds) as service:
-        service.describe_key(key)
-        verify_input(input, service, key_id=input_key or key)
-        kms_url = service.url
-    spark = session(master, creds, "cipherspark-simple-query", spark_properties, kms_ca)
+    kms_url = check_before_spark(
+        kms, kms_ca, creds, keys=[key], inputs=[input], input_key=input_key or key
+    )
+    spark = session(
+        master,
+        creds,
+        "cipherspark-simple-query",
+        spark_properties,
+        kms_ca,
+        parquet=_parquet_reads(kms_url, key, [str(input)]),
+    )
     result = simple_query(
         spark,
         str(input),
@@ -281,7 +415,12 @@ def sql(
     ],
     table: Annotated[
         list[str],
-        typer.Option("--table", "-t", help="NAME=PATH of an encrypted CSV table; repeatable."),
+        typer.Option(
+            "--table",
+            "-t",
+            help="NAME=PATH of an encrypted table (encrypted CSV, or encrypted Parquet: told "
+            "from the data); repeatable.",
+        ),
     ],
     output: OutputFolderOpt,
     key: KeyOpt,
@@ -295,12 +434,12 @@ def sql(
     spark_properties: SparkPropertiesOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Run any Spark SQL over encrypted CSV tables; the result is written encrypted.
+    """Run any Spark SQL over encrypted tables (CSV or Parquet); the result is written as
+    encrypted CSV.
 
     Every table must be under --input-key (default: --key).
     """
     from cipherspark._atomic import check_output
-    from cipherspark.files import verify_input
     from cipherspark.jobs import run_sql
 
     tables: dict[str, str] = {}
@@ -313,12 +452,17 @@ def sql(
         tables[name] = path
     check_output(output.absolute(), overwrite)
     creds = credentials(app_id, api_key)
-    with open_service(kms, kms_ca, creds) as service:
-        service.describe_key(key)
-        for path in tables.values():
-            verify_input(path, service, key_id=input_key or key)
-        kms_url = service.url
-    spark = session(master, creds, "cipherspark-sql", spark_properties, kms_ca)
+    kms_url = check_before_spark(
+        kms, kms_ca, creds, keys=[key], inputs=tables.values(), input_key=input_key or key
+    )
+    spark = session(
+        master,
+        creds,
+        "cipherspark-sql",
+        spark_properties,
+        kms_ca,
+        parquet=_parquet_reads(kms_url, key, list(tables.values())),
+    )
     result = run_sql(
         spark,
         query,

@@ -13,7 +13,7 @@ import typer
 
 from cipherspark import settings
 from cipherspark.cli._io import out as _out
-from cipherspark.cli._io import read_input, warn
+from cipherspark.cli._io import progress, read_input, warn
 from cipherspark.cli._options import (
     ApiKeyFileOpt,
     ApiKeyOpt,
@@ -25,7 +25,6 @@ from cipherspark.cli._options import (
 from cipherspark.cli._services import credentials, open_service
 
 # The one progress bar of the CLI (a transfer bar on a terminal, silent otherwise).
-from cipherspark.cli.data import _progress
 from cipherspark.errors import InputError, IntegrityError, UsageError
 
 if TYPE_CHECKING:
@@ -251,7 +250,7 @@ def bigdl(
         raise UsageError("give --key (or set CIPHERSPARK_KEY): the primary key for the output")
     with (
         open_service(kms, kms_ca, credentials(app_id, api_key)) as service,
-        _progress("migrating", 2 * _total(src)) as advance,
+        progress("migrating", 2 * _total(src)) as advance,
     ):
         result = migrate_bigdl(
             src,
@@ -288,7 +287,7 @@ def _report_unverified(paths: tuple[Path, ...]) -> None:
 def _check(src: Path, source: BigDLSource) -> None:
     from cipherspark.jobs.migrate import check_bigdl
 
-    with _progress("verifying", _total(src)) as advance:
+    with progress("verifying", _total(src)) as advance:
         checks = check_bigdl(src, source, progress=advance)
     for check in checks:
         if check.problem is not None:

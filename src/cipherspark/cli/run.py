@@ -8,32 +8,33 @@ then run the application. Everything after ``APP.py`` is the application's.
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from cipherspark import settings
 from cipherspark.cli._options import (
     DEFAULT_MASTER,
     ApiKeyFileOpt,
     ApiKeyOpt,
     AppIdOpt,
+    ColumnKeyOpt,
     KmsCaOpt,
     KmsOpt,
     MasterOpt,
+    ParquetKeyOpt,
     SparkPropertiesOpt,
+    TableOpt,
+    UnsafePlaintextOutputOpt,
+    UnsafePlaintextParquetOpt,
 )
-from cipherspark.cli._services import credentials, open_service
+from cipherspark.cli._services import credentials
+from cipherspark.cli._spark import check_before_spark, session
 from cipherspark.errors import AttestationError, UsageError
 
 __all__ = ["app", "run"]
 
 app = typer.Typer()
-
-_PARQUET_PANEL = "Parquet"
 
 
 def _column_keys(items: list[str]) -> dict[str, list[str]]:
@@ -53,40 +54,11 @@ def run(
     args: Annotated[
         list[str] | None, typer.Argument(help="The application's own arguments.")
     ] = None,
-    key: Annotated[
-        str | None,
-        typer.Option(
-            "--key",
-            envvar=settings.ENV_KEY,
-            show_envvar=True,
-            rich_help_panel=_PARQUET_PANEL,
-            help="Primary key of the Parquet files the application writes (footer and every "
-            "column not given another key). Required unless --unsafe-plaintext-parquet.",
-        ),
-    ] = None,
-    column_key: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--column-key",
-            rich_help_panel=_PARQUET_PANEL,
-            help="KEY=COLUMN[,COLUMN...]: these columns of every Parquet write under KEY "
-            "(readers without it still read the others); repeatable.",
-        ),
-    ] = None,
-    unsafe_plaintext_parquet: Annotated[
-        bool,
-        typer.Option(
-            "--unsafe-plaintext-parquet",
-            rich_help_panel=_PARQUET_PANEL,
-            help="Write Parquet in plaintext (anyone who can read the files reads every value).",
-        ),
-    ] = False,
-    table: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--table", "-t", help="NAME=PATH: an encrypted CSV table as a view; repeatable."
-        ),
-    ] = None,
+    key: ParquetKeyOpt = None,
+    column_key: ColumnKeyOpt = None,
+    unsafe_plaintext_parquet: UnsafePlaintextParquetOpt = False,
+    unsafe_plaintext_output: UnsafePlaintextOutputOpt = False,
+    table: TableOpt = None,
     kms: KmsOpt = None,
     kms_ca: KmsCaOpt = None,
     app_id: AppIdOpt = None,
@@ -100,14 +72,12 @@ def run(
     Its SparkSession.builder.getOrCreate() returns cipherspark's secure session.
 
     Every Parquet file it writes is encrypted under --key; encrypted Parquet reads as is.
+    Spark's plaintext writers (CSV, JSON, ORC, text) are refused unless
+    --unsafe-plaintext-output.
 
     Its exit status is this command's.
     """
-    from cipherspark.cli._spark import spark_log
-    from cipherspark.files import verify_input
     from cipherspark.jobs.application import parse_tables, run_application
-    from cipherspark.settings import ExecutorConfig
-    from cipherspark.spark import secure_session
     from cipherspark.spark.pme import ParquetEncryption
 
     if key is None and not unsafe_plaintext_parquet:
@@ -123,25 +93,19 @@ def run(
     columns = _column_keys(column_key or [])
     creds = credentials(app_id, api_key)
     # Before Spark starts: the KMS answers, the keys exist, the tables verify.
-    with open_service(kms, kms_ca, creds) as service:
-        for name in filter(None, [key, *columns]):
-            service.describe_key(name)
-        for path in tables.values():
-            verify_input(path, service)
-        kms_url = service.url
+    kms_url = check_before_spark(
+        kms, kms_ca, creds, keys=filter(None, [key, *columns]), inputs=tables.values()
+    )
     parquet = None if key is None else ParquetEncryption(kms_url, key, columns)
-    executor = ExecutorConfig.from_environ(os.environ)
-    if kms_ca is not None:
-        executor = dataclasses.replace(executor, kms_ca=kms_ca.absolute())
-    spark = secure_session(
-        master=master,
-        app_name=script.stem,
-        credentials=creds,
-        properties_file=spark_properties,
-        log_file=spark_log(Path(".cipherspark")),
-        executor=executor,
+    spark = session(
+        master,
+        creds,
+        script.stem,
+        spark_properties,
+        kms_ca,
         parquet=parquet,
         unsafe_plaintext_parquet=unsafe_plaintext_parquet,
+        unsafe_plaintext_writes=unsafe_plaintext_output,
     )
     try:
         code = run_application(spark, script, args or [], tables=tables, kms_url=kms_url)

@@ -5,7 +5,8 @@ The session is started first; the application then runs in this same interpreter
 ``sys.argv`` set, its folder first on ``sys.path``), so its
 ``SparkSession.builder.getOrCreate()`` returns the secure session: authentication, RPC and I/O
 encryption, Unix-socket workers, every Parquet write encrypted, the encrypted CSV source
-registered. Encrypted CSV tables named on the command line are views before it starts. It
+registered. Encrypted tables named on the command line (encrypted CSV or encrypted Parquet, see
+:func:`cipherspark.jobs.sql.read_table`) are views before it starts. It
 needs no change: the credentials are in this process's environment, never in its arguments,
 its ``spark.conf`` or its plans.
 
@@ -26,8 +27,8 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from cipherspark.errors import CipherSparkError, InputError, JobError, UsageError
-from cipherspark.spark import read_encrypted_csv
-from cipherspark.spark._pme_errors import pme_error
+from cipherspark.jobs.sql import read_table
+from cipherspark.spark._errors import spark_error
 
 __all__ = ["parse_tables", "run_application"]
 
@@ -70,9 +71,9 @@ def run_application(
 ) -> int:
     """Run ``script`` with ``args`` in ``spark`` (started by the caller); its exit status.
 
-    ``tables`` (name -> encrypted CSV path, read through ``kms_url``) become temporary views
+    ``tables`` (name -> encrypted table, read through ``kms_url``) become temporary views
     first. A Spark failure is the cipherspark error it carries (a key the caller lacks, a
-    tampered Parquet file: :mod:`cipherspark.spark._pme_errors`); any other exception of the
+    tampered Parquet file: :func:`~cipherspark.spark.spark_error`); any other exception of the
     application is a :class:`JobError` naming its type and the application's line, not its
     message. ``sys.exit(N)`` in the application is status ``N``.
     """
@@ -83,7 +84,7 @@ def run_application(
         if kms_url is None:
             raise UsageError("encrypted tables need the KMS URL")
         for name, path in tables.items():
-            frame = read_encrypted_csv(spark, str(path), kms_url=kms_url, infer_schema=True)
+            frame = read_table(spark, str(path), kms_url=kms_url, infer_schema=True)
             frame.createOrReplaceTempView(name)
     saved_argv, saved_path = sys.argv[:], sys.path[:]
     sys.argv = [str(script), *args]
@@ -98,7 +99,7 @@ def run_application(
         raise
     except Exception as exc:
         if _from_spark(exc):
-            raise pme_error(exc) from exc
+            raise spark_error(exc) from exc
         raise JobError(
             f"{script.name} failed with {type(exc).__name__}{_where(exc, script)} (the message "
             "is withheld: it may quote data values; CIPHERSPARK_DEBUG=1 shows the traceback)"

@@ -1,23 +1,27 @@
-"""Any Spark SQL over encrypted tables, with the result written encrypted."""
+"""Any Spark SQL over encrypted tables (encrypted CSV or encrypted Parquet, told apart by their
+bytes), with the result written encrypted."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from cipherspark.errors import UsageError
 from cipherspark.spark import (
     cipherspark_errors,
     encrypted_sql,
     read_encrypted_csv,
+    read_encrypted_parquet,
     write_encrypted_csv,
     written_rows,
 )
+from cipherspark.spark.pme import is_parquet
 
-__all__ = ["SqlResult", "run_sql"]
+__all__ = ["SqlResult", "read_table", "run_sql"]
 
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
@@ -28,6 +32,22 @@ class SqlResult:
 
     columns: tuple[str, ...]
     rows: int
+
+
+def read_table(
+    spark: SparkSession,
+    path: str,
+    *,
+    kms_url: str,
+    infer_schema: bool = True,
+    key: str | None = None,
+) -> DataFrame:
+    """The encrypted table at ``path``: encrypted Parquet (Parquet's magic in its files; read by
+    Spark's Parquet reader, its schema the files') or cipherspark's encrypted CSV. ``key``
+    refuses a table under another primary key."""
+    if is_parquet(Path(path)):
+        return read_encrypted_parquet(spark, path, key=key)
+    return read_encrypted_csv(spark, path, kms_url=kms_url, infer_schema=infer_schema, key=key)
 
 
 def run_sql(
@@ -42,9 +62,10 @@ def run_sql(
     overwrite: bool = False,
     input_key: str | None = None,
 ) -> SqlResult:
-    """Register each encrypted CSV in ``tables`` (name -> path) as a view, run ``query`` (reading
-    only the columns it uses, see :func:`~cipherspark.spark.encrypted_sql`), and write its
-    result encrypted to ``output_path``. ``input_key`` refuses a table under another primary
+    """Register each encrypted table in ``tables`` (name -> path, see :func:`read_table`) as a
+    view, run ``query`` (reading only the columns it uses, see
+    :func:`~cipherspark.spark.encrypted_sql`), and write its result as encrypted CSV to
+    ``output_path``. ``input_key`` refuses a table under another primary
     key (checked by the readers, where they decrypt)."""
     if not tables:
         raise UsageError("name at least one table (--table NAME=PATH)")
@@ -52,7 +73,7 @@ def run_sql(
     for name, path in tables.items():
         if not _TABLE_NAME.fullmatch(name):
             raise UsageError(f"invalid table name {name!r}")
-        frames[name] = read_encrypted_csv(
+        frames[name] = read_table(
             spark, path, kms_url=kms_url, infer_schema=infer_schema, key=input_key
         )
     with cipherspark_errors():

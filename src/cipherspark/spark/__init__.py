@@ -7,25 +7,30 @@ Typical use::
     write_encrypted_csv(people.filter("age > 30"), "out", kms_url=url, key="simple")
     result = encrypted_sql(spark, "SELECT job, count(*) FROM people GROUP BY job",
                            {"people": people})   # reads only the column the query uses
+
+The names are imported on first use (PEP 562): importing a submodule that needs no PySpark
+(:mod:`cipherspark.spark.pme`, the Parquet key helper the JVM starts,
+:mod:`cipherspark.spark._executor`) does not import PySpark and the data source, about a
+second of every helper's start on a loaded machine.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
-from pathlib import Path
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from pyspark.sql import DataFrame, DataFrameReader, SparkSession
-from pyspark.sql.types import StructType
-
-from cipherspark.crypto.manifest import read_manifest
-from cipherspark.errors import InputError, UsageError
-from cipherspark.spark._conf import conf_bytes
-from cipherspark.spark._errors import cipherspark_errors, spark_error
-from cipherspark.spark._executor import executor_data_key
-from cipherspark.spark._pruning import encrypted_sql
-from cipherspark.spark.datasource import COUNT_SCHEMA, FORMAT_NAME, EncryptedCsvDataSource
-from cipherspark.spark.session import SECURE_CONF, secure_conf, secure_session
+if TYPE_CHECKING:
+    from cipherspark.spark._errors import cipherspark_errors, spark_error
+    from cipherspark.spark._frames import (
+        count_encrypted_csv,
+        read_encrypted_csv,
+        read_encrypted_parquet,
+        write_encrypted_csv,
+        written_rows,
+    )
+    from cipherspark.spark._pruning import encrypted_sql
+    from cipherspark.spark.datasource import FORMAT_NAME, EncryptedCsvDataSource
+    from cipherspark.spark.session import SECURE_CONF, secure_conf, secure_session
 
 __all__ = [
     "FORMAT_NAME",
@@ -35,6 +40,7 @@ __all__ = [
     "count_encrypted_csv",
     "encrypted_sql",
     "read_encrypted_csv",
+    "read_encrypted_parquet",
     "secure_conf",
     "secure_session",
     "spark_error",
@@ -42,126 +48,31 @@ __all__ = [
     "written_rows",
 ]
 
-
-def read_encrypted_csv(
-    spark: SparkSession,
-    path: str,
-    *,
-    kms_url: str,
-    schema: StructType | str | None = None,
-    header: bool | None = None,
-    infer_schema: bool = False,
-    mode: str = "PERMISSIVE",
-    partition_bytes: int | None = None,
-    columns: Sequence[str] | None = None,
-    key: str | None = None,
-    dataset_id: str | None = None,
-) -> DataFrame:
-    """A DataFrame over encrypted CSV at ``path`` (one container or a folder of parts).
-
-    Partitions are at most ``partition_bytes`` (default: the session's
-    ``spark.sql.files.maxPartitionBytes``, 128 MiB unless set, as for Spark's own file sources),
-    and small inputs are split so that every core of the session gets work. With an explicit
-    ``schema`` (all of the file's columns), ``columns`` selects some of them: only those are
-    converted and handed to Spark, which Python data sources cannot otherwise prune (SQL through
-    :func:`encrypted_sql` does this by itself). ``key`` refuses an input under another primary
-    key, ``dataset_id`` a folder whose manifest names another dataset (the source's options
-    ``key`` and ``datasetId``: checked when the read is planned, and by every part's check
-    where it is decrypted).
-    """
-    reader = (
-        spark.read.format(FORMAT_NAME)
-        .option("kms", kms_url)
-        .option("mode", mode)
-        .option("inferSchema", str(infer_schema).lower())
-        .option("minPartitions", str(spark.sparkContext.defaultParallelism))
-    )
-    if header is not None:
-        reader = reader.option("header", str(header).lower())
-    reader = _pinned(reader, key, dataset_id)
-    if partition_bytes is None:
-        partition_bytes = conf_bytes(spark, "spark.sql.files.maxPartitionBytes", 128 << 20)
-    reader = reader.option("partitionBytes", str(partition_bytes))
-    if columns is not None:
-        if not isinstance(schema, StructType):
-            raise UsageError("columns= needs the file's full schema as a StructType")
-        missing = [name for name in columns if name not in schema.fieldNames()]
-        if missing:
-            raise UsageError(f"column {missing[0]!r} is not in the schema")
-        reader = reader.option("fileColumns", json.dumps(schema.fieldNames()))
-        schema = StructType([schema[name] for name in columns])
-    if schema is not None:
-        reader = reader.schema(schema)
-    with cipherspark_errors():
-        # Absolute: executors of a cluster run in their own work folders.
-        return reader.load(str(Path(path).absolute()))
+# Where each public name lives (modules of this package).
+_WHERE = {
+    "FORMAT_NAME": "datasource",
+    "EncryptedCsvDataSource": "datasource",
+    "SECURE_CONF": "session",
+    "secure_conf": "session",
+    "secure_session": "session",
+    "cipherspark_errors": "_errors",
+    "spark_error": "_errors",
+    "encrypted_sql": "_pruning",
+    "count_encrypted_csv": "_frames",
+    "read_encrypted_csv": "_frames",
+    "read_encrypted_parquet": "_frames",
+    "write_encrypted_csv": "_frames",
+    "written_rows": "_frames",
+}
 
 
-def _pinned(reader: DataFrameReader, key: str | None, dataset_id: str | None) -> DataFrameReader:
-    """``reader`` with the reader's pins as source options."""
-    if key is not None:
-        reader = reader.option("key", key)
-    if dataset_id is not None:
-        reader = reader.option("datasetId", dataset_id)
-    return reader
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f"cipherspark.spark.{_WHERE[name]}"), name)
+        globals()[name] = value  # looked up once
+        return value
+    raise AttributeError(f"module 'cipherspark.spark' has no attribute {name!r}")
 
 
-def count_encrypted_csv(
-    spark: SparkSession,
-    path: str,
-    *,
-    kms_url: str,
-    header: bool | None = None,
-    key: str | None = None,
-    dataset_id: str | None = None,
-) -> int:
-    """Rows of the encrypted CSV at ``path``, counted without parsing columns.
-
-    Equal to ``read_encrypted_csv(...).count()`` in PERMISSIVE mode, at a fraction of the cost
-    (Spark's own CSV source has the same shortcut for ``count()``). ``key`` and ``dataset_id``
-    pin the input as in :func:`read_encrypted_csv`.
-    """
-    reader = (
-        spark.read.format(FORMAT_NAME)
-        .option("kms", kms_url)
-        .option("countRows", "true")
-        .option("minPartitions", str(spark.sparkContext.defaultParallelism))
-        .schema(COUNT_SCHEMA)
-    )
-    if header is not None:
-        reader = reader.option("header", str(header).lower())
-    reader = _pinned(reader, key, dataset_id)
-    with cipherspark_errors():
-        row = reader.load(str(Path(path).absolute())).agg({"rows": "sum"}).collect()[0]
-    return int(row[0] or 0)
-
-
-def write_encrypted_csv(
-    df: DataFrame,
-    path: str,
-    *,
-    kms_url: str,
-    key: str,
-    header: bool = True,
-    overwrite: bool = False,
-) -> None:
-    """Write ``df`` as encrypted CSV parts in folder ``path`` under a fresh data key."""
-    writer = (
-        df.write.format(FORMAT_NAME)
-        .option("kms", kms_url)
-        .option("key", key)
-        .option("header", str(header).lower())
-        .mode("overwrite" if overwrite else "append")
-    )
-    with cipherspark_errors():
-        writer.save(str(Path(path).absolute()))
-
-
-def written_rows(path: str, *, kms_url: str) -> int:
-    """Rows committed to the encrypted dataset at ``path``, from its authenticated manifest."""
-    manifest = read_manifest(
-        Path(path), lambda h: executor_data_key(kms_url, h.key_id, h.wrapped_key)
-    )
-    if manifest is None:
-        raise InputError(f"{path} has no dataset manifest (not written by cipherspark's Spark)")
-    return manifest.rows
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -11,6 +11,12 @@ message text; the exception is the one class whose text describes the query rath
 SQLSTATE class 42 (syntax error or access rule violation: unknown tables, columns, functions,
 type mismatches), raised while Spark analyses the query, before it reads a row. Its text names
 what the user typed, and the user needs it to fix the query.
+
+Parquet Modular Encryption's key failures carry the cipherspark error too (written by the KMS
+client, see java/). What parquet-java detects itself is a ``TagVerificationException`` ("GCM
+tag check failed"): a module of the file (footer, page, column index) failed AES-GCM
+authentication, i.e. the file was altered or truncated, or its keys were swapped. That becomes
+:class:`~cipherspark.errors.IntegrityError` naming the file (a path, not data).
 """
 
 from __future__ import annotations
@@ -20,11 +26,13 @@ import re
 from collections.abc import Iterator
 
 from cipherspark import errors
-from cipherspark.errors import CipherSparkError, JobError
+from cipherspark.errors import CipherSparkError, IntegrityError, JobError
 
 __all__ = ["cipherspark_errors", "spark_error"]
 
 _OURS = re.compile(r"cipherspark\.errors\.(\w+): ([^\n]+)")
+_PARQUET_TAG = re.compile(r"TagVerificationException|GCM tag check failed")
+_PARQUET_FILE = re.compile(r"while reading file (\S+?)\.?(?:\s|$)")
 _PYTHON_ERROR = re.compile(r"^(\w*(?:Error|Exception)): (.*)$", re.MULTILINE)
 _OS_ERRORS = {
     "FileNotFoundError",
@@ -100,6 +108,13 @@ def spark_error(exc: BaseException) -> CipherSparkError:
             return kind(message.strip(), reason)
         if isinstance(kind, type) and issubclass(kind, CipherSparkError):
             return kind(message.strip())
+    if _PARQUET_TAG.search(text):
+        file = _PARQUET_FILE.search(text)
+        where = f"Parquet file {file.group(1)}" if file else "a Parquet file"
+        return IntegrityError(
+            f"{where} does not authenticate: it was altered or truncated, or its keys were "
+            "swapped (Parquet's AES-GCM tag check failed)"
+        )
     python = _PYTHON_ERROR.findall(text)
     if python:
         name, message = python[-1]

@@ -21,23 +21,28 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import re
+import struct
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from cipherspark.errors import InputError, UsageError
+from cipherspark.errors import InputError, IntegrityError, UsageError
 from cipherspark.kms import validate_key_name
 
 __all__ = [
     "CRYPTO_FACTORY_CLASS",
+    "ENCRYPTED_MAGIC",
     "KMS_CLIENT_CLASS",
     "NO_KMS",
     "PME_JAR_NAME",
     "ParquetEncryption",
+    "check_encrypted_parquet",
     "column_key_options",
     "find_pme_jar",
+    "is_parquet",
     "parquet_properties",
     "require_pme_jar",
     "session_conf",
@@ -233,3 +238,113 @@ def session_conf(
     props = parquet_properties(encryption, unsafe_plaintext_parquet=unsafe_plaintext_parquet)
     conf.update({f"spark.hadoop.{key}": value for key, value in props.items()})
     return conf
+
+
+# -- encrypted Parquet tables on disk ---------------------------------------------------------
+
+#: The magic at both ends of a Parquet file: ``PARE`` with an encrypted footer, ``PAR1`` without.
+ENCRYPTED_MAGIC = b"PARE"
+_PLAINTEXT_MAGIC = b"PAR1"
+#: cipherspark's encrypted-CSV dataset manifest (:data:`cipherspark.crypto.manifest.MANIFEST_NAME`;
+#: spelled here so this module stays free of the crypto package's imports).
+_CSV_MANIFEST = "_manifest.cspk"
+_MASTER_KEY = re.compile(rb'"masterKeyID":"([^"\\]{1,256})"')
+
+
+def _magic(path: Path) -> tuple[bytes, bytes] | None:
+    """The first and last four bytes of ``path``; ``None`` if it is shorter than a Parquet file."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+            size = f.seek(0, 2)
+            if size < 12:
+                return None
+            f.seek(size - 4)
+            return head, f.read(4)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def _data_files(folder: Path) -> list[Path]:
+    """The files Spark's Parquet reader reads in ``folder``: recursively (partition folders),
+    skipping names starting with ``_`` or ``.`` (``_SUCCESS``, checksums, staging folders)."""
+    found = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith(("_", ".")):
+            continue
+        if entry.is_dir():
+            found.extend(_data_files(entry))
+        else:
+            found.append(entry)
+    return found
+
+
+def is_parquet(path: Path) -> bool:
+    """Whether ``path`` holds a Parquet table rather than cipherspark's encrypted CSV: a file with
+    Parquet's magic at both ends, or a folder (without a cipherspark dataset manifest) whose
+    first data file has it. The format comes from the data, not from the name."""
+    if path.is_dir():
+        if (path / _CSV_MANIFEST).exists():
+            return False
+        files = _data_files(path)
+        return bool(files) and is_parquet(files[0])
+    magic = _magic(path)
+    if magic is None:
+        return False
+    head, tail = magic
+    return head == tail and head in (ENCRYPTED_MAGIC, _PLAINTEXT_MAGIC)
+
+
+def _footer_key(path: Path) -> str:
+    """The master key named by the footer's key material (plaintext ``FileCryptoMetaData`` just
+    before the encrypted footer). Not trusted by itself: it only names the key whose KMS
+    wrapping must then open the footer, so a changed name fails to decrypt."""
+    with path.open("rb") as f:
+        size = f.seek(0, 2)
+        f.seek(size - 8)
+        (length,) = struct.unpack("<I", f.read(4))
+        if length > size - 12:
+            raise IntegrityError(f"Parquet file {path} is truncated or malformed")
+        f.seek(size - 8 - length)
+        meta = f.read(length)
+    found = _MASTER_KEY.search(meta)
+    if found is None:
+        raise IntegrityError(
+            f"Parquet file {path} carries no cipherspark key material in its footer"
+        )
+    return found.group(1).decode("utf-8", "replace")
+
+
+def check_encrypted_parquet(path: Path, *, key_id: str | None = None) -> str:
+    """Check that every file Spark would read of the Parquet table at ``path`` is encrypted
+    Parquet (magic ``PARE`` at both ends) under one footer key, ``key_id`` if given; that key.
+
+    A table that is partly plaintext is refused: PME reads plaintext files in an encrypting
+    session (``withPlaintextFilesAllowed``), so whoever can write to storage could add or swap
+    in plaintext rows of their choosing. A cheap check before Spark starts, by the file names
+    and bytes (:class:`InputError`, :class:`IntegrityError`); the authentication of every
+    module is Parquet's, as the files are read.
+    """
+    if not path.exists():
+        raise InputError(f"{path} does not exist")
+    files = _data_files(path) if path.is_dir() else [path]
+    if not files:
+        raise InputError(f"{path} holds no Parquet file")
+    keys = set()
+    for file in files:
+        if _magic(file) != (ENCRYPTED_MAGIC, ENCRYPTED_MAGIC):
+            raise IntegrityError(
+                f"{file} is not encrypted Parquet (no encrypted footer): refused, a plaintext "
+                "file in an encrypted table may have been put there by anyone who can write to "
+                "the storage"
+            )
+        keys.add(_footer_key(file))
+    if key_id is not None and keys != {key_id}:
+        other = sorted(keys - {key_id})[0]
+        raise IntegrityError(
+            f"{path}: a Parquet file is under key {other!r}, not {key_id!r} "
+            "(it may have been replaced by another file)"
+        )
+    if len(keys) > 1:
+        raise IntegrityError(f"{path}: its Parquet files are under different keys {sorted(keys)}")
+    return keys.pop()

@@ -19,6 +19,13 @@ event logs or plans.
 Every Parquet file the session writes is encrypted with Parquet Modular Encryption under the
 session's key (:mod:`cipherspark.spark.pme`); without one, Parquet writes are refused unless the
 session was opened with ``unsafe_plaintext_parquet``.
+
+Spark's other writers would write plaintext: CSV, JSON, ORC, text, JDBC and the like, through
+the DataFrame API or SQL alike. A check rule on every analysed plan
+(``org.cipherspark.spark.PlaintextWriteGuard`` in the client jar, loaded as a session
+extension: Spark accepts only JVM classes there) refuses them before anything runs, unless the
+session was opened with ``unsafe_plaintext_writes`` (the SQL setting
+:data:`UNSAFE_PLAINTEXT_WRITES`). The RDD API (``saveAsTextFile``) does not pass through it.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from pyspark import SparkConf, SparkContext
 from pyspark.java_gateway import launch_gateway
 from pyspark.sql import SparkSession
 
-from cipherspark.errors import UsageError
+from cipherspark.errors import InputError, UsageError
 from cipherspark.kms import Credentials
 from cipherspark.settings import ENV_API_KEY, ENV_APP_ID, ExecutorConfig
 from cipherspark.spark.datasource import EncryptedCsvDataSource
@@ -45,7 +52,18 @@ from cipherspark.spark.pme import (
     session_conf,
 )
 
-__all__ = ["SECURE_CONF", "secure_conf", "secure_session"]
+__all__ = [
+    "PLAINTEXT_WRITE_GUARD",
+    "SECURE_CONF",
+    "UNSAFE_PLAINTEXT_WRITES",
+    "secure_conf",
+    "secure_session",
+]
+
+#: The session extension that refuses Spark's plaintext writes (java/, in the client jar).
+PLAINTEXT_WRITE_GUARD = "org.cipherspark.spark.PlaintextWriteGuard"
+#: The SQL setting that lets a session write plaintext (the guard reads it at every check).
+UNSAFE_PLAINTEXT_WRITES = "spark.cipherspark.unsafePlaintextWrites"
 
 SECURE_CONF: Mapping[str, str] = {
     "spark.authenticate": "true",
@@ -112,6 +130,19 @@ def _launch_jvm_logging_to(log_file: Path, conf: Mapping[str, str]) -> None:
     SparkContext._jvm = gateway.jvm
 
 
+def _check_guard(spark: SparkSession, unsafe_plaintext_writes: bool) -> None:
+    """Set the session's plaintext-write opt-out; refuse a session the guard is not part of
+    (one started before, without it: its plaintext writes would go through)."""
+    spark.conf.set(UNSAFE_PLAINTEXT_WRITES, str(unsafe_plaintext_writes).lower())
+    extensions = spark.conf.get("spark.sql.extensions", "") or ""
+    if not unsafe_plaintext_writes and PLAINTEXT_WRITE_GUARD not in extensions.split(","):
+        raise InputError(
+            "this Spark session was started without cipherspark's plaintext-write guard: "
+            "start it with secure_session() (the guard is in the client jar: run "
+            "scripts/build-java), or pass unsafe_plaintext_writes=True"
+        )
+
+
 def secure_session(
     *,
     master: str = "local[*]",
@@ -126,6 +157,7 @@ def secure_session(
     executor: ExecutorConfig | None = None,
     parquet: ParquetEncryption | None = None,
     unsafe_plaintext_parquet: bool = False,
+    unsafe_plaintext_writes: bool = False,
 ) -> SparkSession:
     """Start (or join) a SparkSession with :data:`SECURE_CONF` and the encrypted data sources.
 
@@ -145,6 +177,12 @@ def secure_session(
     ``unsafe_plaintext_parquet`` opts out (plaintext Parquet). Reading encrypted Parquet needs
     nothing more than the KMS. These settings also apply to a session this call joins (they
     are Hadoop properties of the session's SQL conf, which every read and write copies).
+
+    Spark's own plaintext writes (CSV, JSON, ORC, text files, JDBC, Hive tables: DataFrame API
+    and SQL) are refused by the session's check rule unless ``unsafe_plaintext_writes`` opts
+    out (also applied to a session this call joins). The rule needs the built client jar; a
+    session without it starts only with the opt-out, and a session this call joins must have
+    been started with the rule.
     """
     if properties_file is not None:
         props = Path(properties_file)
@@ -170,9 +208,12 @@ def secure_session(
     if master.startswith(("local", "spark://127.0.0.1", "spark://localhost")):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder.master(master).appName(app_name)
-    # The KMS client must be built to encrypt; a session without a key refuses Parquet writes
-    # without it too (Parquet cannot load the client), so there it is optional.
-    jar = require_pme_jar() if parquet is not None else find_pme_jar()
+    # The KMS client must be built to encrypt, and the guard to refuse plaintext writes; a
+    # session that opts out of both (Parquet writes are refused without the client too: Parquet
+    # cannot load it) may start without them.
+    guarded = not unsafe_without_security
+    needed = parquet is not None or (guarded and not unsafe_plaintext_writes)
+    jar = require_pme_jar() if needed else find_pme_jar()
     conf = {
         **secure_conf(master=master, ui=ui, unsafe_without_security=unsafe_without_security),
         **session_conf(
@@ -183,6 +224,9 @@ def secure_session(
         ),
     }
     conf.update({k: v for k, v in (extra_conf or {}).items() if k != "spark.jars"})
+    if guarded and jar is not None:
+        extensions = (extra_conf or {}).get("spark.sql.extensions")
+        conf["spark.sql.extensions"] = ",".join(filter(None, [extensions, PLAINTEXT_WRITE_GUARD]))
     if master.startswith("spark://"):
         # Executors of a standalone cluster are children of its workers, not of this process.
         conf.update({f"spark.executorEnv.{name}": value for name, value in executor_env.items()})
@@ -196,6 +240,8 @@ def secure_session(
     parquet_props = parquet_properties(parquet, unsafe_plaintext_parquet=unsafe_plaintext_parquet)
     for key, value in parquet_props.items():
         spark.conf.set(key, value)
+    if guarded:
+        _check_guard(spark, unsafe_plaintext_writes)
     spark.sparkContext.setLogLevel(log_level)
     spark.dataSource.register(EncryptedCsvDataSource)
     return spark
