@@ -43,8 +43,9 @@ from tests.conftest import TEST_CREDENTIALS, TEST_KEY
 pytestmark = pytest.mark.spark
 
 OTHER_KEY = "other-key"
-SCHEMA = StructType([StructField("name", StringType(), True),
-                     StructField("age", IntegerType(), True)])
+SCHEMA = StructType(
+    [StructField("name", StringType(), True), StructField("age", IntegerType(), True)]
+)
 SEGMENT = 512
 PARTS = 3
 ROWS_PER_PART = 150
@@ -111,8 +112,13 @@ class Planned:
         for partition in self.partitions:
             for batch in self.reader.read(partition):
                 table = pa.Table.from_batches([batch])
-                got.update(zip(table.column("name").to_pylist(),
-                               table.column("age").to_pylist(), strict=True))
+                got.update(
+                    zip(
+                        table.column("name").to_pylist(),
+                        table.column("age").to_pylist(),
+                        strict=True,
+                    )
+                )
         return got
 
 
@@ -120,8 +126,15 @@ def plan(path: Path, kms: LocalKms, **options: str) -> Planned:
     """What Spark does with a read: build the source from its options, ask its schema, build the
     reader (pickled to the planner worker), plan the partitions there, pickle each to a task,
     and run it in an executor's unpickled copy of the reader."""
-    source = EncryptedCsvDataSource({"path": str(path), "kms": kms.url, "minPartitions": "2",
-                                     "partitionBytes": str(2 * SEGMENT), **options})
+    source = EncryptedCsvDataSource(
+        {
+            "path": str(path),
+            "kms": kms.url,
+            "minPartitions": "2",
+            "partitionBytes": str(2 * SEGMENT),
+            **options,
+        }
+    )
     assert source.schema().fieldNames() == SCHEMA.fieldNames()  # inferred from the first part
     planner = cloudpickle.loads(cloudpickle.dumps(source.reader(SCHEMA)))
     partitions = [pickle.loads(pickle.dumps(p)) for p in planner.partitions()]
@@ -137,8 +150,7 @@ def test_attacker_parts_are_readable_on_their_own(runs: Runs, tmp_path: Path) ->
     assert plan(attacker, runs.kms).rows() == expected_rows("x")
 
 
-def test_part_swapped_after_planning_is_refused_by_the_executor(runs: Runs,
-                                                                tmp_path: Path) -> None:
+def test_part_swapped_after_planning_is_refused_by_the_executor(runs: Runs, tmp_path: Path) -> None:
     victim, attacker = runs.fresh("v", tmp_path), runs.fresh("x", tmp_path)
     assert plan(victim, runs.kms).rows() == expected_rows("v")  # intact: read in full
 
@@ -152,8 +164,11 @@ def test_part_swapped_after_planning_is_refused_by_the_executor(runs: Runs,
     assert "is not the file that was verified when the read began" in message
     assert "x1-" not in message and "v1-" not in message  # the file is named, never a value
     # Partitions of the untouched parts still read the victim's rows, and only those.
-    others = [p for p in planned.partitions
-              if all(piece.part.path != str(victim / SWAPPED) for piece in p.pieces)]
+    others = [
+        p
+        for p in planned.partitions
+        if all(piece.part.path != str(victim / SWAPPED) for piece in p.pieces)
+    ]
     assert others
     got = Planned(planned.reader, others).rows()
     assert got and all(name.startswith("v") for name, _ in got)
@@ -185,8 +200,9 @@ def test_single_file_swapped_after_planning_is_refused(runs: Runs, tmp_path: Pat
     for run in ("v", "x"):
         (tmp_path / f"{run}.csv").write_bytes(part_text(run, 0))
         encrypted[run] = tmp_path / f"{run}.cspk"
-        encrypt_path(tmp_path / f"{run}.csv", encrypted[run], runs.kms, TEST_KEY,
-                     segment_size=SEGMENT)
+        encrypt_path(
+            tmp_path / f"{run}.csv", encrypted[run], runs.kms, TEST_KEY, segment_size=SEGMENT
+        )
     planned = plan(encrypted["v"], runs.kms)
     os.replace(encrypted["x"], encrypted["v"])
     with pytest.raises(IntegrityError, match="is not the file that was verified"):
@@ -228,8 +244,9 @@ def test_key_option_is_checked_on_executors_too(runs: Runs, tmp_path: Path) -> N
     victim = runs.fresh("v", tmp_path)
     other = runs.fresh("x", tmp_path, key=OTHER_KEY)
     planned = plan(victim, runs.kms, key=TEST_KEY)
-    assert {p.part.header.key_id for partition in planned.partitions for p in partition.pieces} \
-        == {TEST_KEY}
+    assert {p.part.header.key_id for partition in planned.partitions for p in partition.pieces} == {
+        TEST_KEY
+    }
     swap_in(victim, other)
     with pytest.raises(IntegrityError, match="is not the file that was verified"):
         planned.rows()
@@ -244,8 +261,9 @@ def test_key_option_on_a_single_file(runs: Runs, tmp_path: Path) -> None:
         plan(tmp_path / "x.cspk", runs.kms, datasetId="0" * 32)
 
 
-def test_dataset_id_option_refuses_another_dataset_under_the_same_key(runs: Runs,
-                                                                      tmp_path: Path) -> None:
+def test_dataset_id_option_refuses_another_dataset_under_the_same_key(
+    runs: Runs, tmp_path: Path
+) -> None:
     victim, attacker = runs.fresh("v", tmp_path), runs.fresh("x", tmp_path)
     unwrap = runs.kms.unwrap_data_key
     victim_id = open_dataset(victim, lambda h: unwrap(h.key_id, h.wrapped_key)).identity
@@ -261,10 +279,27 @@ def test_dataset_id_option_refuses_another_dataset_under_the_same_key(runs: Runs
         plan(victim, runs.kms, datasetId="not-an-id")
 
 
+def test_splits_carry_the_commit_and_its_pin_refuses_another(runs: Runs, tmp_path: Path) -> None:
+    """Every split names the manifest planning read (encrypted_sql pins its re-plans to it);
+    with that digest as the option manifestDigest, a dataset put in its place is refused."""
+    victim, attacker = runs.fresh("v", tmp_path), runs.fresh("x", tmp_path)
+    unwrap = runs.kms.unwrap_data_key
+    digest = open_dataset(victim, lambda h: unwrap(h.key_id, h.wrapped_key)).manifest_sha256
+    planned = plan(victim, runs.kms)
+    assert {p.pin.digest for p in planned.partitions} == {digest}
+    assert plan(victim, runs.kms, manifestDigest=digest).rows() == expected_rows("v")
+    shutil.rmtree(victim)
+    shutil.copytree(attacker, victim)
+    assert plan(victim, runs.kms).rows() == expected_rows("x")  # accepted without the pin
+    with pytest.raises(IntegrityError, match=f"the dataset at {victim} changed since it was"):
+        plan(victim, runs.kms, manifestDigest=digest)
+
+
 def test_pins_survive_the_options_round_trip() -> None:
     """encrypted_sql re-reads a table from ReadOptions.to_options(): the pins must stay."""
-    options = ReadOptions.parse({"path": "/d", "kms": "file:///k", "key": "k1",
-                                 "datasetId": "ab" * 16})
+    options = ReadOptions.parse(
+        {"path": "/d", "kms": "file:///k", "key": "k1", "datasetId": "ab" * 16}
+    )
     assert (options.key_id, options.dataset_id) == ("k1", "ab" * 16)
     again = ReadOptions.parse({"path": "/d", **options.to_options()})
     assert again == options
@@ -279,13 +314,15 @@ def translated(action: Callable[[], object]) -> object:
         return action()
 
 
-def test_spark_query_with_a_part_swapped_between_actions(runs: Runs, spark: SparkSession,
-                                                         tmp_path: Path) -> None:
+def test_spark_query_with_a_part_swapped_between_actions(
+    runs: Runs, spark: SparkSession, tmp_path: Path
+) -> None:
     """Spark plans a DataFrame's partitions once and reuses them for every action: a part
     swapped after the first action is met by the executors alone."""
     victim, attacker = runs.fresh("v", tmp_path), runs.fresh("x", tmp_path)
-    df = read_encrypted_csv(spark, str(victim), kms_url=runs.kms.url, schema=SCHEMA,
-                            partition_bytes=2 * SEGMENT)
+    df = read_encrypted_csv(
+        spark, str(victim), kms_url=runs.kms.url, schema=SCHEMA, partition_bytes=2 * SEGMENT
+    )
     assert df.count() == PARTS * ROWS_PER_PART
     swap_in(victim, attacker)
     with pytest.raises(IntegrityError) as raised:
@@ -314,8 +351,9 @@ def test_spark_reader_key_option(runs: Runs, spark: SparkSession, tmp_path: Path
         translated(df.count)
 
 
-def test_spark_overwrite_continues_the_dataset(runs: Runs, spark: SparkSession,
-                                               tmp_path: Path) -> None:
+def test_spark_overwrite_continues_the_dataset(
+    runs: Runs, spark: SparkSession, tmp_path: Path
+) -> None:
     """An overwrite in place keeps the dataset id and counts the generation up; a new output
     is a new dataset."""
     from cipherspark.spark import write_encrypted_csv

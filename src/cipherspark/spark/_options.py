@@ -12,6 +12,10 @@ to strings.
 ``key``            (write) primary key that wraps the output's data key; (read) the key the
                    input must be under: a dataset or file under another key is refused
 ``datasetId``      (read) the dataset id the input folder's manifest must name
+``manifestDigest`` (read) SHA-256 (hex) of the ``_manifest.cspk`` the folder must hold (of a
+                   single file: of its header): the commit that was loaded. ``encrypted_sql``
+                   sets it (and ``datasetGeneration``, that commit's generation, named when
+                   it changed) on every relation it re-plans: a replaced dataset is refused
 ``header``         ``true`` / ``false``; when reading, defaults to what the container says
 ``inferSchema``    (read) ``true`` to infer column types from the first segment
 ``mode``           (read) ``PERMISSIVE`` (default) / ``DROPMALFORMED`` / ``FAILFAST``
@@ -26,7 +30,9 @@ to strings.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -38,12 +44,13 @@ from cipherspark.errors import UsageError
 from cipherspark.spark._csv import MODES
 from cipherspark.spark._filters import filters_from_json, filters_to_json
 
-__all__ = ["DEFAULT_PARTITION_BYTES", "FORMAT_NAME", "ReadOptions", "WriteOptions"]
+__all__ = ["DEFAULT_PARTITION_BYTES", "FORMAT_NAME", "LoadPin", "ReadOptions", "WriteOptions"]
 
 FORMAT_NAME = "cipherspark_csv"
 # Spark's own spark.sql.files.maxPartitionBytes default. A task streams its split a few segments
 # at a time, so memory does not grow with it, while every task has a fixed cost (measured).
 DEFAULT_PARTITION_BYTES = 128 << 20
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 def _flag(options: Mapping[str, str], name: str) -> bool | None:
@@ -88,6 +95,14 @@ def _dataset_id(value: str | None) -> str | None:
         raise UsageError(f"option datasetId: {exc}") from exc
 
 
+def _manifest_digest(value: str | None) -> str | None:
+    if not value:
+        return None
+    if not _DIGEST.fullmatch(value):
+        raise UsageError("option manifestDigest must be a SHA-256 digest (64 lowercase hex digits)")
+    return value
+
+
 def _required(options: Mapping[str, str], name: str) -> str:
     value = options.get(name)
     if not value:
@@ -114,6 +129,11 @@ class ReadOptions:
     key_id: str | None = None
     #: The dataset id the input's manifest must name (option ``datasetId``), if pinned.
     dataset_id: str | None = None
+    #: The SHA-256 of the manifest (of a single file: its header) the input must have now
+    #: (option ``manifestDigest``): the commit that was loaded, if pinned.
+    manifest_digest: str | None = None
+    #: The generation of that commit (option ``datasetGeneration``), named when it changed.
+    dataset_generation: int | None = None
 
     @classmethod
     def parse(cls, options: Mapping[str, str]) -> ReadOptions:
@@ -127,6 +147,10 @@ class ReadOptions:
             filters = () if pushed is None else filters_from_json(pushed)
         except ValueError as exc:
             raise UsageError(f"option pushedFilters: {exc}") from exc
+        digest = _manifest_digest(options.get("manifestDigest"))
+        generation = options.get("datasetGeneration")
+        if generation is not None and digest is None:
+            raise UsageError("option datasetGeneration needs the option manifestDigest")
         return cls(
             path=_required(options, "path"),
             kms_url=_required(options, "kms"),
@@ -140,6 +164,20 @@ class ReadOptions:
             filters=filters,
             key_id=options.get("key") or None,
             dataset_id=_dataset_id(options.get("datasetId")),
+            manifest_digest=digest,
+            dataset_generation=(
+                None if generation is None else _int_option(options, "datasetGeneration", 1)
+            ),
+        )
+
+    def pinned_to(self, pin: LoadPin) -> ReadOptions:
+        """These options, reading only the commit ``pin`` names (and, if it names one, only
+        that dataset)."""
+        return dataclasses.replace(
+            self,
+            manifest_digest=pin.digest,
+            dataset_generation=pin.generation,
+            dataset_id=pin.dataset_id if pin.dataset_id is not None else self.dataset_id,
         )
 
     def to_options(self) -> dict[str, str]:
@@ -164,7 +202,26 @@ class ReadOptions:
             options["key"] = self.key_id
         if self.dataset_id is not None:
             options["datasetId"] = self.dataset_id
+        if self.manifest_digest is not None:
+            options["manifestDigest"] = self.manifest_digest
+        if self.dataset_generation is not None:
+            options["datasetGeneration"] = str(self.dataset_generation)
         return options
+
+
+@dataclass(frozen=True)
+class LoadPin:
+    """What a relation's read was planned over: the SHA-256 of the folder's ``_manifest.cspk``
+    (of a single file: of its header, the digest a manifest entry records), and the dataset id
+    and generation that manifest names (``None`` for a single file or a version 1 manifest).
+
+    Every split carries it, so :func:`~cipherspark.spark.encrypted_sql` can pin the relations
+    it re-plans to exactly what the DataFrame it narrows reads (:meth:`ReadOptions.pinned_to`).
+    """
+
+    digest: str
+    dataset_id: str | None = None
+    generation: int | None = None
 
 
 @dataclass(frozen=True)

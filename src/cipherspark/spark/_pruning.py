@@ -15,7 +15,11 @@ for each encrypted table,
   pass them gives the same answer (the optimized plan is equivalent to the query for any input).
 
 It then registers each table again as a new relation that carries the columns and filters as
-options (nothing is shared with other queries or DataFrames) and plans the query for real. If
+options (nothing is shared with other queries or DataFrames) and plans the query for real. Each
+new relation is pinned to the commit of the dataset that the table's own relation reads (option
+``manifestDigest``, from the table's first split, or as given at load), so one DataFrame
+never answers from two datasets: a dataset replaced on disk after it was loaded (another
+generation of it, another dataset under the same key) is refused, not read. If
 that fails, or its output schema differs from the first plan's, the query runs unpruned:
 pruning is an optimisation and never turns a valid query into an error.
 
@@ -27,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import pickle
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,7 +55,7 @@ from pyspark.sql.types import DataType, DecimalType, StructType
 
 from cipherspark.spark._conf import conf_bytes
 from cipherspark.spark._filters import COMPARISONS, And, Or, filters_from_json, filters_to_json
-from cipherspark.spark._options import FORMAT_NAME, ReadOptions
+from cipherspark.spark._options import FORMAT_NAME, LoadPin, ReadOptions
 
 __all__ = ["ScanPlan", "encrypted_sql", "plan_scans", "scans"]
 
@@ -254,16 +259,50 @@ def _scan_options(df: DataFrame) -> dict[str, str] | None:
     return _our_scan(plan) if plan.children().length() == 0 else None
 
 
+def _loaded_pin(df: DataFrame) -> LoadPin | None:
+    """The commit ``df``'s relation reads, from its first split (``None`` if it has none).
+
+    Asking for the physical plan's partitions plans them if no query did yet; Spark then keeps
+    them on the relation, so ``df`` itself reads this same commit for as long as it lives.
+    """
+    for node in _nodes(df._jdf.queryExecution().executedPlan()):
+        if _simple_name(node) != "BatchScanExec":
+            continue
+        partitions = node.inputPartitions()
+        if partitions.length() == 0:
+            return None
+        # Pickled by our reader's partitions() in Spark's planner worker: a process of this
+        # application, trusted as this one is (the bytes never left the driver's JVM).
+        pin = getattr(pickle.loads(bytes(partitions.apply(0).pickedPartition())), "pin", None)
+        return pin if isinstance(pin, LoadPin) else None
+    return None
+
+
+def _pinned_options(df: DataFrame, options: Mapping[str, str]) -> ReadOptions | None:
+    """``df``'s reader options, pinned to the commit ``df`` reads (``manifestDigest``), or
+    ``None`` if that is not known: a re-planned read must not read a dataset put in its place."""
+    parsed = ReadOptions.parse(options)
+    if parsed.manifest_digest is not None:
+        return parsed  # pinned when it was loaded: checked by df's own planning too
+    try:
+        pin = _loaded_pin(df)
+    except PySparkException:
+        # df's own read cannot be planned (a part swapped, say): it is used as it is, and the
+        # query fails as df would, with the reader's error, when it runs.
+        return None
+    return None if pin is None else parsed.pinned_to(pin)
+
+
 def _reread(
     spark: SparkSession,
-    options: dict[str, str],
+    parsed: ReadOptions,
     schema: StructType,
     columns: list[str],
     filters: tuple[str, ...],
 ) -> DataFrame:
-    """A new relation over the same files, reading ``columns`` of ``schema`` and only rows
-    that pass ``filters`` (wire forms) besides those the table already had."""
-    parsed = ReadOptions.parse(options)
+    """A new relation over the same files, reading ``columns`` of ``schema`` (the schema the
+    table was loaded with, never inferred again) and only rows that pass ``filters`` (wire
+    forms) besides those the table already had."""
     extra = tuple(f for wire in filters for f in filters_from_json(wire))
     narrowed = dataclasses.replace(
         parsed,
@@ -354,7 +393,9 @@ def encrypted_sql(spark: SparkSession, query: str, tables: Mapping[str, DataFram
             keep = [c for c in names if c in plan.columns] or names[:1]
             scan = df
             if len(keep) < len(names) or plan.filters:
-                scan = _reread(spark, options, df.schema, keep, plan.filters)
+                pinned = _pinned_options(df, options)
+                if pinned is not None:  # else df as it is: it reads one commit by itself
+                    scan = _reread(spark, pinned, df.schema, keep, plan.filters)
             if 0 <= _estimated_bytes(options["path"], df.schema, keep) <= threshold:
                 scan = broadcast(scan)
             if scan is not df:

@@ -12,6 +12,11 @@ Verify where you decrypt: planning checks a folder's manifest, its key and the r
 :class:`~cipherspark.crypto.ExpectedPart` (size, header digest, header with key id and wrapped
 key). The executor opens the part once and checks that descriptor against it before it unwraps
 a key or decrypts a byte, so a part swapped on disk after planning is refused, not read.
+
+One DataFrame, one dataset: every split also carries the commit planning read (a
+:class:`~cipherspark.spark._options.LoadPin`: the manifest's digest, id and generation), and
+:func:`~cipherspark.spark.encrypted_sql` pins the relations it re-plans to it (option
+``manifestDigest``), so a dataset replaced between two queries of a DataFrame is refused.
 """
 
 from __future__ import annotations
@@ -71,7 +76,7 @@ from cipherspark.spark._csv import (
 )
 from cipherspark.spark._executor import executor_data_key, executor_kms
 from cipherspark.spark._filters import apply_filters, combine
-from cipherspark.spark._options import FORMAT_NAME, ReadOptions, WriteOptions
+from cipherspark.spark._options import FORMAT_NAME, LoadPin, ReadOptions, WriteOptions
 
 __all__ = ["FORMAT_NAME", "EncryptedCsvDataSource"]
 
@@ -82,20 +87,33 @@ def _data_key_for(kms_url: str) -> Callable[[ContainerHeader], bytes]:
     return lambda h: executor_data_key(kms_url, h.key_id, h.wrapped_key)
 
 
-def _expected_parts(options: ReadOptions) -> tuple[ExpectedPart, ...]:
+def _expected_parts(options: ReadOptions) -> tuple[tuple[ExpectedPart, ...], LoadPin]:
     """What every file of the input must be when an executor opens it, checked now: a folder's
-    manifest, key binding and listing, and the options' pins (``key``, ``datasetId``)."""
+    manifest, key binding and listing, and the options' pins (``key``, ``datasetId``,
+    ``manifestDigest``); and the commit read (its :class:`LoadPin`)."""
     # Absolute (against the driver's folder): cluster executors run in their own work dirs.
     source = Path(options.path).absolute()
     if source.is_dir():
-        return open_dataset(
+        dataset = open_dataset(
             source,
             _data_key_for(options.kms_url),
             key_id=options.key_id,
-            dataset_id=options.dataset_id,
-        ).parts
+            # With a digest pin the id is checked below, so that a replaced dataset gets one
+            # message, whether it is another generation of the dataset or another dataset.
+            dataset_id=None if options.manifest_digest is not None else options.dataset_id,
+        )
+        identity = dataset.identity
+        pin = LoadPin(
+            dataset.manifest_sha256,
+            None if identity is None else identity.dataset_id,
+            None if identity is None else identity.generation,
+        )
+        _check_loaded(source, pin, options)
+        return dataset.parts, pin
     if options.dataset_id is not None:
         raise UsageError(f"{source} is a single file: it has no dataset id (option datasetId)")
+    if options.dataset_generation is not None:
+        raise UsageError(f"{source} is a single file: it has no generation (datasetGeneration)")
     # A single file has no manifest: the splits are bound to the file as planning saw it.
     part = ExpectedPart.of(source)
     if options.key_id is not None and part.header.key_id != options.key_id:
@@ -103,7 +121,33 @@ def _expected_parts(options: ReadOptions) -> tuple[ExpectedPart, ...]:
             f"{source}: the file is under key {part.header.key_id!r}, not {options.key_id!r} "
             "(it may have been replaced by another file)"
         )
-    return (part,)
+    if options.manifest_digest is not None and part.header_sha256 != options.manifest_digest:
+        raise IntegrityError(f"the file at {source} changed since it was loaded")
+    return (part,), LoadPin(part.header_sha256)
+
+
+def _check_loaded(source: Path, now: LoadPin, options: ReadOptions) -> None:
+    """Refuse a folder that is not the commit the options pin (``manifestDigest``, with the id
+    that commit names in ``datasetId``): the relation it was loaded as read another one."""
+    if options.manifest_digest is None:
+        return
+    loaded_id = options.dataset_id
+    if now.digest == options.manifest_digest:
+        if loaded_id is not None and now.dataset_id != loaded_id:
+            # Only inconsistent options get here: the digest names a manifest of another id.
+            raise IntegrityError(
+                f"{source}: option manifestDigest names a commit that is not dataset {loaded_id}"
+            )
+        return
+    if now.dataset_id is None:
+        change = "its manifest is not the one loaded"
+    elif loaded_id is not None and now.dataset_id != loaded_id:
+        change = f"dataset {loaded_id} -> {now.dataset_id}"
+    elif options.dataset_generation is not None:
+        change = f"generation {options.dataset_generation} -> {now.generation}"
+    else:
+        change = f"now generation {now.generation}"
+    raise IntegrityError(f"the dataset at {source} changed since it was loaded ({change})")
 
 
 def _open(part: ExpectedPart, kms_url: str) -> ContainerFile:
@@ -137,6 +181,8 @@ class _Piece:
 @dataclass(frozen=True)
 class _Partition(InputPartition):
     pieces: tuple[_Piece, ...]
+    #: The commit the relation's read was planned over: encrypted_sql pins its re-plans to it.
+    pin: LoadPin
 
 
 class _Reader(DataSourceReader):
@@ -161,7 +207,8 @@ class _Reader(DataSourceReader):
                 raise UsageError(f"column {unknown[0]!r} is not in fileColumns")
 
     def partitions(self) -> Sequence[InputPartition]:
-        parts = {p.path: p for p in _expected_parts(self.options)}
+        expected, pin = _expected_parts(self.options)
+        parts = {p.path: p for p in expected}
         files = [(p.path, p.segment_count, p.header.segment_size) for p in parts.values()]
         total = sum(p.size for p in parts.values())
         # Whole waves: as many partitions as cores (minPartitions), or a multiple of it, each at
@@ -170,7 +217,7 @@ class _Reader(DataSourceReader):
         waves = max(1, -(-total // (cores * self.partition_bytes)))
         target = -(-total // (cores * waves))
         return [
-            _Partition(tuple(_Piece(s, parts[s.path]) for s in group))
+            _Partition(tuple(_Piece(s, parts[s.path]) for s in group), pin)
             for group in plan_slices(files, max(1, target))
         ]
 
@@ -355,7 +402,7 @@ class EncryptedCsvDataSource(DataSource):
     def schema(self) -> StructType:
         """Column names from the header line (or ``_c0``...), types strings or inferred."""
         options = ReadOptions.parse(self.options)
-        first_part = _expected_parts(options)[0]
+        first_part = _expected_parts(options)[0][0]
         first = first_part.path
         with _open(first_part, options.kms_url) as container:
             text = owned_text(container, 0, 1)
