@@ -28,7 +28,7 @@ test:
 	@scripts/ensure-java
 	@scripts/build-java
 	@scripts/ensure-tools
-	.venv/bin/ruff check src tests bench
+	.venv/bin/ruff check src tests bench examples
 	.venv/bin/mypy
 	.venv/bin/pytest -n $(TEST_WORKERS) --dist loadfile
 
@@ -37,9 +37,9 @@ test:
 # formatted; make test does not run it.
 lint:
 	@scripts/ensure-venv test
-	.venv/bin/ruff check src tests bench
+	.venv/bin/ruff check src tests bench examples
 	.venv/bin/mypy
-	.venv/bin/ruff format --check src tests bench
+	.venv/bin/ruff format --check src tests bench examples
 
 # No Spark (marker spark) and no KMS server or benchmark child processes (marker servers).
 test-fast:

@@ -33,6 +33,7 @@ KMS_COMMANDS = [
     ("run",),
     ("migrate", "bigdl"),
     ("kms", "app", "create"),
+    ("kms", "wait"),
     ("kms", "app", "disable"),
     ("kms", "app", "enable"),
     ("kms", "credential", "create"),

@@ -21,6 +21,7 @@ of them into one line on stderr and a non-zero exit code; it never shows a trace
     │   ├── KeyStateError       the key is disabled, pending deletion, or the version is retired
     │   ├── RateLimitedError    the KMS throttles logins after too many failures (HTTP 429)
     │   ├── StoreChangedError   the KMS server's database or audit log was edited outside it
+    │   ├── DatasetConflictError    the dataset registry changed since the writer read it
     │   └── KmsUnavailableError the KMS cannot be reached or is not supported here
     │       ├── KmsTlsError     the server's TLS certificate does not match the pinned CA
     │       └── KmsServerError  the KMS server failed (HTTP 5xx)
@@ -50,6 +51,7 @@ __all__ = [
     "CipherSparkError",
     "ClusterError",
     "CredentialsError",
+    "DatasetConflictError",
     "DenialReason",
     "FormatError",
     "InputError",
@@ -158,6 +160,12 @@ class StoreChangedError(KmsError):
     """The KMS server's sealed store does not verify: a row fails its seal, the store seal does
     not match its rows, or the database and the audit log disagree (edited, mixed or rolled
     back outside the server). The server refuses to start, a restore is refused."""
+
+
+class DatasetConflictError(KmsError):
+    """A dataset registration lost its compare-and-swap: the record at the location is not the
+    one the writer read (another writer committed first, or the record was moved), or the record
+    would go back to an older generation. Nothing was registered."""
 
 
 class KmsUnavailableError(KmsError):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
 
 import typer
@@ -52,7 +51,9 @@ deploy.add_aliases(app)
 
 def _version() -> str:
     # The installed distribution's metadata, which comes from pyproject.toml's version: the
-    # one place the version is written.
+    # one place the version is written. Imported here: importlib.metadata costs ~70 ms.
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("cipherspark")
     except PackageNotFoundError:

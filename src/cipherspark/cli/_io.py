@@ -12,13 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 from cipherspark.errors import InputError
 
@@ -47,6 +40,16 @@ def progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
     if total < (64 << 20) or not err.is_terminal:
         yield lambda _n: None
         return
+    # Imported here: rich.progress costs ~20 ms (python -X importtime) and only large transfers
+    # on a terminal draw a bar; every other command, --help included, skips it.
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     with Progress(
         "[progress.description]{task.description}",
         BarColumn(),

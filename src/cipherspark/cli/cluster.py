@@ -9,7 +9,7 @@ import typer
 from cipherspark.cli._io import out as _out
 from cipherspark.cli._options import DEFAULT_CLUSTER_DIR, ClusterDirOpt
 
-__all__ = ["app", "start", "status", "stop"]
+__all__ = ["app", "env", "start", "status", "stop"]
 
 app = typer.Typer(
     help="A Spark standalone cluster on this machine (127.0.0.1), secured.", no_args_is_help=True
@@ -50,6 +50,28 @@ def status(directory: ClusterDirOpt = DEFAULT_CLUSTER_DIR) -> None:
         _out.print(f"  {role} pid {pid}: {'running' if alive[pid] else 'gone'}")
     if not all(alive.values()):
         raise typer.Exit(1)
+
+
+@app.command()
+def env(directory: ClusterDirOpt = DEFAULT_CLUSTER_DIR) -> None:
+    """Print the shell lines that point cipherspark's commands at the cluster.
+
+    Example: eval "$(cipherspark cluster env --dir .cipherspark/cluster)"
+    """
+    import shlex
+
+    from cipherspark.spark.cluster import cluster_status
+
+    cluster, alive = cluster_status(directory)
+    if not alive.get(cluster.master_pid, False):
+        from cipherspark.errors import ClusterError
+
+        raise ClusterError(f"the cluster in {directory} is not running (cipherspark cluster start)")
+    # Plain stdout, not the console: these lines are for the shell to evaluate, never wrapped.
+    typer.echo(f"export CIPHERSPARK_MASTER={shlex.quote(cluster.master_url)}")
+    typer.echo(
+        f"export CIPHERSPARK_SPARK_PROPERTIES={shlex.quote(str(cluster.properties.absolute()))}"
+    )
 
 
 @app.command()

@@ -27,7 +27,7 @@ from cipherspark.cli._options import (
     PccsUrlOpt,
 )
 from cipherspark.cli._services import open_admin
-from cipherspark.errors import KmsUnavailableError
+from cipherspark.errors import InputError, KmsUnavailableError, OutputExistsError, UsageError
 
 __all__ = ["admin_token_app", "app", "app_app", "audit_app", "credential_app", "platform_app"]
 
@@ -55,11 +55,39 @@ app.add_typer(platform_app, name="simulated-platform")
 
 
 @app.command("init")
-def init(data: DataDirOpt, as_json: JsonOpt = False) -> None:
-    """Create the data directory: root key (0600), database and admin token (printed once)."""
+def init(
+    data: DataDirOpt,
+    as_json: JsonOpt = False,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-admin-token",
+            help="Write the admin token into this new file (0600) instead of printing it; "
+            "the admin commands read it back with --admin-token-file.",
+        ),
+    ] = None,
+) -> None:
+    """Create the data directory: root key (0600), database and admin token (printed once).
+
+    Example: cipherspark kms init --data kms-data --save-admin-token kms-admin.token
+    """
+    from cipherspark._atomic import create_file
     from cipherspark.kms.server import init_data_dir
 
+    if token_file is not None and (token_file.exists() or token_file.is_symlink()):
+        # Checked before anything is created: a failed init leaves no half-made directory.
+        raise OutputExistsError(f"{token_file} exists; the admin token goes into a new file")
     result = init_data_dir(data)
+    if token_file is not None:
+        try:
+            create_file(token_file, f"{result.admin_token}\n".encode(), replace=False)
+        except FileExistsError as exc:
+            raise OutputExistsError(f"{token_file} appeared while initialising") from exc
+        except OSError as exc:
+            raise InputError(f"cannot write {token_file}: {exc.strerror}") from exc
+        _out.print(f"initialised the KMS data directory {result.data_dir}")
+        _out.print(f"the admin token is in {token_file} (0600); keep it safe")
+        return
     if as_json:
         _out.print(
             json.dumps({"data_dir": str(result.data_dir), "admin_token": result.admin_token})
@@ -68,6 +96,26 @@ def init(data: DataDirOpt, as_json: JsonOpt = False) -> None:
     _out.print(f"initialised the KMS data directory {result.data_dir}")
     _out.print(f"ADMIN TOKEN: {result.admin_token}")
     _out.print("Store the admin token now: it is shown only once (the server keeps a hash).")
+
+
+@app.command("wait")
+def wait(
+    kms: KmsOpt = None,
+    kms_ca: KmsCaOpt = None,
+    timeout: Annotated[
+        float, typer.Option(min=0.0, help="Seconds to wait at most.", show_default=True)
+    ] = 30.0,
+) -> None:
+    """Wait until the KMS server answers (after 'kms serve ... &'), at most --timeout seconds.
+
+    Example: cipherspark kms wait --kms https://127.0.0.1:8443 --kms-ca kms-data/tls/cert.pem
+    """
+    from cipherspark.kms.server.launch import wait_for_server
+
+    if kms is None:
+        raise UsageError("kms wait needs the KMS server's URL: pass --kms or set CIPHERSPARK_KMS")
+    wait_for_server(kms, kms_ca, timeout=timeout)
+    _out.print(f"the KMS server at {kms} answers")
 
 
 @app.command("serve")
@@ -157,12 +205,31 @@ def app_create(
     admin_token: AdminTokenOpt = None,
     admin_token_file: AdminTokenFileOpt = None,
     as_json: JsonOpt = False,
+    as_env: Annotated[
+        bool,
+        typer.Option(
+            "--env",
+            help="Print only the shell lines that export CIPHERSPARK_APP_ID and "
+            "CIPHERSPARK_API_KEY, for eval.",
+        ),
+    ] = False,
 ) -> None:
-    """Register an application; prints its APP ID and owner API KEY (shown only once)."""
+    """Register an application; prints its APP ID and owner API KEY (shown only once).
+
+    Example: eval "$(cipherspark kms app create my-app --admin-token-file kms-admin.token --env)"
+    """
+    if as_json and as_env:
+        raise UsageError("--json and --env are two ways of printing: give one")
     with open_admin(kms, kms_ca, admin_token) as admin:
         new = admin.create_app(name)
     # The one place an API key is shown: to the operator who just created it, once (the server
     # keeps only its salted hash). It is never logged.
+    if as_env:
+        import shlex
+
+        typer.echo(f"export CIPHERSPARK_APP_ID={shlex.quote(new.app_id)}")
+        typer.echo(f"export CIPHERSPARK_API_KEY={shlex.quote(new.api_key)}")
+        return
     if as_json:
         _out.print(
             json.dumps(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from cipherspark.errors import CredentialsError, UsageError
@@ -18,7 +19,9 @@ from cipherspark.kms.base import (
     KeyManagementService,
     validate_key_name,
 )
-from cipherspark.kms.local import LocalKms
+
+if TYPE_CHECKING:
+    from cipherspark.kms.local import LocalKms
 
 __all__ = [
     "DEFAULT_KMS_DIR",
@@ -33,6 +36,16 @@ __all__ = [
 ]
 
 DEFAULT_KMS_DIR = Path(".cipherspark") / "kms"
+
+
+def __getattr__(name: str) -> object:
+    # LocalKms pulls in cryptography's Rust bindings (~30 ms of the 0.6 s `cipherspark --help`
+    # took, python -X importtime): load it when first used, not when the CLI builds its commands.
+    if name == "LocalKms":
+        from cipherspark.kms.local import LocalKms
+
+        return LocalKms
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def kms_url_for_directory(directory: str | os.PathLike[str]) -> str:
@@ -66,6 +79,8 @@ def open_kms(
         if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
             raise UsageError(f"file:// KMS URLs must be local, not on host {parsed.netloc!r}")
         path = unquote(parsed.path) if parsed.scheme == "file" else url
+        from cipherspark.kms.local import LocalKms
+
         return LocalKms(path, credentials, create=create)
     if parsed.scheme in ("https", "http"):
         from cipherspark.kms.remote import RemoteKms

@@ -22,6 +22,7 @@ from cipherspark.errors import KmsUnavailableError, UsageError
 
 if TYPE_CHECKING:
     from cipherspark.attestation import AttestationPolicy, EvidenceProvider
+    from cipherspark.kms.registry import DatasetRecord
 
 __all__ = [
     "Credentials",
@@ -177,3 +178,50 @@ class KeyManagementService(ABC):
         :class:`KmsUnavailableError` where the backend cannot release keys to TEEs.
         """
         raise self._needs_server("attested key release")
+
+    # -- the dataset registry (cipherspark.kms.registry) ------------------------------------------
+
+    def dataset_at(self, location: str) -> DatasetRecord | None:
+        """The registered record at ``location`` (see :func:`~cipherspark.kms.registry.
+        dataset_location`), or ``None`` when nothing is registered there."""
+        raise self._needs_server("the dataset registry")
+
+    def find_dataset(self, dataset_id: str) -> list[DatasetRecord]:
+        """Every location where dataset ``dataset_id`` is registered (for messages: "it is
+        registered at ..."), sorted by location; empty when nowhere."""
+        raise self._needs_server("the dataset registry")
+
+    def register_dataset(
+        self,
+        record: DatasetRecord,
+        *,
+        previous: DatasetRecord | None,
+        wrapped_key: bytes,
+        proof: bytes,
+    ) -> None:
+        """Make ``record`` the current one at ``record.location``, if the record there now is
+        exactly ``previous`` (``None``: nothing is registered there); compare-and-swap.
+
+        ``wrapped_key`` is the dataset's wrapped data key (its SHA-256 must be
+        ``record.wrapped_key_sha256``) and ``proof`` its
+        :func:`~cipherspark.kms.registry.registration_proof` over ``record`` and ``previous``:
+        the backend unwraps the key itself and checks the proof. Refused with
+        :class:`~cipherspark.errors.DatasetConflictError` when the record there is not
+        ``previous``, or when ``record`` has the same dataset id as ``previous`` and a generation
+        lower than its; :class:`~cipherspark.errors.IntegrityError` for a bad proof.
+        """
+        raise self._needs_server("the dataset registry")
+
+    def move_dataset(
+        self,
+        source: DatasetRecord,
+        target: DatasetRecord,
+        *,
+        wrapped_key: bytes,
+        proof: bytes,
+    ) -> None:
+        """Move the registered record ``source`` to ``target.location`` in one step: ``target``
+        is ``source`` with another location, nothing may be registered at the target, and
+        ``proof`` is the registration proof of ``target`` over ``source``. The same refusals as
+        :meth:`register_dataset`."""
+        raise self._needs_server("the dataset registry")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from cipherspark.errors import KmsError
 
-__all__ = ["LocalServer", "local_server"]
+__all__ = ["LocalServer", "local_server", "wait_for_server"]
 
 _HOST = "127.0.0.1"
 
@@ -61,6 +61,42 @@ def _healthy(url: str, ca_file: Path) -> bool:
         return httpx.get(f"{url}/healthz", verify=context, timeout=2).status_code == 200
     except (httpx.HTTPError, ssl.SSLError, OSError):
         return False
+
+
+def wait_for_server(url: str, ca_file: Path | None, *, timeout: float = 30.0) -> None:
+    """Return once the KMS server at ``url`` answers ``/healthz`` over TLS checked against
+    ``ca_file`` (``None``: the system CAs), or raise
+    :class:`~cipherspark.errors.KmsUnavailableError` after ``timeout`` seconds. A self-signed
+    ``ca_file`` that does not exist yet is waited for too: the server writes it when it first
+    starts."""
+    from cipherspark.errors import KmsUnavailableError
+
+    if not url.startswith("https://"):
+        raise KmsUnavailableError(f"only a KMS server (https://) can be waited for, not {url}")
+    deadline = time.monotonic() + timeout
+    why = "not listening"
+    while True:
+        if ca_file is None or ca_file.exists():
+            import httpx
+
+            try:
+                context = ssl.create_default_context(
+                    cafile=None if ca_file is None else str(ca_file)
+                )
+                answer = httpx.get(f"{url.rstrip('/')}/healthz", verify=context, timeout=2)
+                if answer.status_code == 200:
+                    return
+                why = f"HTTP {answer.status_code}"
+            except (httpx.HTTPError, ssl.SSLError, OSError) as exc:
+                # The certificate check fails as a connect error too; name it at the end.
+                why = "TLS: not the given CA" if "CERTIFICATE_VERIFY" in str(exc) else why
+        else:
+            why = f"no certificate at {ca_file} yet"
+        if time.monotonic() > deadline:
+            raise KmsUnavailableError(
+                f"the KMS server at {url} did not answer within {timeout:.0f} s ({why})"
+            )
+        time.sleep(0.2)
 
 
 def _stop(proc: subprocess.Popen[bytes], timeout: float) -> None:
