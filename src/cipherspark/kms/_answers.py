@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from cipherspark.errors import KmsError
+from cipherspark.errors import KmsError, UsageError
 from cipherspark.kms.base import KeyInfo
+from cipherspark.kms.registry import DatasetRecord
 
 __all__ = [
     "AppInfo",
@@ -23,6 +24,7 @@ __all__ = [
     "SimulatedPlatform",
     "app_info",
     "credential_info",
+    "dataset_record",
     "key_description",
     "key_info",
     "new_app",
@@ -194,4 +196,32 @@ def simulated_platform(doc: object) -> SimulatedPlatform:
     try:
         return SimulatedPlatform(str(doc["public_key"]), str(doc["label"]), str(doc["created"]))
     except KeyError as exc:
+        raise KmsError(malformed) from exc
+
+
+def dataset_record(doc: object) -> DatasetRecord:
+    """A dataset registry record from an answer; :class:`KmsError` if it is malformed (wrong
+    types or shapes: the record's own checks)."""
+    malformed = "the KMS answered with a malformed dataset record"
+    if not isinstance(doc, Mapping):
+        raise KmsError(malformed)
+    try:
+        generation = doc["generation"]
+        if not isinstance(generation, int) or isinstance(generation, bool):
+            raise TypeError("generation is not an integer")
+        values = [
+            doc[name]
+            for name in (
+                "location",
+                "dataset_id",
+                "key_id",
+                "manifest_sha256",
+                "wrapped_key_sha256",
+            )
+        ]
+        if not all(isinstance(v, str) for v in values):
+            raise TypeError("a record field is not a string")
+        location, dataset_id, key_id, manifest, wrapped = values
+        return DatasetRecord(location, dataset_id, key_id, generation, manifest, wrapped)
+    except (KeyError, TypeError, UsageError) as exc:
         raise KmsError(malformed) from exc

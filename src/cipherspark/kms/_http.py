@@ -114,6 +114,23 @@ class Transport:
     ) -> dict[str, Any]:
         """Send one request; the JSON answer, or the matching cipherspark error
         (``vault_bad_request``: what a Vault-shaped 400 means for this request)."""
+        return self._answer(self._send(method, path, body, what), what, vault_bad_request)
+
+    def request_or_none(
+        self, method: str, path: str, *, what: str, absent: _wire.WireCode
+    ) -> dict[str, Any] | None:
+        """:meth:`request`, but ``None`` for an answer with ``absent``'s status and code
+        (a lookup that found nothing); any other error raises as there."""
+        response = self._send(method, path, None, what)
+        if response.status_code == absent.status:
+            doc = _json(response)
+            if doc.get("code") == absent.code:
+                return None
+        return self._answer(response, what, KmsError)
+
+    def _send(
+        self, method: str, path: str, body: dict[str, Any] | None, what: str
+    ) -> httpx.Response:
         response: httpx.Response | None = None
         for attempt in range(_RETRIES + 1):
             try:
@@ -142,17 +159,12 @@ class Transport:
                     f"talking to the KMS at {self.url} failed ({what}): {type(exc).__name__}"
                 ) from exc
         assert response is not None
-        return self._answer(response, what, vault_bad_request)
+        return response
 
     def _answer(
         self, response: httpx.Response, what: str, vault_bad_request: type[CipherSparkError]
     ) -> dict[str, Any]:
-        try:
-            doc = response.json() if response.content else {}
-        except ValueError:
-            doc = {}
-        if not isinstance(doc, dict):
-            doc = {}
+        doc = _json(response)
         _wire.raise_for_answer(
             response.status_code,
             doc,
@@ -162,6 +174,15 @@ class Transport:
             vault_bad_request=vault_bad_request,
         )
         return doc
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    """The answer's JSON object; ``{}`` when it is empty, not JSON or not an object."""
+    try:
+        doc = response.json() if response.content else {}
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def b64field(doc: dict[str, Any], name: str) -> bytes:

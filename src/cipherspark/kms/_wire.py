@@ -32,6 +32,7 @@ from cipherspark.errors import (
     AttestationError,
     CipherSparkError,
     CredentialsError,
+    DatasetConflictError,
     DenialReason,
     IntegrityError,
     KeyExistsError,
@@ -53,6 +54,7 @@ from cipherspark.kms._answers import (
     SimulatedPlatform,
     app_info,
     credential_info,
+    dataset_record,
     key_description,
     key_info,
     new_app,
@@ -63,6 +65,7 @@ from cipherspark.kms._answers import (
 __all__ = [
     "ATTESTATION_DENIED",
     "BODY_TOO_LARGE",
+    "DATASET_NOT_FOUND",
     "ERRORS",
     "INTERNAL",
     "INVALID_FIELD",
@@ -82,6 +85,7 @@ __all__ = [
     "b64decode",
     "b64encode",
     "credential_info",
+    "dataset_record",
     "error_answer",
     "error_body",
     "internal_answer",
@@ -129,6 +133,7 @@ ERRORS: tuple[WireError, ...] = (
     WireError(403, "forbidden", PermissionDeniedError),
     WireError(404, "key_not_found", KeyNotFoundError),
     WireError(409, "key_exists", KeyExistsError),
+    WireError(409, "dataset_conflict", DatasetConflictError),
     WireError(409, "key_state", KeyStateError),
     WireError(400, "integrity", IntegrityError),
     WireError(400, "bad_request", UsageError),
@@ -143,6 +148,9 @@ INVALID_FIELD = WireCode(422, "invalid_field")
 # Too many failed logins from this address or for this app id: the answer carries Retry-After.
 THROTTLED = WireCode(429, "throttled")
 INTERNAL = WireCode(500, "internal")
+# GET /v1/datasets?location=...: nothing is registered there (an answer, not an error: the
+# client returns None for it, see RemoteKms.dataset_at).
+DATASET_NOT_FOUND = WireCode(404, "dataset_not_found")
 
 _BY_CODE = {row.code: row for row in ERRORS}
 

@@ -1,6 +1,7 @@
 """The network KMS client: :class:`RemoteKms` talks to ``cipherspark kms serve`` over HTTPS.
 
-The native API (keys, data keys, release policies, attested unwrap, workload credentials) and
+The native API (keys, data keys, release policies, attested unwrap, workload credentials, the
+dataset registry) and
 the server's Vault Transit encrypt / decrypt (:meth:`RemoteKms.transit_encrypt`,
 :meth:`RemoteKms.transit_decrypt`), over one transport (:mod:`cipherspark.kms._http`: TLS
 pinning, connect retries, one cipherspark error per failure). Data keys wrapped by the server
@@ -12,9 +13,9 @@ from __future__ import annotations
 
 import os
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
-from cipherspark.errors import AttestationError, IntegrityError, KmsError
+from cipherspark.errors import AttestationError, IntegrityError, KmsError, UsageError
 from cipherspark.kms import _wire
 from cipherspark.kms._http import Transport, b64field, list_field
 from cipherspark.kms._wire import (
@@ -33,6 +34,7 @@ from cipherspark.kms.base import (
     KeyManagementService,
     validate_key_name,
 )
+from cipherspark.kms.registry import DatasetRecord, dataset_location
 
 if TYPE_CHECKING:
     from cipherspark.attestation import AttestationPolicy, EvidenceProvider
@@ -359,6 +361,94 @@ class RemoteKms(KeyManagementService):
         if len(key) != 32:
             raise AttestationError("the released data key has the wrong length", "signature")
         return key
+
+    # -- the dataset registry (cipherspark.kms.registry) ----------------------------------------
+
+    def dataset_at(self, location: str) -> DatasetRecord | None:
+        """The record this app has registered at ``location`` (``GET /v1/datasets?location=``),
+        or ``None``."""
+        if dataset_location(location) != location:
+            raise UsageError(f"{location!r} is not an absolute, normalised location")
+        doc = self._http.request_or_none(
+            "GET",
+            "/v1/datasets?" + urlencode({"location": location}),
+            what="reading the dataset registry",
+            absent=_wire.DATASET_NOT_FOUND,
+        )
+        if doc is None:
+            return None
+        record = _wire.dataset_record(doc)
+        if record.location != location:
+            raise KmsError("the KMS answered with the record of another location")
+        return record
+
+    def find_dataset(self, dataset_id: str) -> list[DatasetRecord]:
+        """Every record of dataset ``dataset_id`` in this app, by location."""
+        doc = self._http.request(
+            "GET",
+            "/v1/datasets?" + urlencode({"dataset_id": dataset_id}),
+            what="reading the dataset registry",
+        )
+        found = [_wire.dataset_record(d) for d in list_field(doc, "datasets", "datasets")]
+        if any(r.dataset_id != dataset_id for r in found):
+            raise KmsError("the KMS answered with records of another dataset")
+        return sorted(found, key=lambda r: r.location)
+
+    def register_dataset(
+        self,
+        record: DatasetRecord,
+        *,
+        previous: DatasetRecord | None,
+        wrapped_key: bytes,
+        proof: bytes,
+    ) -> None:
+        """Compare-and-swap ``previous`` for ``record`` on the server (``PUT /v1/datasets``):
+        :class:`~cipherspark.errors.DatasetConflictError` if the record there is not
+        ``previous`` (or the dataset would not move forward), :class:`IntegrityError` for a
+        bad proof or a wrapped key that is not the record's."""
+        self._http.request(
+            "PUT",
+            "/v1/datasets",
+            {
+                "record": _record_body(record),
+                "previous": None if previous is None else _record_body(previous),
+                "wrapped_key": _wire.b64encode(wrapped_key),
+                "proof": _wire.b64encode(proof),
+            },
+            what=f"registering the dataset at {record.location}",
+        )
+
+    def move_dataset(
+        self,
+        source: DatasetRecord,
+        target: DatasetRecord,
+        *,
+        wrapped_key: bytes,
+        proof: bytes,
+    ) -> None:
+        """Move the record ``source`` to ``target.location`` (``POST /v1/datasets/move``)."""
+        self._http.request(
+            "POST",
+            "/v1/datasets/move",
+            {
+                "source": _record_body(source),
+                "target": _record_body(target),
+                "wrapped_key": _wire.b64encode(wrapped_key),
+                "proof": _wire.b64encode(proof),
+            },
+            what=f"moving the dataset at {source.location} to {target.location}",
+        )
+
+
+def _record_body(record: DatasetRecord) -> dict[str, Any]:
+    return {
+        "location": record.location,
+        "dataset_id": record.dataset_id,
+        "key_id": record.key_id,
+        "generation": record.generation,
+        "manifest_sha256": record.manifest_sha256,
+        "wrapped_key_sha256": record.wrapped_key_sha256,
+    }
 
 
 def _vault_data(doc: dict[str, Any], what: str) -> dict[str, Any]:

@@ -50,6 +50,10 @@ ATTEST = "attest"  # every credential; evidence decides
 CREDENTIALS = "credentials"  # the owner credential manages its app's workload credentials
 ADMIN = "admin"  # the admin token
 OPEN = "open"  # no credentials
+# Every credential of the app; a write also needs the proof made with the dataset's data key.
+# tests/kms/server/test_registry.py plays these (a workload credential registers, a credential
+# that may not wrap under the record's key is refused).
+REGISTRY = "registry"
 # The simulated TEE's measurement, fixed: the real one hashes the installed source, which must
 # not change under a long-lived policy while the tests run.
 MEASUREMENT = "cd" * 32
@@ -176,6 +180,10 @@ CASES = [
          lambda t: f"/v1/admin/simulated-platforms/{'ab' * 32}"),
     Case("GET", "/metrics", ADMIN, lambda t: "/metrics"),
     Case("GET", "/healthz", OPEN, lambda t: "/healthz"),
+    # the app's dataset registry
+    Case("GET", "/v1/datasets", REGISTRY, lambda t: "/v1/datasets"),
+    Case("PUT", "/v1/datasets", REGISTRY, lambda t: "/v1/datasets"),
+    Case("POST", "/v1/datasets/move", REGISTRY, lambda t: "/v1/datasets/move"),
 ]
 REFUSED = [c for c in CASES if c.kind in (MATERIAL, MANAGE, POLICY)]
 

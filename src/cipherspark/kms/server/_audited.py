@@ -45,6 +45,8 @@ MUTATING_OPS = frozenset(
         "app.enable",
         "credential.create",
         "credential.revoke",
+        "dataset.move",
+        "dataset.register",
         "key.cancel_deletion",
         "key.config",
         "key.create",

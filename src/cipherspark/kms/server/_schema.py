@@ -7,6 +7,7 @@ append a new one instead.
 
 from __future__ import annotations
 
+from cipherspark.kms.registry import DatasetRecord
 from cipherspark.kms.server.permissions import Role
 from cipherspark.kms.server.records import (
     AppRecord,
@@ -19,6 +20,7 @@ __all__ = [
     "Row",
     "app_row",
     "credential_row",
+    "dataset_row",
     "platform_row",
 ]
 
@@ -180,6 +182,28 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                line BLOB NOT NULL)""",
         ),
     ),
+    # The dataset registry (issue 14, cipherspark.kms.registry): per app, the current commit
+    # of the dataset at each location. Sealed like the other security rows (``_seal.TABLES``):
+    # the table starts empty, so adding it leaves an existing store seal valid. No foreign key
+    # to ``keys``: a record outlives its key's deletion (it then names a key nobody can use,
+    # which readers refuse anyway).
+    (
+        7,
+        (
+            """CREATE TABLE datasets (
+               app_id TEXT NOT NULL REFERENCES apps(app_id),
+               location TEXT NOT NULL,
+               dataset_id TEXT NOT NULL,
+               key_name TEXT NOT NULL,
+               generation INTEGER NOT NULL CHECK (generation >= 1),
+               manifest_sha256 TEXT NOT NULL,
+               wrapped_key_sha256 TEXT NOT NULL,
+               updated TEXT NOT NULL,
+               seal BLOB,
+               PRIMARY KEY (app_id, location))""",
+            "CREATE INDEX datasets_by_id ON datasets(app_id, dataset_id)",
+        ),
+    ),
 )
 
 
@@ -208,3 +232,16 @@ def credential_row(row: Row) -> CredentialRecord:
 
 def platform_row(row: Row) -> SimulatedPlatformRecord:
     return SimulatedPlatformRecord(str(row[0]), str(row[1]), str(row[2]))
+
+
+def dataset_row(row: Row) -> DatasetRecord:
+    """A datasets row (app_id, location, dataset_id, key_name, generation, manifest_sha256,
+    wrapped_key_sha256, updated, ...) as the registry's record (the app id is the caller's)."""
+    return DatasetRecord(
+        location=str(row[1]),
+        dataset_id=str(row[2]),
+        key_id=str(row[3]),
+        generation=int(row[4]),  # type: ignore[call-overload]
+        manifest_sha256=str(row[5]),
+        wrapped_key_sha256=str(row[6]),
+    )

@@ -127,6 +127,18 @@ TABLES: dict[str, SealTable] = {
         SealTable("key_versions", ("app_id", "key_name", "version"), ("sealed", "created")),
         SealTable("key_policies", ("app_id", "key_name"), ("policy", "updated")),
         SealTable("simulated_platforms", ("public_key",), ("label", "created")),
+        SealTable(
+            "datasets",
+            ("app_id", "location"),
+            (
+                "dataset_id",
+                "key_name",
+                "generation",
+                "manifest_sha256",
+                "wrapped_key_sha256",
+                "updated",
+            ),
+        ),
     )
 }
 

@@ -202,14 +202,27 @@ class SealedDb:
         self._verified[row_id] = (values, expected)
         return values
 
-    def read(self, table_name: str, pk: Sequence[object]) -> tuple[object, ...] | None:
-        """The checked row of ``table_name`` with primary key ``pk``, or ``None``."""
+    def read(
+        self, table_name: str, pk: Sequence[object], *, missing_is_changed: bool = False
+    ) -> tuple[object, ...] | None:
+        """The checked row of ``table_name`` with primary key ``pk``, or ``None``.
+
+        ``missing_is_changed``: a row that is absent although the server sealed it last is
+        refused (:class:`StoreChangedError`) rather than answered as missing: where "nothing
+        there" grants something (a compare-and-swap against nothing), a row deleted while the
+        server runs must not read as never written."""
         table = TABLES[table_name]
         # Checked under the lock: a writer's commit between the read and the check would make
         # a sound row look edited.
         with self._lock:
             row = self._db.execute(table.select + table.where, tuple(pk)).fetchone()
-            return None if row is None else self.checked(table_name, row)
+            if row is None:
+                if missing_is_changed and self.sealing:
+                    row_id = (table.name, tuple(pk))
+                    if row_id in self._seals:
+                        raise StoreChangedError(f"{CHANGED}: {table.label(tuple(pk))} is missing")
+                return None
+            return self.checked(table_name, row)
 
     # -- opening ------------------------------------------------------------------------------
 

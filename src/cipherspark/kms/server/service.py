@@ -1,6 +1,7 @@
 """The KMS server's logic, independent of HTTP: keys and data keys, and the assembly of the rest
 (apps and credentials in :mod:`.accounts`, Transit in :mod:`.transit`, attested release in
-:mod:`.release`, who may do what in :mod:`.permissions`).
+:mod:`.release`, the dataset registry in :mod:`.registry`, who may do what in
+:mod:`.permissions`).
 
 The HTTP layer (:mod:`cipherspark.kms.server.api`) only authenticates, parses requests and maps
 the errors raised here to status codes. Every operation goes through the audited run
@@ -38,6 +39,7 @@ from cipherspark.kms.server.audit import AuditLog
 from cipherspark.kms.server.nonces import NonceStore
 from cipherspark.kms.server.permissions import Access, Principal, check
 from cipherspark.kms.server.records import KeyRecord, SimulatedPlatformRecord
+from cipherspark.kms.server.registry import DatasetOperations
 from cipherspark.kms.server.release import ReleaseOperations
 from cipherspark.kms.server.storage import Storage
 from cipherspark.kms.server.transit import TransitOperations
@@ -74,7 +76,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class KeyService(TransitOperations, ReleaseOperations):
+class KeyService(TransitOperations, ReleaseOperations, DatasetOperations):
     """Key operations for authenticated callers, over a :class:`Storage` and the root key."""
 
     def __init__(

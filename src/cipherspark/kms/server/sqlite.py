@@ -12,11 +12,13 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from cipherspark.errors import KeyExistsError, KmsError
+from cipherspark.kms.registry import DatasetRecord
 from cipherspark.kms.server._schema import (
     MIGRATIONS,
     Row,
     app_row,
     credential_row,
+    dataset_row,
     platform_row,
 )
 from cipherspark.kms.server._store import SealedDb
@@ -454,6 +456,54 @@ class SqliteStorage(Storage):
                     ("simulated_platforms", (public_key,)),
                 )
         return None if row is None else platform_row(row)
+
+    # -- the dataset registry ------------------------------------------------------------------
+
+    def get_dataset(self, app_id: str, location: str) -> DatasetRecord | None:
+        """One record (seal checked; a sealed row deleted outside the server is refused)."""
+        row = self._sealed.read("datasets", (app_id, location), missing_is_changed=True)
+        return None if row is None else dataset_row(row)
+
+    def find_datasets(self, app_id: str, dataset_id: str) -> list[DatasetRecord]:
+        """The app's records of one dataset (index ``datasets_by_id``), seals checked."""
+        rows = self._sealed.select(
+            "datasets",
+            "WHERE t.app_id = ? AND t.dataset_id = ? ORDER BY t.location",
+            (app_id, dataset_id),
+        )
+        return [dataset_row(row) for row in rows]
+
+    def put_dataset(self, app_id: str, record: DatasetRecord, updated: str) -> None:
+        """Insert or replace one record and re-seal it."""
+        self._write(
+            "dataset",
+            "INSERT INTO datasets(app_id, location, dataset_id, key_name, generation, "
+            "manifest_sha256, wrapped_key_sha256, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(app_id, location) DO UPDATE SET dataset_id = excluded.dataset_id, "
+            "key_name = excluded.key_name, generation = excluded.generation, "
+            "manifest_sha256 = excluded.manifest_sha256, "
+            "wrapped_key_sha256 = excluded.wrapped_key_sha256, updated = excluded.updated",
+            (
+                app_id,
+                record.location,
+                record.dataset_id,
+                record.key_id,
+                record.generation,
+                record.manifest_sha256,
+                record.wrapped_key_sha256,
+                updated,
+            ),
+            ("datasets", (app_id, record.location)),
+        )
+
+    def delete_dataset(self, app_id: str, location: str) -> None:
+        """Delete one record and forget its seal."""
+        self._write(
+            "dataset",
+            "DELETE FROM datasets WHERE app_id = ? AND location = ?",
+            (app_id, location),
+            ("datasets", (app_id, location)),
+        )
 
     def backup(self, destination: Path) -> None:
         """Online backup through SQLite's backup API into ``destination`` (an empty file the

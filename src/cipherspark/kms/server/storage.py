@@ -1,6 +1,6 @@
 """Persistent state of the KMS server: apps and their credentials, primary keys (in each app's
-namespace) and their sealed versions, release policies, and the simulated TEE platforms the
-operator registered.
+namespace) and their sealed versions, release policies, the simulated TEE platforms the
+operator registered, and each app's dataset registry (:mod:`cipherspark.kms.registry`).
 
 :class:`Storage` is what the service uses;
 :class:`~cipherspark.kms.server.sqlite.SqliteStorage` is the embedded default (SQLite in WAL
@@ -22,6 +22,7 @@ from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+from cipherspark.kms.registry import DatasetRecord
 from cipherspark.kms.server._schema import MIGRATIONS
 from cipherspark.kms.server.permissions import Role
 from cipherspark.kms.server.records import (
@@ -35,6 +36,7 @@ __all__ = [
     "MIGRATIONS",
     "AppRecord",
     "CredentialRecord",
+    "DatasetRecord",
     "KeyRecord",
     "SimulatedPlatformRecord",
     "Storage",
@@ -196,6 +198,26 @@ class Storage(ABC):
     @abstractmethod
     def remove_simulated_platform(self, public_key: str) -> SimulatedPlatformRecord | None:
         """Unregister ``public_key``; the record removed, or ``None`` if it was not there."""
+
+    # -- the dataset registry ------------------------------------------------------------------
+
+    @abstractmethod
+    def get_dataset(self, app_id: str, location: str) -> DatasetRecord | None:
+        """App ``app_id``'s record at ``location``, or ``None``; a sealed record that is gone
+        is :class:`~cipherspark.errors.StoreChangedError`, never ``None``."""
+
+    @abstractmethod
+    def find_datasets(self, app_id: str, dataset_id: str) -> list[DatasetRecord]:
+        """App ``app_id``'s records of dataset ``dataset_id``, by location."""
+
+    @abstractmethod
+    def put_dataset(self, app_id: str, record: DatasetRecord, updated: str) -> None:
+        """Insert or replace the record at ``record.location`` (the caller's transaction did
+        the compare-and-swap)."""
+
+    @abstractmethod
+    def delete_dataset(self, app_id: str, location: str) -> None:
+        """Remove the record at ``location`` (nothing if there is none)."""
 
     @abstractmethod
     def backup(self, destination: Path) -> None:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cipherspark.errors import UsageError
+from cipherspark.kms.registry import DatasetRecord, dataset_location
 from cipherspark.kms.server.accounts import AppCredentials
 from cipherspark.kms.server.records import AppRecord, CredentialRecord
 from cipherspark.kms.server.service import KeyView, SimulatedPlatformRecord
@@ -29,6 +31,10 @@ __all__ = [
     "CredentialRequest",
     "CredentialResponse",
     "DataKeyResponse",
+    "DatasetBody",
+    "DatasetListResponse",
+    "DatasetMoveRequest",
+    "DatasetRegisterRequest",
     "DeletionRequest",
     "KeyListResponse",
     "KeyResponse",
@@ -50,6 +56,24 @@ __all__ = [
 
 #: Longest base64 wrapped data key a request may carry (the lean route checks it too).
 MAX_WRAPPED = 8192
+#: Longest dataset location (PATH_MAX, as :func:`cipherspark.kms.registry.dataset_location`).
+MAX_LOCATION = 4096
+#: Longest base64 registration proof (an HMAC-SHA256 is 44 characters).
+MAX_PROOF = 128
+_HEX32 = r"^[0-9a-f]{32}$"
+_HEX64 = r"^[0-9a-f]{64}$"
+
+
+def check_location(value: str) -> str:
+    """``value`` if it is a registry location (absolute, normalised, no NUL or newline);
+    :class:`ValueError` otherwise (pydantic answers it with 422)."""
+    try:
+        normalised = dataset_location(value)
+    except UsageError as exc:
+        raise ValueError(str(exc)) from exc
+    if normalised != value:
+        raise ValueError("a dataset location is an absolute, normalised path")
+    return value
 
 
 class _Body(BaseModel):
@@ -136,6 +160,75 @@ class RewrapResponse(BaseModel):
 
     version: int
     wrapped: str
+
+
+# -- the dataset registry -------------------------------------------------------------------------
+
+
+class DatasetBody(_Body):
+    """A dataset record (:class:`cipherspark.kms.registry.DatasetRecord`), in requests and
+    answers."""
+
+    location: str = Field(min_length=1, max_length=MAX_LOCATION)
+    dataset_id: str = Field(pattern=_HEX32)
+    key_id: str = Field(min_length=1, max_length=256)
+    generation: int = Field(ge=1, le=2**53)
+    manifest_sha256: str = Field(pattern=_HEX64)
+    wrapped_key_sha256: str = Field(pattern=_HEX64)
+
+    @field_validator("location")
+    @classmethod
+    def _location(cls, value: str) -> str:
+        return check_location(value)
+
+    def record(self) -> DatasetRecord:
+        """The record this body describes."""
+        return DatasetRecord(
+            self.location,
+            self.dataset_id,
+            self.key_id,
+            self.generation,
+            self.manifest_sha256,
+            self.wrapped_key_sha256,
+        )
+
+    @classmethod
+    def of(cls, record: DatasetRecord) -> DatasetBody:
+        """The body describing ``record``."""
+        return cls(
+            location=record.location,
+            dataset_id=record.dataset_id,
+            key_id=record.key_id,
+            generation=record.generation,
+            manifest_sha256=record.manifest_sha256,
+            wrapped_key_sha256=record.wrapped_key_sha256,
+        )
+
+
+class DatasetListResponse(BaseModel):
+    """``GET /v1/datasets?dataset_id=...``: the dataset's records, by location."""
+
+    datasets: list[DatasetBody]
+
+
+class DatasetRegisterRequest(_Body):
+    """``PUT /v1/datasets``: compare-and-swap ``previous`` (``null``: nothing registered) for
+    ``record``, with the dataset's wrapped data key and the registration proof (base64)."""
+
+    record: DatasetBody
+    previous: DatasetBody | None
+    wrapped_key: str = Field(max_length=MAX_WRAPPED)
+    proof: str = Field(max_length=MAX_PROOF)
+
+
+class DatasetMoveRequest(_Body):
+    """``POST /v1/datasets/move``: ``source`` moves to ``target`` (the same record at another
+    location), with the wrapped data key and the proof of ``target`` over ``source``."""
+
+    source: DatasetBody
+    target: DatasetBody
+    wrapped_key: str = Field(max_length=MAX_WRAPPED)
+    proof: str = Field(max_length=MAX_PROOF)
 
 
 # -- attested key release -------------------------------------------------------------------------

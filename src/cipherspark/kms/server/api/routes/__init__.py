@@ -12,6 +12,7 @@ from cipherspark.kms.server.api.routes import (
     attestation,
     credentials,
     datakeys,
+    datasets,
     keys,
     ops,
     transit,
@@ -27,4 +28,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     attestation.router,
     credentials.router,
     transit.router,
+    datasets.router,
 )
