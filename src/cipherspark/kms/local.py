@@ -5,6 +5,8 @@ Layout of the keystore directory (mode 0700, files 0600)::
     DIR/keystore.json        KDF parameters and salt, and a check value for the credentials
     DIR/keys/NAME.json       one sealed primary key per file
     DIR/policies/NAME.json   its attested-release policy (the server's JSON format)
+    DIR/datasets/*.json      the dataset registry, one sealed record per location
+                             (:mod:`cipherspark.kms._local_registry`)
 
 The *sealing key* is scrypt(APP ID, API KEY) with a per-keystore random salt, so the files alone
 reveal nothing. Primary keys are 256-bit random, sealed with AES-256-GCM under the sealing key with
@@ -50,6 +52,7 @@ from cipherspark.errors import (
     KmsUnavailableError,
     PolicyDeniedError,
 )
+from cipherspark.kms._local_registry import LocalRegistry
 from cipherspark.kms._wire import b64decode, b64encode
 from cipherspark.kms.base import (
     Credentials,
@@ -61,6 +64,7 @@ from cipherspark.kms.base import (
 
 if TYPE_CHECKING:
     from cipherspark.attestation import AttestationPolicy, EvidenceProvider
+    from cipherspark.kms.registry import DatasetRecord
 
 __all__ = [
     "MIN_API_KEY_BITS",
@@ -137,6 +141,7 @@ class LocalKms(KeyManagementService):
                 )
             self._initialise(credentials)
         self._sealing_key = self._open(credentials)
+        self._registry = LocalRegistry(self._dir, self._sealing_key, self.unwrap_data_key)
 
     @property
     def url(self) -> str:
@@ -321,6 +326,40 @@ class LocalKms(KeyManagementService):
                 f"the data key does not unwrap under primary key {key_id!r}: the header was "
                 "modified or the key was replaced"
             ) from exc
+
+    # -- the dataset registry -------------------------------------------------------------------
+
+    def dataset_at(self, location: str) -> DatasetRecord | None:
+        """The registered record at ``location``, or ``None``."""
+        return self._registry.dataset_at(location)
+
+    def find_dataset(self, dataset_id: str) -> list[DatasetRecord]:
+        """Every location where dataset ``dataset_id`` is registered, by location."""
+        return self._registry.find_dataset(dataset_id)
+
+    def register_dataset(
+        self,
+        record: DatasetRecord,
+        *,
+        previous: DatasetRecord | None,
+        wrapped_key: bytes,
+        proof: bytes,
+    ) -> None:
+        """Compare-and-swap ``record`` over ``previous`` (see the base class)."""
+        self._registry.register_dataset(
+            record, previous=previous, wrapped_key=wrapped_key, proof=proof
+        )
+
+    def move_dataset(
+        self,
+        source: DatasetRecord,
+        target: DatasetRecord,
+        *,
+        wrapped_key: bytes,
+        proof: bytes,
+    ) -> None:
+        """Move ``source`` to ``target.location`` (see the base class)."""
+        self._registry.move_dataset(source, target, wrapped_key=wrapped_key, proof=proof)
 
     # -- attested release (simulated TEE only) --------------------------------------------------
 

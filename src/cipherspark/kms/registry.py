@@ -32,10 +32,12 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from cipherspark.errors import UsageError
+from cipherspark.errors import DatasetConflictError, UsageError
 
 __all__ = [
     "DatasetRecord",
+    "check_move",
+    "check_registration",
     "dataset_location",
     "registration_proof",
     "verify_registration_proof",
@@ -150,3 +152,73 @@ def verify_registration_proof(
 ) -> bool:
     """Whether ``proof`` is :func:`registration_proof` of these (constant-time compare)."""
     return hmac.compare_digest(registration_proof(data_key, record, previous), proof)
+
+
+def _named(record: DatasetRecord | None) -> str:
+    if record is None:
+        return "nothing"
+    return f"dataset {record.dataset_id} generation {record.generation}"
+
+
+def check_registration(
+    current: DatasetRecord | None, record: DatasetRecord, previous: DatasetRecord | None
+) -> bool:
+    """The compare-and-swap rule every registry applies (the server and ``file://``): whether
+    registering ``record`` over ``previous`` changes anything, given the record ``current``
+    there now. ``False``: ``record == previous``, a no-op.
+
+    :class:`DatasetConflictError` if ``current`` is not ``previous`` (another writer committed
+    first, or the dataset was moved), or if the same dataset would not move forward (a
+    rollback: an old registration's proof replayed over a newer record cannot get here, as its
+    ``previous`` is not current, and this refuses one made anew)."""
+    if previous is not None and previous.location != record.location:
+        raise UsageError("the record and the one it replaces have one location")
+    if current != previous:
+        raise DatasetConflictError(
+            f"the dataset registry's record at {record.location} is not the one this writer "
+            f"read ({_named(current)} is registered there now, the writer expected "
+            f"{_named(previous)}): another writer committed first, or the dataset was moved; "
+            "nothing was registered"
+        )
+    if record == previous:
+        return False
+    if (
+        previous is not None
+        and record.dataset_id == previous.dataset_id
+        and record.generation <= previous.generation
+    ):
+        raise DatasetConflictError(
+            f"dataset {record.dataset_id} at {record.location} is at generation "
+            f"{previous.generation}; a registration must move it forward, not to generation "
+            f"{record.generation}"
+        )
+    return True
+
+
+def check_move(
+    source: DatasetRecord,
+    target: DatasetRecord,
+    current: DatasetRecord | None,
+    there: DatasetRecord | None,
+) -> None:
+    """The rule for moving ``source`` to ``target.location``, given the records now at the
+    source (``current``) and at the target (``there``)."""
+    if target.location == source.location or target != DatasetRecord(
+        target.location,
+        source.dataset_id,
+        source.key_id,
+        source.generation,
+        source.manifest_sha256,
+        source.wrapped_key_sha256,
+    ):
+        raise UsageError("a move's target is its source at another location")
+    if current != source:
+        raise DatasetConflictError(
+            f"the dataset registry's record at {source.location} is not the one to move "
+            f"({_named(current)} is registered there now); nothing was moved"
+        )
+    if there is not None:
+        raise DatasetConflictError(
+            f"{_named(there)} is registered at {target.location}; a dataset moves only where "
+            "nothing is registered"
+        )

@@ -19,18 +19,22 @@ generation (never key material).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
 
 from cipherspark.errors import (
-    DatasetConflictError,
     IntegrityError,
     KeyNotFoundError,
     PermissionDeniedError,
     UsageError,
 )
-from cipherspark.kms.registry import DatasetRecord, dataset_location, verify_registration_proof
+from cipherspark.kms.registry import (
+    DatasetRecord,
+    check_move,
+    check_registration,
+    dataset_location,
+    verify_registration_proof,
+)
 from cipherspark.kms.server import keyring
 from cipherspark.kms.server._audited import Outcome, digest
 from cipherspark.kms.server._core import ServiceCore
@@ -133,26 +137,9 @@ class DatasetOperations(ServiceCore):
                 self._may_replace(who, previous.key_id, out)
             self._check_proof(key, record, previous, wrapped_key, proof, out)
             current = self._storage.get_dataset(who.app_id, record.location)
-            if current != previous:
-                raise DatasetConflictError(
-                    f"the dataset registry's record at {record.location} is not the one this "
-                    f"writer read ({_named(current)} is registered there now, the writer "
-                    f"expected {_named(previous)}): another writer committed first, or the "
-                    "dataset was moved; nothing was registered"
-                )
-            if record == previous:
+            if not check_registration(current, record, previous):
                 out.detail["unchanged"] = "true"
                 return False
-            if (
-                previous is not None
-                and record.dataset_id == previous.dataset_id
-                and record.generation <= previous.generation
-            ):
-                raise DatasetConflictError(
-                    f"dataset {record.dataset_id} at {record.location} is at generation "
-                    f"{previous.generation}; a registration must move it forward, not to "
-                    f"generation {record.generation}"
-                )
             self._storage.put_dataset(who.app_id, record, self._now())
             return True
 
@@ -175,25 +162,16 @@ class DatasetOperations(ServiceCore):
         def run(out: Outcome) -> None:
             out.detail.update(_describe(source))
             out.detail["target"] = target.location
-            if target.location == source.location or target != dataclasses.replace(
-                source, location=target.location
-            ):
-                raise UsageError("a move's target is its source at another location")
+            check_move(source, target, source, None)  # its shape, before any key is used
             self._app_credential(who)
             key = self._key(who, source.key_id, Access.WRAP, out)
             self._check_proof(key, target, source, wrapped_key, proof, out)
-            current = self._storage.get_dataset(who.app_id, source.location)
-            if current != source:
-                raise DatasetConflictError(
-                    f"the dataset registry's record at {source.location} is not the one to "
-                    f"move ({_named(current)} is registered there now); nothing was moved"
-                )
-            there = self._storage.get_dataset(who.app_id, target.location)
-            if there is not None:
-                raise DatasetConflictError(
-                    f"{_named(there)} is registered at {target.location}; a dataset moves "
-                    "only where nothing is registered"
-                )
+            check_move(
+                source,
+                target,
+                self._storage.get_dataset(who.app_id, source.location),
+                self._storage.get_dataset(who.app_id, target.location),
+            )
             self._storage.delete_dataset(who.app_id, source.location)
             self._storage.put_dataset(who.app_id, target, self._now())
 
@@ -234,9 +212,3 @@ class DatasetOperations(ServiceCore):
             raise IntegrityError(
                 "the registration proof does not match the dataset record and its data key"
             )
-
-
-def _named(record: DatasetRecord | None) -> str:
-    if record is None:
-        return "nothing"
-    return f"dataset {record.dataset_id} generation {record.generation}"
