@@ -6,14 +6,17 @@ one line on stderr, with nothing left behind.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from cipherspark.cli import main
+from cipherspark.crypto.manifest import MANIFEST_NAME, read_manifest
 from cipherspark.files import decrypt_path
 from cipherspark.kms import local, open_kms
+from cipherspark.kms.registry import dataset_location
 from tests.conftest import TEST_CREDENTIALS, TEST_KEY
 from tests.crypto import bigdl_vectors as bv
 
@@ -99,6 +102,18 @@ def test_migrate_a_v2_folder(
     assert f"migrated {len(vectors.parts)} BigDL file(s)" in result.out
     assert "delete the BigDL originals" in result.out
     assert decrypt(tmp_path / "out", tmp_path) == vectors.csv
+    # Registered as the current commit at its location (docs/security.md, "Whole-dataset
+    # replay").
+    with open_kms(None, TEST_CREDENTIALS) as kms:
+        record = kms.dataset_at(dataset_location(tmp_path / "out"))
+        manifest = read_manifest(
+            tmp_path / "out", lambda h: kms.unwrap_data_key(h.key_id, h.wrapped_key)
+        )
+    assert record is not None and manifest is not None and manifest.identity is not None
+    assert (record.dataset_id, record.generation) == (manifest.identity.dataset_id, 1)
+    assert record.manifest_sha256 == hashlib.sha256(
+        (tmp_path / "out" / MANIFEST_NAME).read_bytes()
+    ).hexdigest()
 
 
 def test_migrate_with_the_plaintext_primary_key_from_a_file(

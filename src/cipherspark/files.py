@@ -20,6 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cipherspark._atomic import atomic_output, atomic_output_dir, check_output
+from cipherspark._dataset_registry import (
+    identity_for,
+    register_file,
+    register_folder,
+    registered_at,
+)
 from cipherspark.crypto import (
     CONTENT_TYPE_BINARY,
     CONTENT_TYPE_CSV_HEADER,
@@ -35,7 +41,6 @@ from cipherspark.crypto.manifest import (
     Manifest,
     describe_part,
     list_parts,
-    next_identity,
     open_dataset,
     write_manifest,
 )
@@ -131,13 +136,13 @@ def encrypt_path(
     files = _input_files(src_path)
     check_output(dst_path, overwrite)
     data_key = kms.generate_data_key(key_id)
+    # Read before anything is written: the compare-and-swap's previous record.
+    previous = registered_at(kms, dst_path)
     plain = cipher = 0
     identity = None
     if src_path.is_dir():
-        identity = (
-            next_identity(dst_path, _unwrapper(kms), key_id)
-            if overwrite
-            else DatasetIdentity.new(key_id)
+        identity = identity_for(
+            dst_path, key_id, overwrite=overwrite, previous=previous, data_key_for=_unwrapper(kms)
         )
         with atomic_output_dir(dst_path, overwrite=overwrite) as staging:
             entries = []
@@ -156,10 +161,31 @@ def encrypt_path(
                 _header(files[0], key_id, data_key.wrapped, None, segment_size),
                 data_key.plaintext,
             )
+            register_folder(
+                kms,
+                dst_path,
+                staging,
+                identity,
+                previous=previous,
+                wrapped_key=data_key.wrapped,
+                data_key=data_key.plaintext,
+            )
     else:
         header = _header(src_path, key_id, data_key.wrapped, content_type, segment_size)
+
+        def register(header_sha256: str) -> None:
+            register_file(
+                kms, dst_path, header, header_sha256, previous=previous, data_key=data_key.plaintext
+            )
+
         plain, cipher, _ = _encrypt_one(
-            src_path, dst_path, header, data_key.plaintext, progress, overwrite=overwrite
+            src_path,
+            dst_path,
+            header,
+            data_key.plaintext,
+            progress,
+            overwrite=overwrite,
+            before_publish=register,
         )
     return EncryptResult(len(files), plain, cipher, identity)
 
@@ -196,8 +222,12 @@ def _encrypt_one(
     progress: Progress | None,
     *,
     overwrite: bool,
+    before_publish: Callable[[str], None] | None = None,
 ) -> tuple[int, int, int]:
-    """Encrypt ``src`` to ``dst``; return plaintext bytes, ciphertext bytes and CSV records."""
+    """Encrypt ``src`` to ``dst``; return plaintext bytes, ciphertext bytes and CSV records.
+
+    ``before_publish`` is called with the container's header digest once it is complete and
+    before it appears at ``dst`` (it registers the file); if it raises, nothing appears."""
     plain = records = 0
     carry = b""
     with atomic_output(
@@ -214,6 +244,8 @@ def _encrypt_one(
             carry = data[cut:]
         writer.close()
         cipher = out.tell()
+        if before_publish is not None:
+            before_publish(writer.header_sha256)
     records += count_records(carry)
     if header.csv_has_header and records:
         records -= 1

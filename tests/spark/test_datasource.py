@@ -4,6 +4,7 @@ and the writer's all-or-nothing publication."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import random
 from collections import Counter
@@ -16,10 +17,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.functions import col, udf
 from pyspark.sql.types import IntegerType, StringType, StructField, StructType
 
-from cipherspark.crypto import read_header
-from cipherspark.errors import IntegrityError, JobError, OutputExistsError
+from cipherspark.crypto import ExpectedPart, read_header
+from cipherspark.crypto.manifest import MANIFEST_NAME, read_manifest
+from cipherspark.errors import DatasetConflictError, IntegrityError, JobError, OutputExistsError
 from cipherspark.files import decrypt_path, encrypt_path
 from cipherspark.kms import LocalKms
+from cipherspark.kms.registry import dataset_location
 from cipherspark.spark import (
     cipherspark_errors,
     read_encrypted_csv,
@@ -228,6 +231,56 @@ def test_write_round_trip(tmp_path: Path, kms: LocalKms, spark: SparkSession) ->
     lines = (tmp_path / "result.csv").read_bytes().splitlines()
     assert lines[0] == b"name,age,job"
     assert len(lines) == 1 + len(WRITE_ROWS)
+
+
+def test_a_written_dataset_is_registered_and_an_overwrite_continues_it(
+    tmp_path: Path, kms: LocalKms, spark: SparkSession
+) -> None:
+    out = tmp_path / "result"
+    df = spark.createDataFrame(WRITE_ROWS[:5], PEOPLE)
+    write_encrypted_csv(df, str(out), kms_url=kms.url, key=TEST_KEY)
+    first = kms.dataset_at(dataset_location(out))
+    manifest = read_manifest(out, lambda h: kms.unwrap_data_key(h.key_id, h.wrapped_key))
+    assert first is not None and manifest is not None and manifest.identity is not None
+    assert (first.dataset_id, first.generation) == (manifest.identity.dataset_id, 1)
+    assert first.manifest_sha256 == hashlib.sha256(
+        (out / MANIFEST_NAME).read_bytes()).hexdigest()
+    write_encrypted_csv(df, str(out), kms_url=kms.url, key=TEST_KEY, overwrite=True)
+    second = kms.dataset_at(dataset_location(out))
+    assert second is not None
+    assert (second.dataset_id, second.generation) == (first.dataset_id, 2)
+    assert second.manifest_sha256 == hashlib.sha256(
+        (out / MANIFEST_NAME).read_bytes()).hexdigest()
+
+
+def test_a_writer_that_lost_the_race_publishes_nothing(
+    tmp_path: Path, kms: LocalKms, spark: SparkSession
+) -> None:
+    """While the Spark job runs, another writer commits to the same location (here from
+    inside a task): the job's commit is refused by the registry's compare-and-swap, and the
+    other writer's dataset stays, registered; no staging folder is left."""
+    out, other = tmp_path / "result", tmp_path / "other.csv"
+    other.write_text("name,age,job\nzed,1,Engineer\n")
+    url = kms.url
+
+    def race(name):  # type: ignore[no-untyped-def]  # hints would make a pandas UDF
+        import os
+
+        from cipherspark.files import encrypt_path as encrypt
+        from cipherspark.kms import Credentials, open_kms
+        if name == "ann":
+            creds = Credentials(os.environ["CIPHERSPARK_APP_ID"], os.environ["CIPHERSPARK_API_KEY"])
+            encrypt(str(other), str(out), open_kms(url, creds), TEST_KEY, overwrite=True)
+        return name
+
+    racing = udf(race, StringType(), useArrow=False)
+    df = spark.createDataFrame(WRITE_ROWS[:5], PEOPLE).withColumn("name", racing(col("name")))
+    with pytest.raises(DatasetConflictError, match="another writer committed first"):
+        write_encrypted_csv(df.coalesce(1), str(out), kms_url=url, key=TEST_KEY)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "kms") == ["other.csv", "result"]
+    assert out.is_file()  # the other writer's single file
+    record = kms.dataset_at(dataset_location(out))
+    assert record is not None and record.manifest_sha256 == ExpectedPart.of(out).header_sha256
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

@@ -323,6 +323,13 @@ class EncryptingWriter:
         self._closed = False
         raw.write(header_bytes)
         raw.write(self._cipher.body_header)
+        self._prefix_sha256 = hashlib.sha256(header_bytes + self._cipher.body_header).hexdigest()
+
+    @property
+    def header_sha256(self) -> str:
+        """The digest a manifest entry (and the dataset registry) names this container by: the
+        SHA-256 of its header and body header, as :meth:`ExpectedPart.of` computes it."""
+        return self._prefix_sha256
 
     def _capacity(self) -> int:
         layout = self._layout

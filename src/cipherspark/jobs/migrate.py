@@ -19,6 +19,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 from cipherspark._atomic import atomic_output, atomic_output_dir, check_output
+from cipherspark._dataset_registry import (
+    identity_for,
+    register_file,
+    register_folder,
+    registered_at,
+)
 from cipherspark.crypto import DEFAULT_SEGMENT_SIZE, ContainerHeader, EncryptingWriter
 from cipherspark.crypto._bigdl import BigDLFile, BigDLKeys, Layout
 from cipherspark.crypto._records import count_records
@@ -26,7 +32,6 @@ from cipherspark.crypto.manifest import (
     DatasetIdentity,
     Manifest,
     describe_part,
-    next_identity,
     write_manifest,
 )
 from cipherspark.errors import CipherSparkError, InputError, IntegrityError
@@ -152,8 +157,9 @@ def _part_name(path: Path) -> str:
 
 def _encrypt_into(
     chunks: Iterable[bytes], out: BinaryIO, header: ContainerHeader, data_key: bytes
-) -> tuple[int, int]:
-    """Encrypt ``chunks`` into ``out``; return plaintext bytes and CSV records (less a header)."""
+) -> tuple[int, int, str]:
+    """Encrypt ``chunks`` into ``out``; return plaintext bytes, CSV records (less a header)
+    and the container's header digest."""
     writer = EncryptingWriter(out, header, data_key)
     plain = records = 0
     carry = b""
@@ -169,7 +175,8 @@ def _encrypt_into(
     records += count_records(carry)
     if header.csv_has_header and records:
         records -= 1
-    return plain, records if header.content_type.startswith("text/csv") else 0
+    rows = records if header.content_type.startswith("text/csv") else 0
+    return plain, rows, writer.header_sha256
 
 
 def migrate_bigdl(
@@ -209,22 +216,27 @@ def migrate_bigdl(
             content_type=guess_content_type(Path(name.removesuffix(".cbc"))),
         )
 
+    # Read before anything is written: the compare-and-swap's previous record.
+    previous = registered_at(kms, dst_path)
     plain = cipher = 0
     if not src_path.is_dir():
+        header = header_for(src_path.name)
         with source.open(src_path) as bigdl, atomic_output(dst_path, overwrite=overwrite) as out:
-            plain, _ = _encrypt_into(
-                bigdl.plaintext(progress, verified_earlier=True),
-                out,
-                header_for(src_path.name),
-                data_key.plaintext,
+            plain, _, digest = _encrypt_into(
+                bigdl.plaintext(progress, verified_earlier=True), out, header, data_key.plaintext
             )
             cipher = out.tell()
+            register_file(
+                kms, dst_path, header, digest, previous=previous, data_key=data_key.plaintext
+            )
         return MigrateResult(1, plain, cipher, None, unverified)
 
-    identity = (
-        next_identity(dst_path, lambda h: kms.unwrap_data_key(h.key_id, h.wrapped_key), key_id)
-        if overwrite
-        else DatasetIdentity.new(key_id)
+    identity = identity_for(
+        dst_path,
+        key_id,
+        overwrite=overwrite,
+        previous=previous,
+        data_key_for=lambda h: kms.unwrap_data_key(h.key_id, h.wrapped_key),
     )
     with atomic_output_dir(dst_path, overwrite=overwrite) as staging:
         entries = []
@@ -236,7 +248,7 @@ def migrate_bigdl(
                 # and raises before the last chunk if the file changed since (the staging
                 # folder is then removed).
                 chunks = bigdl.plaintext(progress, verified_earlier=True)
-                p, rows = _encrypt_into(chunks, out, header, data_key.plaintext)
+                p, rows, _ = _encrypt_into(chunks, out, header, data_key.plaintext)
                 out.flush()
                 os.fsync(out.fileno())
                 cipher += out.tell()
@@ -247,5 +259,14 @@ def migrate_bigdl(
             Manifest(tuple(sorted(entries, key=lambda e: e.name)), identity),
             header_for(files[0].name),
             data_key.plaintext,
+        )
+        register_folder(
+            kms,
+            dst_path,
+            staging,
+            identity,
+            previous=previous,
+            wrapped_key=data_key.wrapped,
+            data_key=data_key.plaintext,
         )
     return MigrateResult(len(files), plain, cipher, identity, unverified)

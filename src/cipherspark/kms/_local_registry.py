@@ -95,9 +95,7 @@ class LocalRegistry:
 
     def _open(self, sealed: bytes, location: str, path: Path) -> DatasetRecord:
         try:
-            plain = self._aead.decrypt(
-                sealed[:_NONCE], sealed[_NONCE:], _AAD + location.encode()
-            )
+            plain = self._aead.decrypt(sealed[:_NONCE], sealed[_NONCE:], _AAD + location.encode())
             doc = json.loads(plain)
             record = DatasetRecord(**{name: doc[name] for name in _FIELDS})
         except (InvalidTag, ValueError, KeyError, TypeError) as exc:

@@ -45,6 +45,7 @@ from pyspark.sql.pandas.types import from_arrow_type, to_arrow_schema
 from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
 
 from cipherspark._atomic import publish, remove_path
+from cipherspark._dataset_registry import identity_for, register_folder, registered_at
 from cipherspark.crypto import (
     CONTENT_TYPE_CSV_HEADER,
     CONTENT_TYPE_CSV_NO_HEADER,
@@ -54,11 +55,9 @@ from cipherspark.crypto import (
     ExpectedPart,
 )
 from cipherspark.crypto.manifest import (
-    DatasetIdentity,
     Manifest,
     PartEntry,
     describe_part,
-    next_identity,
     open_dataset,
     write_manifest,
 )
@@ -312,7 +311,10 @@ class _Writer(DataSourceArrowWriter):
         if not self.path.parent.is_dir():
             raise InputError(f"the output's folder {self.path.parent} does not exist")
         # One data key per written dataset; only its wrapped form travels to the tasks.
-        self.wrapped_key = executor_kms(self.kms_url).generate_wrapped_data_key(self.key_id)
+        kms = executor_kms(self.kms_url)
+        self.wrapped_key = kms.generate_wrapped_data_key(self.key_id)
+        # Read before any task writes: the compare-and-swap's previous record, at commit.
+        self.previous = registered_at(kms, self.path)
         self.staging = self.path.with_name(
             f".{self.path.name}.cipherspark-{uuid.uuid4().hex[:12]}.staging"
         )
@@ -365,20 +367,31 @@ class _Writer(DataSourceArrowWriter):
             if entry.name not in keep:
                 remove_path(entry)
         # Overwriting a dataset in place continues it: same id, next generation.
-        identity = (
-            next_identity(self.path, _data_key_for(self.kms_url), self.key_id)
-            if self.overwrite
-            else DatasetIdentity.new(self.key_id)
+        identity = identity_for(
+            self.path,
+            self.key_id,
+            overwrite=self.overwrite,
+            previous=self.previous,
+            data_key_for=_data_key_for(self.kms_url),
         )
-        write_manifest(
-            self.staging,
-            Manifest(tuple(parts), identity),
-            self._container_header(),
-            executor_data_key(self.kms_url, self.key_id, self.wrapped_key),
-        )
+        data_key = executor_data_key(self.kms_url, self.key_id, self.wrapped_key)
         try:
+            write_manifest(
+                self.staging, Manifest(tuple(parts), identity), self._container_header(), data_key
+            )
+            # Registered before it is published; refused (another writer committed first):
+            # nothing is published, and the staging goes.
+            register_folder(
+                executor_kms(self.kms_url),
+                self.path,
+                self.staging,
+                identity,
+                previous=self.previous,
+                wrapped_key=self.wrapped_key,
+                data_key=data_key,
+            )
             publish(self.staging, self.path, self.overwrite)
-        except OutputExistsError:
+        except BaseException:
             shutil.rmtree(self.staging, ignore_errors=True)
             raise
 

@@ -1,0 +1,123 @@
+"""The writers' side of the dataset registry (:mod:`cipherspark.kms.registry`).
+
+Every writer of an encrypted dataset (``encrypt``, ``migrate``, the Spark writer) does the same
+three things, in this order:
+
+1. before it writes anything, it reads the record registered at the output's location
+   (:func:`registered_at`): that record is the ``previous`` of its compare-and-swap, so of two
+   writers that started from the same state only the first to commit wins;
+2. it chooses the dataset's identity (:func:`identity_for`): overwriting in place continues
+   the registered dataset (same id, next generation), else the one on disk, else a new one;
+3. once the output is complete in its staging place and *before* it is published, it registers
+   the new record (:func:`register_folder`, :func:`register_file`). A refused registration
+   raises, and the writer's staging is removed: nothing is published.
+
+A failure between registering and publishing (a crash, a full disk at the rename) leaves a
+record that names a commit which is not at the location: readers that enforce the registry
+refuse the location until it is written again. The record is not reverted, on purpose: a
+revert is a registration to an older record, which the rule that a dataset only moves forward
+(:func:`~cipherspark.kms.registry.check_registration`) exists to refuse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from cipherspark.crypto._manifest_json import MAX_GENERATION
+from cipherspark.crypto.container import ContainerHeader
+from cipherspark.crypto.manifest import MANIFEST_NAME, DatasetIdentity, next_identity
+from cipherspark.kms.base import KeyManagementService
+from cipherspark.kms.registry import DatasetRecord, dataset_location, registration_proof
+
+__all__ = [
+    "identity_for",
+    "register_file",
+    "register_folder",
+    "registered_at",
+    "single_file_record",
+]
+
+
+def registered_at(kms: KeyManagementService, path: str | os.PathLike[str]) -> DatasetRecord | None:
+    """The record registered at ``path``'s location now (read before writing: the previous
+    record of the writer's compare-and-swap)."""
+    return kms.dataset_at(dataset_location(path))
+
+
+def identity_for(
+    path: Path,
+    key_id: str,
+    *,
+    overwrite: bool,
+    previous: DatasetRecord | None,
+    data_key_for: Callable[[ContainerHeader], bytes],
+) -> DatasetIdentity:
+    """The identity of a dataset written to ``path``: a new dataset, or, overwriting in place,
+    the successor of the registered dataset (or, where none is registered, of the one on disk).
+
+    The registry comes first: it is what readers check, and storage cannot roll it back."""
+    if not overwrite:
+        return DatasetIdentity.new(key_id)
+    if previous is not None and previous.generation < MAX_GENERATION:
+        return DatasetIdentity(previous.dataset_id, key_id, previous.generation + 1)
+    return next_identity(path, data_key_for, key_id)
+
+
+def _register(
+    kms: KeyManagementService,
+    record: DatasetRecord,
+    previous: DatasetRecord | None,
+    wrapped_key: bytes,
+    data_key: bytes,
+) -> DatasetRecord:
+    proof = registration_proof(data_key, record, previous)
+    kms.register_dataset(record, previous=previous, wrapped_key=wrapped_key, proof=proof)
+    return record
+
+
+def register_folder(
+    kms: KeyManagementService,
+    path: Path,
+    staging: Path,
+    identity: DatasetIdentity,
+    *,
+    previous: DatasetRecord | None,
+    wrapped_key: bytes,
+    data_key: bytes,
+) -> DatasetRecord:
+    """Register the dataset folder complete in ``staging`` (its manifest written) as the
+    current commit at ``path``, over ``previous``; raises as
+    :meth:`~cipherspark.kms.KeyManagementService.register_dataset` does."""
+    digest = hashlib.sha256((staging / MANIFEST_NAME).read_bytes()).hexdigest()
+    record = DatasetRecord.at(
+        path, identity.dataset_id, identity.key_id, identity.generation, digest, wrapped_key
+    )
+    return _register(kms, record, previous, wrapped_key, data_key)
+
+
+def single_file_record(
+    path: str | os.PathLike[str], header: ContainerHeader, header_sha256: str
+) -> DatasetRecord:
+    """The record of a single encrypted file: it is identified by its header digest (which
+    covers its random salt, so every write is a new dataset of generation 1)."""
+    return DatasetRecord.at(
+        path, header_sha256[:32], header.key_id, 1, header_sha256, header.wrapped_key
+    )
+
+
+def register_file(
+    kms: KeyManagementService,
+    path: Path,
+    header: ContainerHeader,
+    header_sha256: str,
+    *,
+    previous: DatasetRecord | None,
+    data_key: bytes,
+) -> DatasetRecord:
+    """Register the single encrypted file written (not yet published) for ``path``, whose
+    header is ``header`` and header digest (header and body header) ``header_sha256``."""
+    record = single_file_record(path, header, header_sha256)
+    return _register(kms, record, previous, header.wrapped_key, data_key)
