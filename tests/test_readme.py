@@ -95,6 +95,9 @@ def _environment() -> dict[str, str]:
 _failed: list[str] = []
 
 
+# A block runs up to seven Spark commands (each a JVM start): on CI's 2 busy cores one took more
+# than pytest's 600 s default (stop 24), so the limit is the block's own 900 s below, plus margin.
+@pytest.mark.timeout(1000)
 @pytest.mark.parametrize(("section", "index"), RUN, ids=[f"{s}-{i}" for s, i in RUN])
 def test_readme_block_runs_as_written(project: Path, section: str, index: int) -> None:
     if _failed:
