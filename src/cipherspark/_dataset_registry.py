@@ -23,16 +23,21 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 
 from cipherspark.crypto._manifest_json import MAX_GENERATION
-from cipherspark.crypto.container import ContainerHeader
-from cipherspark.crypto.manifest import MANIFEST_NAME, DatasetIdentity, next_identity
+from cipherspark.crypto.container import ContainerHeader, ExpectedPart
+from cipherspark.crypto.manifest import MANIFEST_NAME, Dataset, DatasetIdentity, next_identity
+from cipherspark.errors import IntegrityError
 from cipherspark.kms.base import KeyManagementService
 from cipherspark.kms.registry import DatasetRecord, dataset_location, registration_proof
 
 __all__ = [
+    "check_file",
+    "check_folder",
+    "check_registered",
     "identity_for",
     "register_file",
     "register_folder",
@@ -121,3 +126,91 @@ def register_file(
     header is ``header`` and header digest (header and body header) ``header_sha256``."""
     record = single_file_record(path, header, header_sha256)
     return _register(kms, record, previous, header.wrapped_key, data_key)
+
+
+def _differs(found: DatasetRecord, registered: DatasetRecord) -> str:
+    """What makes the commit ``found`` at a location not the ``registered`` one, in words."""
+    if found.dataset_id != registered.dataset_id:
+        return (
+            f"it holds dataset {found.dataset_id}, and dataset {registered.dataset_id} is "
+            "registered there: it was replaced by another dataset"
+        )
+    if found.generation < registered.generation:
+        return (
+            f"it holds generation {found.generation} of the dataset, and generation "
+            f"{registered.generation} is registered: it was rolled back"
+        )
+    if found.generation > registered.generation:
+        return (
+            f"it holds generation {found.generation} of the dataset, and generation "
+            f"{registered.generation} is registered: its commit was never registered (a "
+            "writer failed before publishing, or the registry was rolled back)"
+        )
+    return (
+        f"it holds generation {found.generation} of dataset {found.dataset_id}, but not the "
+        "commit registered as that generation"
+    )
+
+
+def check_registered(
+    kms: KeyManagementService, found: DatasetRecord, *, versioned: bool = True
+) -> None:
+    """Refuse the commit ``found`` at ``found.location`` unless the registry names exactly it.
+
+    ``versioned=False`` is a version 1 manifest (no dataset id, written before the registry):
+    it is accepted only where nothing is registered. Raises :class:`IntegrityError` naming the
+    location and what differs; the message says how to register a dataset that was copied or
+    moved on purpose."""
+    registered = kms.dataset_at(found.location)
+    where = found.location
+    if not versioned:
+        if registered is None:
+            return
+        raise IntegrityError(
+            f"{where}: the dataset there has no id (a version 1 manifest), and dataset "
+            f"{registered.dataset_id} is registered at this location: it was replaced"
+        )
+    if registered is None:
+        raise IntegrityError(
+            f"{where}: no dataset is registered at this location, so a dataset copied or "
+            "moved here cannot be told from one written here; if it was put there on purpose, "
+            "register it: cipherspark dataset register " + _quoted(where)
+        )
+    if registered != found:
+        raise IntegrityError(
+            f"{where} is not the dataset registered there: {_differs(found, registered)}"
+        )
+
+
+def _quoted(path: str) -> str:
+    return shlex.quote(path)
+
+
+def check_folder(kms: KeyManagementService, path: str | os.PathLike[str], dataset: Dataset) -> None:
+    """:func:`check_registered` for the dataset folder ``dataset`` (checked by
+    :func:`~cipherspark.crypto.manifest.open_dataset`) read at ``path``."""
+    identity = dataset.identity
+    if identity is None:
+        check_registered(kms, _v1_record(path, dataset), versioned=False)
+        return
+    found = DatasetRecord.at(
+        path,
+        identity.dataset_id,
+        identity.key_id,
+        identity.generation,
+        dataset.manifest_sha256,
+        dataset.header.wrapped_key,
+    )
+    check_registered(kms, found)
+
+
+def _v1_record(path: str | os.PathLike[str], dataset: Dataset) -> DatasetRecord:
+    # A version 1 manifest names no dataset: a stand-in record, only its location is used.
+    return DatasetRecord.at(
+        path, "0" * 32, dataset.key_id, 1, dataset.manifest_sha256, dataset.header.wrapped_key
+    )
+
+
+def check_file(kms: KeyManagementService, path: str | os.PathLike[str], part: ExpectedPart) -> None:
+    """:func:`check_registered` for the single encrypted file ``part`` read at ``path``."""
+    check_registered(kms, single_file_record(path, part.header, part.header_sha256))

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from cipherspark._atomic import atomic_output, atomic_output_dir, check_output
 from cipherspark._dataset_registry import (
+    check_file,
+    check_folder,
     identity_for,
     register_file,
     register_folder,
@@ -275,6 +277,7 @@ def decrypt_path(
     dataset_id: str | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
+    unsafe_skip_registry: bool = False,
 ) -> DecryptResult:
     """Decrypt a container, or a folder of containers (Spark part files), to one file.
 
@@ -282,8 +285,10 @@ def decrypt_path(
     once. A folder must carry a dataset manifest and hold exactly the parts it lists, all under
     the manifest's data key; each part is then opened once and checked against its entry before
     it is decrypted from that same descriptor. ``key_id`` refuses an input under another
-    primary key, ``dataset_id`` a folder that is another dataset. The output appears only after
-    every segment of every part has authenticated. ``progress`` receives plaintext byte counts.
+    primary key, ``dataset_id`` a folder that is another dataset. The input must be the commit
+    the KMS's dataset registry names at its location (:mod:`cipherspark.kms.registry`) unless
+    ``unsafe_skip_registry``. The output appears only after every segment of every part has
+    authenticated. ``progress`` receives plaintext byte counts.
     """
     src_path, dst_path = Path(src), Path(dst)
     if not src_path.exists():
@@ -294,13 +299,16 @@ def decrypt_path(
     expected: list[ExpectedPart | None]
     if src_path.is_dir():
         dataset = open_dataset(src_path, data_key_for, key_id=key_id, dataset_id=dataset_id)
+        if not unsafe_skip_registry:
+            check_folder(kms, src_path, dataset)
         identity = dataset.identity
         paths = [Path(p.path) for p in dataset.parts]
         expected = list(dataset.parts)
     else:
         if dataset_id is not None:
             raise UsageError(f"{src_path} is a single file: it has no dataset id to check")
-        paths, expected = [src_path], [None]
+        # Decrypted only if it is still the file checked (its size, header and digest).
+        paths, expected = [src_path], [_single_file(src_path, kms, key_id, unsafe_skip_registry)]
     pinned = _pinned(data_key_for, key_id)
     written = 0
     # True once a CSV part with a header has written bytes (hence its header line): later such
@@ -354,10 +362,13 @@ def verify_input(
     *,
     key_id: str | None = None,
     dataset_id: str | None = None,
+    unsafe_skip_registry: bool = False,
 ) -> DatasetIdentity | None:
     """Check ``src`` as a reader will, without decrypting its data: a folder's manifest, key
-    binding and listing, a file's header; refuse an input under another key than ``key_id`` or
-    a folder that is not dataset ``dataset_id``. Returns the folder's dataset identity.
+    binding and listing, a file's header, and (unless ``unsafe_skip_registry``) that it is the
+    commit the dataset registry names at its location; refuse an input under another key than
+    ``key_id`` or a folder that is not dataset ``dataset_id``. Returns the folder's dataset
+    identity.
 
     This is an early, cheap refusal (the job commands make it before starting Spark); it does
     not replace the readers' own checks, which are made again where the data is decrypted.
@@ -366,13 +377,27 @@ def verify_input(
     if not path.exists():
         raise InputError(f"{path} does not exist")
     if path.is_dir():
-        return open_dataset(path, _unwrapper(kms), key_id=key_id, dataset_id=dataset_id).identity
+        dataset = open_dataset(path, _unwrapper(kms), key_id=key_id, dataset_id=dataset_id)
+        if not unsafe_skip_registry:
+            check_folder(kms, path, dataset)
+        return dataset.identity
     if dataset_id is not None:
         raise UsageError(f"{path} is a single file: it has no dataset id to check")
-    header = ExpectedPart.of(path).header
-    if key_id is not None and header.key_id != key_id:
+    _single_file(path, kms, key_id, unsafe_skip_registry)
+    return None
+
+
+def _single_file(
+    path: Path, kms: KeyManagementService, key_id: str | None, unsafe_skip_registry: bool
+) -> ExpectedPart:
+    """The single encrypted file at ``path`` as it is now, checked: under ``key_id`` if given
+    (the more specific refusal, so first), and the registered commit at its location."""
+    part = ExpectedPart.of(path)
+    if key_id is not None and part.header.key_id != key_id:
         raise IntegrityError(
-            f"{path}: the file is under key {header.key_id!r}, not {key_id!r} "
+            f"{path}: the file is under key {part.header.key_id!r}, not {key_id!r} "
             "(it may have been replaced by another file)"
         )
-    return None
+    if not unsafe_skip_registry:
+        check_file(kms, path, part)
+    return part

@@ -20,7 +20,7 @@ from typing import Annotated
 import typer
 
 from cipherspark import settings
-from cipherspark.cli import attest, cluster, data, deploy, keys, kms, migrate
+from cipherspark.cli import attest, cluster, data, dataset, deploy, keys, kms, migrate
 from cipherspark.cli import run as _run_command  # the module; run() below is the entry point
 from cipherspark.cli._io import out as _out
 from cipherspark.cli._spark import spark_logs, stop_spark
@@ -46,6 +46,7 @@ app.add_typer(attest.app, name="attest")
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(deploy.app, name="deploy")
 app.add_typer(migrate.app, name="migrate")
+app.add_typer(dataset.app, name="dataset")
 deploy.add_aliases(app)
 
 

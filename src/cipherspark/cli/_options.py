@@ -55,6 +55,7 @@ __all__ = [
     "TableOpt",
     "UnsafePlaintextOutputOpt",
     "UnsafePlaintextParquetOpt",
+    "UnsafeSkipRegistryOpt",
 ]
 
 _KMS_PANEL = "KMS"
@@ -286,6 +287,15 @@ UnsafePlaintextParquetOpt = Annotated[
         "--unsafe-plaintext-parquet",
         rich_help_panel=_PARQUET_PANEL,
         help="Write Parquet in plaintext (anyone who can read the files reads every value).",
+    ),
+]
+
+UnsafeSkipRegistryOpt = Annotated[
+    bool,
+    typer.Option(
+        "--unsafe-skip-registry",
+        help="Read an encrypted CSV input even where the KMS's dataset registry does not name "
+        "it as the dataset at its location (one copied, moved, replaced or rolled back).",
     ),
 ]
 

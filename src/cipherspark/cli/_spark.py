@@ -48,6 +48,7 @@ def check_before_spark(
     keys: Iterable[str] = (),
     inputs: Iterable[str | os.PathLike[str]] = (),
     input_key: str | None = None,
+    unsafe_skip_registry: bool = False,
 ) -> str:
     """Before Spark starts, so that these failures are one line and nothing is written: the
     KMS answers, each of ``keys`` exists, and each input verifies as its reader will check it
@@ -66,7 +67,9 @@ def check_before_spark(
             if is_parquet(path):
                 service.describe_key(check_encrypted_parquet(path, key_id=input_key))
             else:
-                verify_input(path, service, key_id=input_key)
+                verify_input(
+                    path, service, key_id=input_key, unsafe_skip_registry=unsafe_skip_registry
+                )
         return service.url
 
 

@@ -30,6 +30,7 @@ from cipherspark.cli._options import (
     OverwriteOpt,
     SeedOpt,
     SparkPropertiesOpt,
+    UnsafeSkipRegistryOpt,
 )
 from cipherspark.cli._services import credentials, open_service
 from cipherspark.cli._spark import check_before_spark, session, spark_log, spark_logs
@@ -288,11 +289,14 @@ def decrypt(
     master: MasterOpt = DEFAULT_MASTER,
     spark_properties: SparkPropertiesOpt = None,
     overwrite: OverwriteOpt = False,
+    unsafe_skip_registry: UnsafeSkipRegistryOpt = False,
 ) -> None:
     """Decrypt a file, or a folder of Spark parts into one file (CSV header written once).
 
     Every part is checked against the folder's manifest from the descriptor it is decrypted
-    from; --key and --dataset-id refuse an input that is not the one expected.
+    from; --key and --dataset-id refuse an input that is not the one expected, and an input
+    that is not the dataset the KMS registered at its location (copied, moved, replaced or
+    rolled back) is refused.
 
     An encrypted Parquet table (recognised from its bytes) is decrypted by a secure Spark
     session into plaintext CSV, or plaintext Parquet with --to parquet.
@@ -333,6 +337,7 @@ def decrypt(
             dataset_id=dataset_id,
             overwrite=overwrite,
             progress=advance,
+            unsafe_skip_registry=unsafe_skip_registry,
         )
     _out.print(f"decrypted {result.files} file(s), {result.plaintext_bytes:,} bytes -> {dst}")
     if result.dataset is not None:
@@ -366,6 +371,7 @@ def query_simple(
         ),
     ] = 0,
     overwrite: OverwriteOpt = False,
+    unsafe_skip_registry: UnsafeSkipRegistryOpt = False,
 ) -> None:
     """The reference Simple Query: count names, select Developers aged 20-40, write encrypted.
 
@@ -381,7 +387,13 @@ def query_simple(
     # The driver checks the key exists and refuses an input under another key before Spark
     # starts; the job's tasks open the KMS themselves.
     kms_url = check_before_spark(
-        kms, kms_ca, creds, keys=[key], inputs=[input], input_key=input_key or key
+        kms,
+        kms_ca,
+        creds,
+        keys=[key],
+        inputs=[input],
+        input_key=input_key or key,
+        unsafe_skip_registry=unsafe_skip_registry,
     )
     spark = session(
         master,
@@ -400,6 +412,7 @@ def query_simple(
         show=show,
         overwrite=overwrite,
         input_key=input_key or key,
+        unsafe_skip_registry=unsafe_skip_registry,
     )
     _out.print(f"names: {result.names}")
     for name, age in result.shown:
@@ -433,6 +446,7 @@ def sql(
     master: MasterOpt = DEFAULT_MASTER,
     spark_properties: SparkPropertiesOpt = None,
     overwrite: OverwriteOpt = False,
+    unsafe_skip_registry: UnsafeSkipRegistryOpt = False,
 ) -> None:
     """Run any Spark SQL over encrypted tables (CSV or Parquet); the result is written as
     encrypted CSV.
@@ -453,7 +467,13 @@ def sql(
     check_output(output.absolute(), overwrite)
     creds = credentials(app_id, api_key)
     kms_url = check_before_spark(
-        kms, kms_ca, creds, keys=[key], inputs=tables.values(), input_key=input_key or key
+        kms,
+        kms_ca,
+        creds,
+        keys=[key],
+        inputs=tables.values(),
+        input_key=input_key or key,
+        unsafe_skip_registry=unsafe_skip_registry,
     )
     spark = session(
         master,
@@ -472,6 +492,7 @@ def sql(
         key=key,
         overwrite=overwrite,
         input_key=input_key or key,
+        unsafe_skip_registry=unsafe_skip_registry,
     )
     _out.print(f"wrote {result.rows} row(s) of ({', '.join(result.columns)}) encrypted to {output}")
 

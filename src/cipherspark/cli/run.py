@@ -27,6 +27,7 @@ from cipherspark.cli._options import (
     TableOpt,
     UnsafePlaintextOutputOpt,
     UnsafePlaintextParquetOpt,
+    UnsafeSkipRegistryOpt,
 )
 from cipherspark.cli._services import credentials
 from cipherspark.cli._spark import check_before_spark, session
@@ -59,6 +60,7 @@ def run(
     unsafe_plaintext_parquet: UnsafePlaintextParquetOpt = False,
     unsafe_plaintext_output: UnsafePlaintextOutputOpt = False,
     table: TableOpt = None,
+    unsafe_skip_registry: UnsafeSkipRegistryOpt = False,
     kms: KmsOpt = None,
     kms_ca: KmsCaOpt = None,
     app_id: AppIdOpt = None,
@@ -94,7 +96,12 @@ def run(
     creds = credentials(app_id, api_key)
     # Before Spark starts: the KMS answers, the keys exist, the tables verify.
     kms_url = check_before_spark(
-        kms, kms_ca, creds, keys=filter(None, [key, *columns]), inputs=tables.values()
+        kms,
+        kms_ca,
+        creds,
+        keys=filter(None, [key, *columns]),
+        inputs=tables.values(),
+        unsafe_skip_registry=unsafe_skip_registry,
     )
     parquet = None if key is None else ParquetEncryption(kms_url, key, columns)
     spark = session(
@@ -108,7 +115,14 @@ def run(
         unsafe_plaintext_writes=unsafe_plaintext_output,
     )
     try:
-        code = run_application(spark, script, args or [], tables=tables, kms_url=kms_url)
+        code = run_application(
+            spark,
+            script,
+            args or [],
+            tables=tables,
+            kms_url=kms_url,
+            unsafe_skip_registry=unsafe_skip_registry,
+        )
     except AttestationError as exc:
         # The reason is the part users act on; the CLI's error line shows only the message.
         raise type(exc)(f"attested key release refused ({exc.reason}): {exc}", exc.reason) from exc

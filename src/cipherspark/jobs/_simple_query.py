@@ -57,6 +57,7 @@ def simple_query(
     show: int = 0,
     overwrite: bool = False,
     input_key: str | None = None,
+    unsafe_skip_registry: bool = False,
 ) -> SimpleQueryResult:
     """Run the Simple Query on encrypted ``input_path``; write the selection to ``output_path``.
 
@@ -68,7 +69,12 @@ def simple_query(
         people = read_encrypted_parquet(spark, input_path, key=input_key)
     else:
         people = read_encrypted_csv(
-            spark, input_path, kms_url=kms_url, schema=PEOPLE_SCHEMA, key=input_key
+            spark,
+            input_path,
+            kms_url=kms_url,
+            schema=PEOPLE_SCHEMA,
+            key=input_key,
+            unsafe_skip_registry=unsafe_skip_registry,
         )
     # Through encrypted_sql, the filter is applied while decrypting (fewer rows into the JVM).
     selected = encrypted_sql(
@@ -82,7 +88,13 @@ def simple_query(
             names = people.select("name").count()
         else:
             # select("name").count() counts rows: the records are counted without parsing them.
-            names = count_encrypted_csv(spark, input_path, kms_url=kms_url, key=input_key)
+            names = count_encrypted_csv(
+                spark,
+                input_path,
+                kms_url=kms_url,
+                key=input_key,
+                unsafe_skip_registry=unsafe_skip_registry,
+            )
         shown: tuple[tuple[str | None, int | None], ...] = ()
         if show > 0:
             rows = people.select("name", (col("age") + 1).alias("age_plus_1")).limit(show)

@@ -68,6 +68,7 @@ def run_application(
     *,
     tables: Mapping[str, Path] | None = None,
     kms_url: str | None = None,
+    unsafe_skip_registry: bool = False,
 ) -> int:
     """Run ``script`` with ``args`` in ``spark`` (started by the caller); its exit status.
 
@@ -84,7 +85,13 @@ def run_application(
         if kms_url is None:
             raise UsageError("encrypted tables need the KMS URL")
         for name, path in tables.items():
-            frame = read_table(spark, str(path), kms_url=kms_url, infer_schema=True)
+            frame = read_table(
+                spark,
+                str(path),
+                kms_url=kms_url,
+                infer_schema=True,
+                unsafe_skip_registry=unsafe_skip_registry,
+            )
             frame.createOrReplaceTempView(name)
     saved_argv, saved_path = sys.argv[:], sys.path[:]
     sys.argv = [str(script), *args]

@@ -41,13 +41,22 @@ def read_table(
     kms_url: str,
     infer_schema: bool = True,
     key: str | None = None,
+    unsafe_skip_registry: bool = False,
 ) -> DataFrame:
     """The encrypted table at ``path``: encrypted Parquet (Parquet's magic in its files; read by
     Spark's Parquet reader, its schema the files') or cipherspark's encrypted CSV. ``key``
-    refuses a table under another primary key."""
+    refuses a table under another primary key; ``unsafe_skip_registry`` reads an encrypted
+    CSV table the dataset registry does not name (Parquet is not registered)."""
     if is_parquet(Path(path)):
         return read_encrypted_parquet(spark, path, key=key)
-    return read_encrypted_csv(spark, path, kms_url=kms_url, infer_schema=infer_schema, key=key)
+    return read_encrypted_csv(
+        spark,
+        path,
+        kms_url=kms_url,
+        infer_schema=infer_schema,
+        key=key,
+        unsafe_skip_registry=unsafe_skip_registry,
+    )
 
 
 def run_sql(
@@ -61,6 +70,7 @@ def run_sql(
     infer_schema: bool = True,
     overwrite: bool = False,
     input_key: str | None = None,
+    unsafe_skip_registry: bool = False,
 ) -> SqlResult:
     """Register each encrypted table in ``tables`` (name -> path, see :func:`read_table`) as a
     view, run ``query`` (reading only the columns it uses, see
@@ -74,7 +84,12 @@ def run_sql(
         if not _TABLE_NAME.fullmatch(name):
             raise UsageError(f"invalid table name {name!r}")
         frames[name] = read_table(
-            spark, path, kms_url=kms_url, infer_schema=infer_schema, key=input_key
+            spark,
+            path,
+            kms_url=kms_url,
+            infer_schema=infer_schema,
+            key=input_key,
+            unsafe_skip_registry=unsafe_skip_registry,
         )
     with cipherspark_errors():
         result = encrypted_sql(spark, query, frames)

@@ -40,6 +40,7 @@ def read_encrypted_csv(
     columns: Sequence[str] | None = None,
     key: str | None = None,
     dataset_id: str | None = None,
+    unsafe_skip_registry: bool = False,
 ) -> DataFrame:
     """A DataFrame over encrypted CSV at ``path`` (one container or a folder of parts).
 
@@ -51,7 +52,8 @@ def read_encrypted_csv(
     :func:`encrypted_sql` does this by itself). ``key`` refuses an input under another primary
     key, ``dataset_id`` a folder whose manifest names another dataset (the source's options
     ``key`` and ``datasetId``: checked when the read is planned, and by every part's check
-    where it is decrypted).
+    where it is decrypted). The input must be the commit the KMS's dataset registry names at
+    its location, unless ``unsafe_skip_registry`` (docs/security.md, "Whole-dataset replay").
     """
     reader = (
         spark.read.format(FORMAT_NAME)
@@ -62,7 +64,7 @@ def read_encrypted_csv(
     )
     if header is not None:
         reader = reader.option("header", str(header).lower())
-    reader = _pinned(reader, key, dataset_id)
+    reader = _pinned(reader, key, dataset_id, unsafe_skip_registry)
     if partition_bytes is None:
         partition_bytes = conf_bytes(spark, "spark.sql.files.maxPartitionBytes", 128 << 20)
     reader = reader.option("partitionBytes", str(partition_bytes))
@@ -97,8 +99,12 @@ def read_encrypted_parquet(spark: SparkSession, path: str, *, key: str | None = 
         return spark.read.parquet(str(table))
 
 
-def _pinned(reader: DataFrameReader, key: str | None, dataset_id: str | None) -> DataFrameReader:
+def _pinned(
+    reader: DataFrameReader, key: str | None, dataset_id: str | None, unsafe_skip_registry: bool
+) -> DataFrameReader:
     """``reader`` with the reader's pins as source options."""
+    if unsafe_skip_registry:
+        reader = reader.option("unsafeSkipRegistry", "true")
     if key is not None:
         reader = reader.option("key", key)
     if dataset_id is not None:
@@ -114,12 +120,14 @@ def count_encrypted_csv(
     header: bool | None = None,
     key: str | None = None,
     dataset_id: str | None = None,
+    unsafe_skip_registry: bool = False,
 ) -> int:
     """Rows of the encrypted CSV at ``path``, counted without parsing columns.
 
     Equal to ``read_encrypted_csv(...).count()`` in PERMISSIVE mode, at a fraction of the cost
     (Spark's own CSV source has the same shortcut for ``count()``). ``key`` and ``dataset_id``
-    pin the input as in :func:`read_encrypted_csv`.
+    pin the input, and ``unsafe_skip_registry`` skips the registry, as in
+    :func:`read_encrypted_csv`.
     """
     reader = (
         spark.read.format(FORMAT_NAME)
@@ -130,7 +138,7 @@ def count_encrypted_csv(
     )
     if header is not None:
         reader = reader.option("header", str(header).lower())
-    reader = _pinned(reader, key, dataset_id)
+    reader = _pinned(reader, key, dataset_id, unsafe_skip_registry)
     with cipherspark_errors():
         row = reader.load(str(Path(path).absolute())).agg({"rows": "sum"}).collect()[0]
     return int(row[0] or 0)

@@ -24,6 +24,9 @@ to strings.
 ``minPartitions``  (read) the session's cores: partitions come in whole waves of this many
 ``countRows``      (read) ``true``: yield record counts (schema ``rows bigint``), not records
 ``pushedFilters``  (read) JSON filters rows must pass (set by ``encrypted_sql``; ``_filters``)
+``unsafeSkipRegistry`` (read) ``true``: read the input even where the KMS's dataset registry
+                   does not name it as the commit at its location (a copied, moved, replaced
+                   or rolled-back dataset); docs/security.md
 ``segmentSize``    (write) ciphertext segment size, default 1 MiB
 =================  ======================================================================
 """
@@ -134,6 +137,8 @@ class ReadOptions:
     manifest_digest: str | None = None
     #: The generation of that commit (option ``datasetGeneration``), named when it changed.
     dataset_generation: int | None = None
+    #: Read the input even if the dataset registry does not name it (``unsafeSkipRegistry``).
+    unsafe_skip_registry: bool = False
 
     @classmethod
     def parse(cls, options: Mapping[str, str]) -> ReadOptions:
@@ -168,6 +173,7 @@ class ReadOptions:
             dataset_generation=(
                 None if generation is None else _int_option(options, "datasetGeneration", 1)
             ),
+            unsafe_skip_registry=bool(_flag(options, "unsafeSkipRegistry")),
         )
 
     def pinned_to(self, pin: LoadPin) -> ReadOptions:
@@ -206,6 +212,8 @@ class ReadOptions:
             options["manifestDigest"] = self.manifest_digest
         if self.dataset_generation is not None:
             options["datasetGeneration"] = str(self.dataset_generation)
+        if self.unsafe_skip_registry:
+            options["unsafeSkipRegistry"] = "true"
         return options
 
 

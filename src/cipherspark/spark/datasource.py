@@ -45,7 +45,13 @@ from pyspark.sql.pandas.types import from_arrow_type, to_arrow_schema
 from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
 
 from cipherspark._atomic import publish, remove_path
-from cipherspark._dataset_registry import identity_for, register_folder, registered_at
+from cipherspark._dataset_registry import (
+    check_file,
+    check_folder,
+    identity_for,
+    register_folder,
+    registered_at,
+)
 from cipherspark.crypto import (
     CONTENT_TYPE_CSV_HEADER,
     CONTENT_TYPE_CSV_NO_HEADER,
@@ -108,6 +114,8 @@ def _expected_parts(options: ReadOptions) -> tuple[tuple[ExpectedPart, ...], Loa
             None if identity is None else identity.generation,
         )
         _check_loaded(source, pin, options)
+        if not options.unsafe_skip_registry:
+            check_folder(executor_kms(options.kms_url), source, dataset)
         return dataset.parts, pin
     if options.dataset_id is not None:
         raise UsageError(f"{source} is a single file: it has no dataset id (option datasetId)")
@@ -122,6 +130,8 @@ def _expected_parts(options: ReadOptions) -> tuple[tuple[ExpectedPart, ...], Loa
         )
     if options.manifest_digest is not None and part.header_sha256 != options.manifest_digest:
         raise IntegrityError(f"the file at {source} changed since it was loaded")
+    if not options.unsafe_skip_registry:
+        check_file(executor_kms(options.kms_url), source, part)
     return (part,), LoadPin(part.header_sha256)
 
 
