@@ -17,6 +17,7 @@ import pytest
 
 from cipherspark.cli import main
 from cipherspark.kms import local, open_kms
+from cipherspark.kms.registry import dataset_location
 from tests.conftest import TEST_CREDENTIALS, TEST_KEY
 
 OTHER_KEY = "other-key"
@@ -186,3 +187,62 @@ def test_mv_refuses_a_dataset_that_is_not_the_registered_one(
     refused(cli(capsys, "dataset", "mv", "data.cspk", "moved.cspk"), "replaced")
     assert Path("data.cspk").is_dir() and not Path("moved.cspk").exists()
     refused(cli(capsys, "dataset", "mv", "nothing.cspk", "x.cspk"), "no dataset is registered")
+
+
+@pytest.mark.parametrize("kind", ["folder", "file"])
+def test_cp_copies_and_registers_the_copy(
+    capsys: pytest.CaptureFixture[str], project: Path, kind: str
+) -> None:
+    encrypt(capsys, "plain-v1" if kind == "folder" else "v1.csv", "data.cspk")
+    Path("backup").mkdir()
+    result = cli(capsys, "dataset", "cp", "data.cspk", "backup/data.cspk")
+    assert result.code == 0, result.err
+    assert "copied dataset" in result.out
+    # Both are read, each where it is, and both are the one dataset.
+    assert decrypt(capsys, "backup/data.cspk").code == 0
+    assert Path("out.csv").read_text() == "name,age\nann,30\n"
+    assert decrypt(capsys, "data.cspk").code == 0
+    source = cli(capsys, "dataset", "verify", "data.cspk").out.split(",")[0].split(": ")[1]
+    copy = cli(capsys, "dataset", "verify", "backup/data.cspk").out.split(",")[0].split(": ")[1]
+    assert source == copy and source.startswith("dataset ")
+    # Nothing is replaced, and no staging is left behind.
+    refused(cli(capsys, "dataset", "cp", "data.cspk", "backup/data.cspk"), "exists")
+    assert sorted(p.name for p in Path("backup").iterdir()) == ["data.cspk"]
+
+
+def test_cp_refuses_a_dataset_that_is_not_the_registered_one(
+    capsys: pytest.CaptureFixture[str], project: Path
+) -> None:
+    """A storage attacker's swap is not laundered by copying it: cp checks the source as a
+    reader would, and leaves nothing at the destination."""
+    encrypt(capsys, "plain-v1", "data.cspk")
+    encrypt(capsys, "plain-v2", "other.cspk")
+    shutil.rmtree("data.cspk")
+    shutil.copytree("other.cspk", "data.cspk")
+    refused(cli(capsys, "dataset", "cp", "data.cspk", "copy.cspk"), "replaced")
+    assert not Path("copy.cspk").exists()
+    assert not [p for p in Path().iterdir() if p.name.startswith(".copy.cspk")]
+    refused(decrypt(capsys, "copy.cspk"), "does not exist")
+
+
+def test_cp_checks_the_copy_it_made(
+    capsys: pytest.CaptureFixture[str], project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Storage that swaps the source's manifest while it is copied (after the source was
+    checked) gets nothing registered and nothing published: the copy is checked as copied."""
+    encrypt(capsys, "plain-v1", "data.cspk")
+    encrypt(capsys, "plain-v2", "other.cspk")
+    real_copytree = shutil.copytree
+
+    def swapping_copytree(src: Path, dst: Path, **kwargs: object) -> object:
+        shutil.rmtree("data.cspk")
+        real_copytree("other.cspk", "data.cspk")
+        return real_copytree(src, dst, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(shutil, "copytree", swapping_copytree)
+    refused(cli(capsys, "dataset", "cp", "data.cspk", "copy.cspk"), "changed while it was copied")
+    monkeypatch.setattr(shutil, "copytree", real_copytree)
+    assert not Path("copy.cspk").exists()
+    assert not [p for p in Path().iterdir() if p.name.startswith(".copy.cspk")]
+    with open_kms(None, TEST_CREDENTIALS) as kms:
+        assert kms.dataset_at(dataset_location("copy.cspk")) is None

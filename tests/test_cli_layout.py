@@ -34,6 +34,7 @@ KMS_COMMANDS = [
     ("migrate", "bigdl"),
     ("dataset", "verify"),
     ("dataset", "register"),
+    ("dataset", "cp"),
     ("dataset", "mv"),
     ("kms", "app", "create"),
     ("kms", "wait"),

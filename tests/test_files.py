@@ -24,6 +24,7 @@ from cipherspark.crypto import (
 )
 from cipherspark.crypto._streaming import BODY_HEADER_SIZE, TAG_SIZE
 from cipherspark.crypto.manifest import DatasetIdentity, Manifest, describe_part, write_manifest
+from cipherspark.datasets import register_dataset
 from cipherspark.errors import (
     InputError,
     IntegrityError,
@@ -217,6 +218,7 @@ def test_csv_header_only_dropped_for_csv_parts(tmp_path: Path, kms: LocalKms) ->
         ContainerHeader(TEST_KEY, data_key.wrapped, 64),
         data_key.plaintext,
     )
+    register_dataset(enc, kms)  # hand-built: registered as cipherspark's writers do
     decrypt_path(enc, tmp_path / "out.csv", kms)
     assert (tmp_path / "out.csv").read_bytes() == b"h1,h2\n1,2\n3,4\n5,6\n"
 
@@ -568,15 +570,26 @@ def test_decrypt_pins_key_and_dataset(tmp_path: Path, kms: LocalKms) -> None:
     # The same folder path, now holding another complete dataset under the same key.
     shutil.rmtree(victim)
     shutil.copytree(attacker, victim)
-    decrypt_path(victim, tmp_path / "unpinned.csv", kms)  # valid on its own
+    # Valid on its own (the manifest and parts are intact), so only the registry (not the
+    # dataset's bytes) says it is not the dataset written here; the pins below refuse it even
+    # with that check off.
+    decrypt_path(victim, tmp_path / "unpinned.csv", kms, unsafe_skip_registry=True)
+    with pytest.raises(IntegrityError, match="replaced by another dataset"):
+        decrypt_path(victim, tmp_path / "out.csv", kms)
     with pytest.raises(IntegrityError) as raised:
-        decrypt_path(victim, tmp_path / "out.csv", kms, dataset_id=identity.dataset_id)
+        decrypt_path(
+            victim,
+            tmp_path / "out.csv",
+            kms,
+            dataset_id=identity.dataset_id,
+            unsafe_skip_registry=True,
+        )
     assert f"not {identity.dataset_id}" in str(raised.value)
     # ... or a dataset under another key the reader's KMS also unwraps.
     shutil.rmtree(victim)
     shutil.copytree(under_other, victim)
     with pytest.raises(IntegrityError) as raised:
-        decrypt_path(victim, tmp_path / "out.csv", kms, key_id=TEST_KEY)
+        decrypt_path(victim, tmp_path / "out.csv", kms, key_id=TEST_KEY, unsafe_skip_registry=True)
     assert str(raised.value) == (
         f"{victim}: the dataset is under key 'other-key', not "
         "'test-key' (it may have been replaced by another dataset)"
@@ -661,7 +674,8 @@ def test_cli_decrypt_refuses_a_dataset_under_another_key(
     _cli_runs(tmp_path, cli)
     shutil.rmtree(tmp_path / "victim.enc")
     shutil.copytree(tmp_path / "foreign.enc", tmp_path / "victim.enc")
-    assert cli("decrypt", "victim.enc", "readable.csv")[0] == 0  # without --key: any key
+    # Without --key any key is accepted (the registry check, off here, would refuse the copy).
+    assert cli("decrypt", "victim.enc", "readable.csv", "--unsafe-skip-registry")[0] == 0
     code, _, err = cli("decrypt", "victim.enc", "out.csv", "--key", TEST_KEY)
     assert code == 1
     assert err.splitlines() == [

@@ -23,6 +23,9 @@ from pathlib import Path
 
 import pytest
 
+# The blocks start Spark, clusters and a KMS server: not part of 'make test-fast'.
+pytestmark = [pytest.mark.spark, pytest.mark.servers]
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 

@@ -31,6 +31,7 @@ __all__ = [
     "Replaces",
     "atomic_output",
     "atomic_output_dir",
+    "atomic_output_staged",
     "check_output",
     "create_file",
     "publish",
@@ -256,11 +257,21 @@ def atomic_output(
     owner's until shown to be harmless) and, with ``overwrite``, replaces only what
     ``replaces`` allows.
     """
+    with atomic_output_staged(path, overwrite=overwrite, mode=mode, replaces=replaces) as (f, _):
+        yield f
+
+
+@contextlib.contextmanager
+def atomic_output_staged(
+    path: Path, *, overwrite: bool, mode: int = 0o600, replaces: Replaces = "plaintext"
+) -> Iterator[tuple[BinaryIO, Path]]:
+    """:func:`atomic_output`, also giving the staging file's path (for a caller that reads
+    back what it wrote before it is published)."""
     check_output(path, overwrite, replaces=replaces)
     staging = _staging_name(path)
     try:
         with _create(staging, mode) as f:
-            yield f
+            yield f, staging
             f.flush()
             os.fsync(f.fileno())
         publish(staging, path, overwrite, replaces=replaces)

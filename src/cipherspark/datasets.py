@@ -9,7 +9,9 @@ are the operations for what happens to datasets afterwards, on purpose:
 - :func:`register_dataset`: make the dataset now at a location the registered one there (one
   copied or restored by other tools, or written before the registry existed);
 - :func:`move_dataset`: rename a dataset and move its record with it, or (``registry_only``)
-  only the record, for a dataset moved by other tools.
+  only the record, for a dataset moved by other tools;
+- :func:`copy_dataset`: copy a registered dataset to a new location and register the copy
+  there (the same dataset and generation at two locations: each is read where it is).
 
 Each needs the dataset's data key (the registration proof is made with it), so only a holder
 of the key can change what readers accept.
@@ -18,18 +20,25 @@ of the key can change what readers accept.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from cipherspark._atomic import publish
+from cipherspark._atomic import atomic_output_dir, atomic_output_staged, publish
 from cipherspark._dataset_registry import check_registered, single_file_record
 from cipherspark.crypto import ContainerHeader, ExpectedPart
 from cipherspark.crypto.manifest import open_dataset
-from cipherspark.errors import InputError, OutputExistsError, UsageError
+from cipherspark.errors import InputError, IntegrityError, OutputExistsError, UsageError
 from cipherspark.kms import KeyManagementService
 from cipherspark.kms.registry import DatasetRecord, dataset_location, registration_proof
 
-__all__ = ["RegisterResult", "move_dataset", "register_dataset", "verify_dataset"]
+__all__ = [
+    "RegisterResult",
+    "copy_dataset",
+    "move_dataset",
+    "register_dataset",
+    "verify_dataset",
+]
 
 @dataclass(frozen=True)
 class RegisterResult:
@@ -161,3 +170,70 @@ def move_dataset(
             raise
         raise InputError(f"cannot move {src_path} to {dst_path}: {exc.strerror}") from exc
     return target
+
+
+def _same_commit(a: DatasetRecord, b: DatasetRecord) -> bool:
+    """``a`` and ``b`` name one commit of one dataset (wherever each is)."""
+    return (a.dataset_id, a.key_id, a.generation, a.manifest_sha256, a.wrapped_key_sha256) == (
+        b.dataset_id,
+        b.key_id,
+        b.generation,
+        b.manifest_sha256,
+        b.wrapped_key_sha256,
+    )
+
+
+def copy_dataset(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], kms: KeyManagementService
+) -> DatasetRecord:
+    """Copy the registered dataset at ``src`` to ``dst`` (which must not exist) and register
+    the copy there; the record now at ``dst``.
+
+    The source is checked as readers check it; the copy is made in a staging folder next to
+    ``dst``, checked again *as copied* (storage that changed a file while it was read cannot
+    slip it in), registered, and only then renamed into place. A failure leaves nothing at
+    ``dst``.
+    """
+    src_path, dst_path = Path(src), Path(dst)
+    if dataset_location(src_path) == dataset_location(dst_path):
+        raise UsageError("the source and the destination are one location")
+    found, header = _found(src_path, kms)
+    check_registered(kms, found)
+    data_key = kms.unwrap_data_key(header.key_id, header.wrapped_key)
+
+    def register_copy(staging: Path) -> DatasetRecord:
+        copied, _ = _found(staging, kms)
+        if not _same_commit(copied, found):
+            raise IntegrityError(f"{src_path} changed while it was copied; nothing was copied")
+        target = DatasetRecord(
+            dataset_location(dst_path),
+            found.dataset_id,
+            found.key_id,
+            found.generation,
+            found.manifest_sha256,
+            found.wrapped_key_sha256,
+        )
+        previous = kms.dataset_at(target.location)
+        kms.register_dataset(
+            target,
+            previous=previous,
+            wrapped_key=header.wrapped_key,
+            proof=registration_proof(data_key, target, previous),
+        )
+        return target
+
+    mode = src_path.stat().st_mode & 0o777
+    try:
+        if src_path.is_dir():
+            with atomic_output_dir(dst_path, overwrite=False, mode=mode) as staging:
+                shutil.copytree(src_path, staging, dirs_exist_ok=True, symlinks=True)
+                return register_copy(staging)
+        with atomic_output_staged(
+            dst_path, overwrite=False, mode=mode, replaces="encrypted"
+        ) as (out, staging):
+            with src_path.open("rb") as f:
+                shutil.copyfileobj(f, out)
+            out.flush()
+            return register_copy(staging)
+    except OSError as exc:
+        raise InputError(f"cannot copy {src_path} to {dst_path}: {exc.strerror}") from exc

@@ -392,7 +392,12 @@ def _single_file(
 ) -> ExpectedPart:
     """The single encrypted file at ``path`` as it is now, checked: under ``key_id`` if given
     (the more specific refusal, so first), and the registered commit at its location."""
-    part = ExpectedPart.of(path)
+    try:
+        part = ExpectedPart.of(path)
+    except (InputError, FormatError, IntegrityError) as exc:
+        # Name the file, as the per-part errors of decrypting do.
+        message = str(exc)
+        raise type(exc)(message if str(path) in message else f"{path}: {message}") from exc
     if key_id is not None and part.header.key_id != key_id:
         raise IntegrityError(
             f"{path}: the file is under key {part.header.key_id!r}, not {key_id!r} "

@@ -32,6 +32,7 @@ from cipherspark.crypto.manifest import (
     read_manifest,
     write_manifest,
 )
+from cipherspark.datasets import register_dataset
 from cipherspark.errors import (
     CipherSparkError,
     FormatError,
@@ -97,6 +98,10 @@ def build_dataset(folder: Path, kms: LocalKms, rows: tuple[int, ...] = PART_ROWS
     if manifest:
         write_manifest(folder, Manifest(tuple(entries), DatasetIdentity.new(TEST_KEY)), header,
                        data_key.plaintext)
+        # Registered where it was built, as cipherspark's writers do: the tampering below is
+        # then caught by the manifest and part checks these tests are about (the registry's own
+        # refusals are tests/test_cli_dataset.py's).
+        register_dataset(folder, kms)
     return Built(folder, header, data_key.plaintext, tuple(texts))
 
 

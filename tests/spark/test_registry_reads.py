@@ -81,7 +81,7 @@ def test_a_dataset_swapped_in_after_loading_is_refused(
     shutil.rmtree(out)
     shutil.copytree(tmp_path / "b.cspk", out)
     # The parts planned are not there any more (checked where they are decrypted).
-    with pytest.raises(IntegrityError, match="changed|not the file that was verified"), \
+    with pytest.raises(IntegrityError, match=r"changed|not the file that was verified"), \
             cipherspark_errors():
         frame.collect()
     fresh = read_encrypted_csv(spark, str(out), kms_url=kms.url, schema=SCHEMA)

@@ -19,13 +19,14 @@ from cipherspark.cli._services import credentials, open_service
 if TYPE_CHECKING:
     from cipherspark.kms.registry import DatasetRecord
 
-__all__ = ["app", "dataset_mv", "dataset_register", "dataset_verify"]
+__all__ = ["app", "dataset_cp", "dataset_mv", "dataset_register", "dataset_verify"]
 
 app = typer.Typer(
-    help="Verify, register and move encrypted datasets (the KMS's dataset registry).\n\n"
+    help="Verify, register, copy and move encrypted datasets (the KMS's dataset registry).\n\n"
     "Examples:\n\n"
     "  cipherspark dataset verify people.csv.cspk\n\n"
     "  cipherspark dataset register restored/people.csv.cspk\n\n"
+    "  cipherspark dataset cp people.csv.cspk backup/people.csv.cspk\n\n"
     "  cipherspark dataset mv people.csv.cspk archive/people.csv.cspk",
     no_args_is_help=True,
 )
@@ -102,3 +103,22 @@ def dataset_mv(
     with open_service(kms, kms_ca, credentials(app_id, api_key)) as service:
         record = move_dataset(src, dst, service, registry_only=registry_only)
     _out.print(f"moved {_describe(record)} to {record.location}")
+
+
+@app.command("cp")
+def dataset_cp(
+    src: Annotated[Path, typer.Argument(help="The registered dataset (file or folder).")],
+    dst: Annotated[Path, typer.Argument(help="Where the copy goes (must not exist).")],
+    kms: KmsOpt = None,
+    kms_ca: KmsCaOpt = None,
+    app_id: AppIdOpt = None,
+    api_key: ApiKeyOpt = None,
+    api_key_file: ApiKeyFileOpt = None,
+) -> None:
+    """Copy a dataset and register the copy where it lands (a copy made with cp or a storage
+    tool is refused by readers until it is registered)."""
+    from cipherspark.datasets import copy_dataset
+
+    with open_service(kms, kms_ca, credentials(app_id, api_key)) as service:
+        record = copy_dataset(src, dst, service)
+    _out.print(f"copied {_describe(record)} to {record.location}")
