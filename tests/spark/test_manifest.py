@@ -21,6 +21,7 @@ from cipherspark.crypto.manifest import (
     list_parts,
     read_manifest,
 )
+from cipherspark.datasets import register_dataset
 from cipherspark.errors import InputError, IntegrityError
 from cipherspark.files import decrypt_path, encrypt_path
 from cipherspark.kms import LocalKms, open_kms
@@ -70,9 +71,13 @@ def written(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> It
     yield Written(service, base / "run", base / "other_run")
 
 
-def copy_of(folder: Path, tmp_path: Path) -> Path:
+def copy_of(folder: Path, tmp_path: Path, kms: LocalKms) -> Path:
+    """A copy of ``folder``, registered where it lands (as ``cipherspark dataset cp`` does):
+    what is done to it afterwards is then caught by the manifest checks tested here, not by the
+    registry (whose own refusals are tests/spark/test_registry_reads.py's)."""
     target = tmp_path / folder.name
     shutil.copytree(folder, target)
+    register_dataset(target, kms)
     return target
 
 
@@ -93,7 +98,8 @@ def test_spark_writer_commits_a_manifest_of_its_parts(written: Written, tmp_path
     # Each part's row count is the number of data lines it decrypts to.
     for number, (entry, part) in enumerate(zip(manifest.parts, parts, strict=True)):
         out = tmp_path / f"part{number}.csv"
-        decrypt_path(part, out, kms)
+        # A part alone is not a registered dataset: the registry check is off for it.
+        decrypt_path(part, out, kms, unsafe_skip_registry=True)
         lines = out.read_bytes().splitlines()
         assert lines[0] == b"name,age,job"
         assert entry.rows == len(lines) - 1
@@ -142,7 +148,7 @@ def test_written_rows_needs_a_manifest(written: Written, tmp_path: Path) -> None
 
 
 def test_written_rows_refuses_a_tampered_manifest(written: Written, tmp_path: Path) -> None:
-    folder = copy_of(written.run, tmp_path)
+    folder = copy_of(written.run, tmp_path, written.kms)
     manifest = folder / MANIFEST_NAME
     flip_bit(manifest, manifest.stat().st_size - 5)
     with pytest.raises(IntegrityError):
@@ -173,7 +179,7 @@ def test_encrypted_folder_is_read_and_needs_its_manifest(
 def test_intact_copy_reads_and_decrypts(written: Written, spark: SparkSession,
                                         tmp_path: Path) -> None:
     """The tamper tests below start from such a copy: it must be valid to begin with."""
-    folder = copy_of(written.run, tmp_path)
+    folder = copy_of(written.run, tmp_path, written.kms)
     df = read_encrypted_csv(spark, str(folder), kms_url=written.kms.url, schema=PEOPLE)
     assert got_rows(df) == Counter(ROWS)
     decrypt_path(folder, tmp_path / "all.csv", written.kms)
@@ -181,7 +187,7 @@ def test_intact_copy_reads_and_decrypts(written: Written, spark: SparkSession,
 
 
 def _tampered(case: str, written: Written, tmp_path: Path) -> tuple[Path, type[Exception]]:
-    folder = copy_of(written.run, tmp_path)
+    folder = copy_of(written.run, tmp_path, written.kms)
     expected = TAMPERS[case](folder, written.other_run)
     return folder, expected
 

@@ -272,9 +272,14 @@ def test_dataset_id_option_refuses_another_dataset_under_the_same_key(
     # The whole folder replaced by the attacker's complete, valid dataset under the same key.
     shutil.rmtree(victim)
     shutil.copytree(attacker, victim)
-    assert plan(victim, runs.kms).rows() == expected_rows("x")  # accepted without a pin
+    # The registry refuses it; with that check off (the pin is what is tested here) it is
+    # accepted without a pin, and refused with one.
+    with pytest.raises(IntegrityError, match="replaced by another dataset"):
+        plan(victim, runs.kms)
+    skip = {"unsafeSkipRegistry": "true"}
+    assert plan(victim, runs.kms, **skip).rows() == expected_rows("x")
     with pytest.raises(IntegrityError, match=f"not {victim_id.dataset_id}"):
-        plan(victim, runs.kms, datasetId=victim_id.dataset_id)
+        plan(victim, runs.kms, datasetId=victim_id.dataset_id, **skip)
     with pytest.raises(UsageError, match="datasetId"):
         plan(victim, runs.kms, datasetId="not-an-id")
 
@@ -290,9 +295,13 @@ def test_splits_carry_the_commit_and_its_pin_refuses_another(runs: Runs, tmp_pat
     assert plan(victim, runs.kms, manifestDigest=digest).rows() == expected_rows("v")
     shutil.rmtree(victim)
     shutil.copytree(attacker, victim)
-    assert plan(victim, runs.kms).rows() == expected_rows("x")  # accepted without the pin
+    # Refused by the registry; with that check off, accepted without the pin and refused with it.
+    with pytest.raises(IntegrityError, match="replaced by another dataset"):
+        plan(victim, runs.kms)
+    skip = {"unsafeSkipRegistry": "true"}
+    assert plan(victim, runs.kms, **skip).rows() == expected_rows("x")
     with pytest.raises(IntegrityError, match=f"the dataset at {victim} changed since it was"):
-        plan(victim, runs.kms, manifestDigest=digest)
+        plan(victim, runs.kms, manifestDigest=digest, **skip)
 
 
 def test_pins_survive_the_options_round_trip() -> None:
