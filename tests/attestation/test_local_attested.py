@@ -172,3 +172,35 @@ def test_policy_show_and_set_need_an_existing_key(store: LocalKms,
     code, _, err = _cli(capsys, "key", "policy", "show", "absent", "--kms", store.url)
     assert code != 0
     assert "absent" in err and "Traceback" not in err
+
+
+def test_parquet_keys_need_attested_release_to_read_and_to_write(
+    store: LocalKms, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Parquet KMS client's helper (cipherspark.spark._pme_keys) with CIPHERSPARK_TEE set:
+    wrapping a new file's key and unwrapping an existing one both go through the attested
+    release, so a policy that no longer lists this code refuses a job that only writes as well
+    as one that reads. (End to end through Spark's JVM and the KMS server:
+    tests/spark/test_pme_server.py::test_attested_only_key_with_the_simulated_tee.)"""
+    from cipherspark.spark._pme_keys import unwrap_key, wrap_key
+
+    kek = bytes(range(16))
+    written_plain = wrap_key(store.url, KEY, kek)  # no TEE: the keystore's own unwrap
+    monkeypatch.setenv("CIPHERSPARK_TEE", "simulated")
+    written_attested = wrap_key(store.url, KEY, kek)
+    monkeypatch.setattr(_executor, "_data_keys", {})
+    assert unwrap_key(store.url, KEY, written_attested) == kek
+    assert unwrap_key(store.url, KEY, written_plain) == kek
+
+    policy = store.get_policy(KEY)
+    assert policy is not None
+    doc = policy.to_dict()
+    doc["simulated"]["measurements"] = ["cd" * 32]
+    store.set_policy(KEY, AttestationPolicy.from_dict(doc))
+    monkeypatch.setattr(_executor, "_data_keys", {})
+    with pytest.raises(PolicyDeniedError) as denied:
+        wrap_key(store.url, KEY, kek)
+    assert denied.value.reason == "measurement"
+    with pytest.raises(PolicyDeniedError) as denied:
+        unwrap_key(store.url, KEY, written_plain)
+    assert denied.value.reason == "measurement"

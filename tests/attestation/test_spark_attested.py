@@ -2,8 +2,8 @@
 
 Spark's Python workers unwrap data keys only through the server's attested unwrap
 (``CIPHERSPARK_TEE=simulated``) once the operator has registered the simulated platform
-(``kms simulated-platform add``): the audit log shows the attested releases, and the same query
-fails once the key's policy no longer lists this code's measurement.
+(``kms simulated-platform add``): the audit log shows the attested releases, and the same
+workload credential without a TEE gets nothing.
 """
 
 from __future__ import annotations
@@ -97,13 +97,10 @@ def test_simple_query_with_attested_release(tmp_path: Path) -> None:
         assert plain.returncode != 0
         assert "attested" in plain.stderr, plain.stderr[-2000:]
         assert not (tmp_path / "plain.cspk").exists()
-        # The policy no longer lists this code's measurement: the same query is refused.
-        kms.set_policy(KEY, _policy(public, "ab" * 32))
-        denied = _cli("query", "simple", "-i", "people.cspk", "-o", "again.cspk",
-                      "--master", "local[2]", env=cluster, cwd=tmp_path, check=False)
-        assert denied.returncode != 0
-        assert "measurement" in denied.stderr
-        assert not (tmp_path / "again.cspk").exists()
+        # A policy that no longer lists this code's measurement is refused by the server's
+        # attested unwrap (tests/kms/server/test_attested.py) through the same executor call
+        # (tests/attestation/test_local_attested.py); through Spark and the server, for the
+        # Parquet path, in tests/spark/test_pme_server.py: not a fourth Spark start here.
         kms.close()
     finally:
         stop_server(server)

@@ -43,6 +43,12 @@ frame = spark.read.parquet(src)
 frame.repartition(files).write.option("parquet.block.size", "4096").parquet(dst)
 '''
 
+# Writes only: its one key use is wrapping the new files' keys.
+MAKE_APP = """import sys
+from pyspark.sql import SparkSession
+SparkSession.builder.getOrCreate().range(100).write.parquet(sys.argv[1])
+"""
+
 _CA: dict[str, Path] = {}
 
 
@@ -199,4 +205,11 @@ def test_attested_only_key_with_the_simulated_tee(kms: KmsSetup, tmp_path: Path)
     assert result.returncode == 1 and len(line) == 1, result.stderr
     assert "attested key release refused (measurement)" in line[0], line
     assert not list((tmp_path / "denied").rglob("*.parquet"))
+    # Writing alone needs the key too: the KEK's envelope key comes by attested release.
+    (tmp_path / "make_app.py").write_text(MAKE_APP)
+    result = run(kms, workload, tmp_path, "--key", key, "make_app.py", "made", env=attested)
+    line = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(line) == 1, result.stderr
+    assert "attested key release refused (measurement)" in line[0], line
+    assert not list((tmp_path / "made").rglob("*.parquet"))
     owner.close()
