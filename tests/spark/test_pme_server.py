@@ -199,13 +199,9 @@ def test_attested_only_key_with_the_simulated_tee(kms: KmsSetup, tmp_path: Path)
     doc = policy.to_dict()
     doc["simulated"]["measurements"] = ["cd" * 32]
     owner.set_policy(key, AttestationPolicy.from_dict(doc))
-    result = run(kms, workload, tmp_path, "--key", key, "copy_app.py", "out", "denied", "1",
-                 env=attested)
-    line = result.stderr.strip().splitlines()
-    assert result.returncode == 1 and len(line) == 1, result.stderr
-    assert "attested key release refused (measurement)" in line[0], line
-    assert not list((tmp_path / "denied").rglob("*.parquet"))
-    # Writing alone needs the key too: the KEK's envelope key comes by attested release.
+    # Writing alone needs the key too: the KEK's envelope key comes by attested release. (A
+    # read is refused by the same server check, for the reason above without evidence; the
+    # helper refuses both for a measurement: tests/attestation/test_local_attested.py.)
     (tmp_path / "make_app.py").write_text(MAKE_APP)
     result = run(kms, workload, tmp_path, "--key", key, "make_app.py", "made", env=attested)
     line = result.stderr.strip().splitlines()
