@@ -38,6 +38,7 @@ __all__ = [
     "check_file",
     "check_folder",
     "check_registered",
+    "folder_record",
     "identity_for",
     "register_file",
     "register_folder",
@@ -189,11 +190,21 @@ def _quoted(path: str) -> str:
 def check_folder(kms: KeyManagementService, path: str | os.PathLike[str], dataset: Dataset) -> None:
     """:func:`check_registered` for the dataset folder ``dataset`` (checked by
     :func:`~cipherspark.crypto.manifest.open_dataset`) read at ``path``."""
-    identity = dataset.identity
-    if identity is None:
+    found = folder_record(path, dataset)
+    if found is None:
         check_registered(kms, _v1_record(path, dataset), versioned=False)
         return
-    found = DatasetRecord.at(
+    check_registered(kms, found)
+
+
+def folder_record(path: str | os.PathLike[str], dataset: Dataset) -> DatasetRecord | None:
+    """The record of the dataset folder ``dataset`` (checked by
+    :func:`~cipherspark.crypto.manifest.open_dataset`) at ``path``; ``None`` for a version 1
+    manifest, which names no dataset."""
+    identity = dataset.identity
+    if identity is None:
+        return None
+    return DatasetRecord.at(
         path,
         identity.dataset_id,
         identity.key_id,
@@ -201,7 +212,6 @@ def check_folder(kms: KeyManagementService, path: str | os.PathLike[str], datase
         dataset.manifest_sha256,
         dataset.header.wrapped_key,
     )
-    check_registered(kms, found)
 
 
 def _v1_record(path: str | os.PathLike[str], dataset: Dataset) -> DatasetRecord:

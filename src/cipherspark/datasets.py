@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cipherspark._atomic import atomic_output_dir, atomic_output_staged, publish
-from cipherspark._dataset_registry import check_registered, single_file_record
+from cipherspark._dataset_registry import check_registered, folder_record, single_file_record
 from cipherspark.crypto import ContainerHeader, ExpectedPart
 from cipherspark.crypto.manifest import open_dataset
 from cipherspark.errors import InputError, IntegrityError, OutputExistsError, UsageError
@@ -61,20 +61,12 @@ def _found(path: Path, kms: KeyManagementService) -> tuple[DatasetRecord, Contai
 
     if path.is_dir():
         dataset = open_dataset(path, data_key_for)
-        identity = dataset.identity
-        if identity is None:
+        record = folder_record(path, dataset)
+        if record is None:
             raise UsageError(
                 f"{path} has a version 1 manifest (no dataset id), written by an earlier "
                 "cipherspark: rewrite it ('cipherspark encrypt' or a Spark job) to register it"
             )
-        record = DatasetRecord.at(
-            path,
-            identity.dataset_id,
-            identity.key_id,
-            identity.generation,
-            dataset.manifest_sha256,
-            dataset.header.wrapped_key,
-        )
         return record, dataset.header
     part = ExpectedPart.of(path)
     return single_file_record(path, part.header, part.header_sha256), part.header
