@@ -22,6 +22,9 @@ demo:
 # worker at a time (--dist loadfile: a file's module fixtures, e.g. the chain proof's cluster,
 # start once). Most of the suite waits on JVMs, servers and clusters starting (measured serially:
 # about 5 minutes of CPU in 13 minutes of wall time), so 3 workers on 2 cores keeps both busy.
+# --no-loadscope-reorder: xdist would otherwise hand out files by their number of tests, most
+# first, which put the 2-test chain proof (the longest file) last; tests/conftest.py orders the
+# files longest first instead (LONGEST_FIRST).
 TEST_WORKERS ?= 3
 test:
 	@scripts/ensure-venv test,bench
@@ -30,7 +33,7 @@ test:
 	@scripts/ensure-tools
 	.venv/bin/ruff check src tests bench examples
 	.venv/bin/mypy
-	.venv/bin/pytest -n $(TEST_WORKERS) --dist loadfile
+	.venv/bin/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # mypy's files and settings are in pyproject.toml: src strictly, tests with relaxed settings.
 # 'ruff format --check' comes last so the other checks still report while the tree is not yet

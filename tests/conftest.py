@@ -61,3 +61,50 @@ def spark() -> Iterator[object]:
                              credentials=TEST_CREDENTIALS)
     yield session
     session.stop()
+
+
+# The test files that take longest, longest first (measured on CI's 2 cores, stop 24, and
+# here). pytest-xdist's --dist loadfile hands files to its workers one at a time, by default
+# those with the most tests first: the 2-test chain proof, the longest file, started 19 minutes
+# into a 28-minute run and ran to its end alone. With --no-loadscope-reorder (the Makefile) it
+# keeps collection order, which this hook makes longest first: the long files overlap each
+# other and the many short ones fill in after them (LPT scheduling). Files not listed keep
+# their order, after these; tests within a file keep theirs (the README's blocks depend on it).
+LONGEST_FIRST = (
+    "tests/chain/test_chain_proof.py",
+    "tests/bench/test_bench_smoke.py",
+    "tests/test_cli_run.py",
+    "tests/test_readme.py",
+    "tests/test_cli_parquet.py",
+    "tests/spark/test_differential.py",
+    "tests/spark/test_pme_server.py",
+    "tests/spark/test_parse_modes.py",
+    "tests/bench/test_bench_tpch.py",
+    "tests/chain/test_cluster_faults.py",
+    "tests/kms/server/test_cli_kms_ca.py",
+    "tests/spark/test_error_privacy.py",
+    "tests/chain/test_open_ports.py",
+    "tests/attestation/test_spark_attested.py",
+    "tests/spark/test_pruning.py",
+    "tests/kms/server/test_sealed_store.py",
+    "tests/jobs/test_demo_kms_server.py",
+    "tests/spark/test_filters.py",
+    "tests/spark/test_datasource.py",
+    "tests/spark/test_projection.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Order the files longest first (see LONGEST_FIRST); a stable sort, so each file's own
+    order stays."""
+    root = Path(str(config.rootpath))
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+
+    def key(item: pytest.Item) -> int:
+        try:
+            name = Path(str(item.path)).relative_to(root).as_posix()
+        except ValueError:
+            return len(rank)
+        return rank.get(name, len(rank))
+
+    items.sort(key=key)
