@@ -29,6 +29,24 @@ os.environ.setdefault("SPARK_SUBMIT_OPTS", "-XX:TieredStopAtLevel=1 -XX:+UseSeri
 
 
 @pytest.fixture(scope="session", autouse=True)
+def cheap_test_keystores() -> Iterator[None]:
+    """Keystores this test process creates use scrypt at n = 2^10 instead of 2^17.
+
+    A keystore file records its scrypt parameters, so every process that opens one pays them:
+    the CLI's subprocesses, Spark's Python workers and the Parquet key helper, each once per
+    keystore (0.6 s of CPU at 2^17 here, a few seconds per Spark job; CI's 2 cores are
+    CPU-bound). Nothing is weakened in the product: the default is tested as it is
+    (tests/kms/test_local.py sets it back and checks the stored parameters), and keystores made
+    by a ``cipherspark key create`` subprocess (the README's) keep it.
+    """
+    from cipherspark.kms import local
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(local, "_SCRYPT", {"n": 1 << 10, "r": 8, "p": 1})
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def simulated_platform_key_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Keep the simulated-platform key (local keys' policies register it) out of ``~``."""
     path = tmp_path_factory.mktemp("simulated-tee") / "platform.key"
