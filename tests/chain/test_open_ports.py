@@ -218,12 +218,19 @@ def test_no_port_of_the_cluster_serves_http_without_authentication(
     cluster, driver = running
     roles = {cluster.master_pid: "master", driver: "driver"}
     roles.update({pid: "worker" for pid in cluster.worker_pids})  # executors are their children
-    listeners = _listeners(roles)
-    executors = {
-        item.pid
-        for item in listeners
-        if b"CoarseGrainedExecutorBackend" in Path(f"/proc/{item.pid}/cmdline").read_bytes()
-    }
+    # The job may have run on the first executor to register (standalone mode waits for none):
+    # wait, a bounded time, for every worker's executor to listen.
+    deadline = time.monotonic() + 120
+    while True:
+        listeners = _listeners(roles)
+        executors = {
+            item.pid
+            for item in listeners
+            if b"CoarseGrainedExecutorBackend" in Path(f"/proc/{item.pid}/cmdline").read_bytes()
+        }
+        if len(executors) >= WORKERS or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert len(executors) == WORKERS, listeners  # the probe does see the executors' ports
     assert {item.role for item in listeners} == {"master", "worker", "driver"}
     assert all(item.address in ("127.0.0.1", "::ffff:127.0.0.1", "::1") for item in listeners), (
