@@ -49,7 +49,11 @@ from cipherspark.jobs.datagen import generate_people
 from cipherspark.kms import Credentials, KeyManagementService, open_kms
 from cipherspark.spark import read_encrypted_csv, read_encrypted_parquet, secure_session
 from cipherspark.spark.cluster import start_cluster, stop_cluster
-from cipherspark.spark.pme import ParquetEncryption, unsafe_plaintext_parquet_options
+from cipherspark.spark.pme import (
+    ParquetEncryption,
+    unsafe_plaintext_parquet_options,
+    unsafe_plaintext_parquet_read_options,
+)
 
 KEY = "bench"
 
@@ -139,20 +143,23 @@ def _parquet_paths(spark: SparkSession, workdir: Path, plain: Path) -> tuple[Pat
     if _footer_magic(plain_pq) != {b"PAR1"} or _footer_magic(enc_pq) != {b"PARE"}:
         raise SystemExit("the Parquet sides are not plaintext and encrypted as intended")
 
+    # The plaintext side's reads need the named opt-out: secure sessions refuse plaintext files.
+    plain_reader = spark.read.options(**unsafe_plaintext_parquet_read_options())
+
     def read_plain() -> int:
-        return _developers(spark.read.parquet(str(plain_pq))).count()
+        return _developers(plain_reader.parquet(str(plain_pq))).count()
 
     def read_encrypted() -> int:
         return _developers(read_encrypted_parquet(spark, str(enc_pq), key=KEY)).count()
 
     def job_plain() -> int:
         out = str(workdir / "out-plain")
-        df = spark.read.parquet(str(plain_pq))
+        df = plain_reader.parquet(str(plain_pq))
         df.select("name").count()
         _developers(df).write.mode("overwrite").options(
             **unsafe_plaintext_parquet_options()
         ).parquet(out)
-        return spark.read.parquet(out).count()
+        return plain_reader.parquet(out).count()
 
     def job_encrypted() -> int:
         out = str(workdir / "out-encrypted")

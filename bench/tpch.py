@@ -50,7 +50,11 @@ from cipherspark.spark import (
     read_encrypted_parquet,
     secure_session,
 )
-from cipherspark.spark.pme import ParquetEncryption, unsafe_plaintext_parquet_options
+from cipherspark.spark.pme import (
+    ParquetEncryption,
+    unsafe_plaintext_parquet_options,
+    unsafe_plaintext_parquet_read_options,
+)
 
 KEY = "bench"
 M = "decimal(15,2)"
@@ -886,7 +890,9 @@ def main() -> None:
             if encrypted:
                 # Checks every part's footer is encrypted under KEY, as the CLI's readers do.
                 return {t: read_encrypted_parquet(spark, str(enc_pq / t), key=KEY) for t in SCHEMAS}
-            return {t: spark.read.parquet(str(plain_pq / t)) for t in SCHEMAS}
+            # The named opt-out: secure sessions refuse plaintext Parquet files.
+            plain_reader = spark.read.options(**unsafe_plaintext_parquet_read_options())
+            return {t: plain_reader.parquet(str(plain_pq / t)) for t in SCHEMAS}
 
         def sql_over(frames: dict[str, DataFrame]) -> Callable[[str], DataFrame]:
             def query(text: str) -> DataFrame:

@@ -338,6 +338,23 @@ def test_plaintext_writes_of_an_application_only_with_the_opt_out(world: World) 
     assert list((world.root / "out" / "plain-csv-sql").glob("*.json"))
 
 
+def test_a_plaintext_parquet_input_is_refused_unless_named(world: World) -> None:
+    """A plaintext file among an application's inputs may be anyone's rows: the reading JVM
+    refuses it (the application's own spark.read.parquet), one line, nothing written; the
+    named opt-out reads it, and the output is still encrypted."""
+    root = world.root
+    args = ("report.py", "plain/people", "enc/jobs")
+    line = one_error_line(world.cli("run", "--key", TEST_KEY, *args, "out/from-plain"))
+    assert "part-0.parquet is not encrypted" in line, line
+    assert not (root / "out" / "from-plain").exists()
+    result = world.cli(
+        "run", "--key", TEST_KEY, "--unsafe-plaintext-parquet-input", *args, "out/opted-in"
+    )
+    assert result.returncode == 0, result.stderr
+    parts = sorted((root / "out" / "opted-in").glob("*.parquet"))
+    assert parts and all(p.read_bytes()[-4:] == b"PARE" for p in parts)
+
+
 def test_usage_errors(world: World) -> None:
     assert "--unsafe-plaintext-parquet" in one_error_line(
         world.cli("run", "report.py", "a", "b", "c")

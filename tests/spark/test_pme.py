@@ -19,7 +19,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from cipherspark.errors import IntegrityError, KeyNotFoundError, UsageError
 from cipherspark.kms import LocalKms
-from cipherspark.spark import secure_session
+from cipherspark.spark import read_encrypted_parquet, secure_session
 from cipherspark.spark._errors import cipherspark_errors as parquet_errors
 from cipherspark.spark._pme_keys import unwrap_key, wrap_key
 from cipherspark.spark.pme import (
@@ -27,6 +27,7 @@ from cipherspark.spark.pme import (
     column_key_options,
     find_pme_jar,
     unsafe_plaintext_parquet_options,
+    unsafe_plaintext_parquet_read_options,
 )
 from tests.conftest import TEST_CREDENTIALS, TEST_KEY
 
@@ -133,11 +134,101 @@ def test_plaintext_parquet_only_through_the_named_opt_out(
     whole = tmp_path / "session"
     df.write.parquet(str(whole))
     assert all(footer_magic(p) == (b"PAR1", b"PAR1") for p in parts(whole))
-    # Plaintext Parquet reads in an encrypting session too.
+    # That session (no Parquet encryption at all) reads plaintext Parquet too.
+    assert sorted(spark.read.parquet(str(whole)).collect()) == sorted(df.collect())
+    # An encrypting session reads plaintext Parquet only through a named opt-out: per read,
     secure_session(master="local[2]", credentials=TEST_CREDENTIALS, parquet=pme)
+    reader = spark.read.options(**unsafe_plaintext_parquet_read_options())
+    assert sorted(reader.parquet(str(whole)).collect()) == sorted(df.collect())
+    # or for the session.
+    secure_session(
+        master="local[2]",
+        credentials=TEST_CREDENTIALS,
+        parquet=pme,
+        unsafe_plaintext_parquet_reads=True,
+    )
     assert sorted(spark.read.parquet(str(whole)).collect()) == sorted(df.collect())
     with pytest.raises(UsageError, match="not both"):
         secure_session(master="local[2]", parquet=pme, unsafe_plaintext_parquet=True)
+
+
+def plant_plaintext_part(table: Path, rows: list[tuple[int, str, str]]) -> Path:
+    """What storage can do without any key: write a plaintext Parquet file of its own rows into
+    an encrypted table (here by pyarrow, as an attacker would, in the table's schema)."""
+    planted = table / "part-99999-planted.snappy.parquet"
+    columns = list(zip(*rows, strict=True))
+    pq.write_table(
+        pa.table(
+            {
+                "id": pa.array(columns[0], pa.int64()),
+                "name": pa.array(columns[1], pa.string()),
+                "ssn": pa.array(columns[2], pa.string()),
+            }
+        ),
+        str(planted),
+    )
+    assert footer_magic(planted) == (b"PAR1", b"PAR1")
+    return planted
+
+
+def test_a_plaintext_file_planted_in_an_encrypted_table_is_refused_where_it_is_read(
+    spark: SparkSession, pme: ParquetEncryption, tmp_path: Path
+) -> None:
+    out = tmp_path / "table"
+    people(spark, [canary()], rows=50).write.parquet(str(out))
+    planted = plant_plaintext_part(out, [(1_000_000, "mallory", "forged")])
+    # No check of ours before the read (an unmodified application's plain spark.read), and a
+    # given schema: the driver reads no footer, so the refusal is the reading task's.
+    frame = spark.read.schema("id long, name string, ssn string").parquet(str(out))
+    with (
+        pytest.raises(IntegrityError, match=rf"{planted.name} is not encrypted"),
+        parquet_errors(),
+    ):
+        frame.collect()
+
+
+def test_read_encrypted_parquet_is_still_refused_after_its_check_is_raced(
+    spark: SparkSession,
+    pme: ParquetEncryption,
+    kms: LocalKms,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The early check of read_encrypted_parquet runs once, on the driver: storage can swap a
+    file after it. What holds is the check each reading JVM makes: a planted plaintext file,
+    and a file under another key the caller may read too (another table's), are refused."""
+    import cipherspark.spark.pme as pme_module
+
+    kms.create_key("other-table")
+    table = tmp_path / "table"
+    people(spark, [canary()], rows=50).coalesce(1).write.parquet(str(table))
+    other = tmp_path / "other"
+    people(spark, [canary()], rows=5).coalesce(1).write.options(
+        **column_key_options("other-table", {"other-table": ["ssn"]})
+    ).parquet(str(other))
+    # The check passed, then the files changed: as if they changed between the two.
+    real_check = pme_module.check_encrypted_parquet
+    monkeypatch.setattr(pme_module, "check_encrypted_parquet", lambda *a, **k: TEST_KEY)
+
+    swapped = table / parts(other)[0].name
+    swapped.write_bytes(parts(other)[0].read_bytes())
+    with (
+        pytest.raises(IntegrityError, match=rf"{swapped.name} is under key 'other-table'"),
+        parquet_errors(),
+    ):
+        read_encrypted_parquet(spark, str(table), key=TEST_KEY).collect()
+    swapped.unlink()
+
+    planted = plant_plaintext_part(table, [(1_000_000, "mallory", "forged")])
+    with (
+        pytest.raises(IntegrityError, match=rf"{planted.name} is not encrypted"),
+        parquet_errors(),
+    ):
+        read_encrypted_parquet(spark, str(table), key=TEST_KEY).collect()
+    planted.unlink()
+    # Unraced, the table reads, under its pinned key.
+    monkeypatch.setattr(pme_module, "check_encrypted_parquet", real_check)
+    assert read_encrypted_parquet(spark, str(table), key=TEST_KEY).count() == 50
 
 
 def test_kms_calls_do_not_grow_with_files_and_row_groups(

@@ -163,6 +163,42 @@ def test_plaintext_writes_only_through_the_named_opt_out(spark: SparkSession, tm
     assert not (tmp_path / "again").exists() or _data_files(tmp_path / "again") == []
 
 
+RDD_WRITES = {
+    "saveAsTextFile": lambda rdd, out: rdd.saveAsTextFile(out),
+    "saveAsPickleFile": lambda rdd, out: rdd.saveAsPickleFile(out),
+    "saveAsSequenceFile": lambda rdd, out: rdd.map(lambda x: (x, x)).saveAsSequenceFile(out),
+    "saveAsHadoopFile": lambda rdd, out: rdd.map(lambda x: (x, x)).saveAsHadoopFile(
+        out, "org.apache.hadoop.mapred.TextOutputFormat"
+    ),
+    "saveAsNewAPIHadoopFile": lambda rdd, out: rdd.map(lambda x: (x, x)).saveAsNewAPIHadoopFile(
+        out, "org.apache.hadoop.mapreduce.lib.output.TextOutputFormat"
+    ),
+}
+
+
+@pytest.mark.parametrize("how", RDD_WRITES)
+def test_the_rdd_apis_plaintext_writes_are_refused(spark: SparkSession, tmp_path, how) -> None:
+    """They never reach the analyser (the guard's check rule): refused in Python, before any
+    Spark job runs, so nothing is written."""
+    from cipherspark.errors import UsageError
+
+    rdd = spark.sparkContext.parallelize(["secret-row-1", "secret-row-2"], 2)
+    with pytest.raises(UsageError, match=rf"rdd\.{how}\(\) writes plaintext files"):
+        RDD_WRITES[how](rdd, str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_rdd_apis_writes_only_through_the_named_opt_out(spark: SparkSession, tmp_path) -> None:
+    from cipherspark.spark import secure_session
+
+    secure_session(master="local[2]", credentials=TEST_CREDENTIALS, unsafe_plaintext_writes=True)
+    try:
+        spark.sparkContext.parallelize(["a", "b"], 1).saveAsTextFile(str(tmp_path / "out"))
+    finally:
+        secure_session(master="local[2]", credentials=TEST_CREDENTIALS)
+    assert spark.sparkContext.textFile(str(tmp_path / "out")).collect() == ["a", "b"]
+
+
 def test_a_session_started_without_the_guard_is_refused(tmp_path) -> None:
     # A session the guard is not part of (started before, by plain PySpark): joining it would
     # let plaintext writes through.

@@ -289,6 +289,16 @@ UnsafePlaintextParquetOpt = Annotated[
         help="Write Parquet in plaintext (anyone who can read the files reads every value).",
     ),
 ]
+UnsafePlaintextParquetInputOpt = Annotated[
+    bool,
+    typer.Option(
+        "--unsafe-plaintext-parquet-input",
+        rich_help_panel=_PARQUET_PANEL,
+        help="Let the application read plaintext Parquet files (refused by default: a "
+        "plaintext file in an encrypted table may have been put there by anyone who can write "
+        "to the storage).",
+    ),
+]
 
 UnsafeSkipRegistryOpt = Annotated[
     bool,

@@ -82,6 +82,7 @@ def session(
     *,
     parquet: ParquetEncryption | None = None,
     unsafe_plaintext_parquet: bool = False,
+    unsafe_plaintext_parquet_reads: bool = False,
     unsafe_plaintext_writes: bool = False,
 ) -> SparkSession:
     """A secure session for a job command, its log under ``.cipherspark/logs``.
@@ -89,8 +90,8 @@ def session(
     ``kms_ca`` (``--kms-ca``) must reach the Python workers that unwrap data keys: it goes into
     their :class:`~cipherspark.settings.ExecutorConfig` (with the TEE and credential-file
     settings of this environment), made absolute so it names the same file whatever folder a
-    worker runs in. ``parquet``, ``unsafe_plaintext_parquet`` and ``unsafe_plaintext_writes``
-    are :func:`~cipherspark.spark.secure_session`'s.
+    worker runs in. ``parquet`` and the ``unsafe_plaintext_*`` opt-outs are
+    :func:`~cipherspark.spark.secure_session`'s.
     """
     import dataclasses
 
@@ -109,6 +110,7 @@ def session(
         executor=executor,
         parquet=parquet,
         unsafe_plaintext_parquet=unsafe_plaintext_parquet,
+        unsafe_plaintext_parquet_reads=unsafe_plaintext_parquet_reads,
         unsafe_plaintext_writes=unsafe_plaintext_writes,
     )
 

@@ -26,6 +26,7 @@ from cipherspark.cli._options import (
     SparkPropertiesOpt,
     TableOpt,
     UnsafePlaintextOutputOpt,
+    UnsafePlaintextParquetInputOpt,
     UnsafePlaintextParquetOpt,
     UnsafeSkipRegistryOpt,
 )
@@ -58,6 +59,7 @@ def run(
     key: ParquetKeyOpt = None,
     column_key: ColumnKeyOpt = None,
     unsafe_plaintext_parquet: UnsafePlaintextParquetOpt = False,
+    unsafe_plaintext_parquet_input: UnsafePlaintextParquetInputOpt = False,
     unsafe_plaintext_output: UnsafePlaintextOutputOpt = False,
     table: TableOpt = None,
     unsafe_skip_registry: UnsafeSkipRegistryOpt = False,
@@ -73,7 +75,8 @@ def run(
 
     Its SparkSession.builder.getOrCreate() returns cipherspark's secure session.
 
-    Every Parquet file it writes is encrypted under --key; encrypted Parquet reads as is.
+    Every Parquet file it writes is encrypted under --key; encrypted Parquet reads as is,
+    and plaintext Parquet files are refused unless --unsafe-plaintext-parquet-input.
     Spark's plaintext writers (CSV, JSON, ORC, text) are refused unless
     --unsafe-plaintext-output.
 
@@ -112,6 +115,7 @@ def run(
         kms_ca,
         parquet=parquet,
         unsafe_plaintext_parquet=unsafe_plaintext_parquet,
+        unsafe_plaintext_parquet_reads=unsafe_plaintext_parquet_input,
         unsafe_plaintext_writes=unsafe_plaintext_output,
     )
     try:

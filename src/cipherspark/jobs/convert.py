@@ -23,7 +23,10 @@ from cipherspark._atomic import atomic_output, atomic_output_dir
 from cipherspark.errors import InputError, UsageError
 from cipherspark.spark import read_encrypted_parquet
 from cipherspark.spark._errors import cipherspark_errors
-from cipherspark.spark.pme import unsafe_plaintext_parquet_options
+from cipherspark.spark.pme import (
+    unsafe_plaintext_parquet_options,
+    unsafe_plaintext_parquet_read_options,
+)
 
 __all__ = ["ConvertResult", "csv_to_parquet", "parquet_to_plaintext"]
 
@@ -60,7 +63,9 @@ def csv_to_parquet(
             frame.write.mode("overwrite").parquet(str(staging))
             files = len(_parts(staging, ".parquet"))
             # From the footers just written (row counts: no pass over the data).
-            rows = spark.read.parquet(str(staging)).count()
+            # Its own plaintext output, just written: the named opt-out of the readers' refusal.
+            back = spark.read.options(**unsafe_plaintext_parquet_read_options())
+            rows = back.parquet(str(staging)).count()
     return ConvertResult(rows=rows, files=files)
 
 
@@ -101,5 +106,7 @@ def parquet_to_plaintext(
             plain = frame.write.options(**unsafe_plaintext_parquet_options())
             plain.mode("overwrite").parquet(str(staging))
             files = len(_parts(staging, ".parquet"))
-            rows = spark.read.parquet(str(staging)).count()
+            # Its own plaintext output, just written: the named opt-out of the readers' refusal.
+            back = spark.read.options(**unsafe_plaintext_parquet_read_options())
+            rows = back.parquet(str(staging)).count()
     return ConvertResult(rows=rows, files=files)

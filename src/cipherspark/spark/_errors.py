@@ -16,7 +16,8 @@ Parquet Modular Encryption's key failures carry the cipherspark error too (writt
 client, see java/). What parquet-java detects itself is a ``TagVerificationException`` ("GCM
 tag check failed"): a module of the file (footer, page, column index) failed AES-GCM
 authentication, i.e. the file was altered or truncated, or its keys were swapped. That becomes
-:class:`~cipherspark.errors.IntegrityError` naming the file (a path, not data).
+:class:`~cipherspark.errors.IntegrityError` naming the file (a path, not data), as does its
+refusal of a plaintext file ("Applying decryptor on plaintext file").
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ __all__ = ["cipherspark_errors", "spark_error"]
 
 _OURS = re.compile(r"cipherspark\.errors\.(\w+): ([^\n]+)")
 _PARQUET_TAG = re.compile(r"TagVerificationException|GCM tag check failed")
+# parquet-java's refusal of a plaintext file by a reader that does not allow them (see
+# java/src/org/cipherspark/pme/CipherSparkCryptoFactory.java).
+_PARQUET_PLAINTEXT = re.compile(r"Applying decryptor on plaintext file")
 _PARQUET_FILE = re.compile(r"while reading file (\S+?)\.?(?:\s|$)")
 _PYTHON_ERROR = re.compile(r"^(\w*(?:Error|Exception)): (.*)$", re.MULTILINE)
 _OS_ERRORS = {
@@ -108,6 +112,13 @@ def spark_error(exc: BaseException) -> CipherSparkError:
             return kind(message.strip(), reason)
         if isinstance(kind, type) and issubclass(kind, CipherSparkError):
             return kind(message.strip())
+    if _PARQUET_PLAINTEXT.search(text):
+        file = _PARQUET_FILE.search(text)
+        where = f"Parquet file {file.group(1)}" if file else "a Parquet file"
+        return IntegrityError(
+            f"{where} is not encrypted (no encryption metadata): refused, a plaintext file in "
+            "an encrypted table may have been put there by anyone who can write to the storage"
+        )
     if _PARQUET_TAG.search(text):
         file = _PARQUET_FILE.search(text)
         where = f"Parquet file {file.group(1)}" if file else "a Parquet file"

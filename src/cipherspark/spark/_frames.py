@@ -88,15 +88,19 @@ def read_encrypted_parquet(spark: SparkSession, path: str, *, key: str | None = 
 
     Spark's own Parquet reader decrypts it (the session's Parquet encryption names the KMS).
     First, every file Spark would read must have an encrypted footer under one key, ``key`` if
-    given (:func:`~cipherspark.spark.pme.check_encrypted_parquet`): Parquet alone would also
-    read a plaintext file slipped into the folder.
+    given (:func:`~cipherspark.spark.pme.check_encrypted_parquet`), and that key stays pinned:
+    each file is checked again as it is read, where it is decrypted.
     """
-    from cipherspark.spark.pme import check_encrypted_parquet
+    from cipherspark.spark.pme import FOOTER_KEY_PIN, check_encrypted_parquet
 
     table = Path(path).absolute()
-    check_encrypted_parquet(table, key_id=key)
+    footer_key = check_encrypted_parquet(table, key_id=key)
+    # The early check above is the driver's, once; storage could still change a file after it.
+    # Pinned as a reader option, the footer key is checked again by each JVM that reads a file,
+    # as it reads it (and plaintext files are refused there by the session's crypto factory).
+    reader = spark.read.option(FOOTER_KEY_PIN, footer_key)
     with cipherspark_errors():
-        return spark.read.parquet(str(table))
+        return reader.parquet(str(table))
 
 
 def _pinned(

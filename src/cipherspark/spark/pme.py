@@ -14,7 +14,9 @@ figures.
 
 A session without one refuses to write Parquet (the KMS client says why), unless it was opened
 with ``unsafe_plaintext_parquet``; :func:`unsafe_plaintext_parquet_options` is the same opt-out
-for one write.
+for one write. Readers refuse plaintext Parquet files in the JVM that reads them (a plaintext
+file in an encrypted table may be anyone's), unless a read passes
+:func:`unsafe_plaintext_parquet_read_options`.
 """
 
 from __future__ import annotations
@@ -35,9 +37,11 @@ from cipherspark.kms import validate_key_name
 __all__ = [
     "CRYPTO_FACTORY_CLASS",
     "ENCRYPTED_MAGIC",
+    "FOOTER_KEY_PIN",
     "KMS_CLIENT_CLASS",
     "NO_KMS",
     "PME_JAR_NAME",
+    "UNSAFE_PLAINTEXT_READS",
     "ParquetEncryption",
     "check_encrypted_parquet",
     "column_key_options",
@@ -47,9 +51,13 @@ __all__ = [
     "require_pme_jar",
     "session_conf",
     "unsafe_plaintext_parquet_options",
+    "unsafe_plaintext_parquet_read_options",
 ]
 
-CRYPTO_FACTORY_CLASS = "org.apache.parquet.crypto.keytools.PropertiesDrivenCryptoFactory"
+#: parquet-java's ``PropertiesDrivenCryptoFactory``, except that readers refuse plaintext files
+#: and, where pinned, footers under another key, in the JVM that decrypts (java/, built by
+#: ``scripts/build-java``).
+CRYPTO_FACTORY_CLASS = "org.cipherspark.pme.CipherSparkCryptoFactory"
 KMS_CLIENT_CLASS = "org.cipherspark.pme.CipherSparkKmsClient"
 #: The KMS URL of a session that has no KMS for Parquet: the KMS client refuses every key
 #: operation with a message saying how to configure one (``CipherSparkKmsClient.NO_KMS``).
@@ -59,6 +67,13 @@ _NO_KEY = "cipherspark-no-parquet-key"
 PME_JAR_NAME = "cipherspark-pme.jar"
 #: Hadoop property naming the interpreter of the key helper (CipherSparkKmsClient.PYTHON_PROPERTY).
 _PYTHON_PROPERTY = "cipherspark.pme.python"
+
+#: Hadoop property (a reader option, or a session's): ``true`` lets plaintext Parquet files be
+#: read (CipherSparkCryptoFactory.UNSAFE_PLAINTEXT_READS).
+UNSAFE_PLAINTEXT_READS = "cipherspark.pme.unsafe.plaintext.reads"
+#: Hadoop property (a reader option): the master key every file's footer must be under
+#: (CipherSparkCryptoFactory.FOOTER_KEY).
+FOOTER_KEY_PIN = "cipherspark.pme.footer.key"
 
 _UNIFORM = "parquet.encryption.uniform.key"
 _FOOTER = "parquet.encryption.footer.key"
@@ -130,12 +145,18 @@ def _key_settings(footer_key: str, column_keys: Mapping[str, Sequence[str]]) -> 
 
 
 def parquet_properties(
-    encryption: ParquetEncryption | None, *, unsafe_plaintext_parquet: bool = False
+    encryption: ParquetEncryption | None,
+    *,
+    unsafe_plaintext_parquet: bool = False,
+    unsafe_plaintext_parquet_reads: bool = False,
 ) -> dict[str, str]:
-    """The Hadoop properties that make Parquet writes follow ``encryption``.
+    """The Hadoop properties that make Parquet writes follow ``encryption``, and reads refuse
+    plaintext files.
 
     ``None`` without the opt-out: every write is refused (:data:`NO_KMS`); with
-    ``unsafe_plaintext_parquet``: written in plaintext. Nothing here is secret: the KMS URL, key
+    ``unsafe_plaintext_parquet``: written in plaintext, and plaintext files read (the session
+    has no Parquet encryption at all). ``unsafe_plaintext_parquet_reads`` alone lets an
+    encrypting session read plaintext files too. Nothing here is secret: the KMS URL, key
     names and cache settings; credentials stay in the environment of Spark's processes.
     """
     if encryption is not None and unsafe_plaintext_parquet:
@@ -154,6 +175,10 @@ def parquet_properties(
         "parquet.encryption.key.material.store.internally": "true",
         "parquet.encryption.data.key.length.bits": "256",
         "parquet.encryption.kek.length.bits": "256",
+        # Set either way: a session this one joins may have allowed them.
+        UNSAFE_PLAINTEXT_READS: str(
+            unsafe_plaintext_parquet or unsafe_plaintext_parquet_reads
+        ).lower(),
     }
     if encryption is not None:
         props["parquet.encryption.cache.lifetime.seconds"] = str(encryption.cache_lifetime_seconds)
@@ -182,6 +207,16 @@ def unsafe_plaintext_parquet_options() -> dict[str, str]:
     """Writer options for one *plaintext* Parquet write in a secure session (the explicit
     opt-out: anyone who can read the files reads every value)."""
     return {_UNIFORM: "", _FOOTER: "", _COLUMNS: "", _COMPLETE: "false"}
+
+
+def unsafe_plaintext_parquet_read_options() -> dict[str, str]:
+    """Reader options for one read of *plaintext* Parquet in a secure session (the explicit
+    opt-out: the session's readers refuse plaintext files, which anyone who can write to the
+    storage could have put there)::
+
+        spark.read.options(**unsafe_plaintext_parquet_read_options()).parquet(public)
+    """
+    return {UNSAFE_PLAINTEXT_READS: "true"}
 
 
 def find_pme_jar() -> Path | None:
@@ -220,6 +255,7 @@ def session_conf(
     encryption: ParquetEncryption | None,
     *,
     unsafe_plaintext_parquet: bool = False,
+    unsafe_plaintext_parquet_reads: bool = False,
     jar: Path | None = None,
     existing_jars: str | None = None,
 ) -> dict[str, str]:
@@ -235,7 +271,11 @@ def session_conf(
     jars = ",".join(filter(None, [existing_jars, None if jar is None else str(jar)]))
     if jars:
         conf["spark.jars"] = jars
-    props = parquet_properties(encryption, unsafe_plaintext_parquet=unsafe_plaintext_parquet)
+    props = parquet_properties(
+        encryption,
+        unsafe_plaintext_parquet=unsafe_plaintext_parquet,
+        unsafe_plaintext_parquet_reads=unsafe_plaintext_parquet_reads,
+    )
     conf.update({f"spark.hadoop.{key}": value for key, value in props.items()})
     return conf
 
@@ -319,11 +359,13 @@ def check_encrypted_parquet(path: Path, *, key_id: str | None = None) -> str:
     """Check that every file Spark would read of the Parquet table at ``path`` is encrypted
     Parquet (magic ``PARE`` at both ends) under one footer key, ``key_id`` if given; that key.
 
-    A table that is partly plaintext is refused: PME reads plaintext files in an encrypting
-    session (``withPlaintextFilesAllowed``), so whoever can write to storage could add or swap
-    in plaintext rows of their choosing. A cheap check before Spark starts, by the file names
-    and bytes (:class:`InputError`, :class:`IntegrityError`); the authentication of every
-    module is Parquet's, as the files are read.
+    A table that is partly plaintext is refused: whoever can write to storage could add or
+    swap in plaintext rows of their choosing. This is the early check, before Spark starts, by
+    the file names and bytes (:class:`InputError`, :class:`IntegrityError`), for a clear error
+    and nothing started; what holds against storage that changes a file after it is the
+    readers' own check, file by file in the JVM that decrypts (:data:`CRYPTO_FACTORY_CLASS`:
+    no plaintext file, the footer key pinned by :data:`FOOTER_KEY_PIN`), and the
+    authentication of every module is Parquet's, as the files are read.
     """
     if not path.exists():
         raise InputError(f"{path} does not exist")

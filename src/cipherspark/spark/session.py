@@ -25,7 +25,9 @@ the DataFrame API or SQL alike. A check rule on every analysed plan
 (``org.cipherspark.spark.PlaintextWriteGuard`` in the client jar, loaded as a session
 extension: Spark accepts only JVM classes there) refuses them before anything runs, unless the
 session was opened with ``unsafe_plaintext_writes`` (the SQL setting
-:data:`UNSAFE_PLAINTEXT_WRITES`). The RDD API (``saveAsTextFile``) does not pass through it.
+:data:`UNSAFE_PLAINTEXT_WRITES`). The RDD API (``saveAsTextFile`` and its siblings) does not
+pass through it: PySpark's RDD save methods are refused under the same opt-out
+(:mod:`cipherspark.spark._rdd_writes`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from pyspark.sql import SparkSession
 from cipherspark.errors import InputError, UsageError
 from cipherspark.kms import Credentials
 from cipherspark.settings import ENV_API_KEY, ENV_APP_ID, ExecutorConfig
+from cipherspark.spark._rdd_writes import refuse_rdd_writes
 from cipherspark.spark.datasource import EncryptedCsvDataSource
 from cipherspark.spark.pme import (
     ParquetEncryption,
@@ -157,6 +160,7 @@ def secure_session(
     executor: ExecutorConfig | None = None,
     parquet: ParquetEncryption | None = None,
     unsafe_plaintext_parquet: bool = False,
+    unsafe_plaintext_parquet_reads: bool = False,
     unsafe_plaintext_writes: bool = False,
 ) -> SparkSession:
     """Start (or join) a SparkSession with :data:`SECURE_CONF` and the encrypted data sources.
@@ -174,9 +178,13 @@ def secure_session(
 
     ``parquet`` is how Parquet writes are encrypted (the KMS, the footer key, column keys);
     without it every Parquet write fails with a message saying so, unless
-    ``unsafe_plaintext_parquet`` opts out (plaintext Parquet). Reading encrypted Parquet needs
-    nothing more than the KMS. These settings also apply to a session this call joins (they
-    are Hadoop properties of the session's SQL conf, which every read and write copies).
+    ``unsafe_plaintext_parquet`` opts out (plaintext Parquet, written and read). Reading
+    encrypted Parquet needs nothing more than the KMS; plaintext Parquet files are refused as
+    they are read, by the JVM that reads them (a plaintext file in an encrypted table may be
+    anyone's), unless ``unsafe_plaintext_parquet_reads`` (or, for one read,
+    :func:`~cipherspark.spark.pme.unsafe_plaintext_parquet_read_options`). These settings also
+    apply to a session this call joins (they are Hadoop properties of the session's SQL conf,
+    which every read and write copies).
 
     Spark's own plaintext writes (CSV, JSON, ORC, text files, JDBC, Hive tables: DataFrame API
     and SQL) are refused by the session's check rule unless ``unsafe_plaintext_writes`` opts
@@ -219,6 +227,7 @@ def secure_session(
         **session_conf(
             parquet,
             unsafe_plaintext_parquet=unsafe_plaintext_parquet,
+            unsafe_plaintext_parquet_reads=unsafe_plaintext_parquet_reads,
             jar=jar,
             existing_jars=(extra_conf or {}).get("spark.jars"),
         ),
@@ -237,11 +246,16 @@ def secure_session(
     spark = builder.getOrCreate()
     # Static settings of a context this call did not start cannot change; its SQL conf can,
     # and Spark copies it into the Hadoop conf of every read and write.
-    parquet_props = parquet_properties(parquet, unsafe_plaintext_parquet=unsafe_plaintext_parquet)
+    parquet_props = parquet_properties(
+        parquet,
+        unsafe_plaintext_parquet=unsafe_plaintext_parquet,
+        unsafe_plaintext_parquet_reads=unsafe_plaintext_parquet_reads,
+    )
     for key, value in parquet_props.items():
         spark.conf.set(key, value)
     if guarded:
         _check_guard(spark, unsafe_plaintext_writes)
+        refuse_rdd_writes(PLAINTEXT_WRITE_GUARD, UNSAFE_PLAINTEXT_WRITES)
     spark.sparkContext.setLogLevel(log_level)
     spark.dataSource.register(EncryptedCsvDataSource)
     return spark
