@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from cipherspark.errors import CredentialsError
+from cipherspark.errors import CredentialsError, UsageError
 
 __all__ = [
     "ENV_API_KEY",
@@ -29,6 +29,7 @@ __all__ = [
     "ENV_DEPLOY_DIR",
     "ENV_IMAGE",
     "ENV_KEY",
+    "ENV_KEY_CACHE_SECONDS",
     "ENV_KMS",
     "ENV_KMS_ADMIN_TOKEN",
     "ENV_KMS_CA",
@@ -61,6 +62,12 @@ ENV_API_KEY = "CIPHERSPARK_API_KEY"
 ENV_APP_ID_FILE = "CIPHERSPARK_APP_ID_FILE"
 ENV_API_KEY_FILE = "CIPHERSPARK_API_KEY_FILE"
 ENV_KEY = "CIPHERSPARK_KEY"
+#: How long a worker (a Python worker, a Parquet key helper) keeps a key it unwrapped, in
+#: seconds: the bound on how long a key revoked at the KMS stays usable by a running executor.
+ENV_KEY_CACHE_SECONDS = "CIPHERSPARK_KEY_CACHE_SECONDS"
+#: 600 s, Parquet's own key-encryption-key cache lifetime
+#: (``parquet.encryption.cache.lifetime.seconds``), so both caches bound a revocation alike.
+DEFAULT_KEY_CACHE_SECONDS = 600
 # -- attestation ----------------------------------------------------------------------------------
 #: The evidence provider of attested key release (unset or ``none``: the plain unwrap).
 ENV_TEE = "CIPHERSPARK_TEE"
@@ -81,6 +88,17 @@ def _path(value: str | None) -> Path | None:
     return Path(value) if value else None
 
 
+def _seconds(value: str | None) -> int:
+    if not value or not value.strip():
+        return DEFAULT_KEY_CACHE_SECONDS
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise UsageError(
+            f"{ENV_KEY_CACHE_SECONDS} must be a whole number of seconds, not {value!r}"
+        ) from None
+
+
 @dataclass(frozen=True)
 class ExecutorConfig:
     """What Spark's Python workers need to reach the KMS, besides the URL each scan carries.
@@ -88,7 +106,9 @@ class ExecutorConfig:
     ``kms_ca`` pins a KMS server's CA; ``tee`` names the evidence provider for attested release
     (``None``: the plain unwrap); ``simulated_tee_key`` is the simulated platform's key file;
     ``app_id_file`` / ``api_key_file`` name mounted credential files; ``unsafe_plaintext_kms``
-    allows an ``http://`` KMS. Paths should be absolute: workers run in their own folders.
+    allows an ``http://`` KMS; ``key_cache_seconds`` is how long a worker keeps a key it
+    unwrapped (then it asks the KMS again, so a revocation reaches running executors within
+    it). Paths should be absolute: workers run in their own folders.
     """
 
     kms_ca: Path | None = None
@@ -97,6 +117,11 @@ class ExecutorConfig:
     app_id_file: Path | None = None
     api_key_file: Path | None = None
     unsafe_plaintext_kms: bool = False
+    key_cache_seconds: int = DEFAULT_KEY_CACHE_SECONDS
+
+    def __post_init__(self) -> None:
+        if self.key_cache_seconds < 1:
+            raise UsageError(f"{ENV_KEY_CACHE_SECONDS} must be at least 1 second")
 
     def environ(self) -> dict[str, str]:
         """The environment entries that carry this configuration (unset fields are left out)."""
@@ -107,6 +132,11 @@ class ExecutorConfig:
             ENV_APP_ID_FILE: self.app_id_file,
             ENV_API_KEY_FILE: self.api_key_file,
             ENV_KMS_UNSAFE_PLAINTEXT: "1" if self.unsafe_plaintext_kms else None,
+            ENV_KEY_CACHE_SECONDS: (
+                None
+                if self.key_cache_seconds == DEFAULT_KEY_CACHE_SECONDS
+                else self.key_cache_seconds
+            ),
         }
         return {name: str(value) for name, value in entries.items() if value is not None}
 
@@ -121,6 +151,7 @@ class ExecutorConfig:
             app_id_file=_path(environ.get(ENV_APP_ID_FILE)),
             api_key_file=_path(environ.get(ENV_API_KEY_FILE)),
             unsafe_plaintext_kms=environ.get(ENV_KMS_UNSAFE_PLAINTEXT) == "1",
+            key_cache_seconds=_seconds(environ.get(ENV_KEY_CACHE_SECONDS)),
         )
 
 

@@ -1,8 +1,11 @@
 """Key access on Spark executors (and the Python planner workers Spark starts on the driver).
 
 Only *wrapped* data keys travel in options and task closures. Executors unwrap them through the
-KMS interface and keep the result in this process's memory, so a reused Python worker unwraps
-each key once. The KMS URL travels as an option; everything else comes from this process's
+KMS interface and keep the result in this process's memory for
+:attr:`~cipherspark.settings.ExecutorConfig.key_cache_seconds` (``CIPHERSPARK_KEY_CACHE_SECONDS``,
+600 s by default), so a reused Python worker unwraps each key about once per period, and a key
+revoked at the KMS (or a credential revoked) stops working in running executors within it. The
+KMS URL travels as an option; everything else comes from this process's
 :class:`~cipherspark.settings.ExecutorConfig` (which the secure session hands to the JVM it
 starts) and the credentials from the worker's environment or mounted files
 (:func:`~cipherspark.settings.worker_credentials`): they never enter Spark's conf or plan.
@@ -18,6 +21,7 @@ in-process for ``simulated`` only (development); others refuse.
 from __future__ import annotations
 
 import threading
+import time
 
 from cipherspark.errors import KmsUnavailableError
 from cipherspark.kms import Credentials, KeyManagementService, open_kms
@@ -27,7 +31,8 @@ __all__ = ["executor_data_key", "executor_kms"]
 
 _lock = threading.Lock()
 _kms: dict[str, KeyManagementService] = {}
-_data_keys: dict[tuple[str, str, bytes], bytes] = {}
+# (url, key id, wrapped key) -> (data key, time.monotonic() after which it is asked for again)
+_data_keys: dict[tuple[str, str, bytes], tuple[bytes, float]] = {}
 
 
 def executor_kms(url: str) -> KeyManagementService:
@@ -47,18 +52,24 @@ def executor_kms(url: str) -> KeyManagementService:
 
 
 def executor_data_key(url: str, key_id: str, wrapped: bytes) -> bytes:
-    """Unwrap ``wrapped`` under ``key_id`` at the KMS ``url``, once per process."""
+    """Unwrap ``wrapped`` under ``key_id`` at the KMS ``url``, once per process and
+    ``key_cache_seconds``."""
     cache_key = (url, key_id, wrapped)
+    now = time.monotonic()
     with _lock:
-        key = _data_keys.get(cache_key)
-    if key is None:
-        tee = executor_config().tee
-        if tee is not None:
-            key = _attested_data_key(url, key_id, wrapped, tee)
-        else:
-            key = executor_kms(url).unwrap_data_key(key_id, wrapped)
-        with _lock:
-            _data_keys[cache_key] = key
+        cached = _data_keys.get(cache_key)
+        # Expired entries go, whichever key they hold: none outlives its period in memory.
+        for stale in [k for k, (_, until) in _data_keys.items() if until <= now]:
+            del _data_keys[stale]
+    if cached is not None and cached[1] > now:
+        return cached[0]
+    config = executor_config()
+    if config.tee is not None:
+        key = _attested_data_key(url, key_id, wrapped, config.tee)
+    else:
+        key = executor_kms(url).unwrap_data_key(key_id, wrapped)
+    with _lock:
+        _data_keys[cache_key] = (key, time.monotonic() + config.key_cache_seconds)
     return key
 
 
