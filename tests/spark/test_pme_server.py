@@ -171,16 +171,24 @@ def test_attested_only_key_with_the_simulated_tee(kms: KmsSetup, tmp_path: Path)
     owner.set_policy(key, policy)
     workload = kms.workload()
     people = names(50)
+    # The owner writes the input with pyarrow over Transit: its KEK is a vault: ciphertext,
+    # which only the attested Transit decrypt gives the workload credential.
     (tmp_path / "in").mkdir()
+    props = pe.CryptoFactory(TransitArrowKms).file_encryption_properties(
+        arrow_config(kms, kms.app_a),
+        pe.EncryptionConfiguration(footer_key=key, uniform_encryption=True))
     pq.write_table(pa.table({"id": list(range(50)), "name": people}),
-                   str(tmp_path / "in" / "part-0.parquet"))
+                   str(tmp_path / "in" / "part-0.parquet"), encryption_properties=props)
+    assert b'"wrappedKEK":"vault:v1:' in crypto_metadata(tmp_path / "in" / "part-0.parquet")
     (tmp_path / "copy_app.py").write_text(COPY_APP)
 
     attested = {"CIPHERSPARK_TEE": "simulated"}
     result = run(kms, workload, tmp_path, "--key", key, "copy_app.py", "in", "out", "2",
                  env=attested)
     assert result.returncode == 0, result.stderr
-    assert "datakey.attested_unwrap" in audit_ops(kms, key)
+    ops = audit_ops(kms, key)
+    assert "transit.attested_decrypt" in ops and "transit.decrypt" not in ops, ops
+    assert "datakey.attested_unwrap" in ops
     parts = sorted((tmp_path / "out").glob("*.parquet"))
     assert parts and all(b'"wrappedKEK":"cspk1:' in crypto_metadata(p) for p in parts)
     # An attested reader reads them back.

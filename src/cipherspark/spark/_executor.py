@@ -22,12 +22,16 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from cipherspark.errors import KmsUnavailableError
 from cipherspark.kms import Credentials, KeyManagementService, open_kms
 from cipherspark.settings import ENV_TEE, executor_config, worker_credentials
 
-__all__ = ["executor_data_key", "executor_kms"]
+if TYPE_CHECKING:
+    from cipherspark.attestation import EvidenceProvider
+
+__all__ = ["attested_transit_plaintext", "executor_data_key", "executor_kms"]
 
 _lock = threading.Lock()
 _kms: dict[str, KeyManagementService] = {}
@@ -80,6 +84,25 @@ def _attested_data_key(url: str, key_id: str, wrapped: bytes, tee: str) -> bytes
     embedded ``file://`` keystore accepts only ``simulated``; other backends refuse. It is asked
     before the evidence provider is made, which may fail or create the simulated platform key.
     """
+    kms, provider = _attested(url, tee)
+    return kms.attested_unwrap(key_id, wrapped, provider)
+
+
+def attested_transit_plaintext(url: str, key_id: str, ciphertext: str, tee: str) -> bytes:
+    """The plaintext of the ``vault:vN:`` ``ciphertext`` under ``key_id``, through the KMS
+    server's attested Transit decrypt with evidence from ``tee`` (not cached here: its callers,
+    Parquet's key-encryption-key caches, keep what it returns for their lifetime)."""
+    from cipherspark.kms.remote import RemoteKms
+
+    kms, provider = _attested(url, tee)
+    if not isinstance(kms, RemoteKms):
+        raise KmsUnavailableError(f"the KMS at {url} offers no Vault Transit API")
+    return kms.attested_transit_decrypt(key_id, ciphertext, provider)
+
+
+def _attested(url: str, tee: str) -> tuple[KeyManagementService, EvidenceProvider]:
+    """The KMS at ``url`` and an evidence provider for ``tee``, once the KMS said it can
+    release to that TEE."""
     from cipherspark.attestation import evidence_provider
 
     kms = executor_kms(url)
@@ -88,5 +111,4 @@ def _attested_data_key(url: str, key_id: str, wrapped: bytes, tee: str) -> bytes
     except KmsUnavailableError as exc:
         # Name the setting that asked for attestation: the backend does not know it.
         raise KmsUnavailableError(f"{ENV_TEE}={tee}: {exc}") from exc
-    provider = evidence_provider(tee, simulated_key_path=executor_config().simulated_tee_key)
-    return kms.attested_unwrap(key_id, wrapped, provider)
+    return kms, evidence_provider(tee, simulated_key_path=executor_config().simulated_tee_key)

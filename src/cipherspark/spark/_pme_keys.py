@@ -10,18 +10,20 @@ to :func:`unwrap_key` by readers. Two forms, chosen by what can unwrap them late
     the process's one client of that KMS): what a Vault-Transit ``KmsClient`` stores, so pyarrow
     or parquet-java readers with a Transit client read the files.
 
-``cspk1:WRAPPED:SEALED`` (the embedded ``file://`` keystore, and attested release)
+``cspk1:WRAPPED:SEALED`` (the embedded ``file://`` keystore, and attested writers)
     An envelope through cipherspark's own key interface: a fresh data key from the KMS
     (``WRAPPED``: its wrapped form, base64), and the KEK sealed under that data key with
     AES-256-GCM (``SEALED``: base64 of nonce || ciphertext, associated data binding the master
-    key's name). The embedded keystore has no Transit API, and the KMS server's attested
-    release unwraps native wrapped keys only: with a TEE configured, the data key of both
-    writing and reading comes from :func:`~cipherspark.spark._executor.executor_data_key`,
-    i.e. the attested unwrap (nonce, evidence, policy, JWE). Writers mint it wrapped and
-    obtain it by attestation, as workload credentials of attested-only keys must.
+    key's name). The embedded keystore has no Transit API; with a TEE configured, the data key
+    of both writing and reading comes from
+    :func:`~cipherspark.spark._executor.executor_data_key`, i.e. the attested unwrap (nonce,
+    evidence, policy, JWE). Writers mint it wrapped and obtain it by attestation, as workload
+    credentials of attested-only keys must (a Transit *encrypt* needs no evidence, but the
+    envelope keeps what attested workers write readable by attested workers alone).
 
-With a TEE configured, a ``vault:`` KEK is refused (the server releases Transit ciphertexts to
-no evidence): never a silent fallback to the unattested path.
+With a TEE configured, a ``vault:`` KEK (a file some Vault-Transit client wrote) is opened by
+the server's attested Transit decrypt, under the same evidence, policy and JWE protocol: never
+a silent fallback to the unattested path.
 """
 
 from __future__ import annotations
@@ -36,8 +38,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cipherspark.errors import FormatError, IntegrityError, KmsUnavailableError
 from cipherspark.kms import validate_key_name
 from cipherspark.kms.remote import TRANSIT_PREFIX, RemoteKms
-from cipherspark.settings import ENV_TEE, executor_config
-from cipherspark.spark._executor import executor_data_key, executor_kms
+from cipherspark.settings import executor_config
+from cipherspark.spark._executor import (
+    attested_transit_plaintext,
+    executor_data_key,
+    executor_kms,
+)
 
 __all__ = ["ENVELOPE_PREFIX", "TRANSIT_PREFIX", "unwrap_key", "wrap_key"]
 
@@ -87,17 +93,14 @@ def unwrap_key(url: str, master_key: str, wrapped_kek: str) -> bytes:
     validate_key_name(master_key)
     tee = executor_config().tee
     if wrapped_kek.startswith(TRANSIT_PREFIX):
-        if tee is not None:
-            raise KmsUnavailableError(
-                f"this Parquet file's key under {master_key!r} is wrapped by Vault Transit, and "
-                f"the KMS releases Transit-wrapped keys to no TEE evidence ({ENV_TEE}={tee}); "
-                "read it without attestation, or rewrite it from an attested session"
-            )
         if not _is_server(url):
             raise FormatError(
                 f"this Parquet file's key under {master_key!r} is wrapped by Vault Transit: "
                 f"it needs the KMS server that wrapped it, not {url}"
             )
+        if tee is not None:
+            # Released only to evidence the key's policy accepts: the attested Transit decrypt.
+            return attested_transit_plaintext(url, master_key, wrapped_kek, tee)
         return _transit(url).transit_decrypt(master_key, wrapped_kek)
     if not wrapped_kek.startswith(ENVELOPE_PREFIX):
         raise FormatError(

@@ -89,10 +89,10 @@ def nonce_for(setup: KmsSetup, name: str) -> bytes:
     return base64.b64decode(response.json()["nonce"])
 
 
-def audit_results(setup: KmsSetup, name: str) -> list[str]:
+def audit_results(setup: KmsSetup, name: str, op: str = "datakey.attested_unwrap") -> list[str]:
     lines = (setup.server.data / "audit.log").read_text().splitlines()
     return [doc["result"] for doc in map(json.loads, lines)
-            if doc["key"] == name and doc["op"] == "datakey.attested_unwrap"]
+            if doc["key"] == name and doc["op"] == op]
 
 
 def test_a_simulated_worker_gets_its_key(setup: KmsSetup, tmp_path: Path,
@@ -103,6 +103,35 @@ def test_a_simulated_worker_gets_its_key(setup: KmsSetup, tmp_path: Path,
         assert kms.attested_unwrap(name, data_key.wrapped, platform) == data_key.plaintext
         assert kms.get_policy(name) is not None
     assert audit_results(setup, name) == ["ok"]
+
+
+def test_a_simulated_worker_gets_a_transit_plaintext(
+        setup: KmsSetup, tmp_path: Path, platform: SimulatedProvider) -> None:
+    """What a Vault-Transit client wrapped (pyarrow's Parquet key-encryption keys) opens in an
+    attested worker too: the attested Transit decrypt, same evidence, policy and JWE."""
+    with setup.kms() as kms:
+        name = key_with_policy(kms, simulated_policy(tmp_path / "platform.key"))
+        kek = bytes(range(16))  # pyarrow's default 128-bit KEK: not only 32-byte keys
+        ciphertext = kms.transit_encrypt(name, kek)
+        assert kms.attested_transit_decrypt(name, ciphertext, platform) == kek
+    assert audit_results(setup, name, "transit.attested_decrypt") == ["ok"]
+
+
+def test_an_attested_transit_decrypt_is_denied_as_the_unwrap_is(
+        setup: KmsSetup, tmp_path: Path, platform: SimulatedProvider) -> None:
+    changed = SimulatedProvider(key_path=tmp_path / "platform.key", measurement="ab" * 32)
+    with setup.kms() as kms:
+        name = key_with_policy(kms, simulated_policy(tmp_path / "platform.key"))
+        ciphertext = kms.transit_encrypt(name, b"k" * 32)
+        with pytest.raises(PolicyDeniedError) as info:
+            kms.attested_transit_decrypt(name, ciphertext, changed)
+        no_policy = key_with_policy(kms, None)
+        with pytest.raises(PolicyDeniedError) as none:
+            kms.attested_transit_decrypt(
+                no_policy, kms.transit_encrypt(no_policy, b"k" * 32), platform)
+    assert info.value.reason == "measurement"
+    assert none.value.reason == "no_policy"
+    assert audit_results(setup, name, "transit.attested_decrypt") == ["denied:measurement"]
 
 
 def test_the_jwe_opens_only_with_the_ephemeral_private_key(

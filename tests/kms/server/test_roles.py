@@ -151,6 +151,7 @@ CASES = [
          lambda t: f"/v1/transit/datakey/wrapped/{t.name}", label=" (wrapped)"),
     Case("POST", "/v1/keys/{name}/attest/nonce", ATTEST, _k("/attest/nonce")),
     Case("POST", "/v1/keys/{name}/attest/unwrap", ATTEST, _k("/attest/unwrap")),
+    Case("POST", "/v1/keys/{name}/attest/transit-decrypt", ATTEST, _k("/attest/transit-decrypt")),
     # an app's credentials
     Case("POST", "/v1/credentials", CREDENTIALS, lambda t: "/v1/credentials",
          lambda t: {"role": "workload"}),
@@ -261,13 +262,16 @@ def headers_for(case: Case, creds: dict[str, str]) -> dict[str, str]:
 def send(http: httpx.Client, case: Case, target: Target, creds: dict[str, str]
          ) -> httpx.Response:
     body = case.body(target)
-    if case.template == "/v1/keys/{name}/attest/unwrap":
+    if "/attest/" in case.template and not case.template.endswith("/nonce"):
         # A nonce (which a workload credential may have) and evidence from no TEE at all.
         nonce = http.post(f"/v1/keys/{target.name}/attest/nonce",
                           headers=headers_for(case, creds)).json()["nonce"]
         body = {"nonce": nonce, "tee": "simulated", "evidence": b64(b"no TEE here"),
-                "public_key": b64(EphemeralKey.generate().public_bytes),
-                "wrapped": target.wrapped}
+                "public_key": b64(EphemeralKey.generate().public_bytes)}
+        if case.template.endswith("/attest/unwrap"):
+            body["wrapped"] = target.wrapped
+        else:
+            body["ciphertext"] = target.ciphertext
     return http.request(case.method, case.path(target), json=body,
                         headers=headers_for(case, creds))
 
@@ -335,7 +339,7 @@ def test_what_a_workload_credential_may_do_gives_no_key_material(
     with setup.http() as http:
         warm_up(http, attested, workload)
         response = send(http, case, attested, workload)
-    if case.template.endswith("/attest/unwrap"):
+    if case.template.endswith(("/attest/unwrap", "/attest/transit-decrypt")):
         assert (response.status_code, response.json()["code"]) == (403, "attestation_denied")
     else:
         assert response.status_code == 200, response.text

@@ -22,6 +22,7 @@ from cipherspark.kms.server._audited import Outcome, digest
 from cipherspark.kms.server._core import ServiceCore
 from cipherspark.kms.server.nonces import NonceStore
 from cipherspark.kms.server.permissions import Access, Principal
+from cipherspark.kms.server.records import KeyRecord
 
 __all__ = ["ReleaseOperations", "policy_digest"]
 
@@ -108,6 +109,51 @@ class ReleaseOperations(ServiceCore):
 
         return self._run("attest.nonce", who, name, request_id, run)
 
+    def _released_to(
+        self,
+        who: Principal,
+        name: str,
+        out: Outcome,
+        *,
+        nonce: bytes,
+        tee: str,
+        quote: bytes,
+        public_key: bytes,
+        collateral: str | None,
+    ) -> KeyRecord:
+        """The key record, once evidence, policy, nonce and binding all check (else
+        :class:`AttestationError` with its reason): what every attested release first proves."""
+        record = self._key(who, name, Access.ATTEST, out)
+        age = self._nonces.take(nonce, who.app_id, name)
+        evidence = Evidence(tee, quote)
+        policy = self._stored_policy(record.app_id, name)
+        if policy is None or policy.empty:
+            raise AttestationError(
+                f"primary key {name!r} has no release policy; an absent or empty policy denies",
+                "no_policy",
+            )
+        if age > policy.max_evidence_age_seconds:
+            raise AttestationError(
+                f"the nonce is {age:.0f} s old, more than the policy's "
+                f"{policy.max_evidence_age_seconds} s",
+                "expired",
+            )
+        # Simulated evidence counts only if the operator registered its platform: the key's
+        # owner alone must not be able to make this server trust a software "TEE". (Read for
+        # every TEE type, so no spelling of ``tee`` can reach the simulated verifier without
+        # it; DCAP verification ignores it.)
+        operator_keys = [p.public_key for p in self._storage.list_simulated_platforms()]
+        report = verify_evidence(
+            evidence,
+            policy=policy,
+            dcap=self._dcap,
+            collateral=collateral,
+            clock=self._attestation_clock,
+            operator_platform_keys=operator_keys,
+        )
+        check_binding(report.report_data, nonce, public_key)
+        return record
+
     def attested_unwrap(
         self,
         who: Principal,
@@ -125,35 +171,16 @@ class ReleaseOperations(ServiceCore):
         binding all check; otherwise :class:`AttestationError` with its reason (audited)."""
 
         def run(out: Outcome) -> tuple[int, str]:
-            record = self._key(who, name, Access.ATTEST, out)
-            age = self._nonces.take(nonce, who.app_id, name)
-            evidence = Evidence(tee, quote)
-            policy = self._stored_policy(record.app_id, name)
-            if policy is None or policy.empty:
-                raise AttestationError(
-                    f"primary key {name!r} has no release policy; an absent or empty policy denies",
-                    "no_policy",
-                )
-            if age > policy.max_evidence_age_seconds:
-                raise AttestationError(
-                    f"the nonce is {age:.0f} s old, more than the policy's "
-                    f"{policy.max_evidence_age_seconds} s",
-                    "expired",
-                )
-            # Simulated evidence counts only if the operator registered its platform: the key's
-            # owner alone must not be able to make this server trust a software "TEE". (Read for
-            # every TEE type, so no spelling of ``tee`` can reach the simulated verifier without
-            # it; DCAP verification ignores it.)
-            operator_keys = [p.public_key for p in self._storage.list_simulated_platforms()]
-            report = verify_evidence(
-                evidence,
-                policy=policy,
-                dcap=self._dcap,
+            record = self._released_to(
+                who,
+                name,
+                out,
+                nonce=nonce,
+                tee=tee,
+                quote=quote,
+                public_key=public_key,
                 collateral=collateral,
-                clock=self._attestation_clock,
-                operator_platform_keys=operator_keys,
             )
-            check_binding(report.report_data, nonce, public_key)
             out.version = version = keyring.wrapped_version(name, wrapped)
             data_key = keyring.open_wrapped(
                 self._decryptable(record, version), name, version, wrapped
@@ -161,3 +188,44 @@ class ReleaseOperations(ServiceCore):
             return version, seal_to(public_key, data_key)
 
         return self._run("datakey.attested_unwrap", who, name, request_id, run)
+
+    def attested_transit_decrypt(
+        self,
+        who: Principal,
+        name: str,
+        *,
+        nonce: bytes,
+        tee: str,
+        quote: bytes,
+        public_key: bytes,
+        ciphertext: str,
+        collateral: str | None,
+        request_id: str,
+    ) -> tuple[int, str]:
+        """(version, JWE to ``public_key`` of the plaintext of the ``vault:vN:`` ``ciphertext``)
+        under the same checks as :meth:`attested_unwrap`: what Vault-Transit clients wrapped
+        (Parquet files written by pyarrow or parquet-java's VaultClient) opens in an attested
+        worker too, and only there for an attested-only key."""
+
+        def run(out: Outcome) -> tuple[int, str]:
+            record = self._released_to(
+                who,
+                name,
+                out,
+                nonce=nonce,
+                tee=tee,
+                quote=quote,
+                public_key=public_key,
+                collateral=collateral,
+            )
+            try:
+                version, raw = keyring.parse_vault_ciphertext(ciphertext)
+            except ValueError as exc:
+                raise UsageError(f"invalid ciphertext: {exc}") from exc
+            out.version = version
+            plaintext = keyring.open_vault(
+                self._decryptable(record, version), record.name, version, raw
+            )
+            return version, seal_to(public_key, plaintext)
+
+        return self._run("transit.attested_decrypt", who, name, request_id, run)

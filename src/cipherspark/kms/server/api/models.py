@@ -22,6 +22,7 @@ __all__ = [
     "AdminTokenResponse",
     "AppResponse",
     "AppStateResponse",
+    "AttestedTransitDecryptRequest",
     "AttestedUnwrapRequest",
     "AttestedUnwrapResponse",
     "ConfigRequest",
@@ -262,6 +263,19 @@ class AttestedUnwrapRequest(_Body):
     evidence: str = Field(max_length=24 * 1024)
     public_key: str = Field(max_length=256)
     wrapped: str = Field(max_length=MAX_WRAPPED)
+    collateral: str | None = Field(default=None, max_length=32 * 1024)
+
+
+class AttestedTransitDecryptRequest(_Body):
+    """``POST /v1/keys/{name}/attest/transit-decrypt``: as the attested unwrap, for a
+    ``vault:vN:`` Transit ciphertext instead of a native wrapped key."""
+
+    nonce: str = Field(max_length=128)
+    tee: str = Field(max_length=32)
+    evidence: str = Field(max_length=24 * 1024)
+    public_key: str = Field(max_length=256)
+    # A Transit ciphertext of at most a KEK or data key here; the Transit routes' own limit.
+    ciphertext: str = Field(max_length=64 * 1024)
     collateral: str | None = Field(default=None, max_length=32 * 1024)
 
 

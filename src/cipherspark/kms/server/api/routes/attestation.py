@@ -1,5 +1,6 @@
 """Attested key release: a key's release policy, single-use nonces, and the attested unwrap
-that answers the data key as a JWE to the worker's ephemeral key (see docs/attestation.md)."""
+(and Transit decrypt) that answers the data key (the plaintext) as a JWE to the worker's
+ephemeral key (see docs/attestation.md)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from cipherspark.attestation.policy import AttestationPolicy
 from cipherspark.kms import _wire
 from cipherspark.kms.server.api.deps import Caller, RequestId, Service, decode_field
 from cipherspark.kms.server.api.models import (
+    AttestedTransitDecryptRequest,
     AttestedUnwrapRequest,
     AttestedUnwrapResponse,
     NonceResponse,
@@ -69,5 +71,36 @@ async def attest_unwrap(
         )
 
     # DCAP verification takes milliseconds of CPU: keep it off the event loop.
+    version, token = await anyio.to_thread.run_sync(run)
+    return AttestedUnwrapResponse(version=version, jwe=token)
+
+
+@router.post("/{name}/attest/transit-decrypt")
+async def attest_transit_decrypt(
+    name: str,
+    body: AttestedTransitDecryptRequest,
+    service: Service,
+    request_id: RequestId,
+    who: Caller,
+) -> AttestedUnwrapResponse:
+    """As the attested unwrap, for a Transit (``vault:vN:``) ciphertext: its plaintext as a JWE.
+
+    Files that Vault-Transit clients wrapped (Parquet written by pyarrow or parquet-java's
+    VaultClient) open in an attested worker through this, and a workload credential gets the
+    plaintext of an attested-only key's ciphertext no other way."""
+
+    def run() -> tuple[int, str]:
+        return service.attested_transit_decrypt(
+            who,
+            name,
+            nonce=decode_field(body.nonce, "nonce"),
+            tee=body.tee,
+            quote=decode_field(body.evidence, "evidence"),
+            public_key=decode_field(body.public_key, "public_key"),
+            ciphertext=body.ciphertext,
+            collateral=body.collateral,
+            request_id=request_id,
+        )
+
     version, token = await anyio.to_thread.run_sync(run)
     return AttestedUnwrapResponse(version=version, jwe=token)
