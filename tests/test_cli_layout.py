@@ -263,3 +263,10 @@ def test_alias_and_group_command_do_the_same(tmp_path: Path,
     old = capsys.readouterr().out
     assert main(["deploy", "submit", *submit]) == 0
     assert capsys.readouterr().out == old != ""
+
+
+def test_the_cli_default_segment_size_is_the_containers() -> None:
+    from cipherspark.cli._options import DEFAULT_SEGMENT_SIZE
+    from cipherspark.crypto import container
+
+    assert DEFAULT_SEGMENT_SIZE == container.DEFAULT_SEGMENT_SIZE

@@ -31,6 +31,7 @@ from cipherspark.errors import InputError, UsageError
 __all__ = [
     "DEFAULT_CLUSTER_DIR",
     "DEFAULT_MASTER",
+    "DEFAULT_SEGMENT_SIZE",
     "AdminTokenFileOpt",
     "AdminTokenOpt",
     "ApiKeyFileOpt",
@@ -50,10 +51,12 @@ __all__ = [
     "PccsCaOpt",
     "PccsUrlOpt",
     "SeedOpt",
+    "SegmentSizeOpt",
     "SimulatedKeyOpt",
     "SparkPropertiesOpt",
     "TableOpt",
     "UnsafePlaintextOutputOpt",
+    "UnsafePlaintextParquetInputOpt",
     "UnsafePlaintextParquetOpt",
     "UnsafeSkipRegistryOpt",
 ]
@@ -297,6 +300,16 @@ UnsafePlaintextParquetInputOpt = Annotated[
         help="Let the application read plaintext Parquet files (refused by default: a "
         "plaintext file in an encrypted table may have been put there by anyone who can write "
         "to the storage).",
+    ),
+]
+
+#: 1 MiB, the container's ``DEFAULT_SEGMENT_SIZE`` (cipherspark.crypto.container; spelled here so
+#: the CLI's help imports no crypto; tests/test_cli_layout.py checks they agree).
+DEFAULT_SEGMENT_SIZE = 1 << 20
+SegmentSizeOpt = Annotated[
+    int,
+    typer.Option(
+        min=57, max=64 << 20, help="Ciphertext segment size in bytes (splits align to it)."
     ),
 ]
 

@@ -19,6 +19,7 @@ from cipherspark.cli._io import out as _out
 from cipherspark.cli._io import progress
 from cipherspark.cli._options import (
     DEFAULT_MASTER,
+    DEFAULT_SEGMENT_SIZE,
     ApiKeyFileOpt,
     ApiKeyOpt,
     AppIdOpt,
@@ -29,6 +30,7 @@ from cipherspark.cli._options import (
     OutputFolderOpt,
     OverwriteOpt,
     SeedOpt,
+    SegmentSizeOpt,
     SparkPropertiesOpt,
     UnsafeSkipRegistryOpt,
 )
@@ -149,12 +151,7 @@ def encrypt(
     app_id: AppIdOpt = None,
     api_key: ApiKeyOpt = None,
     api_key_file: ApiKeyFileOpt = None,
-    segment_size: Annotated[
-        int,
-        typer.Option(
-            min=57, max=64 << 20, help="Ciphertext segment size in bytes (splits align to it)."
-        ),
-    ] = 1 << 20,
+    segment_size: SegmentSizeOpt = DEFAULT_SEGMENT_SIZE,
     to: Annotated[
         EncryptedFormat,
         typer.Option(

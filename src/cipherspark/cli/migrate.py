@@ -15,12 +15,14 @@ from cipherspark import settings
 from cipherspark.cli._io import out as _out
 from cipherspark.cli._io import progress, read_input, warn
 from cipherspark.cli._options import (
+    DEFAULT_SEGMENT_SIZE,
     ApiKeyFileOpt,
     ApiKeyOpt,
     AppIdOpt,
     KmsCaOpt,
     KmsOpt,
     OverwriteOpt,
+    SegmentSizeOpt,
 )
 from cipherspark.cli._services import credentials, open_service
 
@@ -210,12 +212,7 @@ def bigdl(
     app_id: AppIdOpt = None,
     api_key: ApiKeyOpt = None,
     api_key_file: ApiKeyFileOpt = None,
-    segment_size: Annotated[
-        int,
-        typer.Option(
-            min=57, max=64 << 20, help="Ciphertext segment size in bytes (splits align to it)."
-        ),
-    ] = 1 << 20,
+    segment_size: SegmentSizeOpt = DEFAULT_SEGMENT_SIZE,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Verify BigDL PPML encrypted files (HMAC over the ciphertext), re-encrypt them under --key.
