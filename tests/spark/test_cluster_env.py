@@ -124,7 +124,8 @@ def test_extra_env_is_added_and_wins(tmp_path: Path, exported: None) -> None:
 
 def test_workers_pass_on_every_name_executors_read() -> None:
     """A field added to ExecutorConfig must be added to the workers' allow-list too."""
-    values: dict[type, object] = {Path: Path("/x"), str: "x", bool: True}
+    # Not the defaults: environ() leaves a field at its default out.
+    values: dict[type, object] = {Path: Path("/x"), str: "x", bool: True, int: 30}
     config = ExecutorConfig(
         **{  # type: ignore[arg-type]
             f.name: next(v for t, v in values.items() if t.__name__ in str(f.type))

@@ -89,6 +89,7 @@ _EXECUTOR_VARIABLES = (
     settings.ENV_APP_ID_FILE,
     settings.ENV_API_KEY_FILE,
     settings.ENV_KMS_UNSAFE_PLAINTEXT,
+    settings.ENV_KEY_CACHE_SECONDS,
     settings.ENV_APP_ID,
     settings.ENV_API_KEY,
 )
