@@ -92,6 +92,12 @@ def _spark_summary(exc: BaseException, text: str) -> str:
     return f"{summary}: {hint}"
 
 
+def _parquet_file(text: str) -> str:
+    """The file a Parquet read failure names, as "Parquet file PATH" (a path, never data)."""
+    file = _PARQUET_FILE.search(text)
+    return f"Parquet file {file.group(1)}" if file else "a Parquet file"
+
+
 def spark_error(exc: BaseException) -> CipherSparkError:
     """The cipherspark error inside ``exc`` if there is one, else a :class:`JobError`.
 
@@ -113,18 +119,15 @@ def spark_error(exc: BaseException) -> CipherSparkError:
         if isinstance(kind, type) and issubclass(kind, CipherSparkError):
             return kind(message.strip())
     if _PARQUET_PLAINTEXT.search(text):
-        file = _PARQUET_FILE.search(text)
-        where = f"Parquet file {file.group(1)}" if file else "a Parquet file"
         return IntegrityError(
-            f"{where} is not encrypted (no encryption metadata): refused, a plaintext file in "
-            "an encrypted table may have been put there by anyone who can write to the storage"
+            f"{_parquet_file(text)} is not encrypted (no encryption metadata): refused, a "
+            "plaintext file in an encrypted table may have been put there by anyone who can "
+            "write to the storage"
         )
     if _PARQUET_TAG.search(text):
-        file = _PARQUET_FILE.search(text)
-        where = f"Parquet file {file.group(1)}" if file else "a Parquet file"
         return IntegrityError(
-            f"{where} does not authenticate: it was altered or truncated, or its keys were "
-            "swapped (Parquet's AES-GCM tag check failed)"
+            f"{_parquet_file(text)} does not authenticate: it was altered or truncated, or its "
+            "keys were swapped (Parquet's AES-GCM tag check failed)"
         )
     python = _PYTHON_ERROR.findall(text)
     if python:
