@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from pyspark.sql import SparkSession
@@ -226,6 +227,43 @@ def test_a_session_started_without_the_guard_is_refused(tmp_path) -> None:
         "guard" in result.stdout
     )
     assert result.stdout.strip().endswith("opted out")
+
+
+def test_a_jvm_that_cannot_load_the_guard_is_refused(tmp_path) -> None:
+    # spark-submit starts the driver JVM before the application's session (as a pod's
+    # entrypoint does): without the jar on its class path, Spark skips the extension with a
+    # warning and the conf still names it. Before the check looked at the analyser's rules,
+    # such a session started and a plaintext CSV write went through.
+    import subprocess
+    import sys
+
+    import pyspark
+
+    app = tmp_path / "app.py"
+    app.write_text(
+        "from cipherspark.errors import InputError\n"
+        "from cipherspark.spark import secure_session\n"
+        "try:\n"
+        "    spark = secure_session(master='local[1]')\n"
+        "except InputError as exc:\n"
+        "    print('refused:', exc)\n"
+        "else:\n"
+        f"    spark.range(3).write.csv({str(tmp_path / 'out')!r})\n"
+        "    print('written')\n"
+    )
+    spark_home = Path(pyspark.__file__).parent
+    result = subprocess.run(
+        [str(spark_home / "bin" / "spark-submit"), "--master", "local[1]", str(app)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "SPARK_HOME": str(spark_home), "PYSPARK_PYTHON": sys.executable},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "refused: cipherspark's plaintext-write guard is named in spark.sql.extensions but " \
+        "its class is not on the driver's class path" in result.stdout, result.stdout
+    assert not (tmp_path / "out").exists()
 
 
 # -- importing the package is cheap ----------------------------------------------------------------

@@ -133,16 +133,40 @@ def _launch_jvm_logging_to(log_file: Path, conf: Mapping[str, str]) -> None:
     SparkContext._jvm = gateway.jvm
 
 
+def _guard_installed(spark: SparkSession) -> bool:
+    """Whether the guard's check rule is among the analyser's rules of this session.
+
+    Naming the class in ``spark.sql.extensions`` is not enough: a JVM started before the
+    session without the jar on its class path (``spark-submit app.py``, a Kubernetes driver
+    pod, the SGX launcher) logs "Cannot use ... to configure session extensions" and runs
+    without the rule, so plaintext writes would go through (measured: a CSV write succeeded in
+    such a session). The rule objects themselves are the proof.
+    """
+    rules = spark._jsparkSession.sessionState().analyzer().extendedCheckRules()
+    names = {rules.apply(i).getClass().getName() for i in range(rules.length())}
+    return f"{PLAINTEXT_WRITE_GUARD}$Check" in names
+
+
 def _check_guard(spark: SparkSession, unsafe_plaintext_writes: bool) -> None:
     """Set the session's plaintext-write opt-out; refuse a session the guard is not part of
-    (one started before, without it: its plaintext writes would go through)."""
+    (one started before, without it, or a JVM that could not load it: its plaintext writes
+    would go through)."""
     spark.conf.set(UNSAFE_PLAINTEXT_WRITES, str(unsafe_plaintext_writes).lower())
+    if unsafe_plaintext_writes:
+        return
     extensions = spark.conf.get("spark.sql.extensions", "") or ""
-    if not unsafe_plaintext_writes and PLAINTEXT_WRITE_GUARD not in extensions.split(","):
+    if PLAINTEXT_WRITE_GUARD not in extensions.split(","):
         raise InputError(
             "this Spark session was started without cipherspark's plaintext-write guard: "
             "start it with secure_session() (the guard is in the client jar: run "
             "scripts/build-java), or pass unsafe_plaintext_writes=True"
+        )
+    if not _guard_installed(spark):
+        raise InputError(
+            "cipherspark's plaintext-write guard is named in spark.sql.extensions but its "
+            "class is not on the driver's class path (a JVM started before the session, by "
+            "spark-submit or a pod's entrypoint): pass the client jar with spark-submit "
+            "--jars, or put it in SPARK_HOME/jars as the runtime image does"
         )
 
 
