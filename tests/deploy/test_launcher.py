@@ -483,6 +483,44 @@ def test_a_job_the_enclave_must_not_run_is_refused(args: list[str], expected: st
         check_enclave_job(args, MASTER)
 
 
+RUN_APP = "/opt/cipherspark/apps/report.py"
+
+
+def test_an_allowed_run_is_normalised() -> None:
+    given = ["run", "--table=t=/data/t.parquet", "--column-key", "pii=name,age", "--key=k",
+             "--table", "u=/data/u.cspk", RUN_APP, "--key", "not-ours", "--show"]
+    # Options in a fixed order, --master added; the application's arguments untouched.
+    assert check_enclave_job(given, MASTER) == (
+        "run", "--key", "k", "--column-key", "pii=name,age", "--table", "t=/data/t.parquet",
+        "--table", "u=/data/u.cspk", "--master", MASTER, RUN_APP, "--key", "not-ours", "--show")
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["run", "--key", "k", "/data/app.py"], "is not a path under /opt/cipherspark/apps"),
+    (["run", "--key", "k", "/opt/cipherspark/apps/../../data/app.py"], "not plain"),
+    (["run", "--key", "k", "/opt/cipherspark/apps/app.sh"], "is not a .py file"),
+    (["run", "--key", "k"], "the application is missing"),
+    (["run", RUN_APP], "--key is missing"),
+    (["run", "--key", "../k", RUN_APP], "--key: "),
+    (["run", "--key", "k", "--key", "j", RUN_APP], "--key is given twice"),
+    (["run", "--key", "k", "--column-key", "pii", RUN_APP], "takes KEY=COLUMN"),
+    (["run", "--key", "k", "--column-key", "../x=a", RUN_APP], "--column-key '../x=a'"),
+    (["run", "--key", "k", "--table", "t=/etc/passwd", RUN_APP], "is not a path under /data"),
+    (["run", "--key", "k", "--table", "/data/t", RUN_APP], "takes NAME=PATH"),
+    (["run", "--key", "k", "--unsafe-plaintext-output", RUN_APP], "plaintext-output is not"),
+    (["run", "--key", "k", "--unsafe-plaintext-parquet-input", RUN_APP], "turns a protection off"),
+    (["run", "--key", "k", "--unsafe-skip-registry", RUN_APP], "turns a protection off"),
+    (["run", "--key", "k", "--kms", "https://evil.example", RUN_APP], "--kms is not allowed"),
+    (["run", "--key", "k", "--api-key-file", "/data/k", RUN_APP], "'--api-key-file' is not an"),
+    (["run", "--key", "k", "--spark-properties", "/data/p", RUN_APP], "--spark-properties is not"),
+    (["run", "--key", "k", "--master", "local[*]", RUN_APP], "is not spark.master"),
+    (["run", "--key", "k", RUN_APP, "line\nbreak"], "has control characters"),
+])
+def test_a_run_the_enclave_must_not_run_is_refused(args: list[str], expected: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(expected)):
+        check_enclave_job(args, MASTER)
+
+
 # -- the properties reader --------------------------------------------------------------------
 
 

@@ -101,7 +101,11 @@ def test_pod_templates_of_the_overlay(capsys: pytest.CaptureFixture[str], overla
     (["--overlay", "sev"], JOB, "--overlay must be one of"),
     ([], [*JOB, "--api-key", "abc"], "credential"),
     ([], [*JOB, "--app-id=abc"], "credential"),
-    ([], ["decrypt", "a", "b"], "only 'query ...' and 'sql ...'"),
+    ([], ["decrypt", "a", "b"], "only 'query ...', 'sql ...' and 'run APP.py ...'"),
+    ([], ["run", "--key", "k", "/data/app.py"], "built into the image under /opt/cipherspark/apps"),
+    ([], ["run", "--key", "k", "/opt/cipherspark/apps/../x.py"], "not plain"),
+    ([], ["run", "--key", "k", "/opt/cipherspark/apps/app.sh"], "is not a .py file"),
+    ([], ["run", "--key", "k"], "name the application after 'run'"),
     ([], [], "after '--'"),
     ([], [*JOB, "--master", "local[*]"], "differs"),
     (["--namespace", "Bad_NS"], JOB, "namespace"),
@@ -173,3 +177,61 @@ def test_the_job_conf_cannot_be_overridden() -> None:
     with pytest.raises(UsageError, match="from the job"):
         build_submit_command(SubmitRequest(master=MASTER, image="img:1", app_args=tuple(JOB),
                                            deploy_dir=DEPLOY, extra_conf={JOB_CONF: "[]"}))
+
+
+# -- an unmodified application (cipherspark run) ----------------------------------------------
+
+RUN = ["run", "--key", "simple", "--table", "people=/data/people.parquet",
+       "/opt/cipherspark/apps/report.py", "--master", "its-own-argument", "/data/out.parquet"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_run_submits_an_application_built_into_the_image(overlay: str) -> None:
+    command = build_submit_command(SubmitRequest(master=MASTER, image="img:1",
+                                                 app_args=tuple(RUN), deploy_dir=DEPLOY,
+                                                 overlay=overlay))
+    # The job's --master goes before the application: what follows it is the application's,
+    # even an argument that looks like one of ours.
+    job = [*RUN[:5], "--master", MASTER, *RUN[5:]]
+    assert json.loads(command.conf[JOB_CONF]) == job
+    resource = command.argv.index("local:///opt/cipherspark/main.py")
+    assert list(command.argv[resource + 1:]) == job
+    assert command.argv[command.argv.index("--name") + 1] == "cipherspark-run-report"
+    # What an SGX driver's launcher accepts, as it normalises it.
+    assert check_enclave_job(job, MASTER) == tuple(job)
+
+
+@pytest.mark.parametrize(("job", "message"), [
+    (["run", "--key", "simple", "--unsafe-plaintext-output", "/opt/cipherspark/apps/r.py"],
+     "--unsafe-plaintext-output is not allowed in an SGX driver"),
+    (["run", "--key", "simple", "--table", "t=/tmp/t", "/opt/cipherspark/apps/r.py"],
+     "is not a path under /data"),
+    (["run", "/opt/cipherspark/apps/r.py"], "--key is missing"),
+])
+def test_sgx_refuses_a_run_the_enclave_would_refuse(job: list[str], message: str) -> None:
+    request = SubmitRequest(master=MASTER, image="img:1", app_args=tuple(job), deploy_dir=DEPLOY)
+    with pytest.raises(UsageError, match="the SGX enclave would refuse this job") as raised:
+        build_submit_command(request)
+    assert message in str(raised.value)
+
+
+def _documented_submits() -> list[tuple[str, list[str]]]:
+    """Every ``cipherspark deploy submit`` command in the deployment docs, as argv."""
+    found = []
+    for doc in (DEPLOY.parent / "docs" / "deploy-kubernetes.md", DEPLOY / "apps" / "README.md"):
+        text = doc.read_text(encoding="utf-8").replace("\\\n", " ")
+        for line in text.splitlines():
+            if line.startswith("cipherspark deploy submit"):
+                line = line.replace("$REG", "registry.example").replace("API_SERVER", "k8s.local")
+                found.append((doc.name, shlex.split(line)[1:]))
+    return found
+
+
+@pytest.mark.parametrize(("doc", "argv"), _documented_submits())
+def test_the_documented_submit_commands_are_accepted(
+    capsys: pytest.CaptureFixture[str], doc: str, argv: list[str]
+) -> None:
+    end = argv.index("--")
+    code = main([*argv[1:end], "--deploy-dir", str(DEPLOY), *argv[end:]])
+    _, err = capsys.readouterr()
+    assert code == 0, f"{doc}: {err}"

@@ -50,7 +50,9 @@ def submit(
             metavar="-- COMMAND...",
             help="The cipherspark command the driver runs, after '--', e.g. "
             "'-- query simple --input /data/people.csv.cspk --output /data/dev.cspk "
-            "--key simple'. Paths are on the data volume (/data).",
+            "--key simple', or '-- run --key simple /opt/cipherspark/apps/report.py ARGS...' "
+            "(an application built into the image, deploy/apps/). Paths are on the data "
+            "volume (/data).",
         ),
     ],
     image: Annotated[

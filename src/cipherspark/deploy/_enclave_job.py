@@ -19,6 +19,10 @@ __all__: list[str] = []  # private machinery of cipherspark.deploy.launcher
 
 #: The data volume: the only place a job's input and output may be.
 DATA_ROOT = "/data"
+#: Where the image holds the applications ``cipherspark run`` may run on the cluster
+#: (deploy/apps/, copied by deploy/Dockerfile): part of the image, and so of the measurement
+#: (the SGX manifest trusts the launcher's folder; a TDX policy names the image).
+APPS_ROOT = "/opt/cipherspark/apps"
 #: The Spark conf that carries the cipherspark command (a JSON array) to an SGX driver, whose
 #: command line the manifest fixes. ``cipherspark deploy submit`` sets it.
 JOB_CONF = "spark.cipherspark.job"
@@ -98,26 +102,45 @@ def master_problem(master: str) -> str | None:
 
 def job_problems(args: Sequence[str], master: str) -> tuple[tuple[str, ...], list[str]]:
     """The normalised job and the problems of ``args`` (see :func:`check_enclave_job`)."""
-    if list(args[:2]) != ["query", "simple"]:
-        shown = " ".join(args[:2]) or "nothing"
-        return (), [
-            f"an SGX driver runs only 'query simple ...', not {shown!r} (Spark SQL can load "
-            "code with ADD JAR and call Java methods with reflect(), which would run "
-            "host-chosen code inside the measured enclave)"
-        ]
-    problems: list[str] = []
-    given: dict[str, str] = {}
-    flags: set[str] = set()
-    rest = list(args[2:])
+    if list(args[:2]) == ["query", "simple"]:
+        return _query_simple_problems(args[2:], master)
+    if list(args[:1]) == ["run"]:
+        return _run_problems(args[1:], master)
+    shown = " ".join(args[:2]) or "nothing"
+    return (), [
+        f"an SGX driver runs only 'query simple ...' and 'run {APPS_ROOT}/APP.py ...', not "
+        f"{shown!r} (Spark SQL can load code with ADD JAR and call Java methods with reflect(), "
+        "which would run host-chosen code inside the measured enclave)"
+    ]
+
+
+def _parse_options(
+    rest: list[str],
+    value_options: Mapping[str, str],
+    flags: Sequence[str],
+    repeatable: Sequence[str],
+    command: str,
+    problems: list[str],
+    *,
+    stop_at_positional: bool = False,
+) -> tuple[dict[str, list[str]], set[str], list[str]]:
+    """Options of ``rest`` (consumed): values by canonical name, flags given, positionals."""
+    given: dict[str, list[str]] = {}
+    flags_given: set[str] = set()
+    positionals: list[str] = []
     while rest:
         arg = rest.pop(0)
+        if stop_at_positional and not arg.startswith("-"):
+            positionals.append(arg)
+            break
         name, sep, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
-        if name in _JOB_REFUSED:
-            problems.append(f"{name} is not allowed in an SGX driver: {_JOB_REFUSED[name]}")
-        elif name in _JOB_FLAGS and not sep:
-            flags.add(name)
-        elif name in _JOB_VALUE_OPTIONS:
-            option = _JOB_VALUE_OPTIONS[name]
+        if name in _JOB_REFUSED or name.startswith("--unsafe"):
+            reason = _JOB_REFUSED.get(name, "it turns a protection off")
+            problems.append(f"{name} is not allowed in an SGX driver: {reason}")
+        elif name in flags and not sep:
+            flags_given.add(name)
+        elif name in value_options:
+            option = value_options[name]
             if sep:
                 value = inline
             elif rest:
@@ -125,48 +148,136 @@ def job_problems(args: Sequence[str], master: str) -> tuple[tuple[str, ...], lis
             else:
                 problems.append(f"{name} needs a value")
                 continue
-            if option in given:
+            if option in given and option not in repeatable:
                 problems.append(f"{option} is given twice")
-            given[option] = value
+            given.setdefault(option, []).append(value)
         else:
-            problems.append(f"{values.show(arg)} is not an option of 'query simple' here")
+            problems.append(f"{values.show(arg)} is not an option of {command!r} here")
+    return given, flags_given, positionals
+
+
+def _key_problem(key: str) -> str | None:
+    from cipherspark.kms.base import validate_key_name
+
+    try:
+        validate_key_name(key)
+    except UsageError as exc:
+        return str(exc)
+    return None
+
+
+def _master_problems(given: dict[str, list[str]], master: str, problems: list[str]) -> None:
+    if given.setdefault("--master", [master]) != [master]:
+        problems.append(f"--master {values.show(given['--master'][-1])} is not spark.master")
+
+
+def _query_simple_problems(args: Sequence[str], master: str) -> tuple[tuple[str, ...], list[str]]:
+    problems: list[str] = []
+    given, flags, _ = _parse_options(
+        list(args), _JOB_VALUE_OPTIONS, _JOB_FLAGS, (), "query simple", problems
+    )
     for option in ("--input", "--output", "--key"):
         if option not in given:
             problems.append(f"{option} is missing")
     for option in ("--input", "--output"):
         if option in given:
-            found = values.path_problem(given[option], DATA_ROOT)
+            found = values.path_problem(given[option][0], DATA_ROOT)
             if found is not None:
-                problems.append(f"{option} {values.show(given[option])} {found}")
+                problems.append(f"{option} {values.show(given[option][0])} {found}")
     if "--key" in given:
-        from cipherspark.kms.base import validate_key_name
-
-        try:
-            validate_key_name(given["--key"])
-        except UsageError as exc:
-            problems.append(f"--key: {exc}")
+        key = given["--key"][0]
+        found = _key_problem(key)
+        if found is not None:
+            problems.append(f"--key: {found}")
         # The output goes under the key the input is under (query simple checks the input's
         # key, --input-key defaulting to --key): a host cannot have the measured driver
         # re-encrypt data under a weaker key of the same application.
-        if given.get("--input-key", given["--key"]) != given["--key"]:
+        if given.get("--input-key", [key])[0] != key:
             problems.append(
                 "--input-key differs from --key: an SGX driver writes its output under the key "
                 "its input is under"
             )
-    if given.setdefault("--master", master) != master:
-        problems.append(f"--master {values.show(given['--master'])} is not spark.master")
+    _master_problems(given, master, problems)
     if problems:
         return (), problems
     job = ["query", "simple"]
     for option in ("--input", "--output", "--key", "--master"):
-        job += [option, given[option]]
+        job += [option, given[option][0]]
     return (*job, *sorted(flags)), []
+
+
+# `cipherspark run`'s options (cli/run.py) as an SGX driver accepts them: the key of what the
+# application writes, column keys, encrypted tables on the data volume; every --unsafe-...
+# option is refused.
+_RUN_VALUE_OPTIONS = {
+    "--key": "--key",
+    "--column-key": "--column-key",
+    "--table": "--table",
+    "--master": "--master",
+}
+_RUN_REPEATABLE = ("--column-key", "--table")
+
+
+def _run_problems(args: Sequence[str], master: str) -> tuple[tuple[str, ...], list[str]]:
+    problems: list[str] = []
+    rest = list(args)
+    given, _, positionals = _parse_options(
+        rest, _RUN_VALUE_OPTIONS, (), _RUN_REPEATABLE, "run", problems, stop_at_positional=True
+    )
+    if not positionals:
+        problems.append(f"the application is missing (run {APPS_ROOT}/APP.py ...)")
+        return (), problems
+    app = positionals[0]
+    found = values.path_problem(app, APPS_ROOT)
+    if found is None and not app.endswith(".py"):
+        found = "is not a .py file"
+    if found is not None:
+        problems.append(
+            f"the application {values.show(app)} {found}: an SGX driver runs only applications "
+            f"built into the image under {APPS_ROOT} (deploy/apps/), which the enclave's "
+            "measurement covers"
+        )
+    if "--key" not in given:
+        problems.append("--key is missing (the key of the Parquet files the application writes)")
+    else:
+        found = _key_problem(given["--key"][0])
+        if found is not None:
+            problems.append(f"--key: {found}")
+    for item in given.get("--column-key", []):
+        key, sep, columns = item.partition("=")
+        found = _key_problem(key) if sep and columns else "takes KEY=COLUMN[,COLUMN...]"
+        if found is not None or _CONTROL.search(item):
+            problems.append(f"--column-key {values.show(item)}: {found or 'control characters'}")
+    for item in given.get("--table", []):
+        name, sep, path = item.partition("=")
+        found = values.path_problem(path, DATA_ROOT) if sep and name else "takes NAME=PATH"
+        if found is not None:
+            problems.append(f"--table {values.show(item)} {found}")
+    _master_problems(given, master, problems)
+    app_args = rest
+    for arg in app_args:
+        if _CONTROL.search(arg):
+            problems.append(f"the application argument {values.show(arg)} has control characters")
+    if problems:
+        return (), problems
+    job = ["run", "--key", given["--key"][0]]
+    for option in _RUN_REPEATABLE:
+        for value in given.get(option, []):
+            job += [option, value]
+    job += ["--master", given["--master"][0], app, *app_args]
+    return tuple(job), []
 
 
 def check_enclave_job(args: Sequence[str], master: str) -> tuple[str, ...]:
     """``args`` as an SGX driver runs them, normalised; raise :class:`UsageError` otherwise.
 
-    Only ``query simple`` with ``--input`` / ``--output`` under ``/data``, ``--key`` (and
+    ``run APP.py [ARGS...]`` only with an application built into the image under
+    :data:`APPS_ROOT` (measured with it), ``--key`` (required: what it writes is encrypted),
+    ``--column-key``, ``--table NAME=PATH`` under ``/data`` and ``--master`` (as below); no
+    ``--unsafe-...`` option, no KMS, credential or Spark-settings option. Its own arguments are
+    passed on as given (no control characters): they are input to measured code, which decides
+    what they may do. Otherwise only ``query simple`` with ``--input`` / ``--output`` under
+    ``/data``, ``--key`` (and
     ``--input-key`` only equal to it: the output stays under the input's key), ``--master``
     (equal to ``master``; added if absent) and ``--overwrite``: no ``--show`` (it prints rows to
     the log, which leaves the enclave), no KMS or credential options (measured or mounted), and

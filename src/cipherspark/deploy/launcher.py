@@ -24,7 +24,7 @@ scheduler sets in the pod's environment, the exact ``java`` command the enclave 
   allow-listed keys of the host's ``spark.properties`` are kept, ``SECURE_CONF`` and the secret
   files are forced, and the cipherspark command comes from the conf :data:`JOB_CONF`, accepted
   only in the form :func:`check_enclave_job` allows (``query simple`` over ``/data``, without
-  ``--show``).
+  ``--show``, or ``run`` of an application built into the image under :data:`APPS_ROOT`).
 
 The environment of the ``java`` process is built here, never copied from the host's.
 """
@@ -41,6 +41,7 @@ from types import MappingProxyType
 from cipherspark import settings
 from cipherspark.deploy import _launch_values as values
 from cipherspark.deploy._enclave_job import (
+    APPS_ROOT,
     DATA_ROOT,
     JOB_CONF,
     check_enclave_job,
@@ -51,6 +52,7 @@ from cipherspark.deploy._enclave_job import (
 from cipherspark.errors import InputError, UsageError
 
 __all__ = [
+    "APPS_ROOT",
     "DATA_ROOT",
     "EXECUTOR_BACKEND",
     "JOB_CONF",

@@ -129,8 +129,12 @@ def _check_app_args(args: Sequence[str]) -> None:
             "name the cipherspark command to run after '--', e.g. "
             "'-- query simple --input /data/people.csv.cspk ...'"
         )
-    if args[0] not in ("query", "sql"):
-        raise UsageError(f"only 'query ...' and 'sql ...' run on the cluster, not {args[0]!r}")
+    if args[0] not in ("query", "sql", "run"):
+        raise UsageError(
+            f"only 'query ...', 'sql ...' and 'run APP.py ...' run on the cluster, not {args[0]!r}"
+        )
+    if args[0] == "run":
+        _check_run_application(args[1:])
     for arg in args:
         option = arg.split("=", 1)[0]
         if option in _SECRET_ARGS:
@@ -140,6 +144,44 @@ def _check_app_args(args: Sequence[str]) -> None:
             )
         if option == "--kms":
             raise UsageError("--kms is set by the pod templates (CIPHERSPARK_KMS); do not pass it")
+
+
+def _application_index(args: Sequence[str]) -> int:
+    """Where the application is in ``run``'s arguments (``len(args)`` if absent): options
+    stop there, as ``cipherspark run`` parses them; what follows is the application's."""
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        option = args[i]
+        i += 1
+        # --unsafe-... options of run are flags; the others take a value unless inline.
+        if "=" not in option and not option.startswith("--unsafe"):
+            i += 1
+    return i
+
+
+def _check_run_application(args: Sequence[str]) -> None:
+    """The application of ``run`` must be built into the image (every overlay).
+
+    A driver pod reads it from its own file system: the data volume is storage the owner does
+    not trust, and an application read from it would be code nobody measured, running with the
+    keys. Under :data:`~cipherspark.deploy.launcher.APPS_ROOT` it is part of the image, which
+    the SGX manifest measures and a TDX policy names.
+    """
+    from cipherspark.deploy._launch_values import path_problem
+    from cipherspark.deploy.launcher import APPS_ROOT
+
+    rest = list(args[_application_index(args) :])
+    if not rest:
+        raise UsageError(f"name the application after 'run': {APPS_ROOT}/APP.py, in the image")
+    found = path_problem(rest[0], APPS_ROOT)
+    if found is None and not rest[0].endswith(".py"):
+        found = "is not a .py file"
+    if found is not None:
+        raise UsageError(
+            f"the application {rest[0]!r} {found}: a cluster runs applications built into the "
+            f"image under {APPS_ROOT} (put it in deploy/apps/ and rebuild the image), so the "
+            "TEE's measurement covers it"
+        )
 
 
 def _option_value(args: Sequence[str], option: str) -> str | None:
@@ -186,9 +228,11 @@ def build_submit_command(request: SubmitRequest) -> SubmitCommand:
             )
     app_args = list(request.app_args)
     _check_app_args(app_args)
-    job_master = _option_value(app_args, "--master")
+    # run's own options end at its application: an argument after it is the application's.
+    options_end = 1 + _application_index(app_args[1:]) if app_args[0] == "run" else len(app_args)
+    job_master = _option_value(app_args[:options_end], "--master")
     if job_master is None:
-        app_args += ["--master", master]
+        app_args[options_end:options_end] = ["--master", master]
     elif job_master != master:
         raise UsageError(f"the job's --master {job_master!r} differs from {master!r}")
     if request.overlay == "sgx":
@@ -239,7 +283,14 @@ def build_submit_command(request: SubmitRequest) -> SubmitCommand:
     )
     conf.update(request.extra_conf)
 
-    name = request.name or f"cipherspark-{'-'.join(request.app_args[:2])}"
+    if request.name is not None:
+        name = request.name
+    elif app_args[0] == "run":
+        # The driver pod's name derives from it: the application's file name, not its path.
+        stem = Path(app_args[1 + _application_index(app_args[1:])]).stem.lower()
+        name = "cipherspark-run-" + (re.sub(r"[^a-z0-9]+", "-", stem).strip("-") or "app")
+    else:
+        name = f"cipherspark-{'-'.join(request.app_args[:2])}"
     argv = [request.spark_submit, "--master", master, "--deploy-mode", "cluster", "--name", name]
     for key, value in conf.items():
         argv += ["--conf", f"{key}={value}"]
