@@ -148,8 +148,12 @@ def test_a_workload_credential_gets_no_plaintext_of_an_attested_only_key(kms: Km
         before = cluster.transit_encrypt(name, SECRET)  # trusted-cluster mode: no policy yet
         assert cluster.transit_decrypt(name, before) == SECRET
         owner.set_policy(name, POLICY)
-        # Wrapping gives nothing away: a workload may still encrypt (write outputs) ...
-        after = cluster.transit_encrypt(name, SECRET)
+        # Nor may it encrypt a plaintext of its choice: a ciphertext under an attested-only key
+        # is what attested readers accept as written under it (a forged Parquet KEK). Attested
+        # workers write under such keys by attested release; the owner still may.
+        with pytest.raises(PermissionDeniedError, match="cannot forge"):
+            cluster.transit_encrypt(name, SECRET)
+        after = owner.transit_encrypt(name, SECRET)
         for ciphertext in (before, after):
             # ... but from now on it gets no plaintext, whichever ciphertext it holds.
             with pytest.raises(PermissionDeniedError) as denied:

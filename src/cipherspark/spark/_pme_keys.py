@@ -18,9 +18,10 @@ to :func:`unwrap_key` by readers. Two forms, chosen by what can unwrap them late
     of both writing and reading comes from
     :func:`~cipherspark.spark._executor.executor_data_key`, i.e. the attested unwrap (nonce,
     evidence, policy, JWE). Writers mint it wrapped and obtain it by attestation, as workload
-    credentials of attested-only keys must. (Attested writers could write ``vault:`` now that
-    the server has an attested Transit decrypt, which other PME readers with Transit could
-    read too; not done yet, docs/parquet.md.)
+    credentials of attested-only keys must. Attested writers keep this form on purpose: Transit
+    encrypt of a chosen KEK needs no evidence, so the KMS refuses it to workload credentials of
+    keys with a release policy (a worker host could otherwise forge files attested readers
+    accept); a data key only attested release gives out ties the KEK to a measured writer.
 
 With a TEE configured, a ``vault:`` KEK (a file some Vault-Transit client wrote) is opened by
 the server's attested Transit decrypt, under the same evidence, policy and JWE protocol: never

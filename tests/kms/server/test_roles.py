@@ -46,6 +46,9 @@ MANAGE = "manage"  # owner credential only
 POLICY = "policy"  # owner credential (or the admin token) only
 READ = "read"  # every credential of the app
 WRAP = "wrap"  # every credential of the app: nothing leaves in clear
+# Transit encrypt of the caller's plaintext: like key material, refused to workload credentials
+# for attested-only keys (a ciphertext under the key is what readers accept as written by it).
+SEAL = "seal"
 ATTEST = "attest"  # every credential; evidence decides
 CREDENTIALS = "credentials"  # the owner credential manages its app's workload credentials
 ADMIN = "admin"  # the admin token
@@ -145,7 +148,7 @@ CASES = [
     Case("GET", "/v1/keys/{name}/policy", READ, _k("/policy")),
     Case("GET", "/v1/transit/keys/{name}", READ, lambda t: f"/v1/transit/keys/{t.name}"),
     Case("POST", "/v1/keys/{name}/datakey/wrapped", WRAP, _k("/datakey/wrapped")),
-    Case("POST", "/v1/transit/encrypt/{name}", WRAP, _transit("encrypt"),
+    Case("POST", "/v1/transit/encrypt/{name}", SEAL, _transit("encrypt"),
          lambda t: {"plaintext": b64(b"new output")}),
     Case("POST", "/v1/transit/datakey/{kind}/{name}", WRAP,
          lambda t: f"/v1/transit/datakey/wrapped/{t.name}", label=" (wrapped)"),
@@ -186,7 +189,7 @@ CASES = [
     Case("PUT", "/v1/datasets", REGISTRY, lambda t: "/v1/datasets"),
     Case("POST", "/v1/datasets/move", REGISTRY, lambda t: "/v1/datasets/move"),
 ]
-REFUSED = [c for c in CASES if c.kind in (MATERIAL, MANAGE, POLICY)]
+REFUSED = [c for c in CASES if c.kind in (MATERIAL, SEAL, MANAGE, POLICY)]
 
 
 def test_every_route_is_classified() -> None:
@@ -429,7 +432,7 @@ def test_keys_without_a_policy_are_the_trusted_cluster_mode(setup: KmsSetup, war
     with setup.http() as http:
         if warm:
             warm_up(http, target, workload)
-        for case in [c for c in CASES if c.kind == MATERIAL]:
+        for case in [c for c in CASES if c.kind in (MATERIAL, SEAL)]:
             response = send(http, case, target, workload)
             assert response.status_code == 200, (case.id, response.text)
             entry = audit_entry(setup, response)

@@ -134,12 +134,16 @@ def test_the_permission_table() -> None:
     assert {a for a in Access if PERMISSIONS[(Role.OWNER, a)] is not Rule.ALLOW} == set()
     assert {a: PERMISSIONS[(Role.WORKLOAD, a)] for a in Access} == {
         Access.READ: Rule.ALLOW, Access.WRAP: Rule.ALLOW, Access.ATTEST: Rule.ALLOW,
-        Access.RELEASE: Rule.UNLESS_POLICY, Access.MANAGE: Rule.DENY, Access.POLICY: Rule.DENY}
+        Access.SEAL: Rule.UNLESS_POLICY, Access.RELEASE: Rule.UNLESS_POLICY,
+        Access.MANAGE: Rule.DENY, Access.POLICY: Rule.DENY}
     assert {a for a in Access if PERMISSIONS[(Role.OPERATOR, a)] is Rule.ALLOW} == \
         {Access.READ, Access.POLICY}
     check(Role.WORKLOAD, Access.RELEASE, has_policy=False)
     with pytest.raises(PermissionDeniedError, match="attested workers"):
         check(Role.WORKLOAD, Access.RELEASE, has_policy=True, name="k")
+    check(Role.WORKLOAD, Access.SEAL, has_policy=False)
+    with pytest.raises(PermissionDeniedError, match="cannot forge data the key vouches for"):
+        check(Role.WORKLOAD, Access.SEAL, has_policy=True, name="k")
     with pytest.raises(PermissionDeniedError, match="owner credential"):
         check(Role.WORKLOAD, Access.MANAGE, has_policy=False, name="k")
     with pytest.raises(PermissionDeniedError, match="admin token"):

@@ -58,8 +58,14 @@ class Access(Enum):
 
     #: list, describe, read the release policy (no key material)
     READ = "read"
-    #: a fresh *wrapped* data key, Transit encrypt / wrapped data key (nothing leaves in clear)
+    #: a fresh *wrapped* data key, Transit wrapped data key (nothing leaves in clear; the
+    #: caller never knows the key it holds wrapped)
     WRAP = "wrap"
+    #: Transit encrypt: a ciphertext of a plaintext the caller chose. No key material leaves,
+    #: but a ciphertext under the key is what readers accept as written under it (a Parquet
+    #: KEK of a ``vault:`` file): for a key with a release policy, only the owner may, or a
+    #: leaked workload credential could forge data that attested readers take as genuine.
+    SEAL = "seal"
     #: attestation nonce and attested unwrap (evidence decides)
     ATTEST = "attest"
     #: key material without evidence: unwrap, plaintext data key, Transit decrypt and
@@ -86,6 +92,7 @@ PERMISSIONS: dict[tuple[Role, Access], Rule] = {
     **{(Role.OWNER, access): _A for access in Access},
     (Role.WORKLOAD, Access.READ): _A,
     (Role.WORKLOAD, Access.WRAP): _A,
+    (Role.WORKLOAD, Access.SEAL): _U,
     (Role.WORKLOAD, Access.ATTEST): _A,
     (Role.WORKLOAD, Access.RELEASE): _U,
     (Role.WORKLOAD, Access.MANAGE): _D,
@@ -129,6 +136,12 @@ def check(role: Role, access: Access, *, has_policy: bool, name: str | None = No
     if rule is Rule.ALLOW or (rule is Rule.UNLESS_POLICY and not has_policy):
         return
     what = f"primary key {name!r}" if name else "primary keys"
+    if rule is Rule.UNLESS_POLICY and access is Access.SEAL:
+        raise PermissionDeniedError(
+            f"{what} has a release policy: only the app's owner credential may Transit-encrypt "
+            "under it (attested workers write under it with attested release, so a workload "
+            "credential alone cannot forge data the key vouches for)"
+        )
     if rule is Rule.UNLESS_POLICY:
         raise PermissionDeniedError(
             f"{what} has a release policy: its data keys are released only to attested workers "
@@ -146,6 +159,7 @@ def check(role: Role, access: Access, *, has_policy: bool, name: str | None = No
 _VERBS = {
     Access.READ: "read",
     Access.WRAP: "wrap data keys under",
+    Access.SEAL: "Transit-encrypt under",
     Access.ATTEST: "ask for attested release of",
     Access.RELEASE: "unwrap data keys of",
     Access.MANAGE: "create, rotate, rewrap, configure, disable or delete",

@@ -1,6 +1,7 @@
 """The Vault Transit operations of the service: encrypt, decrypt, rewrap and data keys under
 the same primary keys and permissions as the native API (decrypt and plaintext data keys are
-key material: attested-only keys give them to the owner credential alone)."""
+key material: attested-only keys give them to the owner credential alone; so is encrypt of a
+caller's plaintext, which would let a workload credential forge ciphertexts readers accept)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ class TransitOperations(ServiceCore):
         def run(out: Outcome) -> tuple[str, int]:
             if len(plaintext) > keyring.MAX_TRANSIT_PLAINTEXT:
                 raise UsageError(f"plaintext is larger than {keyring.MAX_TRANSIT_PLAINTEXT} bytes")
-            record = self._key(who, name, Access.WRAP, out)
+            record = self._key(who, name, Access.SEAL, out)
             out.version = version = record.current_version
             if key_version not in (None, 0, version):
                 raise UsageError("key_version: only the latest version encrypts")
