@@ -94,54 +94,90 @@ def _people(path: Path) -> Counter[tuple[str, int, str]]:
         return Counter((r["name"], int(r["age"]), r["job"]) for r in csv.DictReader(f))
 
 
-@pytest.mark.spark
-def test_a_driver_pods_command_runs_the_simple_query(
-    image_spark_home: Path, tmp_path: Path
-) -> None:
+def _driver_pod(spark_home: Path, kms: LocalKms, cwd: Path, *job: str) -> str:
+    """What Spark's Kubernetes scheduler runs in a driver pod: "driver", then spark-submit's
+    arguments (the master would be k8s://...; the job comes from deploy submit); its stdout."""
+    env = {
+        **_image_env(spark_home),
+        "SPARK_DRIVER_BIND_ADDRESS": "127.0.0.1",
+        "CIPHERSPARK_KMS": kms.url,
+    }
+    result = subprocess.run(
+        ["bash", str(ENTRYPOINT), "driver", "--master", "local[1]", str(MAIN_PY), *job],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.fixture
+def owner_data(tmp_path: Path) -> tuple[LocalKms, Path, Counter[tuple[str, int, str]]]:
+    """A keystore, the encrypted people table, and its plaintext rows."""
     kms = open_kms((tmp_path / "kms").as_uri(), TEST_CREDENTIALS, create=True)
     assert isinstance(kms, LocalKms)
     kms.create_key(TEST_KEY)
     people = generate_people(tmp_path / "people.csv", 400, seed=5)
     encrypt_path(people.path, tmp_path / "people.csv.cspk", kms, TEST_KEY)
+    rows = _people(people.path)
+    people.path.unlink()
+    return kms, tmp_path / "people.csv.cspk", rows
+
+
+def _developers(rows: Counter[tuple[str, int, str]]) -> Counter[tuple[str, int, str]]:
+    return Counter(r for r in rows.elements() if r[2] == "Developer" and 20 <= r[1] <= 40)
+
+
+@pytest.mark.spark
+def test_a_driver_pods_command_runs_the_simple_query(
+    image_spark_home: Path,
+    tmp_path: Path,
+    owner_data: tuple[LocalKms, Path, Counter[tuple[str, int, str]]],
+) -> None:
+    kms, table, rows = owner_data
     output = tmp_path / "developers"
-    env = {
-        **_image_env(image_spark_home),
-        "SPARK_DRIVER_BIND_ADDRESS": "127.0.0.1",
-        "CIPHERSPARK_KMS": kms.url,
-    }
-    # What Spark's Kubernetes scheduler runs in a driver pod: "driver", then spark-submit's
-    # arguments (the master would be k8s://...; the job's options come from deploy submit).
-    result = subprocess.run(
-        [
-            "bash",
-            str(ENTRYPOINT),
-            "driver",
-            "--master",
-            "local[1]",
-            str(MAIN_PY),
-            "query",
-            "simple",
-            "--input",
-            str(tmp_path / "people.csv.cspk"),
-            "--output",
-            str(output),
-            "--key",
-            TEST_KEY,
-            "--master",
-            "local[1]",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert f"Developers aged 20-40: {people.developers_20_40}" in result.stdout
+    out = _driver_pod(
+        image_spark_home, kms, tmp_path,
+        "query", "simple", "--input", str(table), "--output", str(output),
+        "--key", TEST_KEY, "--master", "local[1]",
+    )  # fmt: skip
+    want = _developers(rows)
+    assert f"Developers aged 20-40: {sum(want.values())}" in out
     decrypt_path(output, tmp_path / "developers.csv", kms)
-    want = Counter(
-        row
-        for row in _people(people.path).elements()
-        if row[2] == "Developer" and 20 <= row[1] <= 40
-    )
     assert _people(tmp_path / "developers.csv") == want
+
+
+APP = """import sys
+from pyspark.sql import SparkSession
+spark = SparkSession.builder.getOrCreate()
+people = spark.table("people").where("job = 'Developer' AND age BETWEEN 20 AND 40")
+people.groupBy("age").count().write.parquet(sys.argv[1])
+"""
+
+
+@pytest.mark.spark
+def test_a_driver_pod_runs_an_unmodified_application(
+    image_spark_home: Path,
+    tmp_path: Path,
+    owner_data: tuple[LocalKms, Path, Counter[tuple[str, int, str]]],
+) -> None:
+    from cipherspark.spark.pme import ParquetEncryption
+    from tests.spark.test_pme import arrow_file
+
+    kms, table, rows = owner_data
+    (tmp_path / "app.py").write_text(APP)
+    _driver_pod(
+        image_spark_home, kms, tmp_path,
+        "run", "--key", TEST_KEY, "--table", f"people={table}", "--master", "local[1]",
+        str(tmp_path / "app.py"), str(tmp_path / "by-age"),
+    )  # fmt: skip
+    parts = sorted((tmp_path / "by-age").glob("*.parquet"))
+    assert parts and all(p.read_bytes()[-4:] == b"PARE" for p in parts)  # encrypted footers
+    got: Counter[int] = Counter()
+    for part in parts:
+        for row in arrow_file(part, ParquetEncryption(kms.url, TEST_KEY)).read().to_pylist():
+            got[row["age"]] += row["count"]
+    assert got == Counter(r[1] for r in _developers(rows).elements())
