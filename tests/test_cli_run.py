@@ -311,47 +311,51 @@ def test_a_kms_that_is_down_is_one_line_before_spark_starts(world: World) -> Non
 PLAINTEXT = """import sys
 from pyspark.sql import SparkSession
 spark = SparkSession.builder.getOrCreate()
-spark.read.parquet(sys.argv[1]).write.csv(sys.argv[2])
+people = spark.read.parquet(sys.argv[1])
+people.write.csv(sys.argv[2])
 spark.sql(f"INSERT OVERWRITE DIRECTORY '{sys.argv[2]}-sql' USING json SELECT 1 AS a")
+people.write.parquet(sys.argv[2] + "-parquet")
 """
 
 
-def test_plaintext_writes_of_an_application_only_with_the_opt_out(world: World) -> None:
+def test_plaintext_writes_of_an_application_are_refused(world: World) -> None:
     (world.root / "plaintext_app.py").write_text(PLAINTEXT)
     line = one_error_line(
         world.cli("run", "--key", TEST_KEY, "plaintext_app.py", "enc/people", "out/plain-csv")
     )
     assert "refuses to write files of format CSV in plaintext" in line, line
     assert not list((world.root / "out").glob("plain-csv*/*.csv"))
+
+
+def test_a_plaintext_parquet_input_is_refused(world: World) -> None:
+    """A plaintext file among an application's inputs may be anyone's rows: the reading JVM
+    refuses it (the application's own spark.read.parquet), one line, nothing written."""
+    args = ("report.py", "plain/people", "enc/jobs")
+    line = one_error_line(world.cli("run", "--key", TEST_KEY, *args, "out/from-plain"))
+    assert "part-0.parquet is not encrypted" in line, line
+    assert not (world.root / "out" / "from-plain").exists()
+
+
+def test_the_named_opt_outs_read_and_write_plaintext(world: World) -> None:
+    # One run for both opt-outs (each one's refusal is the tests above): a plaintext Parquet
+    # input read, plaintext CSV and JSON written, and the Parquet output still encrypted.
+    (world.root / "plaintext_app.py").write_text(PLAINTEXT)
     result = world.cli(
         "run",
         "--key",
         TEST_KEY,
         "--unsafe-plaintext-output",
+        "--unsafe-plaintext-parquet-input",
         "plaintext_app.py",
-        "enc/people",
-        "out/plain-csv",
+        "plain/people",
+        "out/opted-in",
     )
     assert result.returncode == 0, result.stderr
-    text = "".join(p.read_text() for p in (world.root / "out" / "plain-csv").glob("*.csv"))
+    out = world.root / "out"
+    text = "".join(p.read_text() for p in (out / "opted-in").glob("*.csv"))
     assert sum(name in text for name in world.names) == len(world.names)
-    assert list((world.root / "out" / "plain-csv-sql").glob("*.json"))
-
-
-def test_a_plaintext_parquet_input_is_refused_unless_named(world: World) -> None:
-    """A plaintext file among an application's inputs may be anyone's rows: the reading JVM
-    refuses it (the application's own spark.read.parquet), one line, nothing written; the
-    named opt-out reads it, and the output is still encrypted."""
-    root = world.root
-    args = ("report.py", "plain/people", "enc/jobs")
-    line = one_error_line(world.cli("run", "--key", TEST_KEY, *args, "out/from-plain"))
-    assert "part-0.parquet is not encrypted" in line, line
-    assert not (root / "out" / "from-plain").exists()
-    result = world.cli(
-        "run", "--key", TEST_KEY, "--unsafe-plaintext-parquet-input", *args, "out/opted-in"
-    )
-    assert result.returncode == 0, result.stderr
-    parts = sorted((root / "out" / "opted-in").glob("*.parquet"))
+    assert list((out / "opted-in-sql").glob("*.json"))
+    parts = sorted((out / "opted-in-parquet").glob("*.parquet"))
     assert parts and all(p.read_bytes()[-4:] == b"PARE" for p in parts)
 
 

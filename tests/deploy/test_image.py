@@ -8,7 +8,9 @@ session named the guard in its conf while Spark had skipped it, and a CSV write 
 
 These tests build a SPARK_HOME the way the image does (PySpark's folder, plus the Dockerfile's
 own jar step, run as written) and run the driver pod's command from deploy/docker/entrypoint.sh,
-with a local master instead of Kubernetes.
+with a local master instead of Kubernetes: ``cipherspark run`` of an unmodified application over
+an encrypted CSV table, writing encrypted Parquet (the CSV source, the guard and Parquet
+encryption, all in a JVM spark-submit started first).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from cipherspark.files import decrypt_path, encrypt_path
+from cipherspark.files import encrypt_path
 from cipherspark.jobs.datagen import generate_people
 from cipherspark.kms import LocalKms, open_kms
 from tests.conftest import TEST_CREDENTIALS, TEST_KEY
@@ -129,25 +131,6 @@ def owner_data(tmp_path: Path) -> tuple[LocalKms, Path, Counter[tuple[str, int, 
 
 def _developers(rows: Counter[tuple[str, int, str]]) -> Counter[tuple[str, int, str]]:
     return Counter(r for r in rows.elements() if r[2] == "Developer" and 20 <= r[1] <= 40)
-
-
-@pytest.mark.spark
-def test_a_driver_pods_command_runs_the_simple_query(
-    image_spark_home: Path,
-    tmp_path: Path,
-    owner_data: tuple[LocalKms, Path, Counter[tuple[str, int, str]]],
-) -> None:
-    kms, table, rows = owner_data
-    output = tmp_path / "developers"
-    out = _driver_pod(
-        image_spark_home, kms, tmp_path,
-        "query", "simple", "--input", str(table), "--output", str(output),
-        "--key", TEST_KEY, "--master", "local[1]",
-    )  # fmt: skip
-    want = _developers(rows)
-    assert f"Developers aged 20-40: {sum(want.values())}" in out
-    decrypt_path(output, tmp_path / "developers.csv", kms)
-    assert _people(tmp_path / "developers.csv") == want
 
 
 APP = """import sys
