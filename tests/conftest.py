@@ -25,7 +25,17 @@ TEST_KEY = "test-key"
 # 164 s (same wall time alone); test_smoke.py and jobs/test_jobs.py 49 s instead of 67 s.
 # Results cannot change (the JIT tier is not semantics); a caller's own setting wins. The
 # benchmarks, run by 'make bench' outside pytest, keep the JVM's defaults.
-os.environ.setdefault("SPARK_SUBMIT_OPTS", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+#
+# With the class-data-sharing archive scripts/ensure-spark-cds builds (make test runs it), they
+# also map Spark's classes from it instead of loading them from the jars: a secure session and
+# a small query took 5.5 s of CPU instead of 9.3 s (measured, see the script). A JVM whose class
+# path differs from the archive's ignores it; -Xlog:cds*=off keeps it from saying so on the
+# console of the tests that read it.
+_CDS_ARCHIVE = Path(__file__).resolve().parents[1] / "build" / "spark-cds" / "spark-driver.jsa"
+_CDS = (
+    f" -XX:SharedArchiveFile={_CDS_ARCHIVE} -Xlog:cds*=off" if _CDS_ARCHIVE.is_file() else ""
+)
+os.environ.setdefault("SPARK_SUBMIT_OPTS", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC" + _CDS)
 
 
 @pytest.fixture(scope="session", autouse=True)
