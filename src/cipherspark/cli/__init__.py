@@ -20,7 +20,7 @@ from typing import Annotated
 import typer
 
 from cipherspark import settings
-from cipherspark.cli import attest, cluster, data, dataset, deploy, keys, kms, migrate
+from cipherspark.cli import _interrupt, attest, cluster, data, dataset, deploy, keys, kms, migrate
 from cipherspark.cli import run as _run_command  # the module; run() below is the entry point
 from cipherspark.cli._io import out as _out
 from cipherspark.cli._spark import spark_logs, stop_spark
@@ -86,42 +86,62 @@ def _root(
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
+    _interrupt.reset()
+    previous = _interrupt.current()
+    _interrupt.install()
+    try:
+        return _main(args)
+    finally:
+        # Back to what the caller had (the session may have replaced handlers meanwhile).
+        _interrupt.restore(previous)
+
+
+def _main(args: list[str]) -> int:
     try:
         # Standalone mode: Typer reports usage errors itself and exits with code 2.
         app(args=args, prog_name="cipherspark", standalone_mode=True)
     except SystemExit as exc:
         code = exc.code
+        if _interrupt.interrupted() and code != 0:
+            print(_interrupt.MESSAGE, file=sys.stderr)
+            return _interrupt.EXIT_CODE
         return code if isinstance(code, int) else (0 if code is None else 1)
     except KeyboardInterrupt:
-        print("cipherspark: interrupted", file=sys.stderr)
-        return 130
-    except CipherSparkError as exc:
+        print(_interrupt.MESSAGE, file=sys.stderr)
+        return _interrupt.EXIT_CODE
+    except Exception as exc:
+        if _interrupt.interrupted():  # the dying JVM's error, not the cause
+            print(_interrupt.MESSAGE, file=sys.stderr)
+            return _interrupt.EXIT_CODE
         if settings.debug_enabled():
             raise
+        return _report(exc)
+    return 0
+
+
+def _report(exc: Exception) -> int:
+    """``exc`` as one line on stderr; its exit code."""
+    if isinstance(exc, CipherSparkError):
         hint = (
             f" (Spark's log: {spark_logs[-1]})" if spark_logs and isinstance(exc, JobError) else ""
         )
         print(f"cipherspark: error: {exc}{hint}", file=sys.stderr)
         return exc.exit_code
-    except Exception as exc:
-        if settings.debug_enabled():
-            raise
-        if _from_spark(exc):
-            # A Spark failure outside a job's error mapping: the same one line, no row values.
-            from cipherspark.spark import spark_error
+    if _from_spark(exc):
+        # A Spark failure outside a job's error mapping: the same one line, no row values.
+        from cipherspark.spark import spark_error
 
-            error = spark_error(exc)
-            print(f"cipherspark: error: {error}", file=sys.stderr)
-            return error.exit_code
-        # Only the type: the message of an arbitrary exception may quote a value it was given,
-        # and this line reaches terminals and logs outside the TEE.
-        print(
-            f"cipherspark: internal error ({type(exc).__name__})\n"
-            "  set CIPHERSPARK_DEBUG=1 for the traceback (it may show data values)",
-            file=sys.stderr,
-        )
-        return 70
-    return 0
+        error = spark_error(exc)
+        print(f"cipherspark: error: {error}", file=sys.stderr)
+        return error.exit_code
+    # Only the type: the message of an arbitrary exception may quote a value it was given,
+    # and this line reaches terminals and logs outside the TEE.
+    print(
+        f"cipherspark: internal error ({type(exc).__name__})\n"
+        "  set CIPHERSPARK_DEBUG=1 for the traceback (it may show data values)",
+        file=sys.stderr,
+    )
+    return 70
 
 
 def _from_spark(exc: BaseException) -> bool:
@@ -132,5 +152,6 @@ def _from_spark(exc: BaseException) -> bool:
 def run() -> None:
     """Console-script entry point: :func:`main`, then an orderly Spark shutdown, then exit."""
     code = main()
-    stop_spark()
+    if not _interrupt.interrupted():  # after Ctrl-C the JVM is gone: nothing to stop in order
+        stop_spark()
     sys.exit(code)

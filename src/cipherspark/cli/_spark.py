@@ -101,7 +101,7 @@ def session(
     executor = ExecutorConfig.from_environ(os.environ)
     if kms_ca is not None:
         executor = dataclasses.replace(executor, kms_ca=kms_ca.absolute())
-    return secure_session(
+    spark = secure_session(
         master=master,
         app_name=app_name,
         credentials=credentials,
@@ -113,6 +113,12 @@ def session(
         unsafe_plaintext_parquet_reads=unsafe_plaintext_parquet_reads,
         unsafe_plaintext_writes=unsafe_plaintext_writes,
     )
+    # PySpark's SparkContext put its own SIGINT handler in (a Py4J call from inside the
+    # handler): the CLI's goes back over it (see cli._interrupt).
+    from cipherspark.cli import _interrupt
+
+    _interrupt.install(replace=True)
+    return spark
 
 
 def stop_spark() -> None:
