@@ -33,6 +33,7 @@ from cipherspark.errors import AttestationError, PolicyDeniedError
 from cipherspark.kms import Credentials
 from cipherspark.kms.remote import KmsAdmin, RemoteKms
 from cipherspark.kms.server import init_data_dir, keyring, open_service
+from cipherspark.kms.server.release import ReleaseEvidence
 from cipherspark.kms.server.service import KeyService
 from tests.attestation.conftest import VALID_AT, Sample, sgx  # noqa: F401 (fixture)
 from tests.attestation.fake_pccs import FakePccs, fake_pccs, sample_pairs
@@ -74,10 +75,9 @@ def test_real_quote_verified_with_pccs_collateral_then_denied_for_binding(
         def attempt(collateral: str | None) -> str:
             nonce, _ = service.attestation_nonce(app, "k")
             with pytest.raises(AttestationError) as info:
-                service.attested_unwrap(app, "k", nonce=nonce, tee="sgx", quote=sgx.quote,
-                                        public_key=EphemeralKey.generate().public_bytes,
-                                        wrapped=wrapped, collateral=collateral,
-                                        request_id="r3")
+                service.attested_unwrap(app, "k", ReleaseEvidence(
+                    nonce, "sgx", sgx.quote, EphemeralKey.generate().public_bytes, collateral),
+                    wrapped=wrapped, request_id="r3")
             return info.value.reason
 
         service.set_policy(app, "k", sgx_policy(sgx, ACCEPTED), "r4")
@@ -95,9 +95,9 @@ def test_real_quote_verified_with_pccs_collateral_then_denied_for_binding(
                            attestation_clock=lambda: VALID_AT)
         nonce, _ = fresh.attestation_nonce(app, "k")
         with pytest.raises(AttestationError, match="cannot fetch DCAP collateral") as info:
-            fresh.attested_unwrap(app, "k", nonce=nonce, tee="sgx", quote=sgx.quote,
-                                  public_key=EphemeralKey.generate().public_bytes,
-                                  wrapped=wrapped, collateral=None, request_id="r6")
+            fresh.attested_unwrap(app, "k", ReleaseEvidence(
+                nonce, "sgx", sgx.quote, EphemeralKey.generate().public_bytes),
+                wrapped=wrapped, request_id="r6")
         assert info.value.reason == "unavailable"
     finally:
         opened.close()

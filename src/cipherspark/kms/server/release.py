@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from cipherspark.attestation.dcap import DcapVerifier
 from cipherspark.attestation.evidence import Evidence
@@ -24,7 +25,20 @@ from cipherspark.kms.server.nonces import NonceStore
 from cipherspark.kms.server.permissions import Access, Principal
 from cipherspark.kms.server.records import KeyRecord
 
-__all__ = ["ReleaseOperations", "policy_digest"]
+__all__ = ["ReleaseEvidence", "ReleaseOperations", "policy_digest"]
+
+
+@dataclass(frozen=True)
+class ReleaseEvidence:
+    """What a worker presents for every attested release: the nonce it was given, its TEE's
+    evidence (``tee``, ``quote``), the public key the answer is sealed to (bound into the
+    evidence) and, optionally, DCAP collateral (ignored where the server has a PCCS)."""
+
+    nonce: bytes
+    tee: str
+    quote: bytes
+    public_key: bytes
+    collateral: str | None = None
 
 
 def policy_digest(policy_json: str | None) -> str:
@@ -114,18 +128,13 @@ class ReleaseOperations(ServiceCore):
         who: Principal,
         name: str,
         out: Outcome,
-        *,
-        nonce: bytes,
-        tee: str,
-        quote: bytes,
-        public_key: bytes,
-        collateral: str | None,
+        presented: ReleaseEvidence,
     ) -> KeyRecord:
         """The key record, once evidence, policy, nonce and binding all check (else
         :class:`AttestationError` with its reason): what every attested release first proves."""
         record = self._key(who, name, Access.ATTEST, out)
-        age = self._nonces.take(nonce, who.app_id, name)
-        evidence = Evidence(tee, quote)
+        age = self._nonces.take(presented.nonce, who.app_id, name)
+        evidence = Evidence(presented.tee, presented.quote)
         policy = self._stored_policy(record.app_id, name)
         if policy is None or policy.empty:
             raise AttestationError(
@@ -147,45 +156,33 @@ class ReleaseOperations(ServiceCore):
             evidence,
             policy=policy,
             dcap=self._dcap,
-            collateral=collateral,
+            collateral=presented.collateral,
             clock=self._attestation_clock,
             operator_platform_keys=operator_keys,
         )
-        check_binding(report.report_data, nonce, public_key)
+        check_binding(report.report_data, presented.nonce, presented.public_key)
         return record
 
     def attested_unwrap(
         self,
         who: Principal,
         name: str,
+        evidence: ReleaseEvidence,
         *,
-        nonce: bytes,
-        tee: str,
-        quote: bytes,
-        public_key: bytes,
         wrapped: bytes,
-        collateral: str | None,
         request_id: str,
     ) -> tuple[int, str]:
-        """(version, JWE of the data key to ``public_key``) once evidence, policy, nonce and
-        binding all check; otherwise :class:`AttestationError` with its reason (audited)."""
+        """(version, JWE of the data key to ``evidence.public_key``) once evidence, policy,
+        nonce and binding all check; otherwise :class:`AttestationError` with its reason
+        (audited)."""
 
         def run(out: Outcome) -> tuple[int, str]:
-            record = self._released_to(
-                who,
-                name,
-                out,
-                nonce=nonce,
-                tee=tee,
-                quote=quote,
-                public_key=public_key,
-                collateral=collateral,
-            )
+            record = self._released_to(who, name, out, evidence)
             out.version = version = keyring.wrapped_version(name, wrapped)
             data_key = keyring.open_wrapped(
                 self._decryptable(record, version), name, version, wrapped
             )
-            return version, seal_to(public_key, data_key)
+            return version, seal_to(evidence.public_key, data_key)
 
         return self._run("datakey.attested_unwrap", who, name, request_id, run)
 
@@ -193,31 +190,18 @@ class ReleaseOperations(ServiceCore):
         self,
         who: Principal,
         name: str,
+        evidence: ReleaseEvidence,
         *,
-        nonce: bytes,
-        tee: str,
-        quote: bytes,
-        public_key: bytes,
         ciphertext: str,
-        collateral: str | None,
         request_id: str,
     ) -> tuple[int, str]:
-        """(version, JWE to ``public_key`` of the plaintext of the ``vault:vN:`` ``ciphertext``)
-        under the same checks as :meth:`attested_unwrap`: what Vault-Transit clients wrapped
-        (Parquet files written by pyarrow or parquet-java's VaultClient) opens in an attested
-        worker too, and only there for an attested-only key."""
+        """(version, JWE to ``evidence.public_key`` of the plaintext of the ``vault:vN:``
+        ``ciphertext``) under the same checks as :meth:`attested_unwrap`: what Vault-Transit
+        clients wrapped (Parquet files written by pyarrow or parquet-java's VaultClient) opens
+        in an attested worker too, and only there for an attested-only key."""
 
         def run(out: Outcome) -> tuple[int, str]:
-            record = self._released_to(
-                who,
-                name,
-                out,
-                nonce=nonce,
-                tee=tee,
-                quote=quote,
-                public_key=public_key,
-                collateral=collateral,
-            )
+            record = self._released_to(who, name, out, evidence)
             try:
                 version, raw = keyring.parse_vault_ciphertext(ciphertext)
             except ValueError as exc:
@@ -226,6 +210,6 @@ class ReleaseOperations(ServiceCore):
             plaintext = keyring.open_vault(
                 self._decryptable(record, version), record.name, version, raw
             )
-            return version, seal_to(public_key, plaintext)
+            return version, seal_to(evidence.public_key, plaintext)
 
         return self._run("transit.attested_decrypt", who, name, request_id, run)

@@ -18,6 +18,7 @@ from cipherspark.kms.server.api.models import (
     PolicyRequest,
     PolicyResponse,
 )
+from cipherspark.kms.server.release import ReleaseEvidence
 
 __all__ = ["router"]
 
@@ -51,6 +52,17 @@ async def attest_nonce(
     return NonceResponse(nonce=_wire.b64encode(nonce), expires_in=lifetime)
 
 
+def _evidence(body: AttestedUnwrapRequest | AttestedTransitDecryptRequest) -> ReleaseEvidence:
+    """What the worker presented, decoded (a malformed field is a 400 naming it)."""
+    return ReleaseEvidence(
+        nonce=decode_field(body.nonce, "nonce"),
+        tee=body.tee,
+        quote=decode_field(body.evidence, "evidence"),
+        public_key=decode_field(body.public_key, "public_key"),
+        collateral=body.collateral,
+    )
+
+
 @router.post("/{name}/attest/unwrap")
 async def attest_unwrap(
     name: str, body: AttestedUnwrapRequest, service: Service, request_id: RequestId, who: Caller
@@ -61,12 +73,8 @@ async def attest_unwrap(
         return service.attested_unwrap(
             who,
             name,
-            nonce=decode_field(body.nonce, "nonce"),
-            tee=body.tee,
-            quote=decode_field(body.evidence, "evidence"),
-            public_key=decode_field(body.public_key, "public_key"),
+            _evidence(body),
             wrapped=decode_field(body.wrapped, "wrapped"),
-            collateral=body.collateral,
             request_id=request_id,
         )
 
@@ -93,12 +101,8 @@ async def attest_transit_decrypt(
         return service.attested_transit_decrypt(
             who,
             name,
-            nonce=decode_field(body.nonce, "nonce"),
-            tee=body.tee,
-            quote=decode_field(body.evidence, "evidence"),
-            public_key=decode_field(body.public_key, "public_key"),
+            _evidence(body),
             ciphertext=body.ciphertext,
-            collateral=body.collateral,
             request_id=request_id,
         )
 
