@@ -30,6 +30,7 @@ from cipherspark.errors import (
     IntegrityError,
     NotEncryptedError,
     OutputExistsError,
+    UsageError,
 )
 from cipherspark.files import decrypt_path, encrypt_path
 from cipherspark.kms import LocalKms
@@ -719,3 +720,50 @@ def test_cli_decrypt_refuses_another_dataset_under_the_same_key(
     assert not (tmp_path / "out.csv").exists()
     code, _, err = cli("decrypt", "victim.enc", "out.csv", "--dataset-id", "nope")
     assert code == 2 and "not a dataset id" in err
+
+
+# -- slips: the output is the input, or inside it; the input is encrypted already ---------------
+
+
+def _folder_with_a_part(root: Path) -> Path:
+    folder = root / "in"
+    folder.mkdir()
+    (folder / "part-0.csv").write_text("a,b\n1,2\n")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("src", "dst", "words"),
+    [
+        ("in", "in", "is the input"),
+        ("in", "in/out", "inside the input folder"),
+        ("in/part-0.csv", "in", "holds the input"),
+        ("in/part-0.csv", "in/../in/part-0.csv", "is the input"),
+    ],
+)
+def test_an_output_that_is_or_holds_the_input_is_refused(
+    tmp_path: Path, kms: LocalKms, src: str, dst: str, words: str
+) -> None:
+    _folder_with_a_part(tmp_path)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    with pytest.raises(UsageError, match=words):
+        encrypt_path(tmp_path / src, tmp_path / dst, kms, TEST_KEY, overwrite=True)
+    with pytest.raises(UsageError, match=words):
+        decrypt_path(tmp_path / src, tmp_path / dst, kms, overwrite=True)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_an_encrypted_input_is_encrypted_again_only_when_asked(
+    tmp_path: Path, kms: LocalKms
+) -> None:
+    folder = _folder_with_a_part(tmp_path)
+    encrypt_path(folder, tmp_path / "once", kms, TEST_KEY)
+    encrypt_path(folder / "part-0.csv", tmp_path / "once.cspk", kms, TEST_KEY)
+    for src in (tmp_path / "once", tmp_path / "once.cspk"):
+        with pytest.raises(UsageError, match="already encrypted"):
+            encrypt_path(src, tmp_path / "twice", kms, TEST_KEY)
+        assert not (tmp_path / "twice").exists()
+    encrypt_path(tmp_path / "once.cspk", tmp_path / "twice.cspk", kms, TEST_KEY,
+                 allow_encrypted_input=True)
+    decrypt_path(tmp_path / "twice.cspk", tmp_path / "back.cspk", kms)
+    assert (tmp_path / "back.cspk").read_bytes() == (tmp_path / "once.cspk").read_bytes()

@@ -39,6 +39,7 @@ from cipherspark.crypto import (
 )
 from cipherspark.crypto._records import count_records
 from cipherspark.crypto.manifest import (
+    MANIFEST_NAME,
     DatasetIdentity,
     Manifest,
     describe_part,
@@ -52,6 +53,7 @@ from cipherspark.kms import KeyManagementService
 __all__ = [
     "DecryptResult",
     "EncryptResult",
+    "check_not_the_input",
     "decrypt_path",
     "encrypt_path",
     "guess_content_type",
@@ -103,6 +105,37 @@ def _input_files(src: Path) -> list[Path]:
     return [src]
 
 
+def check_not_the_input(src: Path, dst: Path) -> None:
+    """:class:`UsageError` if ``dst`` is ``src``, inside the folder ``src``, or a folder
+    holding ``src``: writing there (``decrypt X X --overwrite``) would replace or mix into the
+    only copy of the input."""
+    source, target = src.resolve(), dst.resolve()
+    if target == source:
+        raise UsageError(f"the output {dst} is the input: write it elsewhere")
+    if source in target.parents:
+        raise UsageError(f"the output {dst} is inside the input folder {src}: write it elsewhere")
+    if target in source.parents:
+        raise UsageError(f"the output {dst} holds the input {src}: write it elsewhere")
+
+
+def _check_plaintext_input(files: list[Path], src: Path) -> None:
+    """:class:`UsageError` if an input file is a cipherspark container already (encrypting it
+    again is almost always a slip: a second envelope nobody asked for)."""
+    from cipherspark.crypto.container import is_container
+
+    for part in files:
+        if is_container(part):
+            raise UsageError(
+                f"{part} is already encrypted (a cipherspark container); to encrypt it once "
+                "more, say so (--allow-encrypted-input, allow_encrypted_input=True)"
+            )
+    if src.is_dir() and (src / MANIFEST_NAME).exists():
+        raise UsageError(
+            f"{src} is already an encrypted dataset (it has {MANIFEST_NAME}); to encrypt it "
+            "once more, say so (--allow-encrypted-input, allow_encrypted_input=True)"
+        )
+
+
 def _read_chunks(path: Path, progress: Progress | None) -> Iterator[bytes]:
     try:
         with open(path, "rb") as f:
@@ -124,6 +157,7 @@ def encrypt_path(
     segment_size: int = DEFAULT_SEGMENT_SIZE,
     overwrite: bool = False,
     progress: Progress | None = None,
+    allow_encrypted_input: bool = False,
 ) -> EncryptResult:
     """Encrypt a file to a container, or a folder of files to a folder of containers.
 
@@ -132,10 +166,14 @@ def encrypt_path(
     manifest (:mod:`cipherspark.crypto.manifest`) so that a removed or swapped part is detected.
     The dataset gets a new id, or, replacing a dataset folder with ``overwrite``, that
     dataset's id and its next generation. ``progress`` receives plaintext byte counts as they
-    are read.
+    are read. The output may be neither the input nor inside it, and an input that is encrypted
+    already is refused unless ``allow_encrypted_input``.
     """
     src_path, dst_path = Path(src), Path(dst)
     files = _input_files(src_path)
+    check_not_the_input(src_path, dst_path)
+    if not allow_encrypted_input:
+        _check_plaintext_input(files, src_path)
     check_output(dst_path, overwrite)
     data_key = kms.generate_data_key(key_id)
     # Read before anything is written: the compare-and-swap's previous record.
@@ -293,6 +331,7 @@ def decrypt_path(
     src_path, dst_path = Path(src), Path(dst)
     if not src_path.exists():
         raise InputError(f"{src_path} does not exist")
+    check_not_the_input(src_path, dst_path)
     check_output(dst_path, overwrite, replaces="plaintext")
     data_key_for = _unwrapper(kms)
     identity = None

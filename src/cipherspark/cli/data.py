@@ -164,6 +164,14 @@ def encrypt(
     master: MasterOpt = DEFAULT_MASTER,
     spark_properties: SparkPropertiesOpt = None,
     overwrite: OverwriteOpt = False,
+    allow_encrypted_input: Annotated[
+        bool,
+        typer.Option(
+            "--allow-encrypted-input",
+            help="Encrypt an input that is a cipherspark container (or dataset) already; "
+            "refused otherwise, as a likely slip.",
+        ),
+    ] = False,
 ) -> None:
     """Encrypt a file or folder under a fresh data key wrapped by primary key --key."""
     from cipherspark.files import encrypt_path
@@ -186,7 +194,14 @@ def encrypt(
         progress("encrypting", _size(src)) as advance,
     ):
         result = encrypt_path(
-            src, dst, service, key, segment_size=segment_size, overwrite=overwrite, progress=advance
+            src,
+            dst,
+            service,
+            key,
+            segment_size=segment_size,
+            overwrite=overwrite,
+            progress=advance,
+            allow_encrypted_input=allow_encrypted_input,
         )
     _out.print(f"encrypted {result.files} file(s), {result.plaintext_bytes:,} bytes -> {dst}")
     if result.dataset is not None:
@@ -205,11 +220,13 @@ def _encrypt_to_parquet(
     overwrite: bool,
 ) -> None:
     from cipherspark._atomic import check_output
+    from cipherspark.files import check_not_the_input
     from cipherspark.jobs.convert import csv_to_parquet
     from cipherspark.spark.pme import ParquetEncryption
 
     if not src.exists():
         raise UsageError(f"{src} does not exist")
+    check_not_the_input(src, dst)
     check_output(dst.absolute(), overwrite)
     kms_url = check_before_spark(kms, kms_ca, creds, keys=[key])
     spark = session(
