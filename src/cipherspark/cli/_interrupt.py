@@ -56,10 +56,10 @@ def install(*, replace: bool = False) -> Any:
     """Install the handler where Python's default one is (or over any, with ``replace``);
     the previous handler, or ``None`` if nothing was installed (not the main thread)."""
     try:
-        current = signal.getsignal(signal.SIGINT)
-        if current is _on_interrupt:
+        now = signal.getsignal(signal.SIGINT)
+        if now is _on_interrupt:
             return None
-        if replace or current is signal.default_int_handler:
+        if replace or now is signal.default_int_handler:
             return signal.signal(signal.SIGINT, _on_interrupt)
     except ValueError:  # not the main thread: leave signals alone
         pass

@@ -218,6 +218,16 @@ _RUN_VALUE_OPTIONS = {
 _RUN_REPEATABLE = ("--column-key", "--table")
 
 
+def application_problem(app: str) -> str | None:
+    """What keeps ``app`` from being an application built into the image (a normalised
+    ``.py`` path under :data:`APPS_ROOT`), or ``None``. ``deploy submit`` checks it for every
+    overlay, the SGX launcher again inside the enclave."""
+    found = values.path_problem(app, APPS_ROOT)
+    if found is None and not app.endswith(".py"):
+        found = "is not a .py file"
+    return found
+
+
 def _run_problems(args: Sequence[str], master: str) -> tuple[tuple[str, ...], list[str]]:
     problems: list[str] = []
     rest = list(args)
@@ -228,9 +238,7 @@ def _run_problems(args: Sequence[str], master: str) -> tuple[tuple[str, ...], li
         problems.append(f"the application is missing (run {APPS_ROOT}/APP.py ...)")
         return (), problems
     app = positionals[0]
-    found = values.path_problem(app, APPS_ROOT)
-    if found is None and not app.endswith(".py"):
-        found = "is not a .py file"
+    found = application_problem(app)
     if found is not None:
         problems.append(
             f"the application {values.show(app)} {found}: an SGX driver runs only applications "

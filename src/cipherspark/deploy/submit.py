@@ -167,15 +167,12 @@ def _check_run_application(args: Sequence[str]) -> None:
     keys. Under :data:`~cipherspark.deploy.launcher.APPS_ROOT` it is part of the image, which
     the SGX manifest measures and a TDX policy names.
     """
-    from cipherspark.deploy._launch_values import path_problem
-    from cipherspark.deploy.launcher import APPS_ROOT
+    from cipherspark.deploy._enclave_job import APPS_ROOT, application_problem
 
     rest = list(args[_application_index(args) :])
     if not rest:
         raise UsageError(f"name the application after 'run': {APPS_ROOT}/APP.py, in the image")
-    found = path_problem(rest[0], APPS_ROOT)
-    if found is None and not rest[0].endswith(".py"):
-        found = "is not a .py file"
+    found = application_problem(rest[0])
     if found is not None:
         raise UsageError(
             f"the application {rest[0]!r} {found}: a cluster runs applications built into the "
