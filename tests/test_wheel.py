@@ -63,6 +63,7 @@ def test_the_wheel_ships_the_jar_and_the_installed_package_finds_it(tmp_path: Pa
         "org/cipherspark/pme/CipherSparkKmsClient.class",
         "org/cipherspark/pme/CipherSparkCryptoFactory.class",
         "org/cipherspark/spark/PlaintextWriteGuard.class",
+        "org/cipherspark/spark/ExactJson.class",
     } <= classes
     # Nothing left in the source tree that an editable checkout would find instead.
     assert not (tree / "src" / JAR).exists()

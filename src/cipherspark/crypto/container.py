@@ -37,6 +37,8 @@ __all__ = [
     "CONTENT_TYPE_BINARY",
     "CONTENT_TYPE_CSV_HEADER",
     "CONTENT_TYPE_CSV_NO_HEADER",
+    "CONTENT_TYPE_JSON_LINES",
+    "CONTENT_TYPE_TEXT",
     "DEFAULT_SEGMENT_SIZE",
     "FORMAT_VERSION",
     "MAGIC",
@@ -65,6 +67,10 @@ DEFAULT_SEGMENT_SIZE = 1 << 20
 CONTENT_TYPE_CSV_HEADER = "text/csv; header=present"
 CONTENT_TYPE_CSV_NO_HEADER = "text/csv; header=absent"
 CONTENT_TYPE_BINARY = "application/octet-stream"
+#: Lines of UTF-8 text (Spark's text source: one row per line).
+CONTENT_TYPE_TEXT = "text/plain; charset=utf-8"
+#: JSON Lines (one JSON value per line, https://jsonlines.org), UTF-8.
+CONTENT_TYPE_JSON_LINES = "application/x-ndjson"
 
 _FIXED = struct.Struct(">8sBBHI")  # magic, version, algorithm, header length, segment size
 _MAX_KEY_ID = 255

@@ -24,27 +24,42 @@ if TYPE_CHECKING:
     from cipherspark.spark._frames import (
         count_encrypted_csv,
         read_encrypted_csv,
+        read_encrypted_json,
         read_encrypted_parquet,
+        read_encrypted_text,
         write_encrypted_csv,
+        write_encrypted_json,
+        write_encrypted_text,
         written_rows,
     )
     from cipherspark.spark._pruning import encrypted_sql
-    from cipherspark.spark.datasource import FORMAT_NAME, EncryptedCsvDataSource
+    from cipherspark.spark.datasource import (
+        FORMAT_NAME,
+        TEXT_FORMAT_NAME,
+        EncryptedCsvDataSource,
+        EncryptedTextDataSource,
+    )
     from cipherspark.spark.session import SECURE_CONF, secure_conf, secure_session
 
 __all__ = [
     "FORMAT_NAME",
     "SECURE_CONF",
+    "TEXT_FORMAT_NAME",
     "EncryptedCsvDataSource",
+    "EncryptedTextDataSource",
     "cipherspark_errors",
     "count_encrypted_csv",
     "encrypted_sql",
     "read_encrypted_csv",
+    "read_encrypted_json",
     "read_encrypted_parquet",
+    "read_encrypted_text",
     "secure_conf",
     "secure_session",
     "spark_error",
     "write_encrypted_csv",
+    "write_encrypted_json",
+    "write_encrypted_text",
     "written_rows",
 ]
 
@@ -52,6 +67,8 @@ __all__ = [
 _WHERE = {
     "FORMAT_NAME": "datasource",
     "EncryptedCsvDataSource": "datasource",
+    "TEXT_FORMAT_NAME": "datasource",
+    "EncryptedTextDataSource": "datasource",
     "SECURE_CONF": "session",
     "secure_conf": "session",
     "secure_session": "session",
@@ -62,6 +79,10 @@ _WHERE = {
     "read_encrypted_csv": "_frames",
     "read_encrypted_parquet": "_frames",
     "write_encrypted_csv": "_frames",
+    "read_encrypted_json": "_frames",
+    "read_encrypted_text": "_frames",
+    "write_encrypted_json": "_frames",
+    "write_encrypted_text": "_frames",
     "written_rows": "_frames",
 }
 

@@ -1,12 +1,14 @@
 """Reading and writing encrypted tables as DataFrames: encrypted CSV through the
-``cipherspark_csv`` source, encrypted Parquet through Spark's own reader (public through
+``cipherspark_csv`` source, text and JSON Lines through the ``cipherspark_text`` source (JSON
+parsed by Spark's own JSON reader), encrypted Parquet through Spark's own reader (public through
 :mod:`cipherspark.spark`)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from pyspark.sql import DataFrame, DataFrameReader, SparkSession
 from pyspark.sql.types import StructType
@@ -16,13 +18,17 @@ from cipherspark.errors import InputError, UsageError
 from cipherspark.spark._conf import conf_bytes
 from cipherspark.spark._errors import cipherspark_errors
 from cipherspark.spark._executor import executor_data_key
-from cipherspark.spark.datasource import COUNT_SCHEMA, FORMAT_NAME
+from cipherspark.spark.datasource import COUNT_SCHEMA, FORMAT_NAME, TEXT_FORMAT_NAME
 
 __all__ = [
     "count_encrypted_csv",
     "read_encrypted_csv",
+    "read_encrypted_json",
     "read_encrypted_parquet",
+    "read_encrypted_text",
     "write_encrypted_csv",
+    "write_encrypted_json",
+    "write_encrypted_text",
     "written_rows",
 ]
 
@@ -177,3 +183,153 @@ def written_rows(path: str, *, kms_url: str) -> int:
     if manifest is None:
         raise InputError(f"{path} has no dataset manifest (not written by cipherspark's Spark)")
     return manifest.rows
+
+
+def read_encrypted_text(
+    spark: SparkSession,
+    path: str,
+    *,
+    kms_url: str,
+    wholetext: bool = False,
+    partition_bytes: int | None = None,
+    key: str | None = None,
+    dataset_id: str | None = None,
+    unsafe_skip_registry: bool = False,
+) -> DataFrame:
+    """A DataFrame of one ``value`` column over encrypted text at ``path`` (a container or a
+    folder of parts): a row per line, as ``spark.read.text`` gives for the plaintext, or a row
+    per file with ``wholetext``. Splitting, pins (``key``, ``dataset_id``) and the registry check
+    are those of :func:`read_encrypted_csv`."""
+    reader = (
+        spark.read.format(TEXT_FORMAT_NAME)
+        .option("kms", kms_url)
+        .option("minPartitions", str(spark.sparkContext.defaultParallelism))
+        .option("wholetext", str(wholetext).lower())
+    )
+    reader = _pinned(reader, key, dataset_id, unsafe_skip_registry)
+    if partition_bytes is None:
+        partition_bytes = conf_bytes(spark, "spark.sql.files.maxPartitionBytes", 128 << 20)
+    reader = reader.option("partitionBytes", str(partition_bytes))
+    with cipherspark_errors():
+        return reader.load(str(Path(path).absolute()))
+
+
+# JSON options that name a file layout the line reader fixes: UTF-8 lines, or whole files.
+_LAYOUT_OPTIONS = ("encoding", "charset", "linesep")
+
+
+def _option_text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def read_encrypted_json(
+    spark: SparkSession,
+    path: str,
+    *,
+    kms_url: str,
+    schema: StructType | str | None = None,
+    options: Mapping[str, Any] | None = None,
+    partition_bytes: int | None = None,
+    key: str | None = None,
+    dataset_id: str | None = None,
+    unsafe_skip_registry: bool = False,
+) -> DataFrame:
+    """A DataFrame over encrypted JSON Lines at ``path``, exactly as ``spark.read.json`` reads
+    the plaintext: the schema given (a ``StructType`` or DDL) or inferred by Spark over the
+    data, nested types, and Spark's JSON options (``mode``, ``columnNameOfCorruptRecord``,
+    ``primitivesAsString``, ``timestampFormat``, ``samplingRatio``, ...; ``multiLine`` reads
+    each file as one JSON document).
+
+    Why through the text source: a Python data source must build its rows itself, and no
+    Python parser gives Spark's answers (its type coercions, corrupt-record handling and
+    inference). So the ``cipherspark_text`` source decrypts the lines inside the executor, with
+    every check of :func:`read_encrypted_text`, and Spark's own JSON parser parses them in the
+    same task, fed each line's bytes as its file reader feeds them (the JVM class
+    ``org.cipherspark.spark.ExactJson``: the public ``json(Dataset[String])`` would answer
+    differently for non-string values read as strings). The DataFrame reads the
+    commit planned here, however often it is used.
+    """
+    json_options = {str(k): _option_text(v) for k, v in (options or {}).items()}
+    lowered = {k.lower(): k for k in json_options}
+    for name in _LAYOUT_OPTIONS:
+        if name in lowered:
+            raise UsageError(
+                f"JSON option {lowered[name]!r} is not supported: encrypted JSON is UTF-8, "
+                "one document per line (or per file, multiLine)"
+            )
+    multi_line = json_options.pop(lowered["multiline"], "false") if "multiline" in lowered else ""
+    lines = read_encrypted_text(
+        spark,
+        path,
+        kms_url=kms_url,
+        wholetext=multi_line.strip().lower() == "true",
+        partition_bytes=partition_bytes,
+        key=key,
+        dataset_id=dataset_id,
+        unsafe_skip_registry=unsafe_skip_registry,
+    )
+    jvm = spark._jvm
+    assert jvm is not None
+    strings = getattr(lines._jdf, "as")(jvm.org.apache.spark.sql.Encoders.STRING())
+    with cipherspark_errors():
+        if isinstance(schema, StructType):
+            jschema = jvm.org.apache.spark.sql.types.DataType.fromJson(schema.json())
+        elif schema is not None:
+            jschema = jvm.org.apache.spark.sql.types.StructType.fromDDL(schema)
+        else:
+            # Inference is Spark's own over the lines (TextInputJsonDataSource.inferFromDataset,
+            # which its file reader calls too): it yields types only, no values.
+            reader = spark._jsparkSession.read()
+            for name, value in json_options.items():
+                reader = reader.option(name, value)
+            jschema = reader.json(strings).schema()
+        jmap = jvm.java.util.HashMap()
+        for name, value in json_options.items():
+            jmap.put(name, value)
+        # Not DataFrameReader.json(Dataset[String]): that one re-serialises a non-string value
+        # read into a string column (12.50 -> "12.5"); ExactJson parses as the file reader does.
+        jdf = jvm.org.cipherspark.spark.ExactJson.parse(
+            spark._jsparkSession, lines._jdf, jmap, jschema
+        )
+        return DataFrame(jdf, spark)
+
+
+def write_encrypted_text(
+    df: DataFrame, path: str, *, kms_url: str, key: str, overwrite: bool = False
+) -> None:
+    """Write ``df`` (one string column) as encrypted lines in folder ``path``, as
+    ``df.write.text`` writes the plaintext (a null as an empty line)."""
+    _write_text(df, path, kms_url=kms_url, key=key, overwrite=overwrite, content="text")
+
+
+def write_encrypted_json(
+    df: DataFrame,
+    path: str,
+    *,
+    kms_url: str,
+    key: str,
+    overwrite: bool = False,
+    options: Mapping[str, Any] | None = None,
+) -> None:
+    """Write ``df`` as encrypted JSON Lines in folder ``path``: each row as ``df.write.json``
+    writes it (Spark's own JSON generator, ``to_json``, with ``options`` such as
+    ``ignoreNullFields`` or ``timestampFormat``), marked as JSON for the readers."""
+    from pyspark.sql import functions as F
+
+    json_options = {str(k): _option_text(v) for k, v in (options or {}).items()}
+    lines = df.select(F.to_json(F.struct(F.col("*")), json_options).alias("value"))
+    _write_text(lines, path, kms_url=kms_url, key=key, overwrite=overwrite, content="jsonLines")
+
+
+def _write_text(
+    df: DataFrame, path: str, *, kms_url: str, key: str, overwrite: bool, content: str
+) -> None:
+    writer = (
+        df.write.format(TEXT_FORMAT_NAME)
+        .option("kms", kms_url)
+        .option("key", key)
+        .option("contentType", content)
+        .mode("overwrite" if overwrite else "append")
+    )
+    with cipherspark_errors():
+        writer.save(str(Path(path).absolute()))

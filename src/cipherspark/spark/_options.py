@@ -1,4 +1,5 @@
-"""The ``cipherspark_csv`` source's options, parsed once into typed values.
+"""The ``cipherspark_csv`` and ``cipherspark_text`` sources' options, parsed once into typed
+values.
 
 Spark hands a data source its options as strings. :class:`ReadOptions` and :class:`WriteOptions`
 are what those strings mean, validated in one place: the readers, the writer, the schema
@@ -28,7 +29,14 @@ to strings.
                    does not name it as the commit at its location (a copied, moved, replaced
                    or rolled-back dataset); docs/security.md
 ``segmentSize``    (write) ciphertext segment size, default 1 MiB
+``wholetext``      (read, text) ``true``: one row per file holding all of it, as Spark's text
+                   source (a file is then one partition)
+``contentType``    (write, text) what the lines are: ``text`` (default, ``text/plain``) or
+                   ``jsonLines`` (``application/x-ndjson``: what ``write_encrypted_json``
+                   writes, so that readers and ``cipherspark sql`` know the table for JSON)
 =================  ======================================================================
+
+``header``, ``inferSchema``, ``mode``, ``fileColumns`` and ``countRows`` are CSV's alone.
 """
 
 from __future__ import annotations
@@ -41,15 +49,29 @@ from dataclasses import dataclass
 
 from pyspark.sql.datasource import Filter
 
-from cipherspark.crypto import DEFAULT_SEGMENT_SIZE
+from cipherspark.crypto import (
+    CONTENT_TYPE_JSON_LINES,
+    CONTENT_TYPE_TEXT,
+    DEFAULT_SEGMENT_SIZE,
+)
 from cipherspark.crypto.manifest import check_dataset_id
 from cipherspark.errors import UsageError
 from cipherspark.spark._csv import MODES
 from cipherspark.spark._filters import filters_from_json, filters_to_json
 
-__all__ = ["DEFAULT_PARTITION_BYTES", "FORMAT_NAME", "LoadPin", "ReadOptions", "WriteOptions"]
+__all__ = [
+    "DEFAULT_PARTITION_BYTES",
+    "FORMAT_NAME",
+    "TEXT_FORMAT_NAME",
+    "LoadPin",
+    "ReadOptions",
+    "WriteOptions",
+]
 
 FORMAT_NAME = "cipherspark_csv"
+TEXT_FORMAT_NAME = "cipherspark_text"
+#: The text writer's ``contentType`` values and the container content types they stand for.
+TEXT_CONTENT_TYPES = {"text": CONTENT_TYPE_TEXT, "jsonLines": CONTENT_TYPE_JSON_LINES}
 # Spark's own spark.sql.files.maxPartitionBytes default. A task streams its split a few segments
 # at a time, so memory does not grow with it, while every task has a fixed cost (measured).
 DEFAULT_PARTITION_BYTES = 128 << 20
@@ -109,7 +131,7 @@ def _manifest_digest(value: str | None) -> str | None:
 def _required(options: Mapping[str, str], name: str) -> str:
     value = options.get(name)
     if not value:
-        raise UsageError(f"the {FORMAT_NAME} source needs the option {name!r}")
+        raise UsageError(f"the cipherspark data source needs the option {name!r}")
     return value
 
 
@@ -139,6 +161,8 @@ class ReadOptions:
     dataset_generation: int | None = None
     #: Read the input even if the dataset registry does not name it (``unsafeSkipRegistry``).
     unsafe_skip_registry: bool = False
+    #: (text) One row per file (``wholetext``).
+    wholetext: bool = False
 
     @classmethod
     def parse(cls, options: Mapping[str, str]) -> ReadOptions:
@@ -174,6 +198,7 @@ class ReadOptions:
                 None if generation is None else _int_option(options, "datasetGeneration", 1)
             ),
             unsafe_skip_registry=bool(_flag(options, "unsafeSkipRegistry")),
+            wholetext=bool(_flag(options, "wholetext")),
         )
 
     def pinned_to(self, pin: LoadPin) -> ReadOptions:
@@ -214,6 +239,8 @@ class ReadOptions:
             options["datasetGeneration"] = str(self.dataset_generation)
         if self.unsafe_skip_registry:
             options["unsafeSkipRegistry"] = "true"
+        if self.wholetext:
+            options["wholetext"] = "true"
         return options
 
 
@@ -234,13 +261,15 @@ class LoadPin:
 
 @dataclass(frozen=True)
 class WriteOptions:
-    """How to write one encrypted CSV dataset."""
+    """How to write one encrypted CSV or text dataset."""
 
     path: str
     kms_url: str
     key_id: str
     header: bool = True
     segment_size: int = DEFAULT_SEGMENT_SIZE
+    #: (text) The container content type of the lines written (option ``contentType``).
+    content_type: str = CONTENT_TYPE_TEXT
 
     @classmethod
     def parse(cls, options: Mapping[str, str]) -> WriteOptions:
@@ -252,4 +281,13 @@ class WriteOptions:
             key_id=_required(options, "key"),
             header=True if header is None else header,
             segment_size=_int_option(options, "segmentSize", DEFAULT_SEGMENT_SIZE),
+            content_type=_content_type(options.get("contentType", "text")),
         )
+
+
+def _content_type(value: str) -> str:
+    if value not in TEXT_CONTENT_TYPES:
+        raise UsageError(
+            f"option contentType must be one of {', '.join(TEXT_CONTENT_TYPES)}, not {value!r}"
+        )
+    return TEXT_CONTENT_TYPES[value]

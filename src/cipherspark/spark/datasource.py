@@ -55,6 +55,7 @@ from cipherspark._dataset_registry import (
 from cipherspark.crypto import (
     CONTENT_TYPE_CSV_HEADER,
     CONTENT_TYPE_CSV_NO_HEADER,
+    CONTENT_TYPE_JSON_LINES,
     ContainerFile,
     ContainerHeader,
     EncryptingWriter,
@@ -81,9 +82,21 @@ from cipherspark.spark._csv import (
 )
 from cipherspark.spark._executor import executor_data_key, executor_kms
 from cipherspark.spark._filters import apply_filters, combine
-from cipherspark.spark._options import FORMAT_NAME, LoadPin, ReadOptions, WriteOptions
+from cipherspark.spark._options import (
+    FORMAT_NAME,
+    TEXT_FORMAT_NAME,
+    LoadPin,
+    ReadOptions,
+    WriteOptions,
+)
 
-__all__ = ["FORMAT_NAME", "EncryptedCsvDataSource"]
+__all__ = [
+    "FORMAT_NAME",
+    "TEXT_FORMAT_NAME",
+    "TEXT_SCHEMA",
+    "EncryptedCsvDataSource",
+    "EncryptedTextDataSource",
+]
 
 _BATCH_ROWS = 1 << 17
 
@@ -218,6 +231,14 @@ class _Reader(DataSourceReader):
     def partitions(self) -> Sequence[InputPartition]:
         expected, pin = _expected_parts(self.options)
         parts = {p.path: p for p in expected}
+        if self.options.wholetext:
+            # One row per file: each file is one partition, as in Spark's text source.
+            return [
+                _Partition(
+                    (_Piece(FileSlice(p.path, 0, p.segment_count, p.segment_count), p),), pin
+                )
+                for p in parts.values()
+            ]
         files = [(p.path, p.segment_count, p.header.segment_size) for p in parts.values()]
         total = sum(p.size for p in parts.values())
         # Whole waves: as many partitions as cores (minPartitions), or a multiple of it, each at
@@ -330,18 +351,31 @@ class _Writer(DataSourceArrowWriter):
         )
         self.staging.mkdir(mode=0o700)
 
+    #: What the part files' names end with.
+    suffix = ".csv.cspk"
+
+    def _content_type(self) -> str:
+        return CONTENT_TYPE_CSV_HEADER if self.header else CONTENT_TYPE_CSV_NO_HEADER
+
+    def _first_lines(self) -> bytes:
+        """What every part starts with (CSV: its header line, if written)."""
+        return csv_header_line(self.arrow_schema.names) if self.header else b""
+
+    def _lines(self, batch: pa.RecordBatch) -> bytes:
+        return csv_rows(batch)
+
     def _container_header(self) -> ContainerHeader:
         return ContainerHeader(
             key_id=self.key_id,
             wrapped_key=self.wrapped_key,
             segment_size=self.segment_size,
-            content_type=CONTENT_TYPE_CSV_HEADER if self.header else CONTENT_TYPE_CSV_NO_HEADER,
+            content_type=self._content_type(),
         )
 
     def write(self, iterator: Iterator[pa.RecordBatch]) -> _Committed:
         context = TaskContext.get()
         partition = context.partitionId() if context is not None else 0
-        name = f"part-{partition:05d}-{uuid.uuid4().hex}.csv.cspk"
+        name = f"part-{partition:05d}-{uuid.uuid4().hex}{self.suffix}"
         data_key = executor_data_key(self.kms_url, self.key_id, self.wrapped_key)
         container = self._container_header()
         tmp = self.staging / f".{name}.inprogress"
@@ -349,11 +383,10 @@ class _Writer(DataSourceArrowWriter):
         try:
             with open(tmp, "xb") as out:
                 writer = EncryptingWriter(out, container, data_key)
-                if self.header:
-                    writer.write(csv_header_line(self.arrow_schema.names))
+                writer.write(self._first_lines())
                 for batch in iterator:
                     if batch.num_rows:
-                        writer.write(csv_rows(batch))
+                        writer.write(self._lines(batch))
                         rows += batch.num_rows
                 writer.close()
                 out.flush()
@@ -479,3 +512,116 @@ class EncryptedCsvDataSource(DataSource):
     def writer(self, schema: StructType, overwrite: bool) -> DataSourceArrowWriter:
         """A writer that encrypts each task's part file."""
         return _Writer(WriteOptions.parse(self.options), schema, overwrite)
+
+
+# -- cipherspark_text -----------------------------------------------------------------------------
+
+#: Spark's text source's schema: one nullable string column ``value``.
+TEXT_SCHEMA = StructType([StructField("value", StringType(), True)])
+_TEXT_ARROW = to_arrow_schema(TEXT_SCHEMA)
+
+
+def _split_lines(chunk: bytes) -> list[str]:
+    """The lines of complete text, as Hadoop's ``LineReader`` cuts them for Spark's text source:
+    at ``\\n``, ``\\r\\n`` or a lone ``\\r``, with no row after a final line end. Invalid UTF-8
+    becomes U+FFFD, as Java's decoder makes it. (``str.splitlines`` would also cut at U+2028,
+    form feeds and more, which Spark does not.)"""
+    text = chunk.decode("utf-8", errors="replace")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+class _TextReader(_Reader):
+    """Rows of one ``value`` column: the lines of the files (or each whole file, ``wholetext``),
+    in file order, split at segment boundaries with the line ownership CSV uses."""
+
+    def __init__(self, options: ReadOptions, schema: StructType) -> None:
+        if schema != TEXT_SCHEMA:
+            raise UsageError(f"the {TEXT_FORMAT_NAME} source's schema is 'value string'")
+        self.options = options
+        self.kms_url = options.kms_url
+        self.partition_bytes = options.partition_bytes
+        self.min_partitions = options.min_partitions
+
+    def _text(self, piece: _Piece) -> Iterator[list[str]]:
+        with _open(piece.part, self.kms_url) as container:
+            if self.options.wholetext:
+                data = b"".join(container.iter_segments(0))
+                if data:  # Spark lists no empty file, so it has no row (measured, 4.3.0)
+                    yield [data.decode("utf-8", errors="replace")]
+                return
+            for chunk in owned_chunks(container, piece.slice.start, piece.slice.stop):
+                yield _split_lines(chunk)
+
+    def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
+        assert isinstance(partition, _Partition)
+        for piece in partition.pieces:
+            for lines in self._text(piece):
+                if lines:
+                    table = pa.table([pa.array(lines, pa.string())], schema=_TEXT_ARROW)
+                    yield from table.to_batches(max_chunksize=_BATCH_ROWS)
+
+
+class _TextWriter(_Writer):
+    """Writes a one-string-column DataFrame as lines (a null value as an empty line, as Spark's
+    text writer does), under the content type the options name (text or JSON Lines)."""
+
+    def __init__(self, options: WriteOptions, schema: StructType, overwrite: bool) -> None:
+        if len(schema.fields) != 1 or not isinstance(schema.fields[0].dataType, StringType):
+            # Spark's own text source refuses the same: it writes one string column.
+            raise UsageError(
+                f"the {TEXT_FORMAT_NAME} source writes one string column, "
+                f"not {len(schema.fields)} column(s) of {schema.simpleString()}"
+            )
+        self.content_type = options.content_type
+        self.suffix = ".json.cspk" if self.content_type == CONTENT_TYPE_JSON_LINES else ".txt.cspk"
+        super().__init__(options, schema, overwrite)
+
+    def _content_type(self) -> str:
+        return self.content_type
+
+    def _first_lines(self) -> bytes:
+        return b""
+
+    def _lines(self, batch: pa.RecordBatch) -> bytes:
+        import pyarrow.compute as pc
+
+        values = pc.fill_null(batch.column(0), "")
+        # All rows joined in one vectorised step (one list of every value, joined by newlines).
+        rows = pa.ListArray.from_arrays(pa.array([0, len(values)], pa.int32()), values)
+        joined = pc.binary_join(rows, "\n")[0].as_py()
+        return str(joined).encode() + b"\n"
+
+
+class EncryptedTextDataSource(DataSource):
+    """Encrypted text files (cipherspark containers) as the Spark data source ``cipherspark_text``:
+    Spark's text source over encrypted files (one ``value`` row per line, or per file with
+    option ``wholetext``), with the same manifests, pins and checks as ``cipherspark_csv``.
+
+    JSON Lines are read through it (:func:`cipherspark.spark.read_encrypted_json` hands the
+    decrypted lines to Spark's own JSON reader) and written through it (option
+    ``contentType`` ``jsonLines``).
+    """
+
+    @classmethod
+    def name(cls) -> str:
+        """The format name for ``spark.read.format(...)``."""
+        return TEXT_FORMAT_NAME
+
+    def schema(self) -> StructType:
+        """``value string``. The input is checked now (manifest, pins, registry), so that a
+        missing or wrong input fails at load, as Spark's own text source fails."""
+        _expected_parts(ReadOptions.parse(self.options))
+        return TEXT_SCHEMA
+
+    def reader(self, schema: StructType) -> DataSourceReader:
+        """A reader of the lines (or whole files) of the input."""
+        return _TextReader(ReadOptions.parse(self.options), schema)
+
+    def writer(self, schema: StructType, overwrite: bool) -> DataSourceArrowWriter:
+        """A writer that encrypts each task's lines into a part file."""
+        return _TextWriter(WriteOptions.parse(self.options), schema, overwrite)

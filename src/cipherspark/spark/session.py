@@ -46,7 +46,7 @@ from cipherspark.errors import InputError, UsageError
 from cipherspark.kms import Credentials
 from cipherspark.settings import ENV_API_KEY, ENV_APP_ID, ExecutorConfig
 from cipherspark.spark._rdd_writes import refuse_rdd_writes
-from cipherspark.spark.datasource import EncryptedCsvDataSource
+from cipherspark.spark.datasource import EncryptedCsvDataSource, EncryptedTextDataSource
 from cipherspark.spark.pme import (
     ParquetEncryption,
     find_pme_jar,
@@ -282,4 +282,5 @@ def secure_session(
         refuse_rdd_writes(PLAINTEXT_WRITE_GUARD, UNSAFE_PLAINTEXT_WRITES)
     spark.sparkContext.setLogLevel(log_level)
     spark.dataSource.register(EncryptedCsvDataSource)
+    spark.dataSource.register(EncryptedTextDataSource)
     return spark
