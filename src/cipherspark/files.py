@@ -31,6 +31,8 @@ from cipherspark._dataset_registry import (
 from cipherspark.crypto import (
     CONTENT_TYPE_BINARY,
     CONTENT_TYPE_CSV_HEADER,
+    CONTENT_TYPE_JSON_LINES,
+    CONTENT_TYPE_TEXT,
     DEFAULT_SEGMENT_SIZE,
     ContainerFile,
     ContainerHeader,
@@ -89,9 +91,24 @@ class DecryptResult:
     dataset: DatasetIdentity | None = None
 
 
+# By the name's last suffix, as Spark's readers take files: ``.json`` is JSON Lines, Spark's
+# default for ``spark.read.json`` (a pretty-printed document needs ``multiLine`` there too).
+_CONTENT_TYPES = {
+    ".csv": CONTENT_TYPE_CSV_HEADER,
+    ".json": CONTENT_TYPE_JSON_LINES,
+    ".jsonl": CONTENT_TYPE_JSON_LINES,
+    ".ndjson": CONTENT_TYPE_JSON_LINES,
+    ".txt": CONTENT_TYPE_TEXT,
+    ".text": CONTENT_TYPE_TEXT,
+    ".log": CONTENT_TYPE_TEXT,
+}
+
+
 def guess_content_type(path: Path) -> str:
-    """CSV with a header for ``*.csv`` files, opaque bytes otherwise."""
-    return CONTENT_TYPE_CSV_HEADER if path.suffix.lower() == ".csv" else CONTENT_TYPE_BINARY
+    """The content type a file's name suggests: CSV with a header (``.csv``), JSON Lines
+    (``.json``, ``.jsonl``, ``.ndjson``), text (``.txt``, ``.text``, ``.log``), opaque bytes
+    otherwise. ``encrypt --format`` overrides it."""
+    return _CONTENT_TYPES.get(path.suffix.lower(), CONTENT_TYPE_BINARY)
 
 
 def _input_files(src: Path) -> list[Path]:

@@ -91,6 +91,30 @@ class EncryptedFormat(StrEnum):
     PARQUET = "parquet"
 
 
+class InputFormat(StrEnum):
+    """What the plaintext ``encrypt`` reads is: the content type its container records."""
+
+    AUTO = "auto"
+    CSV = "csv"
+    CSV_NO_HEADER = "csv-no-header"
+    JSON = "json"
+    TEXT = "text"
+    BINARY = "binary"
+
+
+def _content_type(fmt: InputFormat) -> str | None:
+    from cipherspark import crypto
+
+    return {
+        InputFormat.AUTO: None,
+        InputFormat.CSV: crypto.CONTENT_TYPE_CSV_HEADER,
+        InputFormat.CSV_NO_HEADER: crypto.CONTENT_TYPE_CSV_NO_HEADER,
+        InputFormat.JSON: crypto.CONTENT_TYPE_JSON_LINES,
+        InputFormat.TEXT: crypto.CONTENT_TYPE_TEXT,
+        InputFormat.BINARY: crypto.CONTENT_TYPE_BINARY,
+    }[fmt]
+
+
 class PlaintextFormat(StrEnum):
     """What ``decrypt`` of encrypted Parquet writes."""
 
@@ -161,6 +185,15 @@ def encrypt(
             "Encryption, through a secure Spark session.",
         ),
     ] = EncryptedFormat.CONTAINER,
+    fmt: Annotated[
+        InputFormat,
+        typer.Option(
+            "--format",
+            help="What the input is, recorded in the container for the readers (sql, run "
+            "--table): auto takes it from the name (.csv: CSV with a header; .json, .jsonl, "
+            ".ndjson: JSON Lines; .txt, .text, .log: text; anything else: binary).",
+        ),
+    ] = InputFormat.AUTO,
     master: MasterOpt = DEFAULT_MASTER,
     spark_properties: SparkPropertiesOpt = None,
     overwrite: OverwriteOpt = False,
@@ -177,6 +210,8 @@ def encrypt(
     from cipherspark.files import encrypt_path
 
     if to is EncryptedFormat.PARQUET:
+        if fmt not in (InputFormat.AUTO, InputFormat.CSV):
+            raise UsageError("--to parquet converts CSV with a header: --format must be csv")
         _encrypt_to_parquet(
             src,
             dst,
@@ -199,6 +234,7 @@ def encrypt(
             service,
             key,
             segment_size=segment_size,
+            content_type=_content_type(fmt),
             overwrite=overwrite,
             progress=advance,
             allow_encrypted_input=allow_encrypted_input,

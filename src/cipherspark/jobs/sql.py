@@ -1,5 +1,6 @@
-"""Any Spark SQL over encrypted tables (encrypted CSV or encrypted Parquet, told apart by their
-bytes), with the result written encrypted."""
+"""Any Spark SQL over encrypted tables (encrypted CSV, JSON Lines, text or Parquet, told apart by
+their bytes: Parquet's magic, or the content type in the container's authenticated header),
+with the result written encrypted."""
 
 from __future__ import annotations
 
@@ -10,18 +11,23 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
-from cipherspark.errors import UsageError
+from cipherspark.crypto import CONTENT_TYPE_JSON_LINES, CONTENT_TYPE_TEXT
+from cipherspark.crypto.container import read_header
+from cipherspark.crypto.manifest import list_parts
+from cipherspark.errors import CipherSparkError, InputError, UsageError
 from cipherspark.spark import (
     cipherspark_errors,
     encrypted_sql,
     read_encrypted_csv,
+    read_encrypted_json,
     read_encrypted_parquet,
+    read_encrypted_text,
     write_encrypted_csv,
     written_rows,
 )
 from cipherspark.spark.pme import is_parquet
 
-__all__ = ["SqlResult", "read_table", "run_sql"]
+__all__ = ["SqlResult", "read_table", "run_sql", "table_content_type"]
 
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
@@ -34,6 +40,27 @@ class SqlResult:
     rows: int
 
 
+def table_content_type(path: Path) -> str:
+    """The content type recorded in the header of the encrypted file ``path``, or of a
+    dataset folder's first part. Read without the key: the header is authenticated when the
+    reader decrypts the container (it is the body's associated data), so a header changed in
+    storage to pick another reader fails there."""
+    first = path
+    if path.is_dir():
+        parts = list_parts(path)
+        if not parts:
+            raise InputError(f"folder {path} holds no data files")
+        first = parts[0]
+    try:
+        with first.open("rb") as stream:
+            header, _ = read_header(stream)
+    except OSError as exc:
+        raise InputError(f"cannot read {first}: {exc.strerror or exc}") from exc
+    except CipherSparkError as exc:
+        raise InputError(f"{first} is not a cipherspark container: {exc}") from exc
+    return header.content_type
+
+
 def read_table(
     spark: SparkSession,
     path: str,
@@ -44,11 +71,25 @@ def read_table(
     unsafe_skip_registry: bool = False,
 ) -> DataFrame:
     """The encrypted table at ``path``: encrypted Parquet (Parquet's magic in its files; read by
-    Spark's Parquet reader, its schema the files') or cipherspark's encrypted CSV. ``key``
-    refuses a table under another primary key; ``unsafe_skip_registry`` reads an encrypted
-    CSV table the dataset registry does not name (Parquet is not registered)."""
+    Spark's Parquet reader, its schema the files'), or a cipherspark container or dataset read
+    by its content type: JSON Lines (Spark's JSON reader, schema inferred), text (one ``value``
+    column) or CSV (anything else, as before content types named formats). ``key`` refuses a
+    table under another primary key; ``unsafe_skip_registry`` reads a table the dataset
+    registry does not name (Parquet is not registered)."""
     if is_parquet(Path(path)):
         return read_encrypted_parquet(spark, path, key=key)
+    try:
+        content_type = table_content_type(Path(path))
+    except InputError:
+        content_type = None  # the CSV reader below reports what is wrong, as it always has
+    if content_type == CONTENT_TYPE_JSON_LINES:
+        return read_encrypted_json(
+            spark, path, kms_url=kms_url, key=key, unsafe_skip_registry=unsafe_skip_registry
+        )
+    if content_type == CONTENT_TYPE_TEXT:
+        return read_encrypted_text(
+            spark, path, kms_url=kms_url, key=key, unsafe_skip_registry=unsafe_skip_registry
+        )
     return read_encrypted_csv(
         spark,
         path,
