@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -99,6 +100,7 @@ def test_json_and_text_through_encrypt_sql_decrypt(
     result = _cli(
         root, env, "sql", QUERY, "-t", "people=people.cspk", "-t", "notes=notes.cspk",
         "-o", "answer", "--key", TEST_KEY,
+        "--schema", "people=name string, age decimal(5,1), address struct<city: string>",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     decrypt_path(root / "answer", root / "answer.csv", kms)
@@ -107,18 +109,20 @@ def test_json_and_text_through_encrypt_sql_decrypt(
     assert rows[0] == ["city", "n", "total", "last"]
 
     # The same answer, by plain Python over the plaintext.
-    groups: dict[str, list[dict[str, object]]] = defaultdict(list)
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for line in people:
         record = json.loads(line)
         address = record.get("address")
         groups[address["city"] if address else ""].append(record)
     expected = {
-        (city, str(len(rs)), str(sum(int(r["age"]) for r in rs)), max(str(r["name"]) for r in rs))
+        # age declared decimal(5,1) by --schema: its sum prints as a decimal (inferred: bigint).
+        (city, str(len(rs)), f"{sum(r['age'] for r in rs)}.0", max(r["name"] for r in rs))
         for city, rs in groups.items()
     }
     errors = [n for n in notes if "error" in n]
     assert errors  # the comparison can fail
-    expected.add(("notes", str(len(errors)), str(sum(map(len, errors))), max(errors)))
+    # UNION ALL widens the notes' bigint total to the people's decimal.
+    expected.add(("notes", str(len(errors)), f"{sum(map(len, errors))}.0", max(errors)))
     assert {tuple(r) for r in rows[1:]} == expected
     assert len(rows) - 1 == len(CITIES) + 2  # the cities, the null city, the notes
 
@@ -139,3 +143,31 @@ def test_parquet_conversion_takes_csv_only(world: tuple[Path, dict[str, str], Lo
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "--format must be csv" in lines[0], result.stderr
     assert not (root / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("schema", "message"),
+    [
+        ("people", "--schema takes NAME=DDL"),
+        ("people=", "--schema takes NAME=DDL"),
+        ("staff=a int", "no table 'staff'"),
+    ],
+)
+def test_bad_schema_options_are_refused_before_spark(
+    world: tuple[Path, dict[str, str], LocalKms], schema: str, message: str
+) -> None:
+    root, env, _ = world
+    (root / "p.csv").write_text("a\n1\n")
+    result = _cli(root, env, "encrypt", "p.csv", "p.cspk", "--key", TEST_KEY)
+    assert result.returncode == 0, result.stderr
+    (root / "app.py").write_text("raise SystemExit(3)\n")
+    options = ("-t", "people=p.cspk", "--key", TEST_KEY, "--schema", schema)
+    for command in (
+        ("sql", "SELECT * FROM people", *options, "-o", "out"),
+        ("run", *options, "app.py"),
+    ):
+        result = _cli(root, env, *command)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], result.stderr
+        assert not (root / "out").exists()

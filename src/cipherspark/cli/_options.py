@@ -50,6 +50,7 @@ __all__ = [
     "ParquetKeyOpt",
     "PccsCaOpt",
     "PccsUrlOpt",
+    "SchemaOpt",
     "SeedOpt",
     "SegmentSizeOpt",
     "SimulatedKeyOpt",
@@ -257,8 +258,18 @@ TableOpt = Annotated[
     typer.Option(
         "--table",
         "-t",
-        help="NAME=PATH: an encrypted table (encrypted CSV, or encrypted Parquet: told from the "
+        help="NAME=PATH: an encrypted table (CSV, JSON Lines, text or Parquet: told from the "
         "data) as a view; repeatable.",
+    ),
+]
+
+SchemaOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--schema",
+        help="NAME=DDL: the column types of CSV or JSON table NAME, all its columns in order, "
+        "e.g. 'people=name string, age int, pay decimal(10,2), joined date' (default: "
+        "inferred); repeatable.",
     ),
 ]
 

@@ -29,6 +29,7 @@ from cipherspark.cli._options import (
     MasterOpt,
     OutputFolderOpt,
     OverwriteOpt,
+    SchemaOpt,
     SeedOpt,
     SegmentSizeOpt,
     SparkPropertiesOpt,
@@ -481,12 +482,13 @@ def sql(
         typer.Option(
             "--table",
             "-t",
-            help="NAME=PATH of an encrypted table (encrypted CSV, or encrypted Parquet: told "
-            "from the data); repeatable.",
+            help="NAME=PATH of an encrypted table (CSV, JSON Lines, text or Parquet: told from "
+            "the data); repeatable.",
         ),
     ],
     output: OutputFolderOpt,
     key: KeyOpt,
+    schema: SchemaOpt = None,
     input_key: InputKeyOpt = None,
     kms: KmsOpt = None,
     kms_ca: KmsCaOpt = None,
@@ -498,13 +500,14 @@ def sql(
     overwrite: OverwriteOpt = False,
     unsafe_skip_registry: UnsafeSkipRegistryOpt = False,
 ) -> None:
-    """Run any Spark SQL over encrypted tables (CSV or Parquet); the result is written as
-    encrypted CSV.
+    """Run any Spark SQL over encrypted tables (CSV, JSON Lines, text or Parquet); the result is
+    written as encrypted CSV.
 
     Every table must be under --input-key (default: --key).
     """
     from cipherspark._atomic import check_output
     from cipherspark.jobs import run_sql
+    from cipherspark.jobs.sql import check_schemas, parse_schemas
 
     tables: dict[str, str] = {}
     for item in table:
@@ -514,6 +517,8 @@ def sql(
         if not Path(path).exists():
             raise UsageError(f"table {name}: {path} does not exist")
         tables[name] = path
+    schemas = parse_schemas(schema or [])
+    check_schemas(schemas, tables)
     check_output(output.absolute(), overwrite)
     creds = credentials(app_id, api_key)
     kms_url = check_before_spark(
@@ -543,6 +548,7 @@ def sql(
         overwrite=overwrite,
         input_key=input_key or key,
         unsafe_skip_registry=unsafe_skip_registry,
+        schemas=schemas,
     )
     _out.print(f"wrote {result.rows} row(s) of ({', '.join(result.columns)}) encrypted to {output}")
 

@@ -23,6 +23,7 @@ from cipherspark.cli._options import (
     KmsOpt,
     MasterOpt,
     ParquetKeyOpt,
+    SchemaOpt,
     SparkPropertiesOpt,
     TableOpt,
     UnsafePlaintextOutputOpt,
@@ -62,6 +63,7 @@ def run(
     unsafe_plaintext_parquet_input: UnsafePlaintextParquetInputOpt = False,
     unsafe_plaintext_output: UnsafePlaintextOutputOpt = False,
     table: TableOpt = None,
+    schema: SchemaOpt = None,
     unsafe_skip_registry: UnsafeSkipRegistryOpt = False,
     kms: KmsOpt = None,
     kms_ca: KmsCaOpt = None,
@@ -83,6 +85,7 @@ def run(
     Its exit status is this command's.
     """
     from cipherspark.jobs.application import parse_tables, run_application
+    from cipherspark.jobs.sql import check_schemas, parse_schemas
     from cipherspark.spark.pme import ParquetEncryption
 
     if key is None and not unsafe_plaintext_parquet:
@@ -95,6 +98,8 @@ def run(
     if not script.is_file():
         raise UsageError(f"application {script} does not exist")
     tables = parse_tables(table or [])
+    schemas = parse_schemas(schema or [])
+    check_schemas(schemas, tables)
     columns = _column_keys(column_key or [])
     creds = credentials(app_id, api_key)
     # Before Spark starts: the KMS answers, the keys exist, the tables verify.
@@ -126,6 +131,7 @@ def run(
             tables=tables,
             kms_url=kms_url,
             unsafe_skip_registry=unsafe_skip_registry,
+            schemas=schemas,
         )
     except AttestationError as exc:
         # The reason is the part users act on; the CLI's error line shows only the message.

@@ -27,7 +27,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from cipherspark.errors import CipherSparkError, InputError, JobError, UsageError
-from cipherspark.jobs.sql import read_table
+from cipherspark.jobs.sql import check_schemas, read_table
 from cipherspark.spark._errors import spark_error
 
 __all__ = ["parse_tables", "run_application"]
@@ -69,11 +69,13 @@ def run_application(
     tables: Mapping[str, Path] | None = None,
     kms_url: str | None = None,
     unsafe_skip_registry: bool = False,
+    schemas: Mapping[str, str] | None = None,
 ) -> int:
     """Run ``script`` with ``args`` in ``spark`` (started by the caller); its exit status.
 
     ``tables`` (name -> encrypted table, read through ``kms_url``) become temporary views
-    first. A Spark failure is the cipherspark error it carries (a key the caller lacks, a
+    first, CSV and JSON ones typed by ``schemas`` (name -> Spark DDL) where given. A Spark
+    failure is the cipherspark error it carries (a key the caller lacks, a
     tampered Parquet file: :func:`~cipherspark.spark.spark_error`); any other exception of the
     application is a :class:`JobError` naming its type and the application's line, not its
     message. ``sys.exit(N)`` in the application is status ``N``.
@@ -81,6 +83,7 @@ def run_application(
     script = script.absolute()
     if not script.is_file():
         raise InputError(f"application {script} does not exist")
+    check_schemas(schemas or {}, tables or {})
     if tables:
         if kms_url is None:
             raise UsageError("encrypted tables need the KMS URL")
@@ -91,6 +94,7 @@ def run_application(
                 kms_url=kms_url,
                 infer_schema=True,
                 unsafe_skip_registry=unsafe_skip_registry,
+                schema=(schemas or {}).get(name),
             )
             frame.createOrReplaceTempView(name)
     saved_argv, saved_path = sys.argv[:], sys.path[:]
