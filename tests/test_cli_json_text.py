@@ -171,3 +171,78 @@ def test_bad_schema_options_are_refused_before_spark(
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], result.stderr
         assert not (root / "out").exists()
+
+
+@pytest.mark.spark
+def test_schema_recorded_at_encrypt_types_sql(
+    world: tuple[Path, dict[str, str], LocalKms],
+) -> None:
+    """``encrypt --schema`` records the columns; ``sql`` then reads money as decimals and days as
+    dates with no --schema of its own (inferred, 10.10 + 0.20 would be the double 10.3)."""
+    root, env, kms = world
+    rows = [("ann", "10.10", "2024-01-31"), ("bo", "0.20", "2024-02-01"), ("cy", "", "")]
+    (root / "money.csv").write_text(
+        "who,amount,day\n" + "".join(f"{w},{a},{d}\n" for w, a, d in rows), encoding="utf-8"
+    )
+    result = _cli(
+        root, env, "encrypt", "money.csv", "money.cspk", "--key", TEST_KEY,
+        "--schema", "who string, amount decimal(9,2), day date",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (root / "money.cspk").is_dir()  # a dataset of one part: its manifest records them
+    query = (
+        "SELECT sum(amount) AS total, typeof(amount) AS t, max(day) AS last, "
+        "typeof(day) AS d FROM m GROUP BY typeof(amount), typeof(day)"
+    )
+    result = _cli(root, env, "sql", query, "-t", "m=money.cspk", "-o", "answer", "--key", TEST_KEY)
+    assert result.returncode == 0, result.stderr
+    decrypt_path(root / "answer", root / "answer.csv", kms)
+    with (root / "answer.csv").open(newline="", encoding="utf-8") as f:
+        answer = list(csv.reader(f))
+    from decimal import Decimal
+
+    total = sum(Decimal(a) for _, a, _ in rows if a)
+    last = max(d for _, _, d in rows if d)
+    assert answer == [["total", "t", "last", "d"], [str(total), "decimal(9,2)", last, "date"]]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "schema", "message"),
+    [
+        ("p.csv", "a,b\n1,2\n", "a frob, b int", "not a Spark DDL schema: an unknown type"),
+        ("p.csv", "a,b\n1,2\n", "a int", "--schema names 1 column(s), but the first line"),
+        ("p.txt", "hello\n", "value string", "describes CSV or JSON Lines columns"),
+    ],
+)
+def test_bad_schema_at_encrypt_is_refused(
+    world: tuple[Path, dict[str, str], LocalKms], name: str, text: str, schema: str, message: str
+) -> None:
+    root, env, _ = world
+    (root / name).write_text(text)
+    result = _cli(root, env, "encrypt", name, "out", "--key", TEST_KEY, "--schema", schema)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert sorted(p.name for p in root.iterdir()) == ["kms", name]  # nothing written
+
+
+@pytest.mark.spark
+def test_changed_content_type_is_refused_in_one_line(
+    world: tuple[Path, dict[str, str], LocalKms],
+) -> None:
+    """Storage edits a JSON table's recorded content type, so that another reader picks it up:
+    the header is authenticated where the data is decrypted, and sql fails in one line."""
+    root, env, _ = world
+    (root / "people.json").write_text('{"name": "ann", "age": 31}\n')
+    assert _cli(root, env, "encrypt", "people.json", "p.cspk", "--key", TEST_KEY).returncode == 0
+    data = bytearray((root / "p.cspk").read_bytes())
+    at = data.index(CONTENT_TYPE_JSON_LINES.encode())
+    data[at + len(CONTENT_TYPE_JSON_LINES) - 1] ^= 0x01  # ...x-ndjson -> ...x-ndjsoo
+    (root / "p.cspk").write_bytes(bytes(data))
+    result = _cli(root, env, "sql", "SELECT * FROM p", "-t", "p=p.cspk", "-o", "out",
+                  "--key", TEST_KEY)  # fmt: skip
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "p.cspk" in lines[0], lines
+    assert not (root / "out").exists()

@@ -40,6 +40,7 @@ __all__ = [
     "verify_dataset",
 ]
 
+
 @dataclass(frozen=True)
 class RegisterResult:
     """The record now registered at a location, and the one it replaced (``None``: nothing
@@ -220,9 +221,10 @@ def copy_dataset(
             with atomic_output_dir(dst_path, overwrite=False, mode=mode) as staging:
                 shutil.copytree(src_path, staging, dirs_exist_ok=True, symlinks=True)
                 return register_copy(staging)
-        with atomic_output_staged(
-            dst_path, overwrite=False, mode=mode, replaces="encrypted"
-        ) as (out, staging):
+        with atomic_output_staged(dst_path, overwrite=False, mode=mode, replaces="encrypted") as (
+            out,
+            staging,
+        ):
             with src_path.open("rb") as f:
                 shutil.copyfileobj(f, out)
             out.flush()

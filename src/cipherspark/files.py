@@ -175,6 +175,7 @@ def encrypt_path(
     overwrite: bool = False,
     progress: Progress | None = None,
     allow_encrypted_input: bool = False,
+    schema: str | None = None,
 ) -> EncryptResult:
     """Encrypt a file to a container, or a folder of files to a folder of containers.
 
@@ -185,19 +186,25 @@ def encrypt_path(
     dataset's id and its next generation. ``progress`` receives plaintext byte counts as they
     are read. The output may be neither the input nor inside it, and an input that is encrypted
     already is refused unless ``allow_encrypted_input``.
+
+    ``schema`` (Spark DDL: CSV and JSON Lines only) is recorded, canonical, in the dataset's
+    manifest, so that readers take its types instead of inferring them; a file given a schema
+    becomes a dataset folder of one part (a single container has no manifest to hold it).
     """
     src_path, dst_path = Path(src), Path(dst)
     files = _input_files(src_path)
     check_not_the_input(src_path, dst_path)
     if not allow_encrypted_input:
         _check_plaintext_input(files, src_path)
+    if schema is not None:
+        schema = _check_schema(schema, files, content_type)
     check_output(dst_path, overwrite)
     data_key = kms.generate_data_key(key_id)
     # Read before anything is written: the compare-and-swap's previous record.
     previous = registered_at(kms, dst_path)
     plain = cipher = 0
     identity = None
-    if src_path.is_dir():
+    if src_path.is_dir() or schema is not None:
         identity = identity_for(
             dst_path, key_id, overwrite=overwrite, previous=previous, data_key_for=_unwrapper(kms)
         )
@@ -214,7 +221,7 @@ def encrypt_path(
                 cipher += c
             write_manifest(
                 staging,
-                Manifest(tuple(sorted(entries, key=lambda e: e.name)), identity),
+                Manifest(tuple(sorted(entries, key=lambda e: e.name)), identity, schema),
                 _header(files[0], key_id, data_key.wrapped, None, segment_size),
                 data_key.plaintext,
             )
@@ -245,6 +252,38 @@ def encrypt_path(
             before_publish=register,
         )
     return EncryptResult(len(files), plain, cipher, identity)
+
+
+def _check_schema(schema: str, files: list[Path], content_type: str | None) -> str:
+    """``schema`` in canonical form, if it can describe ``files``: :class:`UsageError` for DDL
+    that is not, for content other than CSV and JSON Lines, and for CSV whose first line has
+    another number of fields (caught here, not when a query first reads it)."""
+    import csv
+
+    from cipherspark._ddl import canonical_ddl, ddl_columns
+
+    canonical = canonical_ddl(schema)
+    columns = len(ddl_columns(canonical))
+    for part in files:
+        kind = content_type or guess_content_type(part)
+        if kind == CONTENT_TYPE_JSON_LINES:
+            continue
+        if not kind.startswith("text/csv"):
+            raise UsageError(
+                f"--schema describes CSV or JSON Lines columns; {part.name} is {kind} "
+                "(name the format with --format csv or json)"
+            )
+        try:
+            with open(part, encoding="utf-8", errors="replace", newline="") as f:
+                first = next(csv.reader([f.readline()]), [])
+        except OSError as exc:
+            raise InputError(f"cannot read {part}: {exc.strerror}") from exc
+        if first and len(first) != columns:
+            raise UsageError(
+                f"--schema names {columns} column(s), but the first line of {part.name} has "
+                f"{len(first)} field(s)"
+            )
+    return canonical
 
 
 def _unwrapper(kms: KeyManagementService) -> Callable[[ContainerHeader], bytes]:

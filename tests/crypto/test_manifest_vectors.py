@@ -1,6 +1,7 @@
 """The published dataset-manifest vectors: docs/vectors/manifest-v1/manifest_v1.json (manifests
-written before dataset identities, still read) and docs/vectors/manifest-v2/manifest_v2.json
-(what cipherspark writes now).
+written before dataset identities, still read), docs/vectors/manifest-v2/manifest_v2.json
+(what cipherspark writes when it knows no schema) and docs/vectors/manifest-v3/manifest_v3.json
+(version 2 with the dataset's recorded schema).
 
 Each vector is a dataset folder (file name -> bytes), read with the data keys the reader's KMS
 unwraps and, in version 2, the reader's pins (``expect``: key and dataset id). The valid
@@ -33,6 +34,7 @@ from cipherspark.crypto._streaming import BODY_HEADER_SIZE, SegmentCipher
 from cipherspark.crypto.manifest import (
     MANIFEST_CONTENT_TYPE,
     MANIFEST_CONTENT_TYPE_V1,
+    MANIFEST_CONTENT_TYPE_V3,
     MANIFEST_NAME,
     DatasetIdentity,
     Manifest,
@@ -50,6 +52,7 @@ ROOT = Path(__file__).parents[2]
 VECTOR_FILES = {
     1: ROOT / "docs" / "vectors" / "manifest-v1" / "manifest_v1.json",
     2: ROOT / "docs" / "vectors" / "manifest-v2" / "manifest_v2.json",
+    3: ROOT / "docs" / "vectors" / "manifest-v3" / "manifest_v3.json",
 }
 DOCS = {version: json.loads(path.read_text(encoding="utf-8"))
         for version, path in VECTOR_FILES.items()}
@@ -115,10 +118,11 @@ def tink_split(data: bytes) -> tuple[int, int]:
 
 
 def test_document_constants_match_the_code() -> None:
-    assert [DOCS[v]["format_version"] for v in (1, 2)] == [1, 2]
+    assert [DOCS[v]["format_version"] for v in (1, 2, 3)] == [1, 2, 3]
     assert {doc["manifest_name"] for doc in DOCS.values()} == {MANIFEST_NAME}
     assert DOCS[1]["manifest_content_type"] == MANIFEST_CONTENT_TYPE_V1
     assert DOCS[2]["manifest_content_type"] == MANIFEST_CONTENT_TYPE
+    assert DOCS[3]["manifest_content_type"] == MANIFEST_CONTENT_TYPE_V3
     # The two files agree on every key they share: one reader's KMS reads both.
     pairs = [(k["key_id"], k["wrapped_key"], k["data_key"]) for d in DOCS.values()
              for k in d["keys"]]
@@ -144,10 +148,13 @@ def test_valid_folder_is_accepted(case: tuple[int, dict[str, Any]], tmp_path: Pa
     assert manifest.parts == tuple(PartEntry(**e) for e in document["parts"])
     assert manifest.rows == sum(p["rows"] for p in vector["parts"])
     assert [Path(p.path).name for p in dataset.parts] == [p.name for p in parts]
-    if version == 2:
+    if version >= 2:
         ds = document["dataset"]
         assert manifest.identity == DatasetIdentity(ds["id"], ds["key_id"], ds["generation"])
         assert dataset.key_id == ds["key_id"]
+    # The recorded schema (version 3) is what the reader is given; earlier versions record none.
+    assert dataset.schema == vector.get("schema")
+    assert (dataset.schema is not None) == (version == 3)
 
     for part in vector["parts"]:
         with open(folder / part["name"], "rb") as f:
@@ -183,13 +190,13 @@ def _pinned(data: bytes) -> tuple[bytes, bytes]:
     return body_header[1:33], body_header[33:]
 
 
-@pytest.mark.parametrize("case", [c for c in VALID if c[0] == 2], ids=_ids)
+@pytest.mark.parametrize("case", [c for c in VALID if c[0] >= 2], ids=_ids)
 def test_cipherspark_writes_the_folder_byte_for_byte(
     case: tuple[int, dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With each file's salt and nonce prefix pinned, cipherspark's writers give the vector:
     EncryptingWriter for the parts, describe_part for the entries, write_manifest for the rest
-    (cipherspark writes version 2 manifests only)."""
+    (cipherspark writes version 2 manifests, and version 3 when it knows the schema)."""
     _, vector = case
     files = {name: bytes.fromhex(data) for name, data in vector["files"].items()}
     ds = json.loads(vector["manifest_plaintext"])["dataset"]
@@ -217,7 +224,8 @@ def test_cipherspark_writes_the_folder_byte_for_byte(
         entries.append(describe_part(out / part["name"], part["rows"]))
     assert header is not None
     pinned.append(_pinned(files[MANIFEST_NAME]))
-    write_manifest(out, Manifest(tuple(entries), identity), header, data_key_for(header))
+    manifest = Manifest(tuple(entries), identity, vector.get("schema"))
+    write_manifest(out, manifest, header, data_key_for(header))
     assert (out / MANIFEST_NAME).read_bytes() == files[MANIFEST_NAME]
     assert not pinned
 
@@ -243,6 +251,16 @@ REQUIRED = {
         "pin-another-dataset-same-key", "pin-dataset-under-another-key",
         "pin-dataset-id-on-a-version-1-folder",
     },
+    3: {
+        "manifest-byte-flipped", "version-3-without-schema", "schema-in-a-version-2-document",
+        "version-3-document-in-a-version-2-container", "schema-not-canonical",
+        "schema-unknown-type", "part-missing", "part-body-byte-flipped",
+    },
+}
+STAGES = {
+    1: {"folder", "manifest", "listing", "part"},
+    2: {"folder", "manifest", "listing", "part", "pin"},
+    3: {"manifest", "listing", "part"},
 }
 
 
@@ -251,8 +269,7 @@ def test_invalid_vectors_cover_the_manifest_checks() -> None:
         names = {v["name"] for v in doc["invalid"]}
         assert len(names) == len(doc["invalid"])
         assert REQUIRED[version] <= names, version
-        stages = {"folder", "manifest", "listing", "part"} | ({"pin"} if version == 2 else set())
-        assert {v["stage"] for v in doc["invalid"]} == stages
+        assert {v["stage"] for v in doc["invalid"]} == STAGES[version]
         for vector in doc["invalid"]:
             error_class(vector)
             # Every check docs/format.md asks for is made: none is only recommended any more.

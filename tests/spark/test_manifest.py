@@ -16,7 +16,7 @@ from pyspark.sql.types import IntegerType, StringType, StructField, StructType
 
 from cipherspark.crypto import read_header
 from cipherspark.crypto.manifest import (
-    MANIFEST_CONTENT_TYPE,
+    MANIFEST_CONTENT_TYPE_V3,
     MANIFEST_NAME,
     list_parts,
     read_manifest,
@@ -108,7 +108,9 @@ def test_spark_writer_commits_a_manifest_of_its_parts(written: Written, tmp_path
         manifest_header, _ = read_header(f)
     with open(parts[0], "rb") as f:
         part_header, _ = read_header(f)
-    assert manifest_header.content_type == MANIFEST_CONTENT_TYPE
+    # Version 3: the writer records the DataFrame's columns.
+    assert manifest_header.content_type == MANIFEST_CONTENT_TYPE_V3
+    assert manifest.schema is not None and manifest.schema.startswith("`name` STRING")
     assert (manifest_header.key_id, manifest_header.wrapped_key) == (
         part_header.key_id, part_header.wrapped_key)
     assert b"p0001" not in (written.run / MANIFEST_NAME).read_bytes()

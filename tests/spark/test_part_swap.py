@@ -27,6 +27,7 @@ from pyspark import cloudpickle
 from pyspark.sql import SparkSession
 from pyspark.sql.types import IntegerType, StringType, StructField, StructType
 
+from cipherspark._ddl import ddl_columns
 from cipherspark.crypto.manifest import list_parts, open_dataset, read_manifest
 from cipherspark.errors import IntegrityError, UsageError
 from cipherspark.files import encrypt_path
@@ -135,7 +136,9 @@ def plan(path: Path, kms: LocalKms, **options: str) -> Planned:
             **options,
         }
     )
-    assert source.schema().fieldNames() == SCHEMA.fieldNames()  # inferred from the first part
+    schema = source.schema()  # recorded by the writer (DDL), or inferred from the first part
+    names = [n for n, _ in ddl_columns(schema)] if isinstance(schema, str) else schema.fieldNames()
+    assert names == SCHEMA.fieldNames()
     planner = cloudpickle.loads(cloudpickle.dumps(source.reader(SCHEMA)))
     partitions = [pickle.loads(pickle.dumps(p)) for p in planner.partitions()]
     assert len(partitions) >= 2  # several splits

@@ -508,6 +508,51 @@ def check_tink_valid(folder: Folder) -> None:
         v1.KEYS = saved
 
 
+def valid_vector(
+    name: str, description: str, folder: Folder, expect: dict[str, str]
+) -> dict[str, object]:
+    """A valid folder as the JSON file records it (Tink checked it already)."""
+    return {
+        "name": name,
+        "description": description,
+        "files": hexfiles(folder.files),
+        "expect": expect,
+        "manifest_plaintext": folder.manifest_plaintext.decode("ascii"),
+        "parts": [{"name": n, "plaintext": t.hex(), "rows": r} for n, t, r in folder.parts],
+        "decrypted": folder.decrypted.hex(),
+    }
+
+
+def invalid_vector(vector: Invalid) -> dict[str, object]:
+    """An invalid folder as the JSON file records it, after Tink refused each body it lists."""
+    tink = []
+    for file_name, key in vector.tink_rejects:
+        data = vector.files[file_name]
+        h = v1.header_length(data)
+        segment_size = int.from_bytes(data[12:16], "big")
+        if not tink_rejects(key, segment_size, data[h:], data[:h]):
+            raise SystemExit(f"Tink accepts {file_name} of {vector.name!r}")
+        tink.append(
+            {
+                "file": file_name,
+                "data_key": key.hex(),
+                "header_length": h,
+                "segment_size": segment_size,
+                "result": "invalid",
+            }
+        )
+    return {
+        "name": vector.name,
+        "description": vector.description,
+        "files": hexfiles(vector.files),
+        "expect": vector.expect,
+        "stage": vector.stage,
+        "error": vector.error,
+        "conformance": "must",
+        "tink": tink,
+    }
+
+
 def build() -> dict[str, object]:
     spark = spark_folder("dataset", DATASET, ID)
     overwritten = spark_folder("overwritten", OVERWRITE, ID, generation=2)
@@ -537,49 +582,10 @@ def build() -> dict[str, object]:
         ),
     ]:
         check_tink_valid(folder)
-        valid.append(
-            {
-                "name": name,
-                "description": description,
-                "files": hexfiles(folder.files),
-                "expect": expect,
-                "manifest_plaintext": folder.manifest_plaintext.decode("ascii"),
-                "parts": [{"name": n, "plaintext": t.hex(), "rows": r} for n, t, r in folder.parts],
-                "decrypted": folder.decrypted.hex(),
-            }
-        )
+        valid.append(valid_vector(name, description, folder, expect))
     check_tink_valid(other)
     check_tink_valid(other_key)
-    invalid = []
-    for vector in invalid_vectors(spark, other, other_key):
-        tink = []
-        for file_name, key in vector.tink_rejects:
-            data = vector.files[file_name]
-            h = v1.header_length(data)
-            segment_size = int.from_bytes(data[12:16], "big")
-            if not tink_rejects(key, segment_size, data[h:], data[:h]):
-                raise SystemExit(f"Tink accepts {file_name} of {vector.name!r}")
-            tink.append(
-                {
-                    "file": file_name,
-                    "data_key": key.hex(),
-                    "header_length": h,
-                    "segment_size": segment_size,
-                    "result": "invalid",
-                }
-            )
-        invalid.append(
-            {
-                "name": vector.name,
-                "description": vector.description,
-                "files": hexfiles(vector.files),
-                "expect": vector.expect,
-                "stage": vector.stage,
-                "error": vector.error,
-                "conformance": "must",
-                "tink": tink,
-            }
-        )
+    invalid = [invalid_vector(v) for v in invalid_vectors(spark, other, other_key)]
     return {
         "description": "cipherspark dataset manifest v2 vectors: folders (file name -> bytes) "
         "a reader given the pins in 'expect' must accept, and folders it must refuse with the "

@@ -195,6 +195,18 @@ def encrypt(
             ".ndjson: JSON Lines; .txt, .text, .log: text; anything else: binary).",
         ),
     ] = InputFormat.AUTO,
+    schema: Annotated[
+        str | None,
+        typer.Option(
+            "--schema",
+            metavar="DDL",
+            help="The columns' types, all columns in order, as Spark DDL (e.g. 'name string, "
+            "age int, pay decimal(10,2), joined date'), recorded in the dataset for its "
+            "readers (sql, run --table), which then infer nothing; CSV and JSON only. A file "
+            "becomes a dataset folder of one part. With --to parquet: the types of the Parquet "
+            "columns.",
+        ),
+    ] = None,
     master: MasterOpt = DEFAULT_MASTER,
     spark_properties: SparkPropertiesOpt = None,
     overwrite: OverwriteOpt = False,
@@ -223,6 +235,7 @@ def encrypt(
             master,
             spark_properties,
             overwrite,
+            schema,
         )
         return
     with (
@@ -239,6 +252,7 @@ def encrypt(
             overwrite=overwrite,
             progress=advance,
             allow_encrypted_input=allow_encrypted_input,
+            schema=schema,
         )
     _out.print(f"encrypted {result.files} file(s), {result.plaintext_bytes:,} bytes -> {dst}")
     if result.dataset is not None:
@@ -255,8 +269,10 @@ def _encrypt_to_parquet(
     master: str,
     spark_properties: Path | None,
     overwrite: bool,
+    schema: str | None,
 ) -> None:
     from cipherspark._atomic import check_output
+    from cipherspark._ddl import canonical_ddl
     from cipherspark.files import check_not_the_input
     from cipherspark.jobs.convert import csv_to_parquet
     from cipherspark.spark.pme import ParquetEncryption
@@ -265,6 +281,8 @@ def _encrypt_to_parquet(
         raise UsageError(f"{src} does not exist")
     check_not_the_input(src, dst)
     check_output(dst.absolute(), overwrite)
+    if schema is not None:
+        schema = canonical_ddl(schema)  # refused before Spark starts, not by its parser later
     kms_url = check_before_spark(kms, kms_ca, creds, keys=[key])
     spark = session(
         master,
@@ -274,7 +292,7 @@ def _encrypt_to_parquet(
         kms_ca,
         parquet=ParquetEncryption(kms_url, key),
     )
-    result = csv_to_parquet(spark, src, dst, overwrite=overwrite)
+    result = csv_to_parquet(spark, src, dst, overwrite=overwrite, schema=schema)
     _out.print(
         f"encrypted {result.rows:,} rows into {result.files} Parquet file(s) under key {key} "
         f"-> {dst}"

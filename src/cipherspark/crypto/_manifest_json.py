@@ -13,14 +13,19 @@ import json
 import re
 from typing import Any
 
-from cipherspark.errors import FormatError
+from cipherspark._ddl import MAX_DDL_CHARS, canonical_ddl
+from cipherspark.errors import FormatError, UsageError
 
 __all__ = ["MAX_GENERATION", "canonical", "check_part_name", "parse_document"]
 
 MAX_GENERATION = (1 << 63) - 1
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX32 = re.compile(r"[0-9a-f]{32}")
-_TOP = {1: {"parts", "version"}, 2: {"dataset", "parts", "version"}}
+_TOP = {
+    1: {"parts", "version"},
+    2: {"dataset", "parts", "version"},
+    3: {"dataset", "parts", "schema", "version"},
+}
 _ENTRY = {"header_sha256", "name", "rows", "size"}
 _DATASET = {"generation", "id", "key_id"}
 
@@ -106,6 +111,20 @@ def _dataset(value: object) -> dict[str, Any]:
     return dataset
 
 
+def _schema(value: object) -> str:
+    # Recorded by cipherspark's writers in the one canonical DDL spelling (cipherspark._ddl),
+    # so that the document keeps one encoding and every reader parses the schema alike.
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_DDL_CHARS:
+        raise _Malformed("its schema is not a DDL string")
+    try:
+        canonical = canonical_ddl(value)
+    except UsageError:
+        raise _Malformed("its schema is not Spark DDL") from None
+    if canonical != value:
+        raise _Malformed("its schema is not in canonical DDL form")
+    return value
+
+
 def _parse(data: bytes, version: int) -> dict[str, Any]:
     if not data.isascii():
         raise _Malformed("it is not ASCII")
@@ -123,14 +142,16 @@ def _parse(data: bytes, version: int) -> dict[str, Any]:
     doc = _members(doc, _TOP[version], "the document")
     if type(doc["version"]) is not int or doc["version"] != version:
         raise _Malformed(f"its version is not {version}, as its content type says")
-    if version == 2:
+    if version >= 2:
         _dataset(doc["dataset"])
+    if version == 3:
+        _schema(doc["schema"])
     if not isinstance(doc["parts"], list):
         raise _Malformed("parts is not an array")
     names = [_entry(entry)["name"] for entry in doc["parts"]]
     if len(set(names)) != len(names):
         raise _Malformed("it lists a part name twice")
-    if version == 2 and names != sorted(names):
+    if version >= 2 and names != sorted(names):
         raise _Malformed("its parts are not in name order")
     if canonical(doc) != data:
         raise _Malformed("it is not in canonical form (whitespace, order or escapes)")
@@ -138,7 +159,7 @@ def _parse(data: bytes, version: int) -> dict[str, Any]:
 
 
 def parse_document(data: bytes, version: int) -> dict[str, Any]:
-    """The document ``data`` of manifest version ``version`` (1 or 2), checked member by member
+    """The document ``data`` of manifest version ``version`` (1 to 3), checked member by member
     and for its canonical form; :class:`FormatError` saying why otherwise."""
     try:
         return _parse(data, version)

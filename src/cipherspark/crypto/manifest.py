@@ -47,6 +47,7 @@ from cipherspark.errors import (
 __all__ = [
     "MANIFEST_CONTENT_TYPE",
     "MANIFEST_CONTENT_TYPE_V1",
+    "MANIFEST_CONTENT_TYPE_V3",
     "MANIFEST_NAME",
     "MANIFEST_VERSION",
     "Dataset",
@@ -65,9 +66,12 @@ __all__ = [
 MANIFEST_NAME = "_manifest.cspk"
 MANIFEST_VERSION = 2
 MANIFEST_CONTENT_TYPE = "application/vnd.cipherspark.manifest+json; version=2"
+#: A version 2 manifest that also records the dataset's schema (written when one is known).
+MANIFEST_CONTENT_TYPE_V3 = "application/vnd.cipherspark.manifest+json; version=3"
 #: Manifests written by cipherspark before dataset identities; still read (docs/format.md).
 MANIFEST_CONTENT_TYPE_V1 = "application/vnd.cipherspark.manifest+json; version=1"
-_VERSIONS = {MANIFEST_CONTENT_TYPE: 2, MANIFEST_CONTENT_TYPE_V1: 1}
+_VERSIONS = {MANIFEST_CONTENT_TYPE: 2, MANIFEST_CONTENT_TYPE_V1: 1, MANIFEST_CONTENT_TYPE_V3: 3}
+_CONTENT_TYPES = {version: content_type for content_type, version in _VERSIONS.items()}
 _MAX_MANIFEST = 64 << 20
 _DATASET_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -125,11 +129,18 @@ class Manifest:
     """The committed content of a dataset folder.
 
     ``identity`` is ``None`` only for a version 1 manifest (written before dataset identities),
-    which can still be read.
+    which can still be read. ``schema`` is the dataset's columns as canonical Spark DDL
+    (:func:`cipherspark._ddl.canonical_ddl`), recorded by the writer when it knew them (a
+    version 3 manifest); readers use it instead of inferring types.
     """
 
     parts: tuple[PartEntry, ...]
     identity: DatasetIdentity | None
+    schema: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.schema is not None and self.identity is None:
+            raise UsageError("a manifest that records a schema names its dataset")
 
     @property
     def rows(self) -> int:
@@ -139,10 +150,17 @@ class Manifest:
     @property
     def version(self) -> int:
         """The manifest format version of this document."""
-        return 1 if self.identity is None else MANIFEST_VERSION
+        if self.identity is None:
+            return 1
+        return MANIFEST_VERSION if self.schema is None else 3
+
+    @property
+    def content_type(self) -> str:
+        """The content type of the container that holds this document."""
+        return _CONTENT_TYPES[self.version]
 
     def to_json(self) -> bytes:
-        """The canonical encoding (docs/format.md); parts in name order for version 2."""
+        """The canonical encoding (docs/format.md); parts in name order from version 2."""
         parts = [vars(p) for p in self.parts]
         if self.identity is None:
             return canonical({"version": 1, "parts": parts})
@@ -152,7 +170,10 @@ class Manifest:
             "generation": self.identity.generation,
         }
         parts.sort(key=lambda p: p["name"])
-        return canonical({"version": MANIFEST_VERSION, "dataset": dataset, "parts": parts})
+        doc: dict[str, object] = {"version": self.version, "dataset": dataset, "parts": parts}
+        if self.schema is not None:
+            doc["schema"] = self.schema
+        return canonical(doc)
 
     @classmethod
     def from_json(cls, data: bytes, version: int = MANIFEST_VERSION) -> Manifest:
@@ -164,7 +185,8 @@ class Manifest:
         if version == 1:
             return cls(parts, None)
         ds = doc["dataset"]
-        return cls(parts, DatasetIdentity(ds["id"], ds["key_id"], ds["generation"]))
+        identity = DatasetIdentity(ds["id"], ds["key_id"], ds["generation"])
+        return cls(parts, identity, doc["schema"] if version == 3 else None)
 
 
 @dataclass(frozen=True)
@@ -192,6 +214,11 @@ class Dataset:
         """The dataset's identity (``None`` for a version 1 manifest)."""
         return self.manifest.identity
 
+    @property
+    def schema(self) -> str | None:
+        """The columns the dataset records (canonical Spark DDL), if its writer knew them."""
+        return self.manifest.schema
+
 
 def list_parts(directory: Path) -> list[Path]:
     """The data files of a directory, as Spark and Hadoop see them: no ``_`` or ``.`` names."""
@@ -218,7 +245,7 @@ def write_manifest(
     """Encrypt ``manifest`` into ``folder/_manifest.cspk`` with the dataset's key.
 
     ``header`` is a part's (its key id and wrapped key are the dataset's); the manifest must
-    be version 2 and name that key.
+    be version 2 or 3 (with a schema) and name that key.
     """
     if manifest.identity is None or manifest.identity.key_id != header.key_id:
         raise UsageError("a manifest is written with the identity of a dataset under its key")
@@ -226,7 +253,7 @@ def write_manifest(
         key_id=header.key_id,
         wrapped_key=header.wrapped_key,
         segment_size=header.segment_size,
-        content_type=MANIFEST_CONTENT_TYPE,
+        content_type=manifest.content_type,
     )
     with open(folder / MANIFEST_NAME, "xb") as out:
         writer = EncryptingWriter(out, manifest_header, data_key)

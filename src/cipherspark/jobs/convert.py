@@ -47,18 +47,25 @@ def _parts(folder: Path, suffix: str) -> list[Path]:
 
 
 def csv_to_parquet(
-    spark: SparkSession, src: Path, dst: Path, *, overwrite: bool = False
+    spark: SparkSession,
+    src: Path,
+    dst: Path,
+    *,
+    overwrite: bool = False,
+    schema: str | None = None,
 ) -> ConvertResult:
-    """Read the plaintext CSV file (or folder of CSV files) ``src`` (header, inferred schema)
-    and write it as Parquet folder ``dst``, encrypted by ``spark``'s Parquet encryption."""
+    """Read the plaintext CSV file (or folder of CSV files) ``src`` (header; types from
+    ``schema``, Spark DDL, or inferred) and write it as Parquet folder ``dst``, encrypted by
+    ``spark``'s Parquet encryption."""
     if not src.exists():
         raise InputError(f"{src} does not exist")
     with cipherspark_errors():
-        frame = (
-            spark.read.option("header", "true")
-            .option("inferSchema", "true")
-            .csv(str(src.absolute()))
-        )
+        reader = spark.read.option("header", "true")
+        if schema is None:
+            reader = reader.option("inferSchema", "true")
+        else:
+            reader = reader.schema(schema)
+        frame = reader.csv(str(src.absolute()))
         with atomic_output_dir(dst.absolute(), overwrite=overwrite) as staging:
             frame.write.mode("overwrite").parquet(str(staging))
             files = len(_parts(staging, ".parquet"))

@@ -13,7 +13,8 @@ from typing import Any
 from pyspark.sql import DataFrame, DataFrameReader, SparkSession
 from pyspark.sql.types import StructType
 
-from cipherspark.crypto.manifest import read_manifest
+from cipherspark._ddl import struct_ddl
+from cipherspark.crypto.manifest import open_dataset, read_manifest
 from cipherspark.errors import InputError, UsageError
 from cipherspark.spark._conf import conf_bytes
 from cipherspark.spark._errors import cipherspark_errors
@@ -200,6 +201,31 @@ def read_encrypted_text(
     folder of parts): a row per line, as ``spark.read.text`` gives for the plaintext, or a row
     per file with ``wholetext``. Splitting, pins (``key``, ``dataset_id``) and the registry check
     are those of :func:`read_encrypted_csv`."""
+    return _text_lines(
+        spark,
+        path,
+        kms_url=kms_url,
+        wholetext=wholetext,
+        partition_bytes=partition_bytes,
+        key=key,
+        dataset_id=dataset_id,
+        unsafe_skip_registry=unsafe_skip_registry,
+    )
+
+
+def _text_lines(
+    spark: SparkSession,
+    path: str,
+    *,
+    kms_url: str,
+    wholetext: bool,
+    partition_bytes: int | None,
+    key: str | None,
+    dataset_id: str | None,
+    unsafe_skip_registry: bool,
+    manifest_digest: str | None = None,
+) -> DataFrame:
+    """:func:`read_encrypted_text`, optionally pinned to one commit (``manifestDigest``)."""
     reader = (
         spark.read.format(TEXT_FORMAT_NAME)
         .option("kms", kms_url)
@@ -207,6 +233,8 @@ def read_encrypted_text(
         .option("wholetext", str(wholetext).lower())
     )
     reader = _pinned(reader, key, dataset_id, unsafe_skip_registry)
+    if manifest_digest is not None:
+        reader = reader.option("manifestDigest", manifest_digest)
     if partition_bytes is None:
         partition_bytes = conf_bytes(spark, "spark.sql.files.maxPartitionBytes", 128 << 20)
     reader = reader.option("partitionBytes", str(partition_bytes))
@@ -235,10 +263,11 @@ def read_encrypted_json(
     unsafe_skip_registry: bool = False,
 ) -> DataFrame:
     """A DataFrame over encrypted JSON Lines at ``path``, exactly as ``spark.read.json`` reads
-    the plaintext: the schema given (a ``StructType`` or DDL) or inferred by Spark over the
-    data, nested types, and Spark's JSON options (``mode``, ``columnNameOfCorruptRecord``,
-    ``primitivesAsString``, ``timestampFormat``, ``samplingRatio``, ...; ``multiLine`` reads
-    each file as one JSON document).
+    the plaintext: the schema given (a ``StructType`` or DDL), else the one the dataset records
+    (written by :func:`write_encrypted_json` or ``cipherspark encrypt --schema``), else inferred
+    by Spark over the data; nested types, and Spark's JSON options (``mode``,
+    ``columnNameOfCorruptRecord``, ``primitivesAsString``, ``timestampFormat``,
+    ``samplingRatio``, ...; ``multiLine`` reads each file as one JSON document).
 
     Why through the text source: a Python data source must build its rows itself, and no
     Python parser gives Spark's answers (its type coercions, corrupt-record handling and
@@ -258,7 +287,14 @@ def read_encrypted_json(
                 "one document per line (or per file, multiLine)"
             )
     multi_line = json_options.pop(lowered["multiline"], "false") if "multiline" in lowered else ""
-    lines = read_encrypted_text(
+    digest = None
+    if schema is None:
+        recorded = _recorded_schema(Path(path).absolute(), kms_url, key, dataset_id)
+        if recorded is not None:
+            # The lines are pinned to the commit whose schema this is: a dataset replaced in
+            # between is refused, never read under another commit's columns.
+            schema, digest = recorded
+    lines = _text_lines(
         spark,
         path,
         kms_url=kms_url,
@@ -267,6 +303,7 @@ def read_encrypted_json(
         key=key,
         dataset_id=dataset_id,
         unsafe_skip_registry=unsafe_skip_registry,
+        manifest_digest=digest,
     )
     jvm = spark._jvm
     assert jvm is not None
@@ -294,6 +331,26 @@ def read_encrypted_json(
         return DataFrame(jdf, spark)
 
 
+def _recorded_schema(
+    folder: Path, kms_url: str, key: str | None, dataset_id: str | None
+) -> tuple[str, str] | None:
+    """The schema a dataset folder's manifest records and that manifest's digest, or None (a
+    single file, or a dataset that records none). The folder is checked as every reader
+    checks it (the pins, the listing); the lines' reader checks it again, pinned to it."""
+    if not folder.is_dir():
+        return None
+    with cipherspark_errors():
+        dataset = open_dataset(
+            folder,
+            lambda h: executor_data_key(kms_url, h.key_id, h.wrapped_key),
+            key_id=key,
+            dataset_id=dataset_id,
+        )
+    if dataset.schema is None:
+        return None
+    return dataset.schema, dataset.manifest_sha256
+
+
 def write_encrypted_text(
     df: DataFrame, path: str, *, kms_url: str, key: str, overwrite: bool = False
 ) -> None:
@@ -313,16 +370,32 @@ def write_encrypted_json(
 ) -> None:
     """Write ``df`` as encrypted JSON Lines in folder ``path``: each row as ``df.write.json``
     writes it (Spark's own JSON generator, ``to_json``, with ``options`` such as
-    ``ignoreNullFields`` or ``timestampFormat``), marked as JSON for the readers."""
+    ``ignoreNullFields`` or ``timestampFormat``), marked as JSON for the readers, with
+    ``df``'s schema recorded in the manifest so that readers take its types as they are."""
     from pyspark.sql import functions as F
 
     json_options = {str(k): _option_text(v) for k, v in (options or {}).items()}
     lines = df.select(F.to_json(F.struct(F.col("*")), json_options).alias("value"))
-    _write_text(lines, path, kms_url=kms_url, key=key, overwrite=overwrite, content="jsonLines")
+    _write_text(
+        lines,
+        path,
+        kms_url=kms_url,
+        key=key,
+        overwrite=overwrite,
+        content="jsonLines",
+        schema=struct_ddl(df.schema),
+    )
 
 
 def _write_text(
-    df: DataFrame, path: str, *, kms_url: str, key: str, overwrite: bool, content: str
+    df: DataFrame,
+    path: str,
+    *,
+    kms_url: str,
+    key: str,
+    overwrite: bool,
+    content: str,
+    schema: str | None = None,
 ) -> None:
     writer = (
         df.write.format(TEXT_FORMAT_NAME)
@@ -331,5 +404,7 @@ def _write_text(
         .option("contentType", content)
         .mode("overwrite" if overwrite else "append")
     )
+    if schema is not None:
+        writer = writer.option("schema", schema)
     with cipherspark_errors():
         writer.save(str(Path(path).absolute()))

@@ -34,6 +34,9 @@ to strings.
 ``contentType``    (write, text) what the lines are: ``text`` (default, ``text/plain``) or
                    ``jsonLines`` (``application/x-ndjson``: what ``write_encrypted_json``
                    writes, so that readers and ``cipherspark sql`` know the table for JSON)
+``schema``         (write, text) Spark DDL of the rows the lines hold, recorded in the
+                   manifest (``write_encrypted_json`` sets it: the JSON's columns); the CSV
+                   writer records the DataFrame's own schema
 =================  ======================================================================
 
 ``header``, ``inferSchema``, ``mode``, ``fileColumns`` and ``countRows`` are CSV's alone.
@@ -270,6 +273,8 @@ class WriteOptions:
     segment_size: int = DEFAULT_SEGMENT_SIZE
     #: (text) The container content type of the lines written (option ``contentType``).
     content_type: str = CONTENT_TYPE_TEXT
+    #: (text) The schema to record, canonical DDL (option ``schema``).
+    schema: str | None = None
 
     @classmethod
     def parse(cls, options: Mapping[str, str]) -> WriteOptions:
@@ -282,7 +287,14 @@ class WriteOptions:
             header=True if header is None else header,
             segment_size=_int_option(options, "segmentSize", DEFAULT_SEGMENT_SIZE),
             content_type=_content_type(options.get("contentType", "text")),
+            schema=_schema_option(options.get("schema")),
         )
+
+
+def _schema_option(value: str | None) -> str | None:
+    from cipherspark._ddl import canonical_ddl
+
+    return None if value is None else canonical_ddl(value)
 
 
 def _content_type(value: str) -> str:

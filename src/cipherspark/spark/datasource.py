@@ -52,6 +52,7 @@ from cipherspark._dataset_registry import (
     register_folder,
     registered_at,
 )
+from cipherspark._ddl import struct_ddl
 from cipherspark.crypto import (
     CONTENT_TYPE_CSV_HEADER,
     CONTENT_TYPE_CSV_NO_HEADER,
@@ -105,10 +106,13 @@ def _data_key_for(kms_url: str) -> Callable[[ContainerHeader], bytes]:
     return lambda h: executor_data_key(kms_url, h.key_id, h.wrapped_key)
 
 
-def _expected_parts(options: ReadOptions) -> tuple[tuple[ExpectedPart, ...], LoadPin]:
+def _expected_parts(
+    options: ReadOptions,
+) -> tuple[tuple[ExpectedPart, ...], LoadPin, str | None]:
     """What every file of the input must be when an executor opens it, checked now: a folder's
     manifest, key binding and listing, and the options' pins (``key``, ``datasetId``,
-    ``manifestDigest``); and the commit read (its :class:`LoadPin`)."""
+    ``manifestDigest``); the commit read (its :class:`LoadPin`); and the schema that commit
+    records (canonical DDL), if any."""
     # Absolute (against the driver's folder): cluster executors run in their own work dirs.
     source = Path(options.path).absolute()
     if source.is_dir():
@@ -129,7 +133,7 @@ def _expected_parts(options: ReadOptions) -> tuple[tuple[ExpectedPart, ...], Loa
         _check_loaded(source, pin, options)
         if not options.unsafe_skip_registry:
             check_folder(executor_kms(options.kms_url), source, dataset)
-        return dataset.parts, pin
+        return dataset.parts, pin, dataset.schema
     if options.dataset_id is not None:
         raise UsageError(f"{source} is a single file: it has no dataset id (option datasetId)")
     if options.dataset_generation is not None:
@@ -145,7 +149,7 @@ def _expected_parts(options: ReadOptions) -> tuple[tuple[ExpectedPart, ...], Loa
         raise IntegrityError(f"the file at {source} changed since it was loaded")
     if not options.unsafe_skip_registry:
         check_file(executor_kms(options.kms_url), source, part)
-    return (part,), LoadPin(part.header_sha256)
+    return (part,), LoadPin(part.header_sha256), None
 
 
 def _check_loaded(source: Path, now: LoadPin, options: ReadOptions) -> None:
@@ -229,7 +233,7 @@ class _Reader(DataSourceReader):
                 raise UsageError(f"column {unknown[0]!r} is not in fileColumns")
 
     def partitions(self) -> Sequence[InputPartition]:
-        expected, pin = _expected_parts(self.options)
+        expected, pin, _ = _expected_parts(self.options)
         parts = {p.path: p for p in expected}
         if self.options.wholetext:
             # One row per file: each file is one partition, as in Spark's text source.
@@ -337,6 +341,8 @@ class _Writer(DataSourceArrowWriter):
         self.segment_size = options.segment_size
         self.overwrite = overwrite
         self.arrow_schema = to_arrow_schema(schema)
+        #: What the manifest records: the rows' schema, so that readers infer nothing.
+        self.recorded_schema = self._recorded_schema(options, schema)
         if self.path.exists() and not overwrite:
             raise OutputExistsError(f"{self.path} exists already (use mode 'overwrite')")
         if not self.path.parent.is_dir():
@@ -353,6 +359,10 @@ class _Writer(DataSourceArrowWriter):
 
     #: What the part files' names end with.
     suffix = ".csv.cspk"
+
+    def _recorded_schema(self, options: WriteOptions, schema: StructType) -> str | None:
+        """CSV: the DataFrame's own columns (``None`` if a type has no DDL spelling)."""
+        return struct_ddl(schema)
 
     def _content_type(self) -> str:
         return CONTENT_TYPE_CSV_HEADER if self.header else CONTENT_TYPE_CSV_NO_HEADER
@@ -420,7 +430,10 @@ class _Writer(DataSourceArrowWriter):
         data_key = executor_data_key(self.kms_url, self.key_id, self.wrapped_key)
         try:
             write_manifest(
-                self.staging, Manifest(tuple(parts), identity), self._container_header(), data_key
+                self.staging,
+                Manifest(tuple(parts), identity, self.recorded_schema),
+                self._container_header(),
+                data_key,
             )
             # Registered before it is published; refused (another writer committed first):
             # nothing is published, and the staging goes.
@@ -455,10 +468,15 @@ class EncryptedCsvDataSource(DataSource):
         """The format name for ``spark.read.format(...)``."""
         return FORMAT_NAME
 
-    def schema(self) -> StructType:
-        """Column names from the header line (or ``_c0``...), types strings or inferred."""
+    def schema(self) -> StructType | str:
+        """The columns the dataset records (its manifest's schema); else names from the header
+        line (or ``_c0``...) and types strings or inferred (``inferSchema``)."""
         options = ReadOptions.parse(self.options)
-        first_part = _expected_parts(options)[0][0]
+        parts, _, recorded = _expected_parts(options)
+        if recorded is not None:
+            # Spark parses it (a DDL string is a schema here); authenticated with the manifest.
+            return recorded
+        first_part = parts[0]
         first = first_part.path
         with _open(first_part, options.kms_url) as container:
             text = owned_text(container, 0, 1)
@@ -583,6 +601,11 @@ class _TextWriter(_Writer):
 
     def _content_type(self) -> str:
         return self.content_type
+
+    def _recorded_schema(self, options: WriteOptions, schema: StructType) -> str | None:
+        """The lines' own schema is ``value string``; what they hold (JSON's columns) is what
+        the writer says (option ``schema``)."""
+        return options.schema
 
     def _first_lines(self) -> bytes:
         return b""
