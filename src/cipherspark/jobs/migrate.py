@@ -7,7 +7,12 @@ cipherspark container under a fresh data key from the cipherspark KMS; a folder 
 dataset with its authenticated manifest. The output is staged and renamed into place only when
 complete: on any failure nothing is left behind. Plaintext never touches the disk.
 
-No Spark: BigDL's files are not splittable (one CBC stream per file), so one process reads them.
+BigDL's encrypted Parquet (Parquet Modular Encryption, files starting ``PARE``) follows the same
+rules and becomes cipherspark's encrypted Parquet (:mod:`cipherspark.jobs._bigdl_parquet`,
+imported only for such input: it needs pyarrow). A folder of both kinds is refused.
+
+No Spark: BigDL's files are not splittable (one CBC stream per file), so one process reads them;
+its Parquet is decrypted and re-encrypted by pyarrow, row group by row group.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from cipherspark._atomic import atomic_output, atomic_output_dir, check_output
 from cipherspark._dataset_registry import (
@@ -37,6 +42,9 @@ from cipherspark.crypto.manifest import (
 from cipherspark.errors import CipherSparkError, InputError, IntegrityError
 from cipherspark.files import guess_content_type
 from cipherspark.kms import KeyManagementService
+
+if TYPE_CHECKING:
+    from cipherspark.jobs._bigdl_parquet import BigDLParquet, ParquetLayout
 
 __all__ = [
     "BigDLSource",
@@ -81,12 +89,13 @@ class FileCheck:
     """One input file's verification: its layout (``None`` if unreadable) and the outcome.
 
     ``verified`` is false with ``problem`` set when it failed, and false with no problem for a
-    nativeaescbc file, which cannot be verified at all.
+    nativeaescbc file, which cannot be verified at all, or an AES_GCM_CTR_V1 Parquet file, whose
+    page data has no MAC.
     """
 
     path: Path
     size: int
-    layout: Layout | None
+    layout: Layout | ParquetLayout | None
     verified: bool
     problem: str | None = None
 
@@ -98,7 +107,9 @@ class FileCheck:
 
 @dataclass(frozen=True)
 class MigrateResult:
-    """What :func:`migrate_bigdl` wrote; ``unverified`` are nativeaescbc inputs (no MAC)."""
+    """What :func:`migrate_bigdl` wrote; ``unverified`` are nativeaescbc inputs (no MAC) and
+    AES_GCM_CTR_V1 Parquet inputs (no MAC on page data). ``dataset`` is ``None`` for a file and
+    for Parquet (an encrypted Parquet table has no manifest)."""
 
     files: int
     plaintext_bytes: int
@@ -131,22 +142,86 @@ def bigdl_inputs(src: Path) -> list[Path]:
     return files
 
 
+_InputKind = Literal["cbc", "parquet"]
+
+# The first and last four bytes of a Parquet file: PARE with an encrypted footer, PAR1 without.
+_PARQUET_MAGICS = (b"PARE", b"PAR1")
+
+
+def _looks_like_parquet(path: Path) -> bool:
+    """Whether ``path`` starts or ends like a Parquet file. BigDL's CBC files never start so
+    (v2: a length <= 376, v1: 0x80) and end with a random MAC; one end is enough, so that a
+    damaged Parquet file is reported as one."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(size - 4, 0))
+            tail = f.read(4)
+    except OSError:
+        return False  # reported by the CBC reader, which names the file and the reason
+    return head in _PARQUET_MAGICS or tail in _PARQUET_MAGICS
+
+
+def _input_kind(src: Path, files: list[Path]) -> _InputKind:
+    """Whether the input is BigDL CBC files or BigDL Parquet: a folder of both is refused (they
+    become different outputs, a dataset folder and a Parquet table)."""
+    parquet = [p for p in files if _looks_like_parquet(p)]
+    if not parquet:
+        return "cbc"
+    if len(parquet) < len(files):
+        other = next(p for p in files if p not in parquet)
+        raise InputError(
+            f"{src} mixes Parquet files ({parquet[0].name}) and other files ({other.name}): "
+            "migrate BigDL's Parquet and its CBC files from separate folders; nothing written"
+        )
+    return "parquet"
+
+
+def _parquet_input(src: Path, source: BigDLSource) -> BigDLParquet:
+    from cipherspark.jobs._bigdl_parquet import BigDLParquet
+
+    return BigDLParquet.for_input(
+        src,
+        source.keys,
+        v1_data_key=source.v1_data_key,
+        allow_unauthenticated=source.allow_unauthenticated,
+    )
+
+
+def _failed(path: Path, exc: CipherSparkError) -> FileCheck:
+    size = path.stat().st_size if path.exists() else 0
+    return FileCheck(path, size, None, False, str(exc))
+
+
 def check_bigdl(
     src: Path, source: BigDLSource, *, progress: Progress | None = None
 ) -> list[FileCheck]:
-    """Verify every BigDL file of ``src`` without decrypting it; one :class:`FileCheck` each.
+    """Verify every BigDL file of ``src`` without writing anything; one :class:`FileCheck` each.
 
-    A file that fails (format, key, MAC) is reported, not raised: the caller sees them all.
+    CBC files are checked without decrypting (MAC and padding); Parquet files are decrypted
+    in full (every AES-GCM tag). A file that fails (format, key, MAC) is reported, not raised:
+    the caller sees them all. What concerns the input as a whole raises: a folder mixing CBC
+    and Parquet, and for Parquet a missing or malformed ``.meta``.
     """
+    files = bigdl_inputs(src)
     checks = []
-    for path in bigdl_inputs(src):
+    if _input_kind(src, files) == "parquet":
+        parquet = _parquet_input(src, source)
+        for path in files:
+            try:
+                layout = parquet.verify(path, progress)
+                checks.append(FileCheck(path, path.stat().st_size, layout, layout.authenticated))
+            except CipherSparkError as exc:
+                checks.append(_failed(path, exc))
+        return checks
+    for path in files:
         try:
             with source.open(path) as bigdl:
                 bigdl.verify(progress)
                 checks.append(FileCheck(path, bigdl.size, bigdl.layout, bigdl.layout.authenticated))
         except CipherSparkError as exc:
-            size = path.stat().st_size if path.exists() else 0
-            checks.append(FileCheck(path, size, None, False, str(exc)))
+            checks.append(_failed(path, exc))
     return checks
 
 
@@ -189,13 +264,21 @@ def migrate_bigdl(
     segment_size: int = DEFAULT_SEGMENT_SIZE,
     overwrite: bool = False,
     progress: Progress | None = None,
+    register: bool = True,
 ) -> MigrateResult:
     """Verify every BigDL file of ``src``, then re-encrypt them to ``dst`` under ``key_id``.
 
     A file becomes one container; a folder becomes a dataset folder (one fresh data key, a
     manifest). The content type is guessed from the name without ``.cbc`` (``.csv``: CSV with
     a header), as ``cipherspark encrypt`` guesses it. ``progress`` receives ciphertext byte
-    counts of both passes (twice the inputs' size in all).
+    counts of both passes (twice the inputs' size in all). ``register=False`` leaves the KMS's
+    dataset registry alone: for private, short-lived copies (``cipherspark.ppml``'s staging)
+    that no reader resolves through the registry and that would otherwise leave stale records.
+
+    BigDL Parquet (a file, or a folder of parts with its ``.meta``) becomes cipherspark's
+    encrypted Parquet at ``dst``, a file or a folder of the same part names, read by
+    :func:`cipherspark.spark.read_encrypted_parquet` and ``cipherspark sql``. Encrypted
+    Parquet tables have no registry record, so ``register`` does not apply to them.
     """
     src_path, dst_path = Path(src), Path(dst)
     files = bigdl_inputs(src_path)
@@ -206,6 +289,13 @@ def migrate_bigdl(
         others = f" (and {len(failed) - 1} more file(s))" if len(failed) > 1 else ""
         raise IntegrityError(f"refusing to migrate: {failed[0].problem}{others}; nothing written")
     unverified = tuple(c.path for c in checks if not c.verified)
+    if _input_kind(src_path, files) == "parquet":
+        # Verified above with one decryption; this second one is what is written (a file
+        # changed since fails its AES-GCM tags there, and the staged output is removed).
+        plain, cipher = _parquet_input(src_path, source).migrate(
+            src_path, files, dst_path, kms, key_id, overwrite=overwrite, progress=progress
+        )
+        return MigrateResult(len(files), plain, cipher, None, unverified)
     data_key = kms.generate_data_key(key_id)
 
     def header_for(name: str) -> ContainerHeader:
@@ -226,9 +316,10 @@ def migrate_bigdl(
                 bigdl.plaintext(progress, verified_earlier=True), out, header, data_key.plaintext
             )
             cipher = out.tell()
-            register_file(
-                kms, dst_path, header, digest, previous=previous, data_key=data_key.plaintext
-            )
+            if register:
+                register_file(
+                    kms, dst_path, header, digest, previous=previous, data_key=data_key.plaintext
+                )
         return MigrateResult(1, plain, cipher, None, unverified)
 
     identity = identity_for(
@@ -260,13 +351,14 @@ def migrate_bigdl(
             header_for(files[0].name),
             data_key.plaintext,
         )
-        register_folder(
-            kms,
-            dst_path,
-            staging,
-            identity,
-            previous=previous,
-            wrapped_key=data_key.wrapped,
-            data_key=data_key.plaintext,
-        )
+        if register:
+            register_folder(
+                kms,
+                dst_path,
+                staging,
+                identity,
+                previous=previous,
+                wrapped_key=data_key.wrapped,
+                data_key=data_key.plaintext,
+            )
     return MigrateResult(len(files), plain, cipher, identity, unverified)
