@@ -50,7 +50,13 @@ def snapshot(root: Path) -> dict[str, bytes | None]:
 def vectors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> bv.Vectors:
     """The BigDL vectors, a keystore with TEST_KEY, secrets in files; run in tmp_path."""
     monkeypatch.chdir(tmp_path)
-    for name in ("CIPHERSPARK_KMS", "CIPHERSPARK_KEY", "CIPHERSPARK_DEBUG"):
+    for name in (
+        "CIPHERSPARK_KMS",
+        "CIPHERSPARK_KEY",
+        "CIPHERSPARK_DEBUG",
+        "CIPHERSPARK_BIGDL_API_KEY",
+        "CIPHERSPARK_BIGDL_PRIMARY_KEY_PLAINTEXT",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CIPHERSPARK_APP_ID", TEST_CREDENTIALS.app_id)
     monkeypatch.setenv("CIPHERSPARK_API_KEY", TEST_CREDENTIALS.api_key)
@@ -111,9 +117,10 @@ def test_migrate_a_v2_folder(
         )
     assert record is not None and manifest is not None and manifest.identity is not None
     assert (record.dataset_id, record.generation) == (manifest.identity.dataset_id, 1)
-    assert record.manifest_sha256 == hashlib.sha256(
-        (tmp_path / "out" / MANIFEST_NAME).read_bytes()
-    ).hexdigest()
+    assert (
+        record.manifest_sha256
+        == hashlib.sha256((tmp_path / "out" / MANIFEST_NAME).read_bytes()).hexdigest()
+    )
 
 
 def test_migrate_with_the_plaintext_primary_key_from_a_file(
@@ -313,3 +320,146 @@ def test_migrate_without_dst_or_key(
     assert no_dst.code == 2 and "give the output DST" in no_dst.err
     no_key = run(capsys, "migrate", "bigdl", str(vectors.v2_folder), "out", *simple_args(vectors))
     assert no_key.code == 2 and "give --key" in no_key.err
+
+
+ENV_API_KEY = "CIPHERSPARK_BIGDL_API_KEY"
+ENV_PLAINTEXT = "CIPHERSPARK_BIGDL_PRIMARY_KEY_PLAINTEXT"
+# A valid plaintext primary key that is not the vectors' one.
+WRONG_PLAINTEXT = "EBESExQVFhcYGRobHB0eHw=="
+
+
+def test_the_plaintext_primary_key_from_the_environment(
+    vectors: bv.Vectors,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(ENV_PLAINTEXT, bv.PRIMARY_KEY_PLAINTEXT)
+    result = run(
+        capsys,
+        "migrate",
+        "bigdl",
+        str(vectors.v2_plaintext_key_file),
+        "out.cspk",
+        "--key",
+        TEST_KEY,
+    )
+    assert result.code == 0, result.err
+    assert result.err == ""  # no warning: the secret is on no command line
+    assert decrypt(tmp_path / "out.cspk", tmp_path) == vectors.csv
+
+
+def test_the_simplekms_api_key_from_the_environment(
+    vectors: bv.Vectors,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(ENV_API_KEY, bv.API_KEY)
+    args = [a for a in simple_args(vectors) if a not in ("--bigdl-api-key-file", "apikey")]
+    assert "--bigdl-api-key-file" not in args and "--bigdl-primary-key" in args
+    result = run(
+        capsys, "migrate", "bigdl", str(vectors.v2_folder), "out", "--key", TEST_KEY, *args
+    )
+    assert result.code == 0, result.err
+    assert result.err == ""
+    assert decrypt(tmp_path / "out", tmp_path) == vectors.csv
+
+
+def test_key_options_on_the_command_line_win_over_the_environment(
+    vectors: bv.Vectors,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A variable left over from another migration: a wrong plaintext primary key.
+    monkeypatch.setenv(ENV_PLAINTEXT, WRONG_PLAINTEXT)
+    monkeypatch.setenv(ENV_API_KEY, "999999999999")
+    simple = run(
+        capsys,
+        "migrate",
+        "bigdl",
+        str(vectors.v2_folder),
+        "out",
+        "--key",
+        TEST_KEY,
+        *simple_args(vectors),
+    )
+    assert simple.code == 0, simple.err
+    assert decrypt(tmp_path / "out", tmp_path) == vectors.csv
+    from_file = run(
+        capsys,
+        "migrate",
+        "bigdl",
+        str(vectors.v2_plaintext_key_file),
+        "out.cspk",
+        "--key",
+        TEST_KEY,
+        "--bigdl-primary-key-plaintext-file",
+        "plainkey",
+    )
+    assert from_file.code == 0, from_file.err
+    assert decrypt(tmp_path / "out.cspk", tmp_path) == vectors.csv
+    # And the variable is what is used without them: the wrong key is refused, not garbage.
+    wrong = run(
+        capsys,
+        "migrate",
+        "bigdl",
+        str(vectors.v2_plaintext_key_file),
+        "other.cspk",
+        "--key",
+        TEST_KEY,
+    )
+    assert wrong.code != 0 and len(wrong.err.splitlines()) == 1
+    assert WRONG_PLAINTEXT not in wrong.out + wrong.err
+    assert not (tmp_path / "other.cspk").exists()
+
+
+@pytest.mark.parametrize("value", [None, "", " \n"], ids=["unset", "empty", "blank"])
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        pytest.param([], ["BigDL key missing", ENV_PLAINTEXT, ENV_API_KEY], id="no-key"),
+        pytest.param(
+            ["--bigdl-app-id", bv.APP_ID, "--bigdl-primary-key", "bigdl/primaryKey"],
+            ["SimpleKMS needs its APIKEY", ENV_API_KEY],
+            id="no-api-key",
+        ),
+    ],
+)
+def test_a_missing_bigdl_secret_is_one_line_naming_the_variable(
+    vectors: bv.Vectors,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    value: str | None,
+    args: list[str],
+    words: list[str],
+) -> None:
+    if value is not None:
+        monkeypatch.setenv(ENV_API_KEY, value)
+        monkeypatch.setenv(ENV_PLAINTEXT, value)
+    before = snapshot(tmp_path)
+    result = run(
+        capsys, "migrate", "bigdl", str(vectors.v2_folder), "out", "--key", TEST_KEY, *args
+    )
+    assert result.code == 2 and result.out == ""
+    [line] = result.err.splitlines()
+    assert line.startswith("cipherspark: error: ")
+    for word in words:
+        assert word in line
+    assert snapshot(tmp_path) == before
+
+
+def test_help_prefers_the_environment_for_bigdl_secrets(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "250")  # Rich would break the long names across lines
+    result = run(capsys, "migrate", "bigdl", "--help")
+    assert result.code == 0
+    for flag, variable in (
+        ("--bigdl-api-key ", ENV_API_KEY),
+        ("--bigdl-primary-key-plaintext ", ENV_PLAINTEXT),
+    ):
+        [line] = [line for line in result.out.splitlines() if f" {flag}" in line]
+        assert f"prefer the environment variable {variable}" in line

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cipherspark.errors import CredentialsError, UsageError
@@ -24,6 +24,8 @@ __all__ = [
     "ENV_API_KEY_FILE",
     "ENV_APP_ID",
     "ENV_APP_ID_FILE",
+    "ENV_BIGDL_API_KEY",
+    "ENV_BIGDL_PRIMARY_KEY_PLAINTEXT",
     "ENV_CLUSTER_DIR",
     "ENV_DEBUG",
     "ENV_DEPLOY_DIR",
@@ -42,10 +44,14 @@ __all__ = [
     "ENV_SPARK_PROPERTIES",
     "ENV_TEE",
     "ExecutorConfig",
+    "SessionSettings",
+    "bigdl_api_key",
+    "bigdl_primary_key_plaintext",
     "debug_enabled",
     "default_simulated_key_path",
     "executor_config",
     "kms_unsafe_plaintext",
+    "session_settings",
     "worker_credentials",
 ]
 
@@ -82,10 +88,21 @@ ENV_DEPLOY_DIR = "CIPHERSPARK_DEPLOY_DIR"
 ENV_IMAGE = "CIPHERSPARK_IMAGE"
 #: Any value: the CLI prints tracebacks.
 ENV_DEBUG = "CIPHERSPARK_DEBUG"
+# -- migrating from BigDL PPML --------------------------------------------------------------------
+# `cipherspark migrate bigdl`'s secrets, for when its --bigdl-*-file options are not wanted:
+# a flag's value would show in ps and in the shell's history.
+ENV_BIGDL_API_KEY = "CIPHERSPARK_BIGDL_API_KEY"
+ENV_BIGDL_PRIMARY_KEY_PLAINTEXT = "CIPHERSPARK_BIGDL_PRIMARY_KEY_PLAINTEXT"
 
 
 def _path(value: str | None) -> Path | None:
     return Path(value) if value else None
+
+
+def _value(name: str) -> str | None:
+    """The variable ``name``; ``None`` when unset or empty (``VAR= cmd`` means "not set", as
+    a flag left out would)."""
+    return os.environ.get(name) or None
 
 
 def _seconds(value: str | None) -> int:
@@ -183,6 +200,54 @@ def worker_credentials(config: ExecutorConfig) -> tuple[str, str] | None:
     app_id = _value_or_file(ENV_APP_ID, config.app_id_file, ENV_APP_ID_FILE)
     api_key = _value_or_file(ENV_API_KEY, config.api_key_file, ENV_API_KEY_FILE)
     return (app_id, api_key) if app_id and api_key else None
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """What a top-level Spark entry point (``cipherspark.ppml.PPMLContext``) takes from the
+    environment: ``kms`` (``CIPHERSPARK_KMS``, ``None``: the embedded keystore), ``key``
+    (``CIPHERSPARK_KEY``), ``credentials`` (:func:`worker_credentials`), ``executor``
+    (:func:`executor_config`), ``master`` (``CIPHERSPARK_MASTER``) and ``spark_properties``
+    (``CIPHERSPARK_SPARK_PROPERTIES``). Unset or empty variables are ``None``."""
+
+    kms: str | None = None
+    key: str | None = None
+    # (APP ID, API KEY): the API key is a secret, so not in repr.
+    credentials: tuple[str, str] | None = field(default=None, repr=False)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    master: str | None = None
+    spark_properties: Path | None = None
+
+
+def session_settings() -> SessionSettings:
+    """This process's :class:`SessionSettings`, read from its environment now."""
+    executor = executor_config()
+    return SessionSettings(
+        kms=_value(ENV_KMS),
+        key=_value(ENV_KEY),
+        credentials=worker_credentials(executor),
+        executor=executor,
+        master=_value(ENV_MASTER),
+        spark_properties=_path(_value(ENV_SPARK_PROPERTIES)),
+    )
+
+
+def bigdl_api_key() -> str | None:
+    """``CIPHERSPARK_BIGDL_API_KEY``: BigDL SimpleKMS's APIKEY for ``migrate bigdl`` (surrounding
+    whitespace stripped, as from its file option); ``None`` if unset or empty."""
+    return _stripped(ENV_BIGDL_API_KEY)
+
+
+def bigdl_primary_key_plaintext() -> str | None:
+    """``CIPHERSPARK_BIGDL_PRIMARY_KEY_PLAINTEXT``: BigDL's plaintext primary key (base64) for
+    ``migrate bigdl`` (surrounding whitespace stripped); ``None`` if unset or empty."""
+    return _stripped(ENV_BIGDL_PRIMARY_KEY_PLAINTEXT)
+
+
+def _stripped(name: str) -> str | None:
+    # As the --bigdl-*-file options read their files: `export X="$(cat key)"` or a value
+    # pasted with a newline is the same secret.
+    return os.environ.get(name, "").strip() or None
 
 
 def default_simulated_key_path() -> Path:

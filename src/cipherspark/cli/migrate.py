@@ -2,6 +2,12 @@
 
 A thin layer over :mod:`cipherspark.jobs.migrate`: it turns the BigDL key options into a
 :class:`~cipherspark.jobs.migrate.BigDLSource` and prints what was verified and written.
+
+BigDL's secrets (SimpleKMS's APIKEY, the plaintext primary key) come from files
+(``--bigdl-*-file``) or from the environment (``CIPHERSPARK_BIGDL_API_KEY``,
+``CIPHERSPARK_BIGDL_PRIMARY_KEY_PLAINTEXT``, read by :mod:`cipherspark.settings`); the flags
+that take their values stay for compatibility and warn (a value shows in ``ps``). A flag or a
+file given on the command line wins over the environment.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cipherspark import settings
+from cipherspark.cli import _help
 from cipherspark.cli._io import out as _out
 from cipherspark.cli._io import progress, read_input, warn
 from cipherspark.cli._options import (
@@ -35,7 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["app", "bigdl"]
 
-app = typer.Typer(
+app = _help.Typer(
     help="Move encrypted data from other systems into cipherspark datasets.",
     no_args_is_help=True,
 )
@@ -56,8 +63,9 @@ MigrateKeyOpt = Annotated[
 ]
 
 
-def _secret(flag: str, value: str | None, file: Path | None) -> str | None:
-    """A BigDL secret from ``--FLAG-file`` (preferred) or ``--FLAG`` (warns: shows in ps)."""
+def _secret(flag: str, variable: str, value: str | None, file: Path | None) -> str | None:
+    """A BigDL secret from ``--FLAG-file`` or ``--FLAG`` (warns: shows in ps); ``None`` if
+    neither is given (the caller then looks at the environment variable ``variable``)."""
     if value is not None and file is not None:
         raise UsageError(f"give {flag} or {flag}-file, not both")
     if file is not None:
@@ -69,7 +77,9 @@ def _secret(flag: str, value: str | None, file: Path | None) -> str | None:
             raise InputError(f"{flag}-file: {file} is empty")
         return text
     if value is not None:
-        warn(f"{flag} shows in ps and in the shell's history; use {flag}-file FILE")
+        warn(
+            f"{flag} shows in ps and in the shell's history; set {variable} or use {flag}-file FILE"
+        )
     return value
 
 
@@ -101,11 +111,17 @@ def _bigdl_keys(
     if primary_key is None:
         raise UsageError(
             "BigDL key missing: give --bigdl-primary-key FILE (SimpleKMS, with --bigdl-app-id "
-            "and --bigdl-api-key-file), --bigdl-primary-key-plaintext-file FILE or "
-            "--bigdl-data-keys FILE"
+            f"and {settings.ENV_BIGDL_API_KEY} or --bigdl-api-key-file), "
+            f"{settings.ENV_BIGDL_PRIMARY_KEY_PLAINTEXT} or --bigdl-primary-key-plaintext-file "
+            "FILE, or --bigdl-data-keys FILE"
         )
-    if not app_id or not api_key:
-        raise UsageError("SimpleKMS needs --bigdl-app-id and --bigdl-api-key-file")
+    if not app_id:
+        raise UsageError("SimpleKMS needs --bigdl-app-id")
+    if not api_key:
+        raise UsageError(
+            f"SimpleKMS needs its APIKEY: set {settings.ENV_BIGDL_API_KEY} or give "
+            "--bigdl-api-key-file FILE"
+        )
     return SimpleKms.from_material(app_id, api_key, read_input(primary_key))
 
 
@@ -140,7 +156,8 @@ def bigdl(
         typer.Option(
             "--bigdl-api-key",
             rich_help_panel=_BIGDL_PANEL,
-            help="SimpleKMS APIKEY. Its value shows in ps: prefer --bigdl-api-key-file.",
+            help="SimpleKMS APIKEY. Its value shows in ps: prefer the environment variable "
+            f"{settings.ENV_BIGDL_API_KEY} (or --bigdl-api-key-file).",
         ),
     ] = None,
     bigdl_api_key_file: Annotated[
@@ -148,7 +165,8 @@ def bigdl(
         typer.Option(
             "--bigdl-api-key-file",
             rich_help_panel=_BIGDL_PANEL,
-            help="File holding the SimpleKMS APIKEY (surrounding whitespace is ignored).",
+            help="File holding the SimpleKMS APIKEY (surrounding whitespace is ignored); "
+            f"without it and --bigdl-api-key, {settings.ENV_BIGDL_API_KEY} is used.",
         ),
     ] = None,
     bigdl_primary_key: Annotated[
@@ -165,7 +183,9 @@ def bigdl(
             "--bigdl-primary-key-plaintext",
             rich_help_panel=_BIGDL_PANEL,
             help="Plaintext primary key, base64 (spark.bigdl.primaryKey.NAME.plainText). Its "
-            "value shows in ps: prefer --bigdl-primary-key-plaintext-file.",
+            "value shows in ps: prefer the environment variable "
+            f"{settings.ENV_BIGDL_PRIMARY_KEY_PLAINTEXT} (or "
+            "--bigdl-primary-key-plaintext-file).",
         ),
     ] = None,
     bigdl_primary_key_plaintext_file: Annotated[
@@ -173,7 +193,8 @@ def bigdl(
         typer.Option(
             "--bigdl-primary-key-plaintext-file",
             rich_help_panel=_BIGDL_PANEL,
-            help="File holding the plaintext primary key, base64.",
+            help="File holding the plaintext primary key, base64; without any BigDL key "
+            f"option, {settings.ENV_BIGDL_PRIMARY_KEY_PLAINTEXT} is used.",
         ),
     ] = None,
     bigdl_data_keys: Annotated[
@@ -222,17 +243,23 @@ def bigdl(
     """
     from cipherspark.jobs.migrate import BigDLSource, migrate_bigdl
 
+    api_key_value = _secret(
+        "--bigdl-api-key", settings.ENV_BIGDL_API_KEY, bigdl_api_key, bigdl_api_key_file
+    )
+    if api_key_value is None:
+        api_key_value = settings.bigdl_api_key()
+    plaintext = _secret(
+        "--bigdl-primary-key-plaintext",
+        settings.ENV_BIGDL_PRIMARY_KEY_PLAINTEXT,
+        bigdl_primary_key_plaintext,
+        bigdl_primary_key_plaintext_file,
+    )
+    if plaintext is None and bigdl_primary_key is None and bigdl_data_keys is None:
+        # Only when no key is named on the command line: an exported variable left over from
+        # another migration must not make an explicit --bigdl-primary-key "not both".
+        plaintext = settings.bigdl_primary_key_plaintext()
     keys = _bigdl_keys(
-        bigdl_kms,
-        bigdl_app_id,
-        _secret("--bigdl-api-key", bigdl_api_key, bigdl_api_key_file),
-        bigdl_primary_key,
-        _secret(
-            "--bigdl-primary-key-plaintext",
-            bigdl_primary_key_plaintext,
-            bigdl_primary_key_plaintext_file,
-        ),
-        bigdl_data_keys,
+        bigdl_kms, bigdl_app_id, api_key_value, bigdl_primary_key, plaintext, bigdl_data_keys
     )
     v1_data_key = None
     if bigdl_data_key is not None:

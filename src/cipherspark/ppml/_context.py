@@ -43,7 +43,13 @@ from pyspark.sql.types import StructType
 from cipherspark import settings as _settings
 from cipherspark.crypto.container import is_container
 from cipherspark.crypto.manifest import MANIFEST_NAME
-from cipherspark.errors import InputError, IntegrityError, OutputExistsError, UsageError
+from cipherspark.errors import (
+    CipherSparkError,
+    InputError,
+    IntegrityError,
+    OutputExistsError,
+    UsageError,
+)
 from cipherspark.kms import DEFAULT_KMS_DIR, Credentials, kms_url_for_directory, open_kms
 from cipherspark.ppml._keys import (
     DEFAULT_KEY_NAME,
@@ -117,25 +123,22 @@ class PPMLSettings:
 
     @classmethod
     def from_environment(cls) -> PPMLSettings:
-        """The settings of this process, named as :mod:`cipherspark.settings` names them:
-        ``CIPHERSPARK_KMS``, ``CIPHERSPARK_KEY``, ``CIPHERSPARK_APP_ID`` / ``_API_KEY`` (or
-        their ``_FILE`` forms), ``CIPHERSPARK_KMS_CA`` and the other worker settings,
-        ``CIPHERSPARK_MASTER``, ``CIPHERSPARK_SPARK_PROPERTIES``.
+        """The settings of this process, as :func:`cipherspark.settings.session_settings`
+        reads them: ``CIPHERSPARK_KMS``, ``CIPHERSPARK_KEY``, ``CIPHERSPARK_APP_ID`` /
+        ``_API_KEY`` (or their ``_FILE`` forms), ``CIPHERSPARK_KMS_CA`` and the other worker
+        settings, ``CIPHERSPARK_MASTER``, ``CIPHERSPARK_SPARK_PROPERTIES``.
 
         A ``PPMLContext`` is a top-level entry point (BigDL's scripts pass it no cipherspark
         arguments), so, like the CLI, it takes these from the environment.
         """
-        executor = _settings.executor_config()
-        found = _settings.worker_credentials(executor)
-        environ = os.environ
-        properties = environ.get(_settings.ENV_SPARK_PROPERTIES) or None
+        found = _settings.session_settings()
         return cls(
-            kms_url=environ.get(_settings.ENV_KMS) or None,
-            key=environ.get(_settings.ENV_KEY) or None,
-            credentials=Credentials(*found) if found else None,
-            executor=executor,
-            master=environ.get(_settings.ENV_MASTER) or None,
-            spark_properties=Path(properties) if properties else None,
+            kms_url=found.kms,
+            key=found.key,
+            credentials=Credentials(*found.credentials) if found.credentials else None,
+            executor=found.executor,
+            master=found.master,
+            spark_properties=found.spark_properties,
         )
 
     @property
@@ -196,12 +199,38 @@ def _is_cipherspark(path: Path) -> bool:
     return False
 
 
+def _is_bigdl_parquet(table: Path) -> bool:
+    """Whether ``table`` is Parquet BigDL encrypted (its footer under BigDL's ``footerKey``)."""
+    from cipherspark.jobs._bigdl_parquet import FOOTER_KEY
+    from cipherspark.spark.pme import check_encrypted_parquet
+
+    try:
+        return check_encrypted_parquet(table) == FOOTER_KEY
+    except CipherSparkError:
+        return False  # not encrypted Parquet: the reader below says what it is
+
+
 @dataclass(frozen=True)
 class _Input:
-    """Where an encrypted read reads from: cipherspark data, or BigDL input staged as such."""
+    """Where an encrypted read reads from: cipherspark data, or BigDL input staged as such.
+
+    Staged input is not in the KMS's dataset registry (it is private and removed at
+    :meth:`PPMLContext.close`; a record would outlive it): its reads skip the registry and pin
+    instead what staging wrote, the key and (a folder) the fresh dataset id, so that nothing
+    but that commit is read there.
+    """
 
     path: Path
     staged: bool
+    key: str | None = None
+    dataset_id: str | None = None
+
+    def pins(self) -> dict[str, Any]:
+        """The readers' pin arguments for this input (none for the user's own data, which the
+        registry checks)."""
+        if not self.staged:
+            return {}
+        return {"key": self.key, "dataset_id": self.dataset_id, "unsafe_skip_registry": True}
 
 
 # Spark settings a BigDL user's spark_conf may not change: they would switch cipherspark's
@@ -351,7 +380,9 @@ class PPMLContext:
         source = self._locate(path, mode, primary_key_name)
         if source is None:
             return context.textFile(path, min_partitions)
-        lines = read_encrypted_text(self.spark, str(source.path), kms_url=self.kms_url)
+        lines = read_encrypted_text(
+            self.spark, str(source.path), kms_url=self.kms_url, **source.pins()
+        )
         rdd: RDD[str] = lines.rdd.map(_line)
         if rdd.getNumPartitions() < min_partitions:
             rdd = rdd.repartition(min_partitions)
@@ -463,7 +494,7 @@ class PPMLContext:
             self._staged += 1
             return self._staging / f"bigdl-{self._staged:05d}"
 
-    def _stage(self, path: Path, primary_key_name: str) -> Path:
+    def _stage(self, path: Path, primary_key_name: str) -> _Input:
         """Verify BigDL input ``path`` and re-encrypt it into a new staging dataset."""
         from cipherspark.jobs.migrate import BigDLSource, migrate_bigdl
 
@@ -471,10 +502,14 @@ class PPMLContext:
         source = BigDLSource(self._bigdl_keys(primary_key_name))
         service = self._service()
         target = self._staging_root()
-        # Raises (naming the file) if any file does not verify; then nothing was staged.
-        migrate_bigdl(path, target, service, key, source)
+        # Raises (naming the file) if any file does not verify; then nothing was staged. Not
+        # registered: the staging is private and short-lived, and a record would outlive the
+        # folder (stale records, one per read, in the user's registry); its reads pin what was
+        # written here instead (_Input.pins).
+        result = migrate_bigdl(path, target, service, key, source, register=False)
         logger.info("verified BigDL input %s and staged it under key %s", path, key)
-        return target
+        dataset_id = None if result.dataset is None else result.dataset.dataset_id
+        return _Input(target, staged=True, key=key, dataset_id=dataset_id)
 
     def _locate(self, path: str, mode: CryptoMode, primary_key_name: str) -> _Input | None:
         """Where an encrypted read of ``path`` reads from; ``None``: Spark reads plaintext."""
@@ -486,7 +521,7 @@ class PPMLContext:
         if not where.exists():
             raise InputError(f"{path} does not exist")
         if mode is CryptoMode.AES_CBC_PKCS5PADDING:
-            return _Input(self._stage(where, primary_key_name), staged=True)
+            return self._stage(where, primary_key_name)
         raise InputError(
             f"{path} is not cipherspark-encrypted data: in {mode.value} mode only cipherspark's "
             "format is read (BigDL's CBC files in AES/CBC/PKCS5Padding mode, plaintext in "
@@ -575,6 +610,7 @@ class EncryptedDataFrameReader:
             header=header,
             infer_schema=bool(_flag("inferSchema", options.get("inferschema"))),
             mode=options.get("mode", "PERMISSIVE"),
+            **source.pins(),
         )
 
     def json(self, path: str) -> DataFrame:
@@ -591,6 +627,7 @@ class EncryptedDataFrameReader:
             kms_url=self._context.kms_url,
             schema=self._schema,
             options=self._options,
+            **source.pins(),
         )
 
     def text(self, path: str) -> DataFrame:
@@ -608,6 +645,7 @@ class EncryptedDataFrameReader:
             str(source.path),
             kms_url=self._context.kms_url,
             wholetext=bool(wholetext),
+            **source.pins(),
         )
 
     def parquet(self, path: str) -> DataFrame:
@@ -634,6 +672,12 @@ class EncryptedDataFrameReader:
                     return reader.parquet(path)
         if self._options or self._schema is not None:
             raise UsageError("encrypted Parquet is read with its own schema and no options")
+        if self._mode is not CryptoMode.PLAIN_TEXT and _is_bigdl_parquet(table):
+            # BigDL's PME Parquet (InMemoryKMS, master keys from its data-key string): verified
+            # and re-encrypted on the driver, as CBC input is, so that no BigDL key reaches
+            # Spark's configuration or a worker; then read as cipherspark's, pinned to the key.
+            staged = self._context._stage(table, self._key_name)
+            return read_encrypted_parquet(self._context.spark, str(staged.path), key=staged.key)
         return read_encrypted_parquet(self._context.spark, path)
 
 
