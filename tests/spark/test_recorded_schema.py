@@ -223,3 +223,29 @@ def test_recorded_schema_cannot_be_swapped_in_storage(
     (first / "_manifest.cspk").write_bytes((second / "_manifest.cspk").read_bytes())
     with pytest.raises(IntegrityError), cipherspark_errors():
         read_encrypted_csv(spark, str(first), kms_url=kms.url).collect()
+
+
+def test_csv_refuses_column_types_it_does_not_implement(
+    spark: SparkSession, kms: LocalKms, tmp_path: Path
+) -> None:
+    """A timestamp column is refused by name, in one clear error, when written or read as
+    encrypted CSV (its CSV semantics, Spark's session time zone and lenient formats, are not
+    implemented), rather than failing in the worker with a withheld message."""
+    from pyspark.sql.types import TimestampType
+
+    from cipherspark.errors import UsageError
+
+    frame = spark.createDataFrame(
+        [(1, dt.datetime(2020, 1, 2, 3, 4, 5))],
+        StructType([StructField("id", IntegerType()), StructField("at", TimestampType())]),
+    )
+    with pytest.raises(UsageError, match="column 'at' is timestamp: encrypted CSV holds"):
+        write_encrypted_csv(frame, str(tmp_path / "out"), kms_url=kms.url, key=TEST_KEY)
+    assert not (tmp_path / "out").exists()
+    plain = tmp_path / "t.csv"
+    plain.write_text("id,at\n1,2020-01-02 03:04:05\n")
+    encrypt_path(plain, tmp_path / "t.cspk", kms, TEST_KEY)
+    with pytest.raises(UsageError, match="column 'at' is timestamp"), cipherspark_errors():
+        read_encrypted_csv(
+            spark, str(tmp_path / "t.cspk"), kms_url=kms.url, schema="id int, at timestamp"
+        ).collect()

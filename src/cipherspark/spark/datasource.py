@@ -42,7 +42,20 @@ from pyspark.sql.datasource import (
     WriterCommitMessage,
 )
 from pyspark.sql.pandas.types import from_arrow_type, to_arrow_schema
-from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
+from pyspark.sql.types import (
+    BooleanType,
+    ByteType,
+    DateType,
+    DecimalType,
+    DoubleType,
+    FloatType,
+    IntegerType,
+    LongType,
+    ShortType,
+    StringType,
+    StructField,
+    StructType,
+)
 
 from cipherspark._atomic import publish, remove_path
 from cipherspark._dataset_registry import (
@@ -176,6 +189,38 @@ def _check_loaded(source: Path, now: LoadPin, options: ReadOptions) -> None:
     raise IntegrityError(f"the dataset at {source} changed since it was loaded ({change})")
 
 
+# The column types whose CSV text the reader parses and the writer writes as Spark's CSV source
+# does (tests/spark/test_differential.py). Others are refused by name rather than read with
+# other semantics: timestamps (Spark parses them in the session's time zone, with its own
+# lenient formats; not implemented), and what Spark's CSV source refuses itself (binary,
+# arrays, maps, structs, intervals, variants).
+_CSV_TYPES = (
+    StringType,
+    BooleanType,
+    ByteType,
+    ShortType,
+    IntegerType,
+    LongType,
+    FloatType,
+    DoubleType,
+    DecimalType,
+    DateType,
+)
+
+
+def _csv_arrow_schema(schema: StructType) -> pa.Schema:
+    """``schema`` as Arrow, if every column is of a type encrypted CSV reads and writes as
+    Spark does; :class:`UsageError` naming the first that is not."""
+    for field in schema.fields:
+        if not isinstance(field.dataType, _CSV_TYPES):
+            raise UsageError(
+                f"column {field.name!r} is {field.dataType.simpleString()}: encrypted CSV holds "
+                "strings, booleans, numbers, decimals and dates (read it as a string, or keep "
+                "such columns in encrypted Parquet or JSON)"
+            )
+    return to_arrow_schema(schema)
+
+
 def _open(part: ExpectedPart, kms_url: str) -> ContainerFile:
     """The part, opened once and checked against ``part`` before its key is unwrapped."""
     return ContainerFile(part.path, _data_key_for(kms_url), expected=part)
@@ -223,7 +268,7 @@ class _Reader(DataSourceReader):
         # stick to a DataFrame and change the rows of the next query (see _filters' docstring).
         self.filters = options.filters
         self.file_columns = options.file_columns
-        self.arrow_schema = to_arrow_schema(schema)
+        self.arrow_schema = _csv_arrow_schema(schema)
         if not self.arrow_schema.names:
             # parse_csv cannot carry a row count without columns (it would return no rows).
             raise UsageError("the schema must select at least one column")
@@ -340,7 +385,7 @@ class _Writer(DataSourceArrowWriter):
         self.header = options.header
         self.segment_size = options.segment_size
         self.overwrite = overwrite
-        self.arrow_schema = to_arrow_schema(schema)
+        self.arrow_schema = _csv_arrow_schema(schema)
         #: What the manifest records: the rows' schema, so that readers infer nothing.
         self.recorded_schema = self._recorded_schema(options, schema)
         if self.path.exists() and not overwrite:
