@@ -20,7 +20,18 @@ from typing import Annotated
 import typer
 
 from cipherspark import settings
-from cipherspark.cli import _interrupt, attest, cluster, data, dataset, deploy, keys, kms, migrate
+from cipherspark.cli import (
+    _help,
+    _interrupt,
+    attest,
+    cluster,
+    data,
+    dataset,
+    deploy,
+    keys,
+    kms,
+    migrate,
+)
 from cipherspark.cli import run as _run_command  # the module; run() below is the entry point
 from cipherspark.cli._io import out as _out
 from cipherspark.cli._spark import spark_logs, stop_spark
@@ -28,11 +39,16 @@ from cipherspark.errors import CipherSparkError, JobError
 
 __all__ = ["app", "main", "run"]
 
-app = typer.Typer(
+app = _help.Typer(
     name="cipherspark",
     help="Run Apache Spark analytics end to end on encrypted data.\n\n"
     "Quick start: 'cipherspark demo' runs generate -> key -> encrypt -> query -> decrypt "
     "on a laptop and verifies the result.",
+    epilog=_help.examples(
+        "cipherspark demo",
+        "cipherspark encrypt people.csv people.csv.cspk --key simple",
+        "cipherspark encrypt --help",
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -118,6 +118,7 @@ KmsOpt = Annotated[
     str | None,
     typer.Option(
         "--kms",
+        metavar="URL",
         envvar=settings.ENV_KMS,
         show_envvar=True,
         rich_help_panel=_KMS_PANEL,
@@ -194,6 +195,7 @@ KeyOpt = Annotated[
     str,
     typer.Option(
         "--key",
+        metavar="NAME",
         envvar=settings.ENV_KEY,
         show_envvar=True,
         help="Name of the primary key that wraps the data key.",
@@ -206,6 +208,7 @@ MasterOpt = Annotated[
     str,
     typer.Option(
         "--master",
+        metavar="URL",
         envvar=settings.ENV_MASTER,
         show_envvar=True,
         rich_help_panel=_SPARK_PANEL,
@@ -241,7 +244,11 @@ OutputFolderOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 SeedOpt = Annotated[
-    int | None, typer.Option("--seed", help="Random seed for the data: same seed, same bytes.")
+    int | None,
+    typer.Option(
+        "--seed",
+        help="Random seed for the data: same seed, same bytes (default: a fresh one each run).",
+    ),
 ]
 DataDirOpt = Annotated[
     Path,
@@ -258,6 +265,7 @@ TableOpt = Annotated[
     typer.Option(
         "--table",
         "-t",
+        metavar="NAME=PATH",
         help="NAME=PATH: an encrypted table (CSV, JSON Lines, text or Parquet: told from the "
         "data) as a view; repeatable.",
     ),
@@ -267,6 +275,7 @@ SchemaOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--schema",
+        metavar="NAME=DDL",
         help="NAME=DDL: the column types of CSV or JSON table NAME, all its columns in order, "
         "e.g. 'people=name string, age int, pay decimal(10,2), joined date' (default: "
         "inferred); repeatable.",
@@ -279,6 +288,7 @@ ParquetKeyOpt = Annotated[
     str | None,
     typer.Option(
         "--key",
+        metavar="NAME",
         envvar=settings.ENV_KEY,
         show_envvar=True,
         rich_help_panel=_PARQUET_PANEL,
@@ -290,6 +300,7 @@ ColumnKeyOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--column-key",
+        metavar="KEY=COLUMNS",
         rich_help_panel=_PARQUET_PANEL,
         help="KEY=COLUMN[,COLUMN...]: these columns of every Parquet write under KEY "
         "(readers without it still read the others); repeatable.",
@@ -320,7 +331,10 @@ DEFAULT_SEGMENT_SIZE = 1 << 20
 SegmentSizeOpt = Annotated[
     int,
     typer.Option(
-        min=57, max=64 << 20, help="Ciphertext segment size in bytes (splits align to it)."
+        min=57,
+        max=64 << 20,
+        metavar="BYTES",
+        help="Ciphertext segment size in bytes (splits align to it).",
     ),
 ]
 
@@ -350,13 +364,15 @@ SimulatedKeyOpt = Annotated[
         "--simulated-key",
         envvar=settings.ENV_SIMULATED_TEE_KEY,
         show_envvar=True,
-        help="The simulated-platform key file (default ~/.cipherspark/simulated-tee/platform.key).",
+        help="The simulated-platform key file "
+        "(default: ~/.cipherspark/simulated-tee/platform.key).",
     ),
 ]
 PccsUrlOpt = Annotated[
     str | None,
     typer.Option(
         "--pccs-url",
+        metavar="URL",
         envvar=settings.ENV_PCCS_URL,
         show_envvar=True,
         help="PCCS (https) to fetch DCAP collateral from, e.g. "

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cipherspark import settings
+from cipherspark.cli import _help
 from cipherspark.cli._io import out as _out
 from cipherspark.cli._io import read_input
 from cipherspark.cli._options import PccsCaOpt, PccsUrlOpt, SimulatedKeyOpt
@@ -26,8 +27,14 @@ if TYPE_CHECKING:
 
 __all__ = ["app", "evidence", "platform_key", "verify"]
 
-app = typer.Typer(
-    help="Produce and verify TEE evidence (attested key release).", no_args_is_help=True
+app = _help.Typer(
+    help="Produce and verify TEE evidence (attested key release).",
+    epilog=_help.examples(
+        "cipherspark attest evidence --tee simulated > evidence.json",
+        "cipherspark attest verify --quote evidence.json --policy policy.json",
+        "cipherspark attest platform-key",
+    ),
+    no_args_is_help=True,
 )
 
 _TeeOpt = Annotated[
@@ -48,11 +55,19 @@ def _fail(exc: AttestationError) -> typer.Exit:
     return typer.Exit(1)
 
 
-@app.command("evidence")
+@app.command(
+    "evidence",
+    epilog=_help.examples(
+        "cipherspark attest evidence --tee simulated > evidence.json",
+        "cipherspark attest evidence --tee gramine-sgx --report-data $(openssl rand -hex 64) \\",
+        "    --out quote.bin",
+    ),
+)
 def evidence(
     tee: _TeeOpt = "auto",
     report_data: Annotated[
-        str, typer.Option(help="64 bytes of report data, hex (default: zeros).")
+        # 128 zeros in a [default: ...] would fill two lines; the help says it in one word.
+        str, typer.Option(help="64 bytes of report data, hex (default: zeros).", show_default=False)
     ] = "00" * 64,
     out: Annotated[
         Path | None, typer.Option(help="Write the raw quote here instead of printing JSON.")
@@ -103,7 +118,13 @@ def _load_evidence(raw: bytes) -> Evidence:
     return Evidence(dcap_quote_tee(raw), raw)
 
 
-@app.command("verify")
+@app.command(
+    "verify",
+    epilog=_help.examples(
+        "cipherspark attest verify --quote evidence.json --policy policy.json",
+        "cipherspark attest verify --quote quote.bin --collateral collateral.json --at 1767225600",
+    ),
+)
 def verify(
     quote: Annotated[Path, typer.Option("--quote", help="Raw DCAP quote, or evidence JSON.")],
     collateral: Annotated[
@@ -156,7 +177,13 @@ def verify(
     _out.print(json.dumps(doc, indent=2))
 
 
-@app.command("platform-key")
+@app.command(
+    "platform-key",
+    epilog=_help.examples(
+        "cipherspark attest platform-key",
+        "cipherspark attest platform-key --simulated-key worker-platform.key",
+    ),
+)
 def platform_key(simulated_key: SimulatedKeyOpt = None) -> None:
     """Print this installation's simulated-platform public key and code measurement (JSON).
 

@@ -6,22 +6,34 @@ from typing import Annotated
 
 import typer
 
+from cipherspark.cli import _help
 from cipherspark.cli._io import out as _out
 from cipherspark.cli._options import DEFAULT_CLUSTER_DIR, ClusterDirOpt
 
 __all__ = ["app", "env", "start", "status", "stop"]
 
-app = typer.Typer(
-    help="A Spark standalone cluster on this machine (127.0.0.1), secured.", no_args_is_help=True
+app = _help.Typer(
+    help="A Spark standalone cluster on this machine (127.0.0.1), secured.",
+    epilog=_help.examples(
+        "cipherspark cluster start --workers 2",
+        "cipherspark cluster status",
+        "cipherspark cluster stop",
+    ),
+    no_args_is_help=True,
 )
 
 
-@app.command()
+@app.command(
+    epilog=_help.examples(
+        "cipherspark cluster start",
+        "cipherspark cluster start --workers 4 --cores 2 --memory 4g --dir /tmp/cluster",
+    )
+)
 def start(
     workers: Annotated[int, typer.Option(min=1, max=16, help="Worker processes.")] = 2,
     cores: Annotated[int, typer.Option(min=1, help="Cores per worker.")] = 1,
     memory: Annotated[str, typer.Option(help="Memory per worker, e.g. 2g.")] = "2g",
-    port: Annotated[int | None, typer.Option(help="Master port [default: a free one].")] = None,
+    port: Annotated[int | None, typer.Option(help="Master port (default: a free one).")] = None,
     directory: ClusterDirOpt = DEFAULT_CLUSTER_DIR,
 ) -> None:
     """Start a master and workers with authenticated, encrypted RPC and encrypted shuffle.
@@ -38,7 +50,11 @@ def start(
     _out.print(f"  export CIPHERSPARK_SPARK_PROPERTIES={cluster.properties}")
 
 
-@app.command()
+@app.command(
+    epilog=_help.examples(
+        "cipherspark cluster status", "cipherspark cluster status --dir /tmp/cluster"
+    )
+)
 def status(directory: ClusterDirOpt = DEFAULT_CLUSTER_DIR) -> None:
     """Show the cluster's master URL and whether each recorded process runs."""
     from cipherspark.spark.cluster import cluster_status
@@ -52,12 +68,14 @@ def status(directory: ClusterDirOpt = DEFAULT_CLUSTER_DIR) -> None:
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(
+    epilog=_help.examples(
+        "cipherspark cluster env",
+        'eval "$(cipherspark cluster env --dir .cipherspark/cluster)"',
+    )
+)
 def env(directory: ClusterDirOpt = DEFAULT_CLUSTER_DIR) -> None:
-    """Print the shell lines that point cipherspark's commands at the cluster.
-
-    Example: eval "$(cipherspark cluster env --dir .cipherspark/cluster)"
-    """
+    """Print the shell lines that point cipherspark's commands at the cluster (for eval)."""
     import shlex
 
     from cipherspark.spark.cluster import cluster_status
@@ -74,7 +92,9 @@ def env(directory: ClusterDirOpt = DEFAULT_CLUSTER_DIR) -> None:
     )
 
 
-@app.command()
+@app.command(
+    epilog=_help.examples("cipherspark cluster stop", "cipherspark cluster stop --dir /tmp/cluster")
+)
 def stop(directory: ClusterDirOpt = DEFAULT_CLUSTER_DIR) -> None:
     """Stop exactly the processes 'cluster start' launched from this folder."""
     from cipherspark.spark.cluster import stop_cluster

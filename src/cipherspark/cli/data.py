@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cipherspark import settings
+from cipherspark.cli import _help
 from cipherspark.cli._io import out as _out
 from cipherspark.cli._io import progress
 from cipherspark.cli._options import (
@@ -46,8 +47,14 @@ if TYPE_CHECKING:
 
 __all__ = ["app", "decrypt", "demo", "encrypt", "generate", "query_app", "query_simple", "sql"]
 
-app = typer.Typer()
-query_app = typer.Typer(help="Run the reference queries on encrypted data.", no_args_is_help=True)
+app = _help.Typer()
+query_app = _help.Typer(
+    help="Run the reference queries on encrypted data.",
+    epilog=_help.examples(
+        "cipherspark query simple --input people.csv.cspk --output developers.cspk --key simple"
+    ),
+    no_args_is_help=True,
+)
 app.add_typer(query_app, name="query")
 
 # One default for the --rows of generate and demo; two options, because the demo's keeps its
@@ -61,6 +68,7 @@ ExpectedKeyOpt = Annotated[
     str | None,
     typer.Option(
         "--key",
+        metavar="NAME",
         envvar=settings.ENV_KEY,
         show_envvar=True,
         help="Refuse the input unless it is under this primary key (a file or dataset "
@@ -79,6 +87,7 @@ InputKeyOpt = Annotated[
     str | None,
     typer.Option(
         "--input-key",
+        metavar="NAME",
         help="Primary key the inputs must be under (default: --key); an input under another "
         "key is refused.",
     ),
@@ -146,7 +155,12 @@ def _size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
-@app.command()
+@app.command(
+    epilog=_help.examples(
+        "cipherspark generate people.csv",
+        "cipherspark generate people.csv --rows 100000 --seed 1",
+    )
+)
 def generate(
     out: Annotated[Path, typer.Argument(help="CSV file to write, e.g. people.csv.")],
     rows: Annotated[
@@ -166,7 +180,13 @@ def generate(
     _out.print(f"Developers aged 20-40: {result.developers_20_40}")
 
 
-@app.command()
+@app.command(
+    epilog=_help.examples(
+        "cipherspark encrypt people.csv people.csv.cspk --key simple",
+        "cipherspark encrypt people.csv people.parquet --key simple --to parquet",
+        "cipherspark encrypt logs/ logs.cspk --key simple --format text",
+    )
+)
 def encrypt(
     src: Annotated[Path, typer.Argument(help="Plaintext file, or folder of files.")],
     dst: Annotated[Path, typer.Argument(help="Encrypted file (or folder) to write.")],
@@ -190,9 +210,13 @@ def encrypt(
         InputFormat,
         typer.Option(
             "--format",
+            # The six choices, in the type column, would squeeze the help column of every
+            # option: the help lists them.
+            metavar="FORMAT",
             help="What the input is, recorded in the container for the readers (sql, run "
-            "--table): auto takes it from the name (.csv: CSV with a header; .json, .jsonl, "
-            ".ndjson: JSON Lines; .txt, .text, .log: text; anything else: binary).",
+            "--table): auto, csv, csv-no-header, json, text or binary. auto takes it from the "
+            "name (.csv: CSV with a header; .json, .jsonl, .ndjson: JSON Lines; .txt, .text, "
+            ".log: text; anything else: binary).",
         ),
     ] = InputFormat.AUTO,
     schema: Annotated[
@@ -336,7 +360,13 @@ def _decrypt_parquet(
     )
 
 
-@app.command()
+@app.command(
+    epilog=_help.examples(
+        "cipherspark decrypt developers.cspk developers.csv",
+        "cipherspark decrypt people.csv.cspk people.csv --key simple",
+        "cipherspark decrypt people.parquet people-plain.parquet --to parquet",
+    )
+)
 def decrypt(
     src: Annotated[Path, typer.Argument(help="Encrypted file, or folder of encrypted parts.")],
     dst: Annotated[Path, typer.Argument(help="Plaintext file to write.")],
@@ -413,7 +443,13 @@ def decrypt(
         _out.print(_identity_line(result.dataset))
 
 
-@query_app.command("simple")
+@query_app.command(
+    "simple",
+    epilog=_help.examples(
+        "cipherspark query simple --input people.csv.cspk --output developers.cspk --key simple",
+        "cipherspark query simple -i people.parquet -o developers-pq.cspk --key simple --show 5",
+    ),
+)
 def query_simple(
     input: Annotated[
         Path,
@@ -490,7 +526,14 @@ def query_simple(
     _out.print(f"wrote the encrypted selection to {output}")
 
 
-@app.command()
+@app.command(
+    epilog=_help.examples(
+        'cipherspark sql "SELECT job, count(*) AS n FROM people GROUP BY job" \\',
+        "    --table people=people.csv.cspk --output by_job.cspk --key simple",
+        'cipherspark sql "SELECT * FROM a JOIN b USING (id)" -t a=a.cspk -t b=b.parquet \\',
+        "    -o joined.cspk --key simple --schema 'a=id int, name string'",
+    )
+)
 def sql(
     query: Annotated[
         str, typer.Argument(help='Spark SQL, e.g. "SELECT job, count(*) FROM people GROUP BY job".')
@@ -500,6 +543,7 @@ def sql(
         typer.Option(
             "--table",
             "-t",
+            metavar="NAME=PATH",
             help="NAME=PATH of an encrypted table (CSV, JSON Lines, text or Parquet: told from "
             "the data); repeatable.",
         ),
@@ -571,7 +615,12 @@ def sql(
     _out.print(f"wrote {result.rows} row(s) of ({', '.join(result.columns)}) encrypted to {output}")
 
 
-@app.command()
+@app.command(
+    epilog=_help.examples(
+        "cipherspark demo",
+        "cipherspark demo --rows 10000 --workdir /tmp/demo --kms-server",
+    )
+)
 def demo(
     rows: Annotated[
         int, typer.Option("--rows", "-n", min=1000, help="People to generate.")

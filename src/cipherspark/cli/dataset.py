@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from cipherspark.cli import _help
 from cipherspark.cli._io import out as _out
 from cipherspark.cli._options import ApiKeyFileOpt, ApiKeyOpt, AppIdOpt, KmsCaOpt, KmsOpt
 from cipherspark.cli._services import credentials, open_service
@@ -21,13 +22,14 @@ if TYPE_CHECKING:
 
 __all__ = ["app", "dataset_cp", "dataset_mv", "dataset_register", "dataset_verify"]
 
-app = typer.Typer(
-    help="Verify, register, copy and move encrypted datasets (the KMS's dataset registry).\n\n"
-    "Examples:\n\n"
-    "  cipherspark dataset verify people.csv.cspk\n\n"
-    "  cipherspark dataset register restored/people.csv.cspk\n\n"
-    "  cipherspark dataset cp people.csv.cspk backup/people.csv.cspk\n\n"
-    "  cipherspark dataset mv people.csv.cspk archive/people.csv.cspk",
+app = _help.Typer(
+    help="Verify, register, copy and move encrypted datasets (the KMS's dataset registry).",
+    epilog=_help.examples(
+        "cipherspark dataset verify people.csv.cspk",
+        "cipherspark dataset register restored/people.csv.cspk",
+        "cipherspark dataset cp people.csv.cspk backup/people.csv.cspk",
+        "cipherspark dataset mv people.csv.cspk archive/people.csv.cspk",
+    ),
     no_args_is_help=True,
 )
 
@@ -38,7 +40,13 @@ def _describe(record: DatasetRecord) -> str:
     return f"dataset {record.dataset_id} generation {record.generation} under key {record.key_id}"
 
 
-@app.command("verify")
+@app.command(
+    "verify",
+    epilog=_help.examples(
+        "cipherspark dataset verify people.csv.cspk",
+        "cipherspark dataset verify developers.cspk --kms https://kms.example:8443",
+    ),
+)
 def dataset_verify(
     path: PathArg,
     kms: KmsOpt = None,
@@ -56,7 +64,9 @@ def dataset_verify(
     _out.print(f"{path}: {_describe(record)}, the one registered at {record.location}")
 
 
-@app.command("register")
+@app.command(
+    "register", epilog=_help.examples("cipherspark dataset register restored/people.csv.cspk")
+)
 def dataset_register(
     path: PathArg,
     kms: KmsOpt = None,
@@ -79,7 +89,13 @@ def dataset_register(
     _out.print(f"registered {_describe(result.record)} at {result.record.location}{replaced}")
 
 
-@app.command("mv")
+@app.command(
+    "mv",
+    epilog=_help.examples(
+        "cipherspark dataset mv people.csv.cspk archive/people.csv.cspk",
+        "cipherspark dataset mv people.csv.cspk archive/people.csv.cspk --registry-only",
+    ),
+)
 def dataset_mv(
     src: Annotated[Path, typer.Argument(help="The registered dataset (file or folder).")],
     dst: Annotated[Path, typer.Argument(help="Where it goes (must not exist).")],
@@ -105,7 +121,9 @@ def dataset_mv(
     _out.print(f"moved {_describe(record)} to {record.location}")
 
 
-@app.command("cp")
+@app.command(
+    "cp", epilog=_help.examples("cipherspark dataset cp people.csv.cspk backup/people.csv.cspk")
+)
 def dataset_cp(
     src: Annotated[Path, typer.Argument(help="The registered dataset (file or folder).")],
     dst: Annotated[Path, typer.Argument(help="Where the copy goes (must not exist).")],

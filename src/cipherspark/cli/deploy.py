@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from cipherspark import settings
+from cipherspark.cli import _help
 from cipherspark.cli._io import out as _out
 from cipherspark.cli._options import DEFAULT_MASTER, MasterOpt, OverwriteOpt
 from cipherspark.errors import OutputExistsError, UsageError
@@ -29,9 +30,36 @@ __all__ = [
     "submit",
 ]
 
-app = typer.Typer(
+# Each command's examples, for its hidden alias too (they show the new name).
+_SUBMIT_EXAMPLES = _help.examples(
+    "cipherspark deploy submit --master k8s://https://k8s.example:6443 \\",
+    "    --image registry.example/cipherspark \\",
+    "    -- query simple --input /data/people.csv.cspk --output /data/dev.cspk --key simple",
+    "cipherspark deploy submit --dry-run --master k8s://https://k8s.example:6443 \\",
+    "    --image registry.example/cipherspark --overlay simulated \\",
+    "    -- run --key simple /opt/cipherspark/apps/report.py /data/people.parquet /data/out",
+)
+_MANIFEST_EXAMPLES = _help.examples(
+    "cipherspark deploy gramine-manifest cipherspark.manifest \\",
+    "    --enclave-kms https://kms.example:8443 --enclave-kms-ca /opt/cipherspark/kms-ca.pem",
+)
+_POLICY_EXAMPLES = _help.examples(
+    "cipherspark deploy attestation-policy policy.json --sigstruct cipherspark.sig \\",
+    "    --key simple",
+    "cipherspark deploy attestation-policy policy.json",
+)
+
+app = _help.Typer(
     help="Deploy to Kubernetes: submit jobs, write the Gramine manifest and the "
     "SGX key-release policy.",
+    epilog=_help.examples(
+        "cipherspark deploy gramine-manifest cipherspark.manifest \\",
+        "    --enclave-kms https://kms.example:8443 --enclave-kms-ca /opt/cipherspark/kms-ca.pem",
+        "cipherspark deploy attestation-policy policy.json --sigstruct cipherspark.sig",
+        "cipherspark deploy submit --master k8s://https://k8s.example:6443 \\",
+        "    --image registry.example/cipherspark \\",
+        "    -- query simple --input /data/people.csv.cspk --output /data/dev.cspk --key simple",
+    ),
     no_args_is_help=True,
 )
 
@@ -42,7 +70,7 @@ DEFAULT_DEPLOY_DIR = Path("deploy")
 _SUBMIT_CONTEXT: dict[str, Any] = {"allow_extra_args": False}
 
 
-@app.command("submit", context_settings=_SUBMIT_CONTEXT)
+@app.command("submit", context_settings=_SUBMIT_CONTEXT, epilog=_SUBMIT_EXAMPLES)
 def submit(
     app_args: Annotated[
         list[str],
@@ -86,7 +114,13 @@ def submit(
     executor_cores: Annotated[int, typer.Option(min=1, help="Cores per executor.")] = 1,
     executor_memory: Annotated[str, typer.Option(help="JVM heap per executor.")] = "4g",
     driver_memory: Annotated[str, typer.Option(help="JVM heap of the driver.")] = "2g",
-    name: Annotated[str | None, typer.Option(help="Spark application name.")] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="Spark application name (default: cipherspark-COMMAND, e.g. "
+            "cipherspark-query-simple, or cipherspark-run-APP for 'run APP.py')."
+        ),
+    ] = None,
     dry_run: Annotated[
         bool,
         typer.Option("--dry-run", help="Print the spark-submit command instead of running it."),
@@ -126,7 +160,7 @@ def submit(
         raise typer.Exit(code)
 
 
-@app.command("gramine-manifest")
+@app.command("gramine-manifest", epilog=_MANIFEST_EXAMPLES)
 def gramine_manifest(
     out: Annotated[Path, typer.Argument(help="Manifest to write, e.g. cipherspark.manifest.")],
     # No envvar on purpose: what is measured into the enclave is named on the build's command
@@ -135,6 +169,7 @@ def gramine_manifest(
         str,
         typer.Option(
             "--enclave-kms",
+            metavar="URL",
             help="The KMS the enclave trusts, https://HOST[:PORT] (measured: the enclave talks "
             "to no other).",
         ),
@@ -153,7 +188,10 @@ def gramine_manifest(
     ] = Path("/opt/cipherspark"),
     gramine_libdir: Annotated[
         Path | None,
-        typer.Option(help="Gramine's library folder (holds libsysdb.so); found if installed."),
+        typer.Option(
+            help="Gramine's library folder (holds libsysdb.so; default: found where Gramine is "
+            "installed)."
+        ),
     ] = None,
     enclave_size: Annotated[str, typer.Option(help="sgx.enclave_size, e.g. 16G.")] = "16G",
     max_threads: Annotated[int, typer.Option(help="sgx.max_threads.")] = 512,
@@ -183,7 +221,7 @@ def gramine_manifest(
     )
 
 
-@app.command("attestation-policy")
+@app.command("attestation-policy", epilog=_POLICY_EXAMPLES)
 def attestation_policy(
     out: Annotated[Path, typer.Argument(help="Policy file to write (JSON).")],
     # Not the shared --key: a policy belongs to each key it is set on, and none defaults from
@@ -191,7 +229,9 @@ def attestation_policy(
     key: Annotated[
         list[str] | None,
         typer.Option(
-            "--key", help="Key the policy is for: prints its 'key policy set' line; repeatable."
+            "--key",
+            metavar="NAME",
+            help="Key the policy is for: prints its 'key policy set' line; repeatable.",
         ),
     ] = None,
     sigstruct: Annotated[
@@ -204,8 +244,7 @@ def attestation_policy(
 ) -> None:
     """Write a KMS key-release policy for SGX enclaves (MRENCLAVE from gramine-sgx-sign).
 
-    Example: cipherspark deploy attestation-policy policy.json --sigstruct cipherspark.sig
-    --key simple, then cipherspark key policy set simple policy.json.
+    Attach it to a key with 'cipherspark key policy set KEY FILE' (--key prints that line).
     """
     from cipherspark.deploy import MRENCLAVE_PLACEHOLDER, policy_document, read_sigstruct
     from cipherspark.kms import validate_key_name
@@ -243,6 +282,8 @@ def attestation_policy(
 
 def add_aliases(root: typer.Typer) -> None:
     """Register the deploy commands under their old top-level names on ``root``, hidden."""
-    root.command("submit", hidden=True, context_settings=_SUBMIT_CONTEXT)(submit)
-    root.command("gramine-manifest", hidden=True)(gramine_manifest)
-    root.command("attestation-policy", hidden=True)(attestation_policy)
+    root.command("submit", hidden=True, context_settings=_SUBMIT_CONTEXT, epilog=_SUBMIT_EXAMPLES)(
+        submit
+    )
+    root.command("gramine-manifest", hidden=True, epilog=_MANIFEST_EXAMPLES)(gramine_manifest)
+    root.command("attestation-policy", hidden=True, epilog=_POLICY_EXAMPLES)(attestation_policy)

@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlparse
 
 import typer
 
+from cipherspark.cli import _help
 from cipherspark.cli._io import out as _out
 from cipherspark.cli._io import read_input
 from cipherspark.cli._options import ApiKeyFileOpt, ApiKeyOpt, AppIdOpt, KmsCaOpt, KmsOpt
@@ -23,9 +24,22 @@ from cipherspark.errors import KmsUnavailableError
 
 __all__ = ["app", "key_create", "key_list", "policy_app", "policy_set", "policy_show"]
 
-app = typer.Typer(help="Create and list primary keys in the KMS.", no_args_is_help=True)
-policy_app = typer.Typer(
-    help="Set and show a primary key's release policy (server or keystore).", no_args_is_help=True
+app = _help.Typer(
+    help="Create and list primary keys in the KMS.",
+    epilog=_help.examples(
+        "cipherspark key create simple",
+        "cipherspark key list",
+        "cipherspark key policy show simple",
+    ),
+    no_args_is_help=True,
+)
+policy_app = _help.Typer(
+    help="Set and show a primary key's release policy (server or keystore).",
+    epilog=_help.examples(
+        "cipherspark key policy show simple",
+        "cipherspark key policy set simple policy.json",
+    ),
+    no_args_is_help=True,
 )
 app.add_typer(policy_app, name="policy")
 
@@ -48,7 +62,13 @@ def _new_keystore(kms: str | None) -> Path | None:
     return None if (folder / "keystore.json").exists() else folder.absolute()
 
 
-@app.command("create")
+@app.command(
+    "create",
+    epilog=_help.examples(
+        "cipherspark key create simple",
+        "cipherspark key create simple --kms https://kms.example:8443 --kms-ca ca.pem",
+    ),
+)
 def key_create(
     name: Annotated[str, typer.Argument(help="Key name (letters, digits, . _ -).")],
     kms: KmsOpt = None,
@@ -94,7 +114,13 @@ def key_create(
         )
 
 
-@app.command("list")
+@app.command(
+    "list",
+    epilog=_help.examples(
+        "cipherspark key list",
+        "cipherspark key list --kms file://$HOME/keystore",
+    ),
+)
 def key_list(
     kms: KmsOpt = None,
     kms_ca: KmsCaOpt = None,
@@ -112,7 +138,13 @@ def key_list(
         _out.print(f"{info.name}\tversion {info.version}\tcreated {info.created}")
 
 
-@policy_app.command("set")
+@policy_app.command(
+    "set",
+    epilog=_help.examples(
+        "cipherspark key policy set simple policy.json",
+        "cipherspark key policy set simple policy.json --kms https://kms.example:8443",
+    ),
+)
 def policy_set(
     name: Annotated[str, typer.Argument(help="Primary key name.")],
     file: Annotated[Path, typer.Argument(help="Policy JSON (see docs/attestation.md).")],
@@ -133,7 +165,7 @@ def policy_set(
         _out.print("note: this policy is empty and denies every attested unwrap")
 
 
-@policy_app.command("show")
+@policy_app.command("show", epilog=_help.examples("cipherspark key policy show simple"))
 def policy_show(
     name: Annotated[str, typer.Argument(help="Primary key name.")],
     kms: KmsOpt = None,
@@ -142,7 +174,7 @@ def policy_show(
     api_key: ApiKeyOpt = None,
     api_key_file: ApiKeyFileOpt = None,
 ) -> None:
-    """Print NAME's release policy (``null``: none, every attested unwrap is denied)."""
+    """Print NAME's release policy (null: none, every attested unwrap is denied)."""
     with open_service(kms, kms_ca, credentials(app_id, api_key)) as service:
         stored = service.get_policy(name)
     _out.print(json.dumps(None if stored is None else stored.to_dict(), indent=2, sort_keys=True))

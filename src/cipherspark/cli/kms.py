@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from cipherspark.cli import _help
 from cipherspark.cli._io import out as _out
 from cipherspark.cli._options import (
     AdminTokenFileOpt,
@@ -31,22 +32,55 @@ from cipherspark.errors import InputError, KmsUnavailableError, OutputExistsErro
 
 __all__ = ["admin_token_app", "app", "app_app", "audit_app", "credential_app", "platform_app"]
 
-app = typer.Typer(help="Run and administer the cipherspark KMS server.", no_args_is_help=True)
-app_app = typer.Typer(
-    help="Register applications at the KMS server (--kms https://HOST:PORT).", no_args_is_help=True
+# The admin commands' examples take the server from CIPHERSPARK_KMS (and its CA from
+# CIPHERSPARK_KMS_CA), as the README's KMS-server block exports them: lines short enough to copy.
+app = _help.Typer(
+    help="Run and administer the cipherspark KMS server.",
+    epilog=_help.examples(
+        "cipherspark kms init --data kms-data --save-admin-token kms-admin.token",
+        "cipherspark kms serve --data kms-data",
+        "cipherspark kms wait --kms https://127.0.0.1:8443 --kms-ca kms-data/tls/cert.pem",
+    ),
+    no_args_is_help=True,
 )
-audit_app = typer.Typer(help="Check the KMS server's audit log.", no_args_is_help=True)
-platform_app = typer.Typer(
+app_app = _help.Typer(
+    help="Register applications at the KMS server (--kms https://HOST:PORT).",
+    epilog=_help.examples(
+        "cipherspark kms app create my-app --admin-token-file kms-admin.token",
+        'cipherspark kms app disable "$CIPHERSPARK_APP_ID" --admin-token-file kms-admin.token',
+    ),
+    no_args_is_help=True,
+)
+audit_app = _help.Typer(
+    help="Check the KMS server's audit log.",
+    epilog=_help.examples("cipherspark kms audit verify --data kms-data"),
+    no_args_is_help=True,
+)
+platform_app = _help.Typer(
     help="Register the simulated TEE platforms the KMS server (--kms https://HOST:PORT) trusts "
     "(operator, admin token). Development only: simulated evidence protects nothing.",
+    epilog=_help.examples(
+        "cipherspark kms simulated-platform add PLATFORM_KEY --admin-token-file kms-admin.token",
+        "cipherspark kms simulated-platform list --admin-token-file kms-admin.token",
+    ),
     no_args_is_help=True,
 )
-credential_app = typer.Typer(
+credential_app = _help.Typer(
     help="Mint, list and revoke an application's credentials at the KMS server (admin token): "
     "owner credentials manage keys, workload credentials are for clusters.",
+    epilog=_help.examples(
+        'cipherspark kms credential create --app "$CIPHERSPARK_APP_ID" --label cluster-1 \\',
+        "    --admin-token-file kms-admin.token",
+        'cipherspark kms credential list --app "$CIPHERSPARK_APP_ID" \\',
+        "    --admin-token-file kms-admin.token",
+    ),
     no_args_is_help=True,
 )
-admin_token_app = typer.Typer(help="The KMS server's admin token.", no_args_is_help=True)
+admin_token_app = _help.Typer(
+    help="The KMS server's admin token.",
+    epilog=_help.examples("cipherspark kms admin-token rotate --admin-token-file kms-admin.token"),
+    no_args_is_help=True,
+)
 app.add_typer(app_app, name="app")
 app.add_typer(credential_app, name="credential")
 app.add_typer(admin_token_app, name="admin-token")
@@ -54,7 +88,13 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(platform_app, name="simulated-platform")
 
 
-@app.command("init")
+@app.command(
+    "init",
+    epilog=_help.examples(
+        "cipherspark kms init --data kms-data --save-admin-token kms-admin.token",
+        "cipherspark kms init --data kms-data --json",
+    ),
+)
 def init(
     data: DataDirOpt,
     as_json: JsonOpt = False,
@@ -67,10 +107,7 @@ def init(
         ),
     ] = None,
 ) -> None:
-    """Create the data directory: root key (0600), database and admin token (printed once).
-
-    Example: cipherspark kms init --data kms-data --save-admin-token kms-admin.token
-    """
+    """Create the data directory: root key (0600), database and admin token (printed once)."""
     from cipherspark._atomic import create_file
     from cipherspark.kms.server import init_data_dir
 
@@ -98,7 +135,13 @@ def init(
     _out.print("Store the admin token now: it is shown only once (the server keeps a hash).")
 
 
-@app.command("wait")
+@app.command(
+    "wait",
+    epilog=_help.examples(
+        "cipherspark kms wait --kms https://127.0.0.1:8443 --kms-ca kms-data/tls/cert.pem",
+        "cipherspark kms wait --timeout 60",
+    ),
+)
 def wait(
     kms: KmsOpt = None,
     kms_ca: KmsCaOpt = None,
@@ -106,10 +149,7 @@ def wait(
         float, typer.Option(min=0.0, help="Seconds to wait at most.", show_default=True)
     ] = 30.0,
 ) -> None:
-    """Wait until the KMS server answers (after 'kms serve ... &'), at most --timeout seconds.
-
-    Example: cipherspark kms wait --kms https://127.0.0.1:8443 --kms-ca kms-data/tls/cert.pem
-    """
+    """Wait until the KMS server answers (after 'kms serve ... &'), at most --timeout seconds."""
     from cipherspark.kms.server.launch import wait_for_server
 
     if kms is None:
@@ -118,7 +158,14 @@ def wait(
     _out.print(f"the KMS server at {kms} answers")
 
 
-@app.command("serve")
+@app.command(
+    "serve",
+    epilog=_help.examples(
+        "cipherspark kms serve --data kms-data",
+        "cipherspark kms serve --data kms-data --host 0.0.0.0 --port 443 \\",
+        "    --tls-cert kms.example.pem --tls-key kms.example.key",
+    ),
+)
 def serve(
     data: DataDirOpt,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -127,7 +174,10 @@ def serve(
         Path | None,
         typer.Option(help="PEM certificate (chain); default: a self-signed one in DATA/tls/."),
     ] = None,
-    tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert.")] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option(help="PEM private key of --tls-cert; default: the self-signed one's."),
+    ] = None,
     unsafe_plaintext: Annotated[
         bool,
         typer.Option(
@@ -197,7 +247,13 @@ def _require_server_extra() -> None:
         ) from exc
 
 
-@app_app.command("create")
+@app_app.command(
+    "create",
+    epilog=_help.examples(
+        "cipherspark kms app create my-app --admin-token-file kms-admin.token",
+        'eval "$(cipherspark kms app create my-app --admin-token-file kms-admin.token --env)"',
+    ),
+)
 def app_create(
     name: Annotated[str, typer.Argument(help="A name for the application (free text).")],
     kms: KmsOpt = None,
@@ -214,10 +270,7 @@ def app_create(
         ),
     ] = False,
 ) -> None:
-    """Register an application; prints its APP ID and owner API KEY (shown only once).
-
-    Example: eval "$(cipherspark kms app create my-app --admin-token-file kms-admin.token --env)"
-    """
+    """Register an application; prints its APP ID and owner API KEY (shown only once)."""
     if as_json and as_env:
         raise UsageError("--json and --env are two ways of printing: give one")
     with open_admin(kms, kms_ca, admin_token) as admin:
@@ -259,7 +312,12 @@ _AppIdOpt = Annotated[
 ]
 
 
-@app_app.command("disable")
+@app_app.command(
+    "disable",
+    epilog=_help.examples(
+        'cipherspark kms app disable "$CIPHERSPARK_APP_ID" --admin-token-file kms-admin.token'
+    ),
+)
 def app_disable(
     app_id: _AppIdArg,
     kms: KmsOpt = None,
@@ -273,7 +331,12 @@ def app_disable(
     _out.print(f"disabled the app {info.app_id} ({info.name}): its credentials are refused")
 
 
-@app_app.command("enable")
+@app_app.command(
+    "enable",
+    epilog=_help.examples(
+        'cipherspark kms app enable "$CIPHERSPARK_APP_ID" --admin-token-file kms-admin.token'
+    ),
+)
 def app_enable(
     app_id: _AppIdArg,
     kms: KmsOpt = None,
@@ -292,7 +355,15 @@ class _Role(StrEnum):
     owner = "owner"
 
 
-@credential_app.command("create")
+@credential_app.command(
+    "create",
+    epilog=_help.examples(
+        'cipherspark kms credential create --app "$CIPHERSPARK_APP_ID" --label cluster-1 \\',
+        "    --admin-token-file kms-admin.token",
+        'cipherspark kms credential create --app "$CIPHERSPARK_APP_ID" --role owner --json \\',
+        "    --admin-token-file kms-admin.token",
+    ),
+)
 def credential_create(
     app_id: _AppIdOpt,
     role: Annotated[
@@ -339,7 +410,13 @@ def credential_create(
     )
 
 
-@credential_app.command("list")
+@credential_app.command(
+    "list",
+    epilog=_help.examples(
+        'cipherspark kms credential list --app "$CIPHERSPARK_APP_ID" \\',
+        "    --admin-token-file kms-admin.token",
+    ),
+)
 def credential_list(
     app_id: _AppIdOpt,
     kms: KmsOpt = None,
@@ -359,7 +436,13 @@ def credential_list(
         _out.print(f"{c.credential_id}  {c.role:<8}  {c.created}  {state}  {c.label}".rstrip())
 
 
-@credential_app.command("revoke")
+@credential_app.command(
+    "revoke",
+    epilog=_help.examples(
+        'cipherspark kms credential revoke CREDENTIAL_ID --app "$CIPHERSPARK_APP_ID" \\',
+        "    --admin-token-file kms-admin.token",
+    ),
+)
 def credential_revoke(
     credential_id: Annotated[
         str, typer.Argument(metavar="CREDENTIAL_ID", help="What 'credential list' shows.")
@@ -379,7 +462,13 @@ def credential_revoke(
     )
 
 
-@admin_token_app.command("rotate")
+@admin_token_app.command(
+    "rotate",
+    epilog=_help.examples(
+        "cipherspark kms admin-token rotate --admin-token-file kms-admin.token",
+        "cipherspark kms admin-token rotate --json",
+    ),
+)
 def admin_token_rotate(
     kms: KmsOpt = None,
     kms_ca: KmsCaOpt = None,
@@ -410,7 +499,13 @@ _PlatformKeyArg = Annotated[
 ]
 
 
-@platform_app.command("add")
+@platform_app.command(
+    "add",
+    epilog=_help.examples(
+        "cipherspark kms simulated-platform add PLATFORM_KEY --label laptop \\",
+        "    --admin-token-file kms-admin.token",
+    ),
+)
 def platform_add(
     key: _PlatformKeyArg,
     label: Annotated[
@@ -438,7 +533,13 @@ def platform_add(
     )
 
 
-@platform_app.command("list")
+@platform_app.command(
+    "list",
+    epilog=_help.examples(
+        "cipherspark kms simulated-platform list --admin-token-file kms-admin.token",
+        "cipherspark kms simulated-platform list --json",
+    ),
+)
 def platform_list(
     kms: KmsOpt = None,
     kms_ca: KmsCaOpt = None,
@@ -466,7 +567,12 @@ def platform_list(
         _out.print(f"{platform.public_key}  {platform.created}  {platform.label}".rstrip())
 
 
-@platform_app.command("remove")
+@platform_app.command(
+    "remove",
+    epilog=_help.examples(
+        "cipherspark kms simulated-platform remove PLATFORM_KEY --admin-token-file kms-admin.token"
+    ),
+)
 def platform_remove(
     key: _PlatformKeyArg,
     kms: KmsOpt = None,
@@ -481,7 +587,7 @@ def platform_remove(
     _out.print(f"removed the simulated platform {platform.public_key}{named} from {kms}")
 
 
-@audit_app.command("verify")
+@audit_app.command("verify", epilog=_help.examples("cipherspark kms audit verify --data kms-data"))
 def audit_verify(data: DataDirOpt) -> None:
     """Verify the audit log's HMAC chain (exit 1 naming the first bad line)."""
     from cipherspark.kms.server import verify_audit
@@ -494,7 +600,9 @@ def audit_verify(data: DataDirOpt) -> None:
     )
 
 
-@app.command("backup")
+@app.command(
+    "backup", epilog=_help.examples("cipherspark kms backup --data kms-data kms-backup.db")
+)
 def backup(
     data: DataDirOpt,
     out: Annotated[Path, typer.Argument(help="File to write the database copy to.")],
@@ -513,7 +621,10 @@ def backup(
     )
 
 
-@app.command("restore")
+@app.command(
+    "restore",
+    epilog=_help.examples("cipherspark kms restore --data kms-data --from kms-backup.db"),
+)
 def restore(
     data: DataDirOpt,
     backup_file: Annotated[

@@ -44,6 +44,10 @@ __all__ = ["app", "bigdl"]
 
 app = _help.Typer(
     help="Move encrypted data from other systems into cipherspark datasets.",
+    epilog=_help.examples(
+        "cipherspark migrate bigdl bigdl-output people.cspk --key simple \\",
+        "    --bigdl-data-keys data-keys.json",
+    ),
     no_args_is_help=True,
 )
 
@@ -56,6 +60,7 @@ MigrateKeyOpt = Annotated[
     str | None,
     typer.Option(
         "--key",
+        metavar="NAME",
         envvar=settings.ENV_KEY,
         show_envvar=True,
         help="Name of the primary key that wraps the new data key (not needed with --check-only).",
@@ -131,7 +136,16 @@ def _total(src: Path) -> int:
     return src.stat().st_size if src.exists() else 0
 
 
-@app.command("bigdl")
+@app.command(
+    "bigdl",
+    epilog=_help.examples(
+        "cipherspark migrate bigdl bigdl-output --check-only --bigdl-data-keys data-keys.json",
+        "cipherspark migrate bigdl bigdl-output people.cspk --key simple \\",
+        "    --bigdl-data-keys data-keys.json",
+        "cipherspark migrate bigdl people.csv.bigdl people.csv.cspk --key simple \\",
+        "    --bigdl-app-id 123456 --bigdl-primary-key primary.material  # APIKEY: the variable",
+    ),
+)
 def bigdl(
     src: Annotated[Path, typer.Argument(help="A BigDL encrypted file, or a BigDL output folder.")],
     dst: Annotated[

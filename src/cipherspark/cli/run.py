@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from cipherspark.cli import _help
 from cipherspark.cli._options import (
     DEFAULT_MASTER,
     ApiKeyFileOpt,
@@ -37,7 +38,7 @@ from cipherspark.errors import AttestationError, UsageError
 
 __all__ = ["app", "run"]
 
-app = typer.Typer()
+app = _help.Typer()
 
 
 def _column_keys(items: list[str]) -> dict[str, list[str]]:
@@ -51,7 +52,14 @@ def _column_keys(items: list[str]) -> dict[str, list[str]]:
 
 
 # Options stop at APP.py: what follows is the application's, even if it looks like ours.
-@app.command(context_settings={"allow_interspersed_args": False})
+@app.command(
+    context_settings={"allow_interspersed_args": False},
+    epilog=_help.examples(
+        "cipherspark run --key simple examples/report.py people.parquet report.parquet",
+        "cipherspark run --key simple --table people=people.csv.cspk app.py --top 10",
+        "cipherspark run --unsafe-plaintext-parquet app.py",
+    ),
+)
 def run(
     script: Annotated[Path, typer.Argument(help="The PySpark application (a .py file).")],
     args: Annotated[
