@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import pickle
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -110,8 +111,10 @@ def assert_cipherspark_parquet(path: Path, secrets: list[str]) -> None:
 def footer_key_material(path: Path) -> dict[str, object]:
     """The footer key's key material (the JSON in the plaintext FileCryptoMetaData)."""
     meta = crypto_metadata(path)
-    start = meta.index(b"{")
-    return dict(json.loads(meta[start : meta.index(b"}", start) + 1]))
+    # Not the first "{": the binary Thrift before the JSON (a random AAD prefix) may hold one.
+    found = re.search(rb'\{"keyMaterialType":.*?\}', meta, re.S)
+    assert found is not None
+    return dict(json.loads(found.group()))
 
 
 def test_the_vectors_are_bigdl_parquet(vectors: pv.ParquetVectors) -> None:

@@ -232,8 +232,9 @@ def bigdl(
         bool,
         typer.Option(
             "--unsafe-unauthenticated-input",
-            help="Also migrate nativeaescbc files, which have no MAC: nothing about them can "
-            "be verified (a modified file migrates as garbage).",
+            help="Also migrate input that is not fully authenticated: nativeaescbc files (no "
+            "MAC: nothing about them can be verified, a modified file migrates as garbage) and "
+            "AES_GCM_CTR_V1 Parquet (footer and page headers authenticated, page data not).",
         ),
     ] = False,
     check_only: Annotated[
@@ -317,8 +318,9 @@ def bigdl(
 def _report_unverified(paths: tuple[Path, ...]) -> None:
     if paths:
         warn(
-            f"{len(paths)} nativeaescbc file(s) have no MAC: nothing about them could be "
-            "verified (a modified file migrates as garbage)"
+            f"{len(paths)} file(s) not fully authenticated (nativeaescbc: no MAC; "
+            "AES_GCM_CTR_V1 Parquet: page data has no MAC): a modified file may migrate as "
+            "garbage"
         )
 
 
@@ -333,7 +335,8 @@ def _check(src: Path, source: BigDLSource) -> None:
         elif check.verified:
             _out.print(f"verified    {check.path} ({check.layout}, {check.size:,} bytes)")
         else:
-            _out.print(f"UNVERIFIED  {check.path} ({check.layout}: no MAC, nothing verified)")
+            what = "page data has no MAC" if "parquet" in str(check.layout) else "no MAC"
+            _out.print(f"UNVERIFIED  {check.path} ({check.layout}: {what}, not verified)")
     failed = sum(1 for c in checks if c.problem is not None)
     if failed:
         raise IntegrityError(f"{failed} of {len(checks)} BigDL file(s) do not verify")
