@@ -1,4 +1,5 @@
-"""The README runs as written: its shell and Python blocks, verbatim, in a fresh project folder.
+"""The README and docs/tutorial.md run as written: their shell and Python blocks, verbatim, in a
+fresh project folder (one for each page).
 
 A newcomer copies the blocks of README.md into a shell in the project folder, one after another.
 This test does the same: every block of the flow, Parquet, cluster, KMS-server and Python sections
@@ -28,6 +29,7 @@ pytestmark = [pytest.mark.spark, pytest.mark.servers]
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+TUTORIAL = ROOT / "docs" / "tutorial.md"
 
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
 _HEADING = re.compile(r"^## (.+)$", re.M)
@@ -63,11 +65,24 @@ RUN = [(_FLOW, 0), (_FLOW, 1), (_PYTHON, 0), (_SERVERS, 0), (_SERVERS, 1)]
 SKIPPED_SECTIONS = {"Set up: two commands"}
 
 
-def _by_section() -> dict[str, list[Block]]:
+def _by_section(page: Path = README) -> dict[str, list[Block]]:
     sections: dict[str, list[Block]] = {}
-    for block in readme_blocks(README.read_text()):
+    for block in readme_blocks(page.read_text()):
         sections.setdefault(block.section, []).append(block)
     return sections
+
+
+def _tutorial_run() -> list[tuple[str, int]]:
+    """Every block of the tutorial, in page order: all of it is meant to be run."""
+    return [
+        (section, index)
+        for section, blocks in _by_section(TUTORIAL).items()
+        for index, block in enumerate(blocks)
+        if block.language in ("sh", "python")
+    ]
+
+
+TUTORIAL_RUN = _tutorial_run()
 
 
 def test_every_runnable_block_is_run() -> None:
@@ -78,14 +93,25 @@ def test_every_runnable_block_is_run() -> None:
         for index, block in enumerate(blocks):
             if block.language in ("sh", "python") and section not in SKIPPED_SECTIONS:
                 assert (section, index) in listed, f"README block {index} of {section!r} is not run"
+    # The tutorial is run whole; a page of fewer blocks would mean the harness lost some.
+    assert len(TUTORIAL_RUN) >= 4
+
+
+def _project(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    folder = tmp_path_factory.mktemp(name)
+    (folder / ".venv").symlink_to(Path(sys.prefix))
+    (folder / "examples").symlink_to(ROOT / "examples")
+    return folder
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("readme-project")
-    (folder / ".venv").symlink_to(Path(sys.prefix))
-    (folder / "examples").symlink_to(ROOT / "examples")
-    return folder
+    return _project(tmp_path_factory, "readme-project")
+
+
+@pytest.fixture(scope="module")
+def tutorial_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _project(tmp_path_factory, "tutorial-project")
 
 
 def _environment() -> dict[str, str]:
@@ -95,7 +121,7 @@ def _environment() -> dict[str, str]:
     return env
 
 
-_failed: list[str] = []
+_failed: dict[Path, str] = {}
 
 
 # A block runs up to seven Spark commands (each a JVM start): on CI's 2 busy cores one took more
@@ -103,9 +129,23 @@ _failed: list[str] = []
 @pytest.mark.timeout(1000)
 @pytest.mark.parametrize(("section", "index"), RUN, ids=[f"{s}-{i}" for s, i in RUN])
 def test_readme_block_runs_as_written(project: Path, section: str, index: int) -> None:
-    if _failed:
-        pytest.fail(f"an earlier README block failed ({_failed[0]}): this one depends on it")
-    block = _by_section()[section][index]
+    _run_block(README, project, section, index)
+
+
+@pytest.mark.timeout(1000)
+@pytest.mark.parametrize(
+    ("section", "index"), TUTORIAL_RUN, ids=[f"{s}-{i}" for s, i in TUTORIAL_RUN]
+)
+def test_tutorial_block_runs_as_written(tutorial_project: Path, section: str, index: int) -> None:
+    _run_block(TUTORIAL, tutorial_project, section, index)
+
+
+def _run_block(page: Path, project: Path, section: str, index: int) -> None:
+    """Run block ``index`` of ``section`` of ``page`` in ``project``, in the shell state the
+    page's earlier blocks left, and check that it prints what the page says it prints."""
+    if page in _failed:
+        pytest.fail(f"an earlier block failed ({_failed[page]}): this one depends on it")
+    block = _by_section(page)[section][index]
     state = project / ".readme-state.sh"
     body = block.text
     if block.language == "python":
@@ -134,7 +174,8 @@ def test_readme_block_runs_as_written(project: Path, section: str, index: int) -
         except ProcessLookupError:
             pass
     if proc.returncode != 0:
-        _failed.append(f"{section} #{index}")
-    assert proc.returncode == 0, f"README block {index} of {section!r} failed:\n{output[-4000:]}"
+        _failed[page] = f"{section} #{index}"
+    name = page.name
+    assert proc.returncode == 0, f"{name} block {index} of {section!r} failed:\n{output[-4000:]}"
     for line in block.says:
-        assert line in output, f"the README says {line!r} is printed; the output:\n{output[-3000:]}"
+        assert line in output, f"{name} says {line!r} is printed; the output:\n{output[-3000:]}"
