@@ -488,3 +488,25 @@ def test_bad_input(
         assert word in message, (word, message)
     # Nothing written, nothing left behind, nothing changed (existing outputs untouched).
     assert snapshot(workspace) == before
+
+
+@pytest.mark.parametrize("kind", ["file", "folder"])
+def test_a_file_from_another_keystore_is_named_as_such(
+    workspace: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    """Issue 19: it was reported as "the header was modified" (or as an unregistered
+    location); the user's mistake is the KMS, and the message says which keystore it asked."""
+    source = "people.cspk"
+    if kind == "folder":
+        (workspace / "parts").mkdir()
+        (workspace / "parts" / "a.csv").write_bytes(b"x,y\n1,2\n")
+        assert run(capsys, "encrypt", "parts", "parts.cspk", "--key", TEST_KEY).code == 0
+        source = "parts.cspk"
+    other = (workspace / "other-kms").as_uri()
+    assert run(capsys, "key", "create", TEST_KEY, "--kms", other).code == 0
+    before = snapshot(workspace)
+    result = run(capsys, "decrypt", source, "out.csv", "--kms", other)
+    line = assert_one_error_line(result)
+    assert f"wrapped by another primary key named {TEST_KEY!r}" in line
+    assert other in line and "point --kms (CIPHERSPARK_KMS) at the keystore" in line
+    assert snapshot(workspace) == before

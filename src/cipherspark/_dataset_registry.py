@@ -30,7 +30,7 @@ from pathlib import Path
 from cipherspark.crypto._manifest_json import MAX_GENERATION
 from cipherspark.crypto.container import ContainerHeader, ExpectedPart
 from cipherspark.crypto.manifest import MANIFEST_NAME, Dataset, DatasetIdentity, next_identity
-from cipherspark.errors import IntegrityError
+from cipherspark.errors import CipherSparkError, IntegrityError
 from cipherspark.kms.base import KeyManagementService
 from cipherspark.kms.registry import DatasetRecord, dataset_location, registration_proof
 
@@ -222,5 +222,19 @@ def _v1_record(path: str | os.PathLike[str], dataset: Dataset) -> DatasetRecord:
 
 
 def check_file(kms: KeyManagementService, path: str | os.PathLike[str], part: ExpectedPart) -> None:
-    """:func:`check_registered` for the single encrypted file ``part`` read at ``path``."""
-    check_registered(kms, single_file_record(path, part.header, part.header_sha256))
+    """:func:`check_registered` for the single encrypted file ``part`` read at ``path``.
+
+    A refusal is first checked against the file's key: a file encrypted with another keystore
+    or KMS is reported as that (its key does not unwrap here, the first thing to fix), not as
+    an unregistered location. A folder needs no such step: its manifest is decrypted before
+    the registry is asked."""
+    try:
+        check_registered(kms, single_file_record(path, part.header, part.header_sha256))
+    except IntegrityError as refused:
+        try:
+            kms.unwrap_data_key(part.header.key_id, part.header.wrapped_key)
+        except IntegrityError as wrong_key:
+            raise wrong_key from refused
+        except CipherSparkError:
+            pass  # e.g. not allowed to unwrap here: the registry's refusal is the answer
+        raise

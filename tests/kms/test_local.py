@@ -150,7 +150,8 @@ def test_data_keys_are_fresh(kms: LocalKms) -> None:
     keys = [kms.generate_data_key(TEST_KEY) for _ in range(20)]
     assert len({k.plaintext for k in keys}) == 20
     assert len({k.wrapped for k in keys}) == 20
-    assert len({k.wrapped[1:13] for k in keys}) == 20  # fresh nonces too
+    assert len({k.wrapped[9:21] for k in keys}) == 20  # fresh nonces too
+    assert len({k.wrapped[1:9] for k in keys}) == 1  # one key's fingerprint
 
 
 def test_unwrap_under_another_key_fails(kms: LocalKms) -> None:
@@ -161,10 +162,44 @@ def test_unwrap_under_another_key_fails(kms: LocalKms) -> None:
 
 
 def test_same_name_in_another_keystore_does_not_unwrap(tmp_path: Path, kms: LocalKms) -> None:
+    """Named as what it is (issue 19: it was reported as a modified header)."""
     other = open_kms((tmp_path / "other").as_uri(), TEST_CREDENTIALS, create=True)
     other.create_key(TEST_KEY)
-    with pytest.raises(IntegrityError):
+    with pytest.raises(IntegrityError, match="wrapped by another primary key named") as raised:
         other.unwrap_data_key(TEST_KEY, kms.generate_data_key(TEST_KEY).wrapped)
+    assert "another keystore" in str(raised.value) and other.url in str(raised.value)
+
+
+def test_a_modified_wrapped_key_is_named_as_modified(kms: LocalKms) -> None:
+    wrapped = bytearray(kms.generate_data_key(TEST_KEY).wrapped)
+    wrapped[-1] ^= 1  # the fingerprint is this key's: the change is in the sealed key
+    with pytest.raises(IntegrityError, match=r"the header was modified$"):
+        kms.unwrap_data_key(TEST_KEY, bytes(wrapped))
+
+
+def test_version_1_wrapped_keys_still_unwrap(kms: LocalKms) -> None:
+    """Files encrypted before the fingerprint (format.md, 'Wrapped key') keep decrypting."""
+    import os
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    _, primary = kms._load(TEST_KEY)
+    data_key, nonce = os.urandom(32), os.urandom(12)
+    aad = b"cipherspark/wrap/v1\x00" + TEST_KEY.encode()
+    sealed = AESGCM(primary).encrypt(nonce, data_key, aad)
+    wrapped = b"\x01" + nonce + sealed
+    assert len(wrapped) == 61
+    assert kms.unwrap_data_key(TEST_KEY, wrapped) == data_key
+    with pytest.raises(IntegrityError, match="or with an earlier key of that name"):
+        kms.unwrap_data_key(TEST_KEY, wrapped[:-1] + bytes([wrapped[-1] ^ 1]))
+
+
+def test_a_kms_server_s_wrapped_key_is_named_as_such(kms: LocalKms) -> None:
+    from cipherspark.kms.server.keyring import wrap
+
+    blob = wrap(bytes(32), TEST_KEY, 1, bytes(32))
+    with pytest.raises(IntegrityError, match="wrapped by a KMS server, not by this keystore"):
+        kms.unwrap_data_key(TEST_KEY, blob)
 
 
 def test_every_flipped_bit_fails(kms: LocalKms) -> None:
@@ -186,7 +221,7 @@ def test_malformed_wrapped_key_fails(kms: LocalKms, change: str) -> None:
         "truncate": wrapped[:-1],
         "extend": wrapped + b"\x00",
         "empty": b"",
-        "swap-nonce": wrapped[:1] + other[1:13] + wrapped[13:],
+        "swap-nonce": wrapped[:9] + other[9:21] + wrapped[21:],
     }[change]
     with pytest.raises(IntegrityError):
         kms.unwrap_data_key(TEST_KEY, bad)

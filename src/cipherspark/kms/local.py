@@ -28,6 +28,8 @@ permissions only, like the rest of the keystore: real TEEs need the KMS server.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import math
 import os
@@ -76,7 +78,13 @@ __all__ = [
 
 _STORE_FORMAT = "cipherspark-local-kms"
 _STORE_VERSION = 1
-_WRAP_VERSION = 1
+# Wrapped data keys: 3 is what this keystore writes, 1 what it wrote before 0.2 (still read); 2
+# is the KMS server's (kms/server/keyring.py), named as such when one is handed to a keystore.
+_WRAP_VERSION = 3
+_WRAP_V1 = 1
+_WRAP_SERVER = 2
+_FINGERPRINT = 8
+_AAD_FINGERPRINT = b"cipherspark/local-kms/v1/fingerprint"
 _NONCE = 12
 _KEY = 32
 # scrypt cost of new keystores: 2^17 * 8 * 128 B = 128 MiB, OWASP's minimum for scrypt
@@ -96,6 +104,14 @@ _CHECK_PLAINTEXT = b"cipherspark local keystore"
 _AAD_CHECK = b"cipherspark/local-kms/v1/check"
 _AAD_SEAL = b"cipherspark/local-kms/v1/primary-key\x00"
 _AAD_WRAP = b"cipherspark/wrap/v1\x00"
+_AAD_WRAP_V3 = b"cipherspark/wrap/v3\x00"
+
+
+def _fingerprint(primary: bytes) -> bytes:
+    """What names a primary key in the keys it wraps: 64 bits of a PRF of it (not the key:
+    HMAC-SHA256 under the key, of a fixed label), enough to tell two keys apart by accident."""
+    return hmac.new(primary, _AAD_FINGERPRINT, hashlib.sha256).digest()[:_FINGERPRINT]
+
 
 # Sealing keys by what derives them: (directory, APP ID, API KEY, salt, n, r, p).
 _sealing_keys: dict[tuple[str, str, str, bytes, int, int, int], bytes] = {}
@@ -307,24 +323,50 @@ class LocalKms(KeyManagementService):
         nonce = os.urandom(_NONCE)
         wrapped = (
             bytes([_WRAP_VERSION])
+            + _fingerprint(primary)
             + nonce
-            + AESGCM(primary).encrypt(nonce, plaintext, _AAD_WRAP + key_id.encode())
+            + AESGCM(primary).encrypt(nonce, plaintext, _AAD_WRAP_V3 + key_id.encode())
         )
         return DataKey(key_id=key_id, plaintext=plaintext, wrapped=wrapped)
 
     def unwrap_data_key(self, key_id: str, wrapped: bytes) -> bytes:
-        """Unwrap a data key wrapped by :meth:`generate_data_key` under ``key_id``."""
+        """Unwrap a data key wrapped by :meth:`generate_data_key` under ``key_id``.
+
+        The wrapped key names its primary key by a fingerprint, so that a file encrypted with
+        another keystore (or a key deleted and created again under the same name) is reported
+        as such rather than as a modified file; either way nothing is unwrapped.
+        """
         _, primary = self._load(key_id)
-        if len(wrapped) != 1 + _NONCE + _KEY + 16 or wrapped[0] != _WRAP_VERSION:
+        version = wrapped[0] if wrapped else None
+        if version == _WRAP_SERVER:
+            raise IntegrityError(
+                f"the data key was wrapped by a KMS server, not by this keystore ({self.url}): "
+                "point --kms (CIPHERSPARK_KMS) at the KMS that encrypted it"
+            )
+        if version == _WRAP_V1 and len(wrapped) == 1 + _NONCE + _KEY + 16:
+            nonce, sealed, aad = wrapped[1 : 1 + _NONCE], wrapped[1 + _NONCE :], _AAD_WRAP
+            mismatch = (
+                "the header was modified, or the file was encrypted with another keystore "
+                "or with an earlier key of that name"
+            )
+        elif version == _WRAP_VERSION and len(wrapped) == 1 + _FINGERPRINT + _NONCE + _KEY + 16:
+            if not hmac.compare_digest(wrapped[1 : 1 + _FINGERPRINT], _fingerprint(primary)):
+                raise IntegrityError(
+                    f"the data key was wrapped by another primary key named {key_id!r} than "
+                    f"this keystore's ({self.url}): the file was encrypted with another "
+                    "keystore, or before the key was created again; point --kms "
+                    "(CIPHERSPARK_KMS) at the keystore that encrypted it"
+                )
+            body = wrapped[1 + _FINGERPRINT :]
+            nonce, sealed, aad = body[:_NONCE], body[_NONCE:], _AAD_WRAP_V3
+            mismatch = "the header was modified"
+        else:
             raise IntegrityError(f"the wrapped data key for {key_id!r} is malformed")
         try:
-            return AESGCM(primary).decrypt(
-                wrapped[1 : 1 + _NONCE], wrapped[1 + _NONCE :], _AAD_WRAP + key_id.encode()
-            )
+            return AESGCM(primary).decrypt(nonce, sealed, aad + key_id.encode())
         except InvalidTag as exc:
             raise IntegrityError(
-                f"the data key does not unwrap under primary key {key_id!r}: the header was "
-                "modified or the key was replaced"
+                f"the data key does not unwrap under primary key {key_id!r}: {mismatch}"
             ) from exc
 
     # -- the dataset registry -------------------------------------------------------------------

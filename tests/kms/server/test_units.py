@@ -110,6 +110,10 @@ def test_sealed_versions_are_bound_to_app_name_and_version() -> None:
     assert keyring.wrapped_version("k", wrapped) == 3
     with pytest.raises(IntegrityError):
         keyring.open_wrapped(primary, "k", 2, wrapped)
+    # The embedded keystore's blobs (formats 1 and 3) are named as such, not as malformed.
+    for local in (b"\x01" + bytes(60), b"\x03" + bytes(68)):
+        with pytest.raises(IntegrityError, match="wrapped by an embedded keystore"):
+            keyring.wrapped_version("k", local)
 
 
 def test_root_key_must_be_private(tmp_path: Path) -> None:

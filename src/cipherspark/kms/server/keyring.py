@@ -57,7 +57,7 @@ __all__ = [
 KEY_BYTES = 32
 _NONCE = 12
 _TAG = 16
-_WRAP_FORMAT = 2  # 1 is the embedded keystore's format; a server blob never passes for one.
+_WRAP_FORMAT = 2  # 1 and 3 are the embedded keystore's formats; a blob never passes for another.
 _WRAP_HEADER = struct.Struct(">BI")
 WRAPPED_KEY_BYTES = _WRAP_HEADER.size + _NONCE + KEY_BYTES + _TAG
 _AAD_SEAL_V1 = b"cipherspark/kms-server/v1/primary-key\x00"
@@ -158,6 +158,11 @@ def wrap(primary: bytes, name: str, version: int, data_key: bytes) -> bytes:
 
 def wrapped_version(name: str, wrapped: bytes) -> int:
     """The primary-key version a wrapped blob names; :class:`IntegrityError` if malformed."""
+    if wrapped[:1] in (b"\x01", b"\x03"):  # the embedded keystore's formats (kms/local.py)
+        raise IntegrityError(
+            f"the data key for {name!r} was wrapped by an embedded keystore (file://), not by "
+            "this KMS server: point --kms (CIPHERSPARK_KMS) at the keystore that encrypted it"
+        )
     if len(wrapped) != WRAPPED_KEY_BYTES:
         raise IntegrityError(f"the wrapped data key for {name!r} is malformed (wrong length)")
     fmt, version = _WRAP_HEADER.unpack_from(wrapped)
