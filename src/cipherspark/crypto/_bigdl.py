@@ -36,6 +36,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from cipherspark._descriptors import read_at
 from cipherspark.crypto.container import open_regular
 from cipherspark.errors import CredentialsError, FormatError, InputError, IntegrityError
 
@@ -236,16 +237,6 @@ def file_keys(data_key: str, layout: Layout) -> tuple[bytes, bytes]:
     return copy_of_range(0, 16), copy_of_range(16, aes_end)
 
 
-def _pread(fd: int, size: int, offset: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = os.pread(fd, size - len(data), offset + len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
 @dataclass(frozen=True)
 class _Plan:
     layout: Layout
@@ -320,7 +311,7 @@ class BigDLFile:
         except FileNotFoundError as exc:
             raise InputError(f"{self.path} does not exist") from exc
         try:
-            prefix = _pread(self._fd, V2_HEADER_SIZE, 0)
+            prefix = read_at(self._fd, V2_HEADER_SIZE, 0)
             self._plan = _plan(str(self.path), prefix, self.size, allow_unauthenticated)
             self._mac_key, self._aes_key = self._keys(keys, v1_data_key)
         except BaseException:
@@ -384,7 +375,7 @@ class BigDLFile:
             yield chunk
 
     def _tag(self) -> bytes:
-        return _pread(self._fd, MAC_SIZE, self._plan.end)
+        return read_at(self._fd, MAC_SIZE, self._plan.end)
 
     def _mismatch(self) -> IntegrityError:
         return IntegrityError(
@@ -421,10 +412,10 @@ class BigDLFile:
     def _check_padding(self) -> None:
         end = self._plan.end
         if end - self._plan.start >= 2 * _BLOCK:
-            tail = _pread(self._fd, 2 * _BLOCK, end - 2 * _BLOCK)
+            tail = read_at(self._fd, 2 * _BLOCK, end - 2 * _BLOCK)
             iv, last = tail[:_BLOCK], tail[_BLOCK:]
         else:
-            iv, last = self._plan.iv, _pread(self._fd, _BLOCK, end - _BLOCK)
+            iv, last = self._plan.iv, read_at(self._fd, _BLOCK, end - _BLOCK)
         decryptor = Cipher(algorithms.AES(self._aes_key), modes.CBC(iv)).decryptor()
         unpadder = padding.PKCS7(128).unpadder()
         try:

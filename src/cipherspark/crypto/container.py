@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
+from cipherspark._descriptors import read_at
 from cipherspark.crypto._streaming import (
     BODY_HEADER_SIZE,
     MAX_SEGMENT_SIZE,
@@ -211,19 +212,6 @@ def open_regular(path: str | os.PathLike[str]) -> tuple[int, int]:
     return fd, info.st_size
 
 
-def _pread(fd: int, size: int, offset: int) -> bytes:
-    """Up to ``size`` bytes at ``offset`` (fewer only at the end of the file)."""
-    chunks = []
-    while size > 0:
-        chunk = os.pread(fd, size, offset)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size -= len(chunk)
-        offset += len(chunk)
-    return b"".join(chunks)
-
-
 class _FdReader:
     """Sequential reads by ``pread`` on a borrowed descriptor (no shared file offset)."""
 
@@ -232,7 +220,7 @@ class _FdReader:
         self.offset = offset
 
     def read(self, size: int, /) -> bytes:
-        data = _pread(self._fd, size, self.offset)
+        data = read_at(self._fd, size, self.offset)
         self.offset += len(data)
         return data
 
@@ -490,7 +478,7 @@ class ContainerFile:
             raise ValueError("read from a closed ContainerFile")
         first_begin, _ = self.layout.ciphertext_range(start, self.body_size)
         _, last_end = self.layout.ciphertext_range(stop - 1, self.body_size)
-        data = _pread(self._fd, last_end - first_begin, self.body_offset + first_begin)
+        data = read_at(self._fd, last_end - first_begin, self.body_offset + first_begin)
         if len(data) != last_end - first_begin:
             raise IntegrityError(f"{self.path}: the file changed size while being read")
         view = memoryview(data)

@@ -64,6 +64,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from cipherspark._atomic import atomic_output, atomic_output_dir
+from cipherspark._descriptors import read_at
 from cipherspark.crypto._bigdl import BigDLKeys
 from cipherspark.crypto.container import open_regular
 from cipherspark.errors import (
@@ -182,23 +183,13 @@ def read_meta(path: Path) -> str:
     return wrapped
 
 
-def _pread(fd: int, size: int, offset: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = os.pread(fd, size - len(data), offset + len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
 def _layout(fd: int, size: int) -> ParquetLayout:
     """The file's algorithm, from its magic and its plaintext FileCryptoMetaData.
 
     Not trusted by itself: the footer and pages are decrypted with what it names, so a changed
     byte here makes decryption fail.
     """
-    head, tail = _pread(fd, 4, 0), _pread(fd, 8, max(size - 8, 0))
+    head, tail = read_at(fd, 4, 0), read_at(fd, 8, max(size - 8, 0))
     if head == tail[4:] == _PLAINTEXT_MAGIC:
         raise IntegrityError(
             "plaintext Parquet (PAR1), not BigDL's encrypted Parquet: refused (a plaintext "
@@ -212,7 +203,7 @@ def _layout(fd: int, size: int) -> ParquetLayout:
     (length,) = struct.unpack("<I", tail[:4])
     if not 2 <= length <= size - 12:
         raise FormatError("the encrypted Parquet footer's length is invalid (damaged)")
-    algorithm = _pread(fd, 2, size - 8 - length)
+    algorithm = read_at(fd, 2, size - 8 - length)
     if algorithm == bytes([_ALGORITHM_FIELD, _GCM]):
         return ParquetLayout.AES_GCM_V1
     if algorithm == bytes([_ALGORITHM_FIELD, _GCM_CTR]):
